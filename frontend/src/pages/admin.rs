@@ -1,0 +1,185 @@
+//! The platform admin's pages: tenants, plans, the mail outbox and the node pool.
+
+use leptos::prelude::*;
+
+use super::PlanView;
+use crate::{
+    FormErrors, PageCtx, Shell, render,
+    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
+};
+
+#[derive(Clone, Debug, Default)]
+pub struct TenantRow {
+    pub id: String,
+    pub name: String,
+    pub owners: String,
+    pub members: i64,
+    pub is_reseller: bool,
+    pub parent: Option<String>,
+    pub created: String,
+}
+
+pub fn tenants(ctx: PageCtx, rows: Vec<TenantRow>) -> String {
+    render(move || {
+        let csrf = ctx.csrf.clone();
+        let body = if rows.is_empty() {
+            view! { <Empty title="No tenants yet"><p>"Organisations appear here as customers sign up."</p></Empty> }.into_any()
+        } else {
+            view! {
+                <table class="table">
+                    <thead><tr>
+                        <th scope="col">"Organisation"</th><th scope="col">"Owners"</th><th scope="col">"Members"</th>
+                        <th scope="col">"Kind"</th><th scope="col">"Created"</th><th scope="col"><span class="sr-only">"Actions"</span></th>
+                    </tr></thead>
+                    <tbody>
+                        {rows.into_iter().map(|r| {
+                            let kind = if r.is_reseller { "reseller".to_string() } else {
+                                r.parent.clone().map(|p| format!("customer of {p}")).unwrap_or_else(|| "customer".into())
+                            };
+                            let (label, value) = if r.is_reseller { ("Make customer", "0") } else { ("Make reseller", "1") };
+                            view! {
+                                <tr>
+                                    <td>{r.name.clone()}</td>
+                                    <td>{r.owners.clone()}</td>
+                                    <td>{r.members}</td>
+                                    <td>{kind}</td>
+                                    <td>{r.created.clone()}</td>
+                                    <td>
+                                        <ActionButton action=format!("/admin/tenants/{}/reseller", r.id) csrf=csrf.clone()
+                                            label=label class="button button-quiet button-small" confirm_field=("reseller", value.to_string())/>
+                                    </td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        };
+        view! {
+            <Shell ctx=ctx>
+                <h1>"Tenants"</h1>
+                <p class="muted">"Every organisation on the platform. Resellers own customer organisations and drive them through the API."</p>
+                {body}
+            </Shell>
+        }
+    })
+}
+
+/// The plan form as typed, for showing it again with its errors.
+#[derive(Clone, Debug, Default)]
+pub struct PlanForm {
+    pub name: String,
+    pub description: String,
+    pub price: String,
+    pub currency: String,
+    pub max_accounts: String,
+    pub max_sessions: String,
+    pub storage_mb: String,
+    pub errors: FormErrors,
+}
+
+pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
+    render(move || {
+        let csrf = ctx.csrf.clone();
+        let list = if plans.is_empty() {
+            view! { <Empty title="No plans yet"><p>"Create the first plan below; it appears on the landing page."</p></Empty> }.into_any()
+        } else {
+            view! {
+                <table class="table">
+                    <thead><tr>
+                        <th scope="col">"Plan"</th><th scope="col">"Price"</th><th scope="col">"Accounts"</th>
+                        <th scope="col">"Connections"</th><th scope="col">"Storage"</th><th scope="col">"Shown"</th>
+                    </tr></thead>
+                    <tbody>
+                        {plans.into_iter().map(|p| view! {
+                            <tr>
+                                <td>{p.name.clone()}</td>
+                                <td>{p.price_label()}</td>
+                                <td>{p.max_accounts}</td>
+                                <td>{p.max_sessions}</td>
+                                <td>{format!("{} MB", p.storage_mb)}</td>
+                                <td>{if p.public { "on landing page" } else { "hidden" }}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        };
+        let e = form.errors.clone();
+        view! {
+            <Shell ctx=ctx>
+                <h1>"Plans"</h1>
+                {list}
+                <section class="card">
+                    <h2>"New plan"</h2>
+                    <FormAlert errors=e.clone()/>
+                    <form method="post" action="/admin/plans" class="grid-form">
+                        <Csrf token=csrf/>
+                        <Field name="name" label="Name" value=form.name.clone() errors=e.clone() required=true/>
+                        <Field name="description" label="Description" value=form.description.clone() errors=e.clone()/>
+                        <Field name="price" label="Monthly price" value=form.price.clone() errors=e.clone() hint="For example 4.50; 0 for a free plan." required=true/>
+                        <Field name="currency" label="Currency" value=form.currency.clone() errors=e.clone() hint="ISO 4217 code, e.g. EUR." required=true/>
+                        <Field name="max_accounts" label="Chat accounts" kind="number" value=form.max_accounts.clone() errors=e.clone() required=true/>
+                        <Field name="max_sessions" label="Simultaneous connections" kind="number" value=form.max_sessions.clone() errors=e.clone() required=true/>
+                        <Field name="storage_mb" label="Storage (MB)" kind="number" value=form.storage_mb.clone() errors=e.clone() required=true/>
+                        <button type="submit" class="button" id="plan-submit">"Create plan"</button>
+                    </form>
+                </section>
+            </Shell>
+        }
+    })
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MailRow {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub created: String,
+    pub status: String,
+}
+
+pub fn outbox(ctx: PageCtx, mails: Vec<MailRow>) -> String {
+    render(move || {
+        let body = if mails.is_empty() {
+            view! { <Empty title="No mail yet"><p>"Mail the panel sends (confirmations, password resets, invitations) is listed here."</p></Empty> }.into_any()
+        } else {
+            view! {
+                <ul class="mail-list">
+                    {mails.into_iter().map(|m| view! {
+                        <li class="card">
+                            <details>
+                                <summary>
+                                    <span class="mail-subject">{m.subject.clone()}</span>
+                                    <span class="muted">{format!(" to {} · {} · {}", m.to, m.created, m.status)}</span>
+                                </summary>
+                                <pre class="mail-body">{m.body.clone()}</pre>
+                            </details>
+                        </li>
+                    }).collect_view()}
+                </ul>
+            }.into_any()
+        };
+        view! {
+            <Shell ctx=ctx>
+                <h1>"Outbox"</h1>
+                <p class="muted">"The latest mail the panel sent. Without SMTP configured, this is where mail goes."</p>
+                {body}
+            </Shell>
+        }
+    })
+}
+
+pub fn nodes(ctx: PageCtx) -> String {
+    render(move || {
+        view! {
+            <Shell ctx=ctx>
+                <h1>"Nodes"</h1>
+                <Empty title="No nodes in the pool">
+                    <p>"XMPP nodes join the pool with a join token; each hosted domain is placed on one of them."</p>
+                </Empty>
+            </Shell>
+        }
+    })
+}
+

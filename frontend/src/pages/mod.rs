@@ -1,0 +1,56 @@
+//! One module per area of the panel: public pages (landing, sign-up, log-in, password
+//! reset, invitations), a customer organisation's pages, and the platform admin's pages.
+
+pub mod admin;
+pub mod org;
+pub mod public;
+
+use leptos::prelude::*;
+
+use crate::{PageCtx, Shell, render};
+
+/// A plan as the landing page and the admin list show it.
+#[derive(Clone, Debug, Default)]
+pub struct PlanView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Price per month in the currency's minor unit (cents).
+    pub price_cents: i64,
+    pub currency: String,
+    pub max_accounts: i64,
+    pub max_sessions: i64,
+    pub storage_mb: i64,
+    pub public: bool,
+}
+
+impl PlanView {
+    /// `Free`, or the price with its currency: `EUR 4.00 / month`.
+    pub fn price_label(&self) -> String {
+        if self.price_cents == 0 {
+            "Free".into()
+        } else {
+            format!(
+                "{} {}.{:02} / month",
+                self.currency.to_uppercase(),
+                self.price_cents / 100,
+                self.price_cents % 100
+            )
+        }
+    }
+}
+
+/// A page with a heading, a paragraph and an optional link: confirmations, errors, 404.
+pub fn message(ctx: PageCtx, heading: &'static str, text: String, link: Option<(String, &'static str)>) -> String {
+    render(move || {
+        view! {
+            <Shell ctx=ctx>
+                <section class="narrow card">
+                    <h1>{heading}</h1>
+                    <p>{text}</p>
+                    {link.map(|(href, label)| view! { <p><a class="button" href=href>{label}</a></p> })}
+                </section>
+            </Shell>
+        }
+    })
+}

@@ -1,0 +1,203 @@
+//! Settings of the panel: built-in defaults, then a TOML file, then `ROOKERY_`-prefixed
+//! environment variables (`__` separates nested keys, e.g. `ROOKERY_LOGIN_LIMITS__PER_IP`).
+//!
+//! The defaults run a demo on loopback with SQLite under `./data/` and no outside services.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything the panel reads at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// The address people reach the panel at; used in emailed links. An `https://` URL
+    /// marks session cookies `Secure`.
+    pub public_url: String,
+    /// `sqlite://…` or `postgres://…`. Empty: SQLite at `<data_dir>/rookery.db`.
+    pub database_url: String,
+    /// Where the embedded database and generated files live.
+    pub data_dir: PathBuf,
+    /// Connection pool size.
+    pub database_max_connections: u32,
+    /// SMTP submission URL understood by lettre, e.g. `smtps://user:pass@mail.example.com`
+    /// or `smtp://mail.example.com:587?tls=required`. Empty: mail goes to the log and the
+    /// admin outbox only.
+    #[serde(serialize_with = "serialize_secret")]
+    pub smtp_url: Option<SecretString>,
+    /// The From header of mail the panel sends.
+    pub mail_from: String,
+    /// Trust the last address of `X-Forwarded-For` (set only behind a reverse proxy).
+    pub behind_proxy: bool,
+    pub session: SessionSettings,
+    pub login_limits: LoginLimits,
+    pub password_hashing: HashingSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionSettings {
+    /// A session unused for this long is gone.
+    pub idle_timeout_secs: i64,
+    /// No session lives longer than this, used or not.
+    pub absolute_timeout_secs: i64,
+}
+
+/// Failed log-ins allowed per window before further attempts are refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoginLimits {
+    pub window_secs: i64,
+    pub per_account: i64,
+    pub per_ip: i64,
+}
+
+/// argon2id cost. The defaults are OWASP's recommendation (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HashingSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            database_url: String::new(),
+            data_dir: PathBuf::from("./data"),
+            database_max_connections: 10,
+            smtp_url: None,
+            mail_from: "Rookery <noreply@localhost>".into(),
+            behind_proxy: false,
+            session: SessionSettings::default(),
+            login_limits: LoginLimits::default(),
+            password_hashing: HashingSettings::default(),
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 12 * 3600, absolute_timeout_secs: 30 * 24 * 3600 }
+    }
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self { window_secs: 15 * 60, per_account: 5, per_ip: 30 }
+    }
+}
+
+impl Default for HashingSettings {
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+fn serialize_secret<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    // Settings are only serialised to seed figment's defaults; a secret never leaves.
+    match v {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (when given), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("ROOKERY_").split("__"));
+        let settings: Settings = figment.extract().context("reading the configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = url::Url::parse(&self.public_url)
+            .with_context(|| format!("public_url {:?} is not a URL", self.public_url))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "public_url must start with http:// or https://"
+        );
+        anyhow::ensure!(self.session.idle_timeout_secs > 0, "session.idle_timeout_secs must be positive");
+        anyhow::ensure!(self.login_limits.window_secs > 0, "login_limits.window_secs must be positive");
+        anyhow::ensure!(
+            self.login_limits.per_account > 0 && self.login_limits.per_ip > 0,
+            "login_limits.per_account and per_ip must be positive"
+        );
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or SQLite inside the data directory.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}/rookery.db?mode=rwc", self.data_dir.display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Cookies get `Secure` when people reach the panel over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// `public_url` without a trailing slash, for building links.
+    pub fn base_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_with_sqlite_in_the_data_dir() {
+        let s = Settings::default();
+        assert!(s.listen.ip().is_loopback());
+        assert_eq!(s.listen.port(), 8080);
+        assert_eq!(s.effective_database_url(), "sqlite://./data/rookery.db?mode=rwc");
+        assert!(!s.secure_cookies());
+    }
+
+    #[test]
+    fn a_file_and_the_environment_override_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("panel.toml", "public_url = \"https://panel.example.com\"\n[login_limits]\nper_ip = 7\n")?;
+            jail.set_env("ROOKERY_LOGIN_LIMITS__PER_ACCOUNT", "3");
+            jail.set_env("ROOKERY_LISTEN", "127.0.0.1:9999");
+            let s = Settings::load(Some(std::path::Path::new("panel.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.listen.port(), 9999);
+            assert_eq!(s.login_limits.per_ip, 7);
+            assert_eq!(s.login_limits.per_account, 3);
+            assert!(s.secure_cookies());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_public_url_is_a_clear_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ROOKERY_PUBLIC_URL", "ftp://x");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("public_url"), "{err}");
+            Ok(())
+        });
+    }
+}

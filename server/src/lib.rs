@@ -1,0 +1,28 @@
+//! Rookery's panel: the web application customers, resellers and platform admins use.
+//!
+//! `startup` builds the application from [`config::Settings`]; each feature lives in its own
+//! module with its HTTP routes, its SQL (`db`) and its rules:
+//! - `auth`: sign-up, log-in, sessions, CSRF, password reset, email confirmation;
+//! - `orgs`: organisations (tenants), their pages and their team;
+//! - `account`: the signed-in person's own settings;
+//! - `admin`: the platform admin's pages and the `rookery admin` commands;
+//! - `mail`: outgoing mail (SMTP, or the log and the admin outbox);
+//! - `ops`: health, readiness and metrics.
+
+pub mod account;
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod mail;
+pub mod ops;
+pub mod orgs;
+pub mod pages;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use startup::Application;
+pub use state::AppState;

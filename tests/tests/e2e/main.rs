@@ -1,0 +1,4 @@
+//! One test binary for every end-to-end test, so the workspace links it once.
+
+mod browser;
+mod panel;
