@@ -14,17 +14,28 @@ pub fn Shell(ctx: PageCtx, children: Children) -> impl IntoView {
         format!("{} · Rookery", ctx.title)
     };
     let signed_in = ctx.user.is_some();
-    let nav = ctx.user.clone().map(|u| view! { <SideNav user=u page=ctx.page/> });
-    let verify_banner = ctx.user.as_ref().filter(|u| !u.email_verified && !u.is_admin).map(|_| {
-        view! {
-            <div class="alert alert-info" role="status">
-                "Please confirm your email address: we sent you a link. "
-                <a href="/account">"Send it again"</a>
-            </div>
-        }
-    });
+    let nav = ctx
+        .user
+        .clone()
+        .map(|u| view! { <SideNav user=u page=ctx.page/> });
+    let verify_banner = ctx
+        .user
+        .as_ref()
+        .filter(|u| !u.email_verified && !u.is_admin)
+        .map(|_| {
+            view! {
+                <div class="alert alert-info" role="status">
+                    "Please confirm your email address: we sent you a link. "
+                    <a href="/account">"Send it again"</a>
+                </div>
+            }
+        });
     let flash = ctx.flash.clone().map(|f| {
-        let role = if f.kind == crate::FlashKind::Error { "alert" } else { "status" };
+        let role = if f.kind == crate::FlashKind::Error {
+            "alert"
+        } else {
+            "status"
+        };
         view! { <div class=format!("alert alert-{}", f.kind.as_str()) role=role>{f.text}</div> }
     });
     let header_right = match &ctx.user {
@@ -49,7 +60,13 @@ pub fn Shell(ctx: PageCtx, children: Children) -> impl IntoView {
             .as_ref()
             .or(u.orgs.first())
             .map(|o| format!("/o/{}", o.id))
-            .unwrap_or_else(|| if u.is_admin { "/admin/tenants".into() } else { "/dashboard".into() }),
+            .unwrap_or_else(|| {
+                if u.is_admin {
+                    "/admin/tenants".into()
+                } else {
+                    "/dashboard".into()
+                }
+            }),
         None => "/".into(),
     };
     view! {
@@ -93,19 +110,23 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
         let current = (page == name).then_some("page");
         view! { <li><a href=href aria-current=current>{label}</a></li> }
     };
-    let org_links = user.current_org.clone().or_else(|| user.orgs.first().cloned()).map(|org| {
-        let base = format!("/o/{}", org.id);
-        view! {
-            <p class="nav-heading">{org.name.clone()}</p>
-            <ul>
-                {link(base.clone(), "Dashboard", "dashboard")}
-                {link(format!("{base}/domains"), "Domains", "domains")}
-                {link(format!("{base}/billing"), "Billing", "billing")}
-                {link(format!("{base}/api-keys"), "API keys", "api-keys")}
-                {link(format!("{base}/team"), "Team", "team")}
-            </ul>
-        }
-    });
+    let org_links = user
+        .current_org
+        .clone()
+        .or_else(|| user.orgs.first().cloned())
+        .map(|org| {
+            let base = format!("/o/{}", org.id);
+            view! {
+                <p class="nav-heading">{org.name.clone()}</p>
+                <ul>
+                    {link(base.clone(), "Dashboard", "dashboard")}
+                    {link(format!("{base}/domains"), "Domains", "domains")}
+                    {link(format!("{base}/billing"), "Billing", "billing")}
+                    {link(format!("{base}/api-keys"), "API keys", "api-keys")}
+                    {link(format!("{base}/team"), "Team", "team")}
+                </ul>
+            }
+        });
     let switcher = (user.orgs.len() > 1).then(|| {
         let current = user.current_org.clone();
         view! {

@@ -92,7 +92,10 @@ impl FormErrors {
     }
 
     pub fn get(&self, field: &str) -> Option<String> {
-        self.0.iter().find(|(f, _)| *f == field).map(|(_, m)| m.clone())
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.clone())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -39,9 +39,24 @@ fn view(signed_in: &SignedIn, errors: FormErrors) -> AccountView {
     }
 }
 
-async fn show_account(State(state): State<AppState>, signed_in: SignedIn, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
-    let ctx = ctx(&state, &signed_in.visitor, "Account", "account", None, q.notice.as_deref()).await?;
-    Ok(Html(account_page(ctx, view(&signed_in, FormErrors::default()))))
+async fn show_account(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
+    let ctx = ctx(
+        &state,
+        &signed_in.visitor,
+        "Account",
+        "account",
+        None,
+        q.notice.as_deref(),
+    )
+    .await?;
+    Ok(Html(account_page(
+        ctx,
+        view(&signed_in, FormErrors::default()),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -52,19 +67,35 @@ struct PasswordForm {
     new_password: String,
 }
 
-async fn change_password(State(state): State<AppState>, signed_in: SignedIn, jar: CookieJar, Form(form): Form<PasswordForm>) -> AppResult<Response> {
+async fn change_password(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    jar: CookieJar,
+    Form(form): Form<PasswordForm>,
+) -> AppResult<Response> {
     let mut errors = FormErrors::default();
-    if !state.hasher.verify(&form.current_password, Some(&signed_in.user.password_hash)).await? {
+    if !state
+        .hasher
+        .verify(&form.current_password, Some(&signed_in.user.password_hash))
+        .await?
+    {
         errors.add("current_password", "This is not your current password.");
     }
     if let Err(m) = passwords::check_policy(&form.new_password, &signed_in.user.email) {
         errors.add("new_password", m);
     } else if form.new_password == form.current_password {
-        errors.add("new_password", "Choose a password different from the current one.");
+        errors.add(
+            "new_password",
+            "Choose a password different from the current one.",
+        );
     }
     if !errors.is_empty() {
         let ctx = ctx(&state, &signed_in.visitor, "Account", "account", None, None).await?;
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(account_page(ctx, view(&signed_in, errors)))).into_response());
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Html(account_page(ctx, view(&signed_in, errors))),
+        )
+            .into_response());
     }
     let hash = state.hasher.hash(&form.new_password).await?;
     db::set_password(&state.db, &signed_in.user.id, &hash, state.clock.now()).await?;
@@ -77,11 +108,20 @@ async fn change_password(State(state): State<AppState>, signed_in: SignedIn, jar
     Ok((jar, Redirect::to("/account?notice=password-changed")).into_response())
 }
 
-async fn resend_verification(State(state): State<AppState>, signed_in: SignedIn) -> AppResult<Redirect> {
+async fn resend_verification(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> AppResult<Redirect> {
     if signed_in.user.email_verified {
         return Ok(Redirect::to("/account"));
     }
-    let recent = db::count_recent_tokens(&state.db, &signed_in.user.id, db::TokenPurpose::Verify, state.clock.now() - 3600).await?;
+    let recent = db::count_recent_tokens(
+        &state.db,
+        &signed_in.user.id,
+        db::TokenPurpose::Verify,
+        state.clock.now() - 3600,
+    )
+    .await?;
     if recent < 5 {
         auth::send_verification(&state, &signed_in.user.id, &signed_in.user.email).await?;
     }

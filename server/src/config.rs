@@ -89,23 +89,37 @@ impl Default for Settings {
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { idle_timeout_secs: 12 * 3600, absolute_timeout_secs: 30 * 24 * 3600 }
+        Self {
+            idle_timeout_secs: 12 * 3600,
+            absolute_timeout_secs: 30 * 24 * 3600,
+        }
     }
 }
 
 impl Default for LoginLimits {
     fn default() -> Self {
-        Self { window_secs: 15 * 60, per_account: 5, per_ip: 30 }
+        Self {
+            window_secs: 15 * 60,
+            per_account: 5,
+            per_ip: 30,
+        }
     }
 }
 
 impl Default for HashingSettings {
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
-fn serialize_secret<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_secret<S: serde::Serializer>(
+    v: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     // Settings are only serialised to seed figment's defaults; a secret never leaves.
     match v {
         Some(_) => s.serialize_some("<redacted>"),
@@ -118,7 +132,11 @@ impl Settings {
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
-            anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "configuration file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("ROOKERY_").split("__"));
@@ -134,8 +152,14 @@ impl Settings {
             matches!(url.scheme(), "http" | "https"),
             "public_url must start with http:// or https://"
         );
-        anyhow::ensure!(self.session.idle_timeout_secs > 0, "session.idle_timeout_secs must be positive");
-        anyhow::ensure!(self.login_limits.window_secs > 0, "login_limits.window_secs must be positive");
+        anyhow::ensure!(
+            self.session.idle_timeout_secs > 0,
+            "session.idle_timeout_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.login_limits.window_secs > 0,
+            "login_limits.window_secs must be positive"
+        );
         anyhow::ensure!(
             self.login_limits.per_account > 0 && self.login_limits.per_ip > 0,
             "login_limits.per_account and per_ip must be positive"
@@ -172,17 +196,24 @@ mod tests {
         let s = Settings::default();
         assert!(s.listen.ip().is_loopback());
         assert_eq!(s.listen.port(), 8080);
-        assert_eq!(s.effective_database_url(), "sqlite://./data/rookery.db?mode=rwc");
+        assert_eq!(
+            s.effective_database_url(),
+            "sqlite://./data/rookery.db?mode=rwc"
+        );
         assert!(!s.secure_cookies());
     }
 
     #[test]
     fn a_file_and_the_environment_override_the_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("panel.toml", "public_url = \"https://panel.example.com\"\n[login_limits]\nper_ip = 7\n")?;
+            jail.create_file(
+                "panel.toml",
+                "public_url = \"https://panel.example.com\"\n[login_limits]\nper_ip = 7\n",
+            )?;
             jail.set_env("ROOKERY_LOGIN_LIMITS__PER_ACCOUNT", "3");
             jail.set_env("ROOKERY_LISTEN", "127.0.0.1:9999");
-            let s = Settings::load(Some(std::path::Path::new("panel.toml"))).map_err(|e| e.to_string())?;
+            let s = Settings::load(Some(std::path::Path::new("panel.toml")))
+                .map_err(|e| e.to_string())?;
             assert_eq!(s.listen.port(), 9999);
             assert_eq!(s.login_limits.per_ip, 7);
             assert_eq!(s.login_limits.per_account, 3);

@@ -53,8 +53,21 @@ impl IntoResponse for AppError {
                 )
             }
         };
-        let ctx = PageCtx { title: heading.into(), page: "error", ..Default::default() };
-        (status, Html(message(ctx, heading, text, Some(("/".into(), "Go to the start page"))))).into_response()
+        let ctx = PageCtx {
+            title: heading.into(),
+            page: "error",
+            ..Default::default()
+        };
+        (
+            status,
+            Html(message(
+                ctx,
+                heading,
+                text,
+                Some(("/".into(), "Go to the start page")),
+            )),
+        )
+            .into_response()
     }
 }
 

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use rookery::{Application, clock::Clock, config::Settings, startup::build_state, telemetry};
 
 #[derive(Parser)]
-#[command(name = "rookery", version, about = "Rookery: managed XMPP hosting panel")]
+#[command(
+    name = "rookery",
+    version,
+    about = "Rookery: managed XMPP hosting panel"
+)]
 struct Cli {
     /// TOML configuration file; `ROOKERY_*` environment variables override it.
     #[arg(long, global = true, env = "ROOKERY_CONFIG")]
@@ -65,7 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             app.run_until_stopped().await
         }
-        Command::Admin { command: AdminCommand::Create { email } } => {
+        Command::Admin {
+            command: AdminCommand::Create { email },
+        } => {
             let state = build_state(settings, Clock::default()).await?;
             let result = rookery::admin::create_admin(&state, &email).await;
             state.db.close().await;

@@ -17,12 +17,27 @@ pub struct NoticeQuery {
 /// The sentence for a notice code.
 pub fn notice(code: &str) -> Option<Flash> {
     let (kind, text) = match code {
-        "welcome" => (FlashKind::Success, "Welcome to Rookery! Your account and organisation are ready."),
+        "welcome" => (
+            FlashKind::Success,
+            "Welcome to Rookery! Your account and organisation are ready.",
+        ),
         "logged-out" => (FlashKind::Info, "You have logged out."),
-        "password-changed" => (FlashKind::Success, "Your password has been changed. Your other sessions were logged out."),
-        "password-reset" => (FlashKind::Success, "Your password has been reset. Log in with the new one."),
-        "reset-sent" => (FlashKind::Info, "If an account exists for that address, we have sent it a link to reset the password. The link works for one hour."),
-        "verified" => (FlashKind::Success, "Thank you, your email address is confirmed."),
+        "password-changed" => (
+            FlashKind::Success,
+            "Your password has been changed. Your other sessions were logged out.",
+        ),
+        "password-reset" => (
+            FlashKind::Success,
+            "Your password has been reset. Log in with the new one.",
+        ),
+        "reset-sent" => (
+            FlashKind::Info,
+            "If an account exists for that address, we have sent it a link to reset the password. The link works for one hour.",
+        ),
+        "verified" => (
+            FlashKind::Success,
+            "Thank you, your email address is confirmed.",
+        ),
         "verification-sent" => (FlashKind::Info, "We have sent you a new confirmation link."),
         "invited" => (FlashKind::Success, "Invitation sent."),
         "invitation-revoked" => (FlashKind::Info, "Invitation revoked."),
@@ -33,7 +48,10 @@ pub fn notice(code: &str) -> Option<Flash> {
         "org-created" => (FlashKind::Success, "Organisation created."),
         _ => return None,
     };
-    Some(Flash { kind, text: text.into() })
+    Some(Flash {
+        kind,
+        text: text.into(),
+    })
 }
 
 /// The context of a page for `visitor`, with `current_org` highlighted in the navigation.
@@ -52,8 +70,17 @@ pub async fn ctx(
                 email: u.email.clone(),
                 is_admin: u.is_admin,
                 email_verified: u.email_verified,
-                orgs: orgs.iter().map(|(o, _)| NavOrg { id: o.id.0.clone(), name: o.name.clone() }).collect(),
-                current_org: current_org.map(|o| NavOrg { id: o.id.0.clone(), name: o.name.clone() }),
+                orgs: orgs
+                    .iter()
+                    .map(|(o, _)| NavOrg {
+                        id: o.id.0.clone(),
+                        name: o.name.clone(),
+                    })
+                    .collect(),
+                current_org: current_org.map(|o| NavOrg {
+                    id: o.id.0.clone(),
+                    name: o.name.clone(),
+                }),
             })
         }
         None => None,
@@ -70,7 +97,10 @@ pub async fn ctx(
 /// Where to go after logging in: only a path on this site (never `//host` or a URL).
 pub fn safe_next(next: Option<&str>) -> Option<String> {
     let next = next?.trim();
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") && !next.contains(['\r', '\n']);
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.contains(['\r', '\n']);
     ok.then(|| next.to_string())
 }
 
@@ -80,7 +110,10 @@ mod tests {
 
     #[test]
     fn only_local_paths_are_followed_after_log_in() {
-        assert_eq!(safe_next(Some("/o/abc/team")).as_deref(), Some("/o/abc/team"));
+        assert_eq!(
+            safe_next(Some("/o/abc/team")).as_deref(),
+            Some("/o/abc/team")
+        );
         assert_eq!(safe_next(Some("//evil.example/")), None);
         assert_eq!(safe_next(Some("https://evil.example/")), None);
         assert_eq!(safe_next(Some("/\\evil.example")), None);

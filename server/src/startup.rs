@@ -53,11 +53,17 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;
         let router = router(state.clone());
-        Ok(Self { listener, router, state })
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
@@ -65,12 +71,19 @@ impl Application {
         self.run_with_shutdown(shutdown_signal()).await
     }
 
-    pub async fn run_with_shutdown(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_with_shutdown(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
         tracing::info!("panel listening on http://{}", self.local_addr());
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         sweeper.abort();
         self.state.db.close().await;
         tracing::info!("panel stopped");
@@ -87,7 +100,15 @@ pub async fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<App
     let metrics = Metrics::new();
     let mailer = Mailer::new(&settings, pool.clone(), clock.clone(), metrics.clone())?;
     let hasher = Hasher::new(&settings.password_hashing)?;
-    Ok(AppState::new(Inner { db: pool, settings, clock, mailer, hasher, metrics, csrf_key }))
+    Ok(AppState::new(Inner {
+        db: pool,
+        settings,
+        clock,
+        mailer,
+        hasher,
+        metrics,
+        csrf_key,
+    }))
 }
 
 /// A 256-bit key stored once in the database, so every panel instance shares it.
@@ -109,7 +130,9 @@ async fn shared_key(pool: &db::Pool, name: &str, now: i64) -> anyhow::Result<[u8
         .context("reading the shared key")?
         .try_get("value")?;
     let bytes = hex::decode(value).context("the stored key is not hex")?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("the stored key has the wrong length"))
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the stored key has the wrong length"))
 }
 
 /// The whole HTTP application.
@@ -151,7 +174,10 @@ async fn landing(State(state): State<AppState>, visitor: Visitor) -> AppResult<H
 
 async fn stylesheet() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=86400")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
         rookery_frontend::STYLESHEET,
     )
 }
@@ -160,8 +186,18 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     let method = req.method().to_string();
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    state.metrics.http_duration.observe(started.elapsed().as_secs_f64());
-    state.metrics.http_requests.get_or_create(&HttpLabels { method, status: response.status().as_u16() }).inc();
+    state
+        .metrics
+        .http_duration
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
     response
 }
 
@@ -170,7 +206,14 @@ async fn sweep_forever(state: AppState) {
     loop {
         every.tick().await;
         let s = &state.settings;
-        if let Err(e) = auth::db::sweep(&state.db, state.clock.now(), s.session.idle_timeout_secs, s.login_limits.window_secs).await {
+        if let Err(e) = auth::db::sweep(
+            &state.db,
+            state.clock.now(),
+            s.session.idle_timeout_secs,
+            s.login_limits.window_secs,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "sweeping expired sessions and tokens failed");
         }
     }

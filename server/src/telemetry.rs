@@ -25,7 +25,9 @@ pub fn init(format: LogFormat) {
     // A second init (tests start many apps in one process) is harmless.
     let _ = match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
-        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true))
+            .try_init(),
     };
 }
 
@@ -56,13 +58,20 @@ impl Metrics {
         let mut registry = Registry::with_prefix("rookery");
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = Histogram::new(
-            [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter(),
+            [
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]
+            .into_iter(),
         );
         let logins = Family::<OutcomeLabels, Counter>::default();
         let signups = Counter::default();
         let mail = Family::<OutcomeLabels, Counter>::default();
         let active_sessions = Gauge::default();
-        registry.register("http_requests", "HTTP requests served", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            http_requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "Time to serve an HTTP request",
@@ -70,13 +79,25 @@ impl Metrics {
         );
         registry.register("logins", "Log-in attempts by outcome", logins.clone());
         registry.register("signups", "Accounts created", signups.clone());
-        registry.register("mail", "Mail handed to the transport, by outcome", mail.clone());
+        registry.register(
+            "mail",
+            "Mail handed to the transport, by outcome",
+            mail.clone(),
+        );
         registry.register(
             "active_sessions",
             "Unexpired browser sessions (sampled at scrape)",
             active_sessions.clone(),
         );
-        Arc::new(Self { registry, http_requests, http_duration, logins, signups, mail, active_sessions })
+        Arc::new(Self {
+            registry,
+            http_requests,
+            http_duration,
+            logins,
+            signups,
+            mail,
+            active_sessions,
+        })
     }
 
     /// The registry in Prometheus text format.

@@ -182,4 +182,3 @@ pub fn nodes(ctx: PageCtx) -> String {
         }
     })
 }
-

@@ -41,7 +41,12 @@ impl PlanView {
 }
 
 /// A page with a heading, a paragraph and an optional link: confirmations, errors, 404.
-pub fn message(ctx: PageCtx, heading: &'static str, text: String, link: Option<(String, &'static str)>) -> String {
+pub fn message(
+    ctx: PageCtx,
+    heading: &'static str,
+    text: String,
+    link: Option<(String, &'static str)>,
+) -> String {
     render(move || {
         view! {
             <Shell ctx=ctx>

@@ -65,7 +65,12 @@ fn article(role: &str) -> String {
 }
 
 /// A section of the organisation that holds nothing yet (domains, billing, API keys).
-pub fn section(ctx: PageCtx, heading: &'static str, empty_title: &'static str, text: &'static str) -> String {
+pub fn section(
+    ctx: PageCtx,
+    heading: &'static str,
+    empty_title: &'static str,
+    text: &'static str,
+) -> String {
     render(move || {
         view! {
             <Shell ctx=ctx>

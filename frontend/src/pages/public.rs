@@ -30,7 +30,8 @@ pub fn landing(ctx: PageCtx, plans: Vec<PlanView>) -> String {
                         </article>
                     }).collect_view()}
                 </div>
-            }.into_any()
+            }
+            .into_any()
         };
         view! {
             <Shell ctx=ctx>
@@ -233,7 +234,9 @@ fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

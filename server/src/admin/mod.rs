@@ -35,7 +35,11 @@ pub fn router() -> Router<AppState> {
         .merge(plans::router())
 }
 
-async fn show_tenants(State(state): State<AppState>, Admin(admin): Admin, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+async fn show_tenants(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     let rows = orgs::all_tenants(&state.db)
         .await?
         .into_iter()
@@ -49,7 +53,15 @@ async fn show_tenants(State(state): State<AppState>, Admin(admin): Admin, Query(
             created: format_ts(t.created_at),
         })
         .collect();
-    let ctx = ctx(&state, &admin.visitor, "Tenants", "admin-tenants", None, q.notice.as_deref()).await?;
+    let ctx = ctx(
+        &state,
+        &admin.visitor,
+        "Tenants",
+        "admin-tenants",
+        None,
+        q.notice.as_deref(),
+    )
+    .await?;
     Ok(Html(pages::tenants(ctx, rows)))
 }
 
@@ -58,7 +70,12 @@ struct ResellerForm {
     reseller: String,
 }
 
-async fn set_reseller(State(state): State<AppState>, Admin(admin): Admin, Path(org_id): Path<String>, Form(form): Form<ResellerForm>) -> AppResult<Redirect> {
+async fn set_reseller(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(org_id): Path<String>,
+    Form(form): Form<ResellerForm>,
+) -> AppResult<Redirect> {
     let reseller = match form.reseller.as_str() {
         "1" => true,
         "0" => false,
@@ -71,11 +88,20 @@ async fn set_reseller(State(state): State<AppState>, Admin(admin): Admin, Path(o
     Ok(Redirect::to("/admin/tenants?notice=tenant-updated"))
 }
 
-async fn show_outbox(State(state): State<AppState>, Admin(admin): Admin) -> AppResult<Html<String>> {
+async fn show_outbox(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> AppResult<Html<String>> {
     let mails = mail::latest(&state.db, 100)
         .await?
         .into_iter()
-        .map(|m| MailRow { to: m.to, subject: m.subject, body: m.body, created: format_ts(m.created_at), status: m.status })
+        .map(|m| MailRow {
+            to: m.to,
+            subject: m.subject,
+            body: m.body,
+            created: format_ts(m.created_at),
+            status: m.status,
+        })
         .collect();
     let ctx = ctx(&state, &admin.visitor, "Outbox", "admin-outbox", None, None).await?;
     Ok(Html(pages::outbox(ctx, mails)))
@@ -91,7 +117,9 @@ async fn show_nodes(State(state): State<AppState>, Admin(admin): Admin) -> AppRe
 pub async fn create_admin(state: &AppState, address: &str) -> anyhow::Result<()> {
     let address = email::parse(address).map_err(|m| anyhow::anyhow!("{m}"))?;
     anyhow::ensure!(
-        users::user_by_email(&state.db, &address.normalized).await?.is_none(),
+        users::user_by_email(&state.db, &address.normalized)
+            .await?
+            .is_none(),
         "an account with the address {} already exists",
         address.display
     );
@@ -100,12 +128,22 @@ pub async fn create_admin(state: &AppState, address: &str) -> anyhow::Result<()>
     let hash = state.hasher.hash(&password).await?;
     users::insert_user(
         &state.db,
-        users::NewUser { email: &address.display, email_normalized: &address.normalized, password_hash: &hash, is_admin: true, verified: true },
+        users::NewUser {
+            email: &address.display,
+            email_normalized: &address.normalized,
+            password_hash: &hash,
+            is_admin: true,
+            verified: true,
+        },
         state.clock.now(),
     )
     .await
     .context("creating the admin")?;
-    println!("Created platform admin {}. Log in at {}/login", address.display, state.settings.base_url());
+    println!(
+        "Created platform admin {}. Log in at {}/login",
+        address.display,
+        state.settings.base_url()
+    );
     Ok(())
 }
 
@@ -117,7 +155,10 @@ fn read_password() -> anyhow::Result<String> {
         Ok(first)
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
         let password = line.trim_end_matches(['\r', '\n']).to_string();
         anyhow::ensure!(!password.is_empty(), "no password on standard input");
         Ok(password)

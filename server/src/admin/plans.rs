@@ -36,7 +36,11 @@ pub fn router() -> Router<AppState> {
 pub async fn list(db: &Pool, public_only: bool) -> Result<Vec<PlanView>, sqlx::Error> {
     let sql = format!(
         "SELECT id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, is_public FROM plans {} ORDER BY price_cents, name",
-        if public_only { "WHERE is_public = 1" } else { "" }
+        if public_only {
+            "WHERE is_public = 1"
+        } else {
+            ""
+        }
     );
     sqlx::query(&sql)
         .fetch_all(db)
@@ -58,10 +62,25 @@ pub async fn list(db: &Pool, public_only: bool) -> Result<Vec<PlanView>, sqlx::E
         .collect()
 }
 
-async fn show_plans(State(state): State<AppState>, Admin(admin): Admin, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+async fn show_plans(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     let plans = list(&state.db, false).await?;
-    let ctx = ctx(&state, &admin.visitor, "Plans", "admin-plans", None, q.notice.as_deref()).await?;
-    let form = PlanForm { currency: "EUR".into(), ..Default::default() };
+    let ctx = ctx(
+        &state,
+        &admin.visitor,
+        "Plans",
+        "admin-plans",
+        None,
+        q.notice.as_deref(),
+    )
+    .await?;
+    let form = PlanForm {
+        currency: "EUR".into(),
+        ..Default::default()
+    };
     Ok(Html(plans_page(ctx, plans, form)))
 }
 
@@ -87,19 +106,33 @@ struct NewPlan {
 pub fn parse_price(s: &str) -> Option<i64> {
     let s = s.trim().replace(',', ".");
     let (whole, frac) = s.split_once('.').unwrap_or((&s, ""));
-    if whole.is_empty() || !whole.chars().all(|c| c.is_ascii_digit()) || frac.len() > 2 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    if whole.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || frac.len() > 2
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let whole: i64 = whole.parse().ok()?;
     let frac: i64 = format!("{frac:0<2}").parse().ok()?;
-    whole.checked_mul(100)?.checked_add(frac).filter(|c| *c <= 100_000_000)
+    whole
+        .checked_mul(100)?
+        .checked_add(frac)
+        .filter(|c| *c <= 100_000_000)
 }
 
 fn positive(s: &str) -> Option<i64> {
-    s.trim().parse::<i64>().ok().filter(|n| *n > 0 && *n <= 10_000_000)
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0 && *n <= 10_000_000)
 }
 
-async fn create_plan(State(state): State<AppState>, Admin(admin): Admin, Form(f): Form<NewPlan>) -> AppResult<Response> {
+async fn create_plan(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Form(f): Form<NewPlan>,
+) -> AppResult<Response> {
     let mut errors = FormErrors::default();
     let name = f.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 60 {
@@ -113,7 +146,12 @@ async fn create_plan(State(state): State<AppState>, Admin(admin): Admin, Form(f)
     if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
         errors.add("currency", "Enter a three-letter currency code like EUR.");
     }
-    let limits = [("max_accounts", &f.max_accounts), ("max_sessions", &f.max_sessions), ("storage_mb", &f.storage_mb)].map(|(field, v)| {
+    let limits = [
+        ("max_accounts", &f.max_accounts),
+        ("max_sessions", &f.max_sessions),
+        ("storage_mb", &f.storage_mb),
+    ]
+    .map(|(field, v)| {
         let n = positive(v);
         if n.is_none() {
             errors.add(field, "Enter a whole number above 0.");
@@ -138,7 +176,9 @@ async fn create_plan(State(state): State<AppState>, Admin(admin): Admin, Form(f)
         .await;
         match inserted {
             Ok(_) => return Ok(Redirect::to("/admin/plans?notice=plan-created").into_response()),
-            Err(e) if is_unique_violation(&e) => errors.add("name", "A plan with this name exists already."),
+            Err(e) if is_unique_violation(&e) => {
+                errors.add("name", "A plan with this name exists already.")
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -154,7 +194,11 @@ async fn create_plan(State(state): State<AppState>, Admin(admin): Admin, Form(f)
         storage_mb: f.storage_mb,
         errors,
     };
-    Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(plans_page(ctx, plans, form))).into_response())
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Html(plans_page(ctx, plans, form)),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -42,7 +42,11 @@ pub fn token_for_request(parts: &Parts, state: &AppState) -> String {
         .extensions
         .get::<FreshCookie>()
         .map(|c| c.0.clone())
-        .or_else(|| CookieJar::from_headers(&parts.headers).get(CSRF_COOKIE).map(|c| c.value().to_string()))
+        .or_else(|| {
+            CookieJar::from_headers(&parts.headers)
+                .get(CSRF_COOKIE)
+                .map(|c| c.value().to_string())
+        })
         .unwrap_or_default();
     token(&state.csrf_key, &cookie)
 }
@@ -53,7 +57,9 @@ fn is_exempt(path: &str) -> bool {
 
 /// Checks the token of state-changing requests; gives new browsers their cookie.
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let cookie = CookieJar::from_headers(req.headers()).get(CSRF_COOKIE).map(|c| c.value().to_string());
+    let cookie = CookieJar::from_headers(req.headers())
+        .get(CSRF_COOKIE)
+        .map(|c| c.value().to_string());
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state && !is_exempt(req.uri().path()) {
         let Some(cookie) = cookie.as_deref() else {
@@ -64,7 +70,9 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             Ok(b) => b,
             Err(_) => return AppError::BadRequest("The form is too large.".into()).into_response(),
         };
-        let sent = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
+        let sent = url::form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned());
         let expected = token(&state.csrf_key, cookie);
         let valid = sent.is_some_and(|s| s.as_bytes().ct_eq(expected.as_bytes()).into());
         if !valid {

@@ -23,7 +23,9 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         is_admin: row.try_get::<i64, _>("is_admin")? != 0,
-        email_verified: row.try_get::<Option<i64>, _>("email_verified_at")?.is_some(),
+        email_verified: row
+            .try_get::<Option<i64>, _>("email_verified_at")?
+            .is_some(),
         created_at: row.try_get("created_at")?,
     })
 }
@@ -31,13 +33,25 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
 #[tracing::instrument(skip_all)]
 pub async fn user_by_email(db: &Pool, normalized: &str) -> Result<Option<User>, sqlx::Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1");
-    sqlx::query(&sql).bind(normalized).fetch_optional(db).await?.as_ref().map(user_from_row).transpose()
+    sqlx::query(&sql)
+        .bind(normalized)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn user_by_id(db: &Pool, id: &str) -> Result<Option<User>, sqlx::Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-    sqlx::query(&sql).bind(id).fetch_optional(db).await?.as_ref().map(user_from_row).transpose()
+    sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
 }
 
 /// A new person. Fails with a unique violation when the address is taken.
@@ -72,7 +86,12 @@ where
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn set_password(db: &Pool, user_id: &str, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn set_password(
+    db: &Pool,
+    user_id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
         .bind(hash)
         .bind(now)
@@ -84,17 +103,22 @@ pub async fn set_password(db: &Pool, user_id: &str, hash: &str, now: i64) -> Res
 
 #[tracing::instrument(skip_all)]
 pub async fn mark_verified(db: &Pool, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL")
-        .bind(now)
-        .bind(user_id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn count_admins(db: &Pool) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT COUNT(*) AS n FROM users WHERE is_admin = 1").fetch_one(db).await?.try_get("n")
+    sqlx::query("SELECT COUNT(*) AS n FROM users WHERE is_admin = 1")
+        .fetch_one(db)
+        .await?
+        .try_get("n")
 }
 
 // ---- sessions -------------------------------------------------------------------------
@@ -126,36 +150,65 @@ pub async fn insert_session(db: &Pool, s: NewSession<'_>, now: i64) -> Result<()
 
 /// The session's user and when it was last seen, if it is still alive.
 #[tracing::instrument(skip_all)]
-pub async fn live_session(db: &Pool, id_hash: &str, now: i64, idle_timeout: i64) -> Result<Option<(User, i64)>, sqlx::Error> {
+pub async fn live_session(
+    db: &Pool,
+    id_hash: &str,
+    now: i64,
+    idle_timeout: i64,
+) -> Result<Option<(User, i64)>, sqlx::Error> {
     let sql = format!(
         "SELECT s.last_seen_at, {} FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3",
-        USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        USER_COLUMNS
+            .split(", ")
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let row = sqlx::query(&sql).bind(id_hash).bind(now).bind(now - idle_timeout).fetch_optional(db).await?;
-    row.map(|r| Ok((user_from_row(&r)?, r.try_get("last_seen_at")?))).transpose()
+    let row = sqlx::query(&sql)
+        .bind(id_hash)
+        .bind(now)
+        .bind(now - idle_timeout)
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| Ok((user_from_row(&r)?, r.try_get("last_seen_at")?)))
+        .transpose()
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn touch_session(db: &Pool, id_hash: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(now).bind(id_hash).execute(db).await?;
+    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+        .bind(now)
+        .bind(id_hash)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn delete_session(db: &Pool, id_hash: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash).execute(db).await?;
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn delete_user_sessions(db: &Pool, user_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(db).await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn count_live_sessions(db: &Pool, now: i64, idle_timeout: i64) -> Result<i64, sqlx::Error> {
+pub async fn count_live_sessions(
+    db: &Pool,
+    now: i64,
+    idle_timeout: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE expires_at > $1 AND last_seen_at > $2")
         .bind(now)
         .bind(now - idle_timeout)
@@ -182,7 +235,14 @@ impl TokenPurpose {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn insert_email_token(db: &Pool, hash: &str, user_id: &str, purpose: TokenPurpose, now: i64, ttl: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_email_token(
+    db: &Pool,
+    hash: &str,
+    user_id: &str,
+    purpose: TokenPurpose,
+    now: i64,
+    ttl: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO email_tokens (token_hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(hash)
         .bind(user_id)
@@ -196,7 +256,12 @@ pub async fn insert_email_token(db: &Pool, hash: &str, user_id: &str, purpose: T
 
 /// The user a live (unused, unexpired) token belongs to.
 #[tracing::instrument(skip_all)]
-pub async fn email_token_user(db: &Pool, hash: &str, purpose: TokenPurpose, now: i64) -> Result<Option<String>, sqlx::Error> {
+pub async fn email_token_user(
+    db: &Pool,
+    hash: &str,
+    purpose: TokenPurpose,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query("SELECT user_id FROM email_tokens WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3")
         .bind(hash)
         .bind(purpose.as_str())
@@ -210,16 +275,23 @@ pub async fn email_token_user(db: &Pool, hash: &str, purpose: TokenPurpose, now:
 /// Marks a token used; `false` if it was already used (two clicks racing).
 #[tracing::instrument(skip_all)]
 pub async fn use_email_token(db: &Pool, hash: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE email_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(hash)
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE email_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+    )
+    .bind(now)
+    .bind(hash)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn count_recent_tokens(db: &Pool, user_id: &str, purpose: TokenPurpose, since: i64) -> Result<i64, sqlx::Error> {
+pub async fn count_recent_tokens(
+    db: &Pool,
+    user_id: &str,
+    purpose: TokenPurpose,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT COUNT(*) AS n FROM email_tokens WHERE user_id = $1 AND purpose = $2 AND created_at > $3")
         .bind(user_id)
         .bind(purpose.as_str())
@@ -232,7 +304,12 @@ pub async fn count_recent_tokens(db: &Pool, user_id: &str, purpose: TokenPurpose
 // ---- failed log-ins ---------------------------------------------------------------------
 
 #[tracing::instrument(skip_all)]
-pub async fn count_failures(db: &Pool, scope: &str, subject: &str, since: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
+pub async fn count_failures(
+    db: &Pool,
+    scope: &str,
+    subject: &str,
+    since: i64,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
     let row = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE scope = $1 AND subject = $2 AND at > $3")
         .bind(scope)
         .bind(subject)
@@ -243,7 +320,12 @@ pub async fn count_failures(db: &Pool, scope: &str, subject: &str, since: i64) -
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn record_failure(db: &Pool, scope: &str, subject: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn record_failure(
+    db: &Pool,
+    scope: &str,
+    subject: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO login_failures (id, scope, subject, at) VALUES ($1, $2, $3, $4)")
         .bind(new_id())
         .bind(scope)
@@ -256,15 +338,34 @@ pub async fn record_failure(db: &Pool, scope: &str, subject: &str, now: i64) -> 
 
 #[tracing::instrument(skip_all)]
 pub async fn clear_failures(db: &Pool, scope: &str, subject: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM login_failures WHERE scope = $1 AND subject = $2").bind(scope).bind(subject).execute(db).await?;
+    sqlx::query("DELETE FROM login_failures WHERE scope = $1 AND subject = $2")
+        .bind(scope)
+        .bind(subject)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// Deletes what has expired: sessions, tokens, old failures. Run periodically.
 #[tracing::instrument(skip_all)]
-pub async fn sweep(db: &Pool, now: i64, idle_timeout: i64, failure_window: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2").bind(now).bind(now - idle_timeout).execute(db).await?;
-    sqlx::query("DELETE FROM email_tokens WHERE expires_at <= $1").bind(now - 7 * 24 * 3600).execute(db).await?;
-    sqlx::query("DELETE FROM login_failures WHERE at <= $1").bind(now - failure_window).execute(db).await?;
+pub async fn sweep(
+    db: &Pool,
+    now: i64,
+    idle_timeout: i64,
+    failure_window: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+        .bind(now)
+        .bind(now - idle_timeout)
+        .execute(db)
+        .await?;
+    sqlx::query("DELETE FROM email_tokens WHERE expires_at <= $1")
+        .bind(now - 7 * 24 * 3600)
+        .execute(db)
+        .await?;
+    sqlx::query("DELETE FROM login_failures WHERE at <= $1")
+        .bind(now - failure_window)
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -27,7 +27,9 @@ pub fn parse(input: &str) -> Result<Email, &'static str> {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
     let labels: Vec<&str> = domain.split('.').collect();
     let domain_ok = labels.len() >= 2
         && labels.iter().all(|l| {
@@ -37,11 +39,16 @@ pub fn parse(input: &str) -> Result<Email, &'static str> {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_alphanumeric() || c == '-')
         })
-        && labels.last().is_some_and(|tld| tld.chars().all(char::is_alphabetic) && tld.chars().count() >= 2);
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().all(char::is_alphabetic) && tld.chars().count() >= 2);
     if !local_ok || !domain_ok {
         return Err("Enter an email address like name@example.com.");
     }
-    Ok(Email { display: display.to_string(), normalized: display.to_lowercase() })
+    Ok(Email {
+        display: display.to_string(),
+        normalized: display.to_lowercase(),
+    })
 }
 
 #[cfg(test)]
@@ -57,15 +64,33 @@ mod tests {
 
     #[test]
     fn malformed_addresses_are_refused() {
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "ada@@example.com", "a da@example.com",
-            "ada@exa mple.com", "ada@-example.com", "ada@example.c0m", ".ada@example.com", "ada..l@example.com", "ada@example..com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@exa mple.com",
+            "ada@-example.com",
+            "ada@example.c0m",
+            ".ada@example.com",
+            "ada..l@example.com",
+            "ada@example..com",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn ordinary_addresses_are_accepted() {
-        for good in ["ada@example.com", "ada+rookery@mail.example.co.uk", "o'brien@example.ie", "x@münchen.de"] {
+        for good in [
+            "ada@example.com",
+            "ada+rookery@mail.example.co.uk",
+            "o'brien@example.ie",
+            "x@münchen.de",
+        ] {
             assert!(parse(good).is_ok(), "{good:?} should be accepted");
         }
     }

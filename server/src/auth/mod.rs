@@ -59,12 +59,23 @@ struct SignupQuery {
     email: Option<String>,
 }
 
-async fn show_signup(State(state): State<AppState>, visitor: Visitor, Query(q): Query<SignupQuery>) -> AppResult<Response> {
+async fn show_signup(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<SignupQuery>,
+) -> AppResult<Response> {
     if visitor.user.is_some() {
-        return Ok(Redirect::to(&safe_next(q.next.as_deref()).unwrap_or_else(|| "/dashboard".into())).into_response());
+        return Ok(Redirect::to(
+            &safe_next(q.next.as_deref()).unwrap_or_else(|| "/dashboard".into()),
+        )
+        .into_response());
     }
     let ctx = ctx(&state, &visitor, "Sign up", "signup", None, None).await?;
-    let view = SignupView { email: q.email.unwrap_or_default(), next: safe_next(q.next.as_deref()), ..Default::default() };
+    let view = SignupView {
+        email: q.email.unwrap_or_default(),
+        next: safe_next(q.next.as_deref()),
+        ..Default::default()
+    };
     Ok(Html(pages::signup(ctx, view)).into_response())
 }
 
@@ -79,16 +90,30 @@ struct SignupForm {
     next: Option<String>,
 }
 
-async fn signup(State(state): State<AppState>, visitor: Visitor, jar: CookieJar, Form(form): Form<SignupForm>) -> AppResult<Response> {
+async fn signup(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    jar: CookieJar,
+    Form(form): Form<SignupForm>,
+) -> AppResult<Response> {
     let next = safe_next(form.next.as_deref());
     let mut errors = FormErrors::default();
-    let address = email::parse(&form.email).map_err(|m| errors.add("email", m)).ok();
+    let address = email::parse(&form.email)
+        .map_err(|m| errors.add("email", m))
+        .ok();
     if let Err(m) = passwords::check_policy(&form.password, &form.email) {
         errors.add("password", m);
     }
-    let invited = next.as_deref().is_some_and(|n| n.starts_with("/invitations/"));
-    let local = address.as_ref().map(|a| a.display.split('@').next().unwrap_or_default().to_string()).unwrap_or_default();
-    let org_name = orgs::org_name(&form.org_name, || format!("{local}'s organisation")).map_err(|m| errors.add("org_name", m)).ok();
+    let invited = next
+        .as_deref()
+        .is_some_and(|n| n.starts_with("/invitations/"));
+    let local = address
+        .as_ref()
+        .map(|a| a.display.split('@').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let org_name = orgs::org_name(&form.org_name, || format!("{local}'s organisation"))
+        .map_err(|m| errors.add("org_name", m))
+        .ok();
     if let (Some(a), true) = (&address, errors.is_empty()) {
         if db::user_by_email(&state.db, &a.normalized).await?.is_some() {
             errors.add("email", "An account with this email already exists. Log in, or reset your password if you forgot it.");
@@ -139,20 +164,44 @@ async fn signup(State(state): State<AppState>, visitor: Visitor, jar: CookieJar,
 
     send_verification(&state, &user_id, &address.display).await?;
     let jar = session::start(&state, jar, &visitor, &user_id).await?;
-    let target = next.or_else(|| org.map(|o| format!("/o/{}?notice=welcome", o.0))).unwrap_or_else(|| "/dashboard".into());
+    let target = next
+        .or_else(|| org.map(|o| format!("/o/{}?notice=welcome", o.0)))
+        .unwrap_or_else(|| "/dashboard".into());
     Ok((jar, Redirect::to(&target)).into_response())
 }
 
-async fn signup_again(state: &AppState, visitor: &Visitor, form: SignupForm, errors: FormErrors) -> AppResult<Response> {
+async fn signup_again(
+    state: &AppState,
+    visitor: &Visitor,
+    form: SignupForm,
+    errors: FormErrors,
+) -> AppResult<Response> {
     let ctx = ctx(state, visitor, "Sign up", "signup", None, None).await?;
-    let view = SignupView { email: form.email.trim().to_string(), org_name: form.org_name, errors, next: safe_next(form.next.as_deref()) };
-    Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(pages::signup(ctx, view))).into_response())
+    let view = SignupView {
+        email: form.email.trim().to_string(),
+        org_name: form.org_name,
+        errors,
+        next: safe_next(form.next.as_deref()),
+    };
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Html(pages::signup(ctx, view)),
+    )
+        .into_response())
 }
 
 /// Emails a link that confirms `address` belongs to `user_id`.
 pub async fn send_verification(state: &AppState, user_id: &str, address: &str) -> AppResult<()> {
     let token = new_token();
-    db::insert_email_token(&state.db, &token_hash(&token), user_id, TokenPurpose::Verify, state.clock.now(), VERIFY_TTL).await?;
+    db::insert_email_token(
+        &state.db,
+        &token_hash(&token),
+        user_id,
+        TokenPurpose::Verify,
+        state.clock.now(),
+        VERIFY_TTL,
+    )
+    .await?;
     let link = format!("{}/verify-email?token={token}", state.settings.base_url());
     state
         .mailer
@@ -171,12 +220,34 @@ struct LoginQuery {
     notice: Option<String>,
 }
 
-async fn show_login(State(state): State<AppState>, visitor: Visitor, Query(q): Query<LoginQuery>) -> AppResult<Response> {
+async fn show_login(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<LoginQuery>,
+) -> AppResult<Response> {
     if visitor.user.is_some() {
-        return Ok(Redirect::to(&safe_next(q.next.as_deref()).unwrap_or_else(|| "/dashboard".into())).into_response());
+        return Ok(Redirect::to(
+            &safe_next(q.next.as_deref()).unwrap_or_else(|| "/dashboard".into()),
+        )
+        .into_response());
     }
-    let ctx = ctx(&state, &visitor, "Log in", "login", None, q.notice.as_deref()).await?;
-    Ok(Html(pages::login(ctx, LoginView { next: safe_next(q.next.as_deref()), ..Default::default() })).into_response())
+    let ctx = ctx(
+        &state,
+        &visitor,
+        "Log in",
+        "login",
+        None,
+        q.notice.as_deref(),
+    )
+    .await?;
+    Ok(Html(pages::login(
+        ctx,
+        LoginView {
+            next: safe_next(q.next.as_deref()),
+            ..Default::default()
+        },
+    ))
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -188,48 +259,102 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, visitor: Visitor, jar: CookieJar, Form(form): Form<LoginForm>) -> AppResult<Response> {
+async fn login(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    jar: CookieJar,
+    Form(form): Form<LoginForm>,
+) -> AppResult<Response> {
     let account = form.email.trim().to_lowercase();
     let now = state.clock.now();
     let refuse = |status: StatusCode, error: String, outcome: &'static str| {
         let state = state.clone();
         let visitor = visitor.clone();
-        let view = LoginView { email: form.email.trim().to_string(), error: Some(error), next: safe_next(form.next.as_deref()) };
+        let view = LoginView {
+            email: form.email.trim().to_string(),
+            error: Some(error),
+            next: safe_next(form.next.as_deref()),
+        };
         async move {
-            state.metrics.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+            state
+                .metrics
+                .logins
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
             let ctx = ctx(&state, &visitor, "Log in", "login", None, None).await?;
             Ok::<_, AppError>((status, Html(pages::login(ctx, view))).into_response())
         }
     };
-    if let Err(limited) = ratelimit::check(&state.db, &state.settings.login_limits, &account, &visitor.ip, now).await? {
+    if let Err(limited) = ratelimit::check(
+        &state.db,
+        &state.settings.login_limits,
+        &account,
+        &visitor.ip,
+        now,
+    )
+    .await?
+    {
         tracing::warn!(ip = %visitor.ip, "log-in refused by the rate limit");
-        let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, limited.message(), "limited").await?;
+        let mut response =
+            refuse(StatusCode::TOO_MANY_REQUESTS, limited.message(), "limited").await?;
         if let Ok(v) = limited.retry_after_secs.to_string().parse() {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
         }
         return Ok(response);
     }
     let user = db::user_by_email(&state.db, &account).await?;
-    let ok = state.hasher.verify(&form.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+    let ok = state
+        .hasher
+        .verify(
+            &form.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await?;
     let Some(user) = user.filter(|_| ok) else {
         ratelimit::record_failure(&state.db, &account, &visitor.ip, now).await?;
         return refuse(StatusCode::UNAUTHORIZED, BAD_CREDENTIALS.into(), "failed").await;
     };
     ratelimit::record_success(&state.db, &account).await?;
-    state.metrics.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+    state
+        .metrics
+        .logins
+        .get_or_create(&OutcomeLabels { outcome: "success" })
+        .inc();
     let jar = session::start(&state, jar, &visitor, &user.id).await?;
     let target = safe_next(form.next.as_deref()).unwrap_or_else(|| "/dashboard".into());
     Ok((jar, Redirect::to(&target)).into_response())
 }
 
-async fn logout(State(state): State<AppState>, visitor: Visitor, jar: CookieJar) -> AppResult<Response> {
+async fn logout(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    jar: CookieJar,
+) -> AppResult<Response> {
     let jar = session::end(&state, jar, &visitor).await?;
     Ok((jar, Redirect::to("/login?notice=logged-out")).into_response())
 }
 
-async fn show_forgot(State(state): State<AppState>, visitor: Visitor, Query(q): Query<LoginQuery>) -> AppResult<Html<String>> {
-    let ctx = ctx(&state, &visitor, "Reset your password", "forgot-password", None, q.notice.as_deref()).await?;
-    Ok(Html(pages::forgot_password(ctx, String::new(), FormErrors::default())))
+async fn show_forgot(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<LoginQuery>,
+) -> AppResult<Html<String>> {
+    let ctx = ctx(
+        &state,
+        &visitor,
+        "Reset your password",
+        "forgot-password",
+        None,
+        q.notice.as_deref(),
+    )
+    .await?;
+    Ok(Html(pages::forgot_password(
+        ctx,
+        String::new(),
+        FormErrors::default(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -238,23 +363,48 @@ struct ForgotForm {
     email: String,
 }
 
-async fn forgot(State(state): State<AppState>, visitor: Visitor, Form(form): Form<ForgotForm>) -> AppResult<Response> {
+async fn forgot(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Form(form): Form<ForgotForm>,
+) -> AppResult<Response> {
     let address = match email::parse(&form.email) {
         Ok(a) => a,
         Err(m) => {
             let mut errors = FormErrors::default();
             errors.add("email", m);
-            let ctx = ctx(&state, &visitor, "Reset your password", "forgot-password", None, None).await?;
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(pages::forgot_password(ctx, form.email, errors))).into_response());
+            let ctx = ctx(
+                &state,
+                &visitor,
+                "Reset your password",
+                "forgot-password",
+                None,
+                None,
+            )
+            .await?;
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Html(pages::forgot_password(ctx, form.email, errors)),
+            )
+                .into_response());
         }
     };
     let now = state.clock.now();
     // The answer is the same whether or not the account exists.
     if let Some(user) = db::user_by_email(&state.db, &address.normalized).await? {
-        let recent = db::count_recent_tokens(&state.db, &user.id, TokenPurpose::Reset, now - 3600).await?;
+        let recent =
+            db::count_recent_tokens(&state.db, &user.id, TokenPurpose::Reset, now - 3600).await?;
         if recent < RESETS_PER_HOUR {
             let token = new_token();
-            db::insert_email_token(&state.db, &token_hash(&token), &user.id, TokenPurpose::Reset, now, RESET_TTL).await?;
+            db::insert_email_token(
+                &state.db,
+                &token_hash(&token),
+                &user.id,
+                TokenPurpose::Reset,
+                now,
+                RESET_TTL,
+            )
+            .await?;
             let link = format!("{}/password/reset?token={token}", state.settings.base_url());
             state
                 .mailer
@@ -277,18 +427,51 @@ struct TokenQuery {
     token: String,
 }
 
-fn link_expired(ctx: rookery_frontend::PageCtx, what: &'static str, retry: (&str, &'static str)) -> Response {
+fn link_expired(
+    ctx: rookery_frontend::PageCtx,
+    what: &'static str,
+    retry: (&str, &'static str),
+) -> Response {
     (
         StatusCode::GONE,
-        Html(message(ctx, "This link has expired", format!("{what} links work once and for a limited time. Ask for a new one."), Some((retry.0.into(), retry.1)))),
+        Html(message(
+            ctx,
+            "This link has expired",
+            format!("{what} links work once and for a limited time. Ask for a new one."),
+            Some((retry.0.into(), retry.1)),
+        )),
     )
         .into_response()
 }
 
-async fn show_reset(State(state): State<AppState>, visitor: Visitor, Query(q): Query<TokenQuery>) -> AppResult<Response> {
-    let ctx = ctx(&state, &visitor, "Choose a new password", "reset-password", None, None).await?;
-    if db::email_token_user(&state.db, &token_hash(&q.token), TokenPurpose::Reset, state.clock.now()).await?.is_none() {
-        return Ok(link_expired(ctx, "Password reset", ("/password/forgot", "Send a new link")));
+async fn show_reset(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    let ctx = ctx(
+        &state,
+        &visitor,
+        "Choose a new password",
+        "reset-password",
+        None,
+        None,
+    )
+    .await?;
+    if db::email_token_user(
+        &state.db,
+        &token_hash(&q.token),
+        TokenPurpose::Reset,
+        state.clock.now(),
+    )
+    .await?
+    .is_none()
+    {
+        return Ok(link_expired(
+            ctx,
+            "Password reset",
+            ("/password/forgot", "Send a new link"),
+        ));
     }
     Ok(Html(pages::reset_password(ctx, q.token, FormErrors::default())).into_response())
 }
@@ -301,25 +484,49 @@ struct ResetForm {
     password: String,
 }
 
-async fn reset(State(state): State<AppState>, visitor: Visitor, Form(form): Form<ResetForm>) -> AppResult<Response> {
+async fn reset(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Form(form): Form<ResetForm>,
+) -> AppResult<Response> {
     let now = state.clock.now();
     let hash = token_hash(&form.token);
     let user = match db::email_token_user(&state.db, &hash, TokenPurpose::Reset, now).await? {
         Some(id) => db::user_by_id(&state.db, &id).await?,
         None => None,
     };
-    let ctx = ctx(&state, &visitor, "Choose a new password", "reset-password", None, None).await?;
+    let ctx = ctx(
+        &state,
+        &visitor,
+        "Choose a new password",
+        "reset-password",
+        None,
+        None,
+    )
+    .await?;
     let Some(user) = user else {
-        return Ok(link_expired(ctx, "Password reset", ("/password/forgot", "Send a new link")));
+        return Ok(link_expired(
+            ctx,
+            "Password reset",
+            ("/password/forgot", "Send a new link"),
+        ));
     };
     if let Err(m) = passwords::check_policy(&form.password, &user.email) {
         let mut errors = FormErrors::default();
         errors.add("password", m);
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(pages::reset_password(ctx, form.token, errors))).into_response());
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Html(pages::reset_password(ctx, form.token, errors)),
+        )
+            .into_response());
     }
     let password_hash = state.hasher.hash(&form.password).await?;
     if !db::use_email_token(&state.db, &hash, now).await? {
-        return Ok(link_expired(ctx, "Password reset", ("/password/forgot", "Send a new link")));
+        return Ok(link_expired(
+            ctx,
+            "Password reset",
+            ("/password/forgot", "Send a new link"),
+        ));
     }
     db::set_password(&state.db, &user.id, &password_hash, now).await?;
     db::delete_user_sessions(&state.db, &user.id).await?;
@@ -329,12 +536,29 @@ async fn reset(State(state): State<AppState>, visitor: Visitor, Form(form): Form
     Ok(Redirect::to("/login?notice=password-reset").into_response())
 }
 
-async fn verify_email(State(state): State<AppState>, visitor: Visitor, Query(q): Query<TokenQuery>) -> AppResult<Response> {
+async fn verify_email(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
     let now = state.clock.now();
     let hash = token_hash(&q.token);
-    let ctx = ctx(&state, &visitor, "Confirm your email", "verify-email", None, None).await?;
-    let Some(user_id) = db::email_token_user(&state.db, &hash, TokenPurpose::Verify, now).await? else {
-        let retry = if visitor.user.is_some() { ("/account", "Send a new link") } else { ("/login", "Log in to send a new link") };
+    let ctx = ctx(
+        &state,
+        &visitor,
+        "Confirm your email",
+        "verify-email",
+        None,
+        None,
+    )
+    .await?;
+    let Some(user_id) = db::email_token_user(&state.db, &hash, TokenPurpose::Verify, now).await?
+    else {
+        let retry = if visitor.user.is_some() {
+            ("/account", "Send a new link")
+        } else {
+            ("/login", "Log in to send a new link")
+        };
         return Ok(link_expired(ctx, "Confirmation", retry));
     };
     db::use_email_token(&state.db, &hash, now).await?;
@@ -342,5 +566,11 @@ async fn verify_email(State(state): State<AppState>, visitor: Visitor, Query(q):
     if visitor.user.is_some() {
         return Ok(Redirect::to("/account?notice=verified").into_response());
     }
-    Ok(Html(message(ctx, "Email confirmed", "Thank you, your email address is confirmed.".into(), Some(("/login".into(), "Log in")))).into_response())
+    Ok(Html(message(
+        ctx,
+        "Email confirmed",
+        "Thank you, your email address is confirmed.".into(),
+        Some(("/login".into(), "Log in")),
+    ))
+    .into_response())
 }

@@ -21,11 +21,22 @@ pub struct Hasher {
 
 impl Hasher {
     pub fn new(settings: &HashingSettings) -> anyhow::Result<Self> {
-        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
-            .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let dummy = hash_blocking(&params, &crate::clock::new_token())?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(cores * 2)), dummy_hash: dummy.into() })
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(cores * 2)),
+            dummy_hash: dummy.into(),
+        })
     }
 
     /// The PHC string of a fresh argon2id hash of `password`.
@@ -42,7 +53,9 @@ impl Hasher {
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> anyhow::Result<bool> {
         let _permit = self.permits.acquire().await.context("hasher closed")?;
         let known = stored.is_some();
-        let hash = stored.map(str::to_owned).unwrap_or_else(|| self.dummy_hash.to_string());
+        let hash = stored
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.dummy_hash.to_string());
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
             .await
@@ -62,7 +75,9 @@ fn hash_blocking(params: &Params, password: &str) -> anyhow::Result<String> {
 fn verify_blocking(password: &str, hash: &str) -> bool {
     // The parameters come from the stored hash, so old hashes keep verifying after the
     // configured cost changes.
-    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 /// Passwords shorter than this are refused.
@@ -80,7 +95,9 @@ pub fn check_policy(password: &str, email: &str) -> Result<(), &'static str> {
         return Err("Use at most 256 characters.");
     }
     if is_weak(password, email) {
-        return Err("This password is too easy to guess: it is common, follows a well-known pattern or contains your email. Try a passphrase of several unrelated words.");
+        return Err(
+            "This password is too easy to guess: it is common, follows a well-known pattern or contains your email. Try a passphrase of several unrelated words.",
+        );
     }
     Ok(())
 }
@@ -89,23 +106,122 @@ pub fn check_policy(password: &str, email: &str) -> Result<(), &'static str> {
 /// after undoing common substitutions and dropping digits and symbols around it, only one
 /// of these (or a keyboard walk, or one repeated character) is left.
 const COMMON: &[&str] = &[
-    "password", "passwort", "passw", "pass", "qwerty", "qwertz", "azerty", "asdf", "asdfgh", "zxcvbn",
-    "letmein", "welcome", "admin", "administrator", "login", "master", "monkey", "dragon",
-    "football", "baseball", "soccer", "hockey", "basketball", "princess", "sunshine", "shadow",
-    "superman", "batman", "iloveyou", "trustno", "whatever", "starwars", "pokemon", "computer",
-    "internet", "secret", "abc", "abcdef", "abcdefg", "changeme", "default", "test", "testing",
-    "hello", "freedom", "michael", "jennifer", "jordan", "charlie", "buster", "summer", "winter",
-    "spring", "autumn", "flower", "cookie", "cheese", "chocolate", "killer", "hunter", "ranger",
-    "jessica", "ashley", "daniel", "thomas", "matrix", "mustang", "harley", "access", "ninja",
-    "azertyuiop", "qwertyuiop", "asdfghjkl", "zxcvbnm", "xmpp", "jabber", "rookery", "chat",
-    "google", "facebook", "linkedin", "dropbox", "samsung", "apple", "microsoft", "love",
-    "lovely", "angel", "baby", "family", "forever", "friends", "money", "purple", "orange",
-    "banana", "pepper", "ginger", "liverpool", "chelsea", "arsenal", "barcelona", "passpass",
+    "password",
+    "passwort",
+    "passw",
+    "pass",
+    "qwerty",
+    "qwertz",
+    "azerty",
+    "asdf",
+    "asdfgh",
+    "zxcvbn",
+    "letmein",
+    "welcome",
+    "admin",
+    "administrator",
+    "login",
+    "master",
+    "monkey",
+    "dragon",
+    "football",
+    "baseball",
+    "soccer",
+    "hockey",
+    "basketball",
+    "princess",
+    "sunshine",
+    "shadow",
+    "superman",
+    "batman",
+    "iloveyou",
+    "trustno",
+    "whatever",
+    "starwars",
+    "pokemon",
+    "computer",
+    "internet",
+    "secret",
+    "abc",
+    "abcdef",
+    "abcdefg",
+    "changeme",
+    "default",
+    "test",
+    "testing",
+    "hello",
+    "freedom",
+    "michael",
+    "jennifer",
+    "jordan",
+    "charlie",
+    "buster",
+    "summer",
+    "winter",
+    "spring",
+    "autumn",
+    "flower",
+    "cookie",
+    "cheese",
+    "chocolate",
+    "killer",
+    "hunter",
+    "ranger",
+    "jessica",
+    "ashley",
+    "daniel",
+    "thomas",
+    "matrix",
+    "mustang",
+    "harley",
+    "access",
+    "ninja",
+    "azertyuiop",
+    "qwertyuiop",
+    "asdfghjkl",
+    "zxcvbnm",
+    "xmpp",
+    "jabber",
+    "rookery",
+    "chat",
+    "google",
+    "facebook",
+    "linkedin",
+    "dropbox",
+    "samsung",
+    "apple",
+    "microsoft",
+    "love",
+    "lovely",
+    "angel",
+    "baby",
+    "family",
+    "forever",
+    "friends",
+    "money",
+    "purple",
+    "orange",
+    "banana",
+    "pepper",
+    "ginger",
+    "liverpool",
+    "chelsea",
+    "arsenal",
+    "barcelona",
+    "passpass",
 ];
 
 const WALKS: &[&str] = &[
-    "12345678901234567890", "09876543210987654321", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop", "asdfghjkl",
-    "zxcvbnm", "qwertzuiop", "azertyuiop", "1qaz2wsx3edc", "qazwsxedc",
+    "12345678901234567890",
+    "09876543210987654321",
+    "abcdefghijklmnopqrstuvwxyz",
+    "qwertyuiop",
+    "asdfghjkl",
+    "zxcvbnm",
+    "qwertzuiop",
+    "azertyuiop",
+    "1qaz2wsx3edc",
+    "qazwsxedc",
 ];
 
 fn is_weak(password: &str, email: &str) -> bool {
@@ -139,8 +255,12 @@ fn is_weak(password: &str, email: &str) -> bool {
         .collect();
     let base = strip_repeats(&base);
     if COMMON.contains(&base.as_str())
-        || COMMON.iter().any(|c| c.len() >= 4 && base.starts_with(c) && base.len() <= c.len() + 3)
-        || WALKS.iter().any(|w| base.len() >= 6 && w.contains(base.as_str()))
+        || COMMON
+            .iter()
+            .any(|c| c.len() >= 4 && base.starts_with(c) && base.len() <= c.len() + 3)
+        || WALKS
+            .iter()
+            .any(|w| base.len() >= 6 && w.contains(base.as_str()))
     {
         return true;
     }
@@ -165,7 +285,11 @@ mod tests {
     use super::*;
 
     fn fast() -> HashingSettings {
-        HashingSettings { memory_kib: 1024, iterations: 1, parallelism: 1 }
+        HashingSettings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
     }
 
     #[tokio::test]
@@ -173,14 +297,25 @@ mod tests {
         let h = Hasher::new(&fast()).unwrap();
         let stored = h.hash("correct horse battery staple").await.unwrap();
         assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
-        assert!(h.verify("correct horse battery staple", Some(&stored)).await.unwrap());
-        assert!(!h.verify("correct horse battery stapler", Some(&stored)).await.unwrap());
+        assert!(
+            h.verify("correct horse battery staple", Some(&stored))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify("correct horse battery stapler", Some(&stored))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn the_same_password_hashes_differently_each_time() {
         let h = Hasher::new(&fast()).unwrap();
-        assert_ne!(h.hash("same password here").await.unwrap(), h.hash("same password here").await.unwrap());
+        assert_ne!(
+            h.hash("same password here").await.unwrap(),
+            h.hash("same password here").await.unwrap()
+        );
     }
 
     #[tokio::test]
@@ -197,23 +332,48 @@ mod tests {
 
     #[test]
     fn short_passwords_are_refused() {
-        assert_eq!(check_policy("x7#kQ2", "a@b.c"), Err("Use at least 10 characters."));
+        assert_eq!(
+            check_policy("x7#kQ2", "a@b.c"),
+            Err("Use at least 10 characters.")
+        );
     }
 
     #[test]
     fn common_and_patterned_passwords_are_refused() {
         for weak in [
-            "password123", "Password123!", "P@ssw0rd2024", "qwertyuiop", "1234567890", "aaaaaaaaaaaa",
-            "letmein!!!!", "iloveyou123", "passwordpassword", "abcdefghijk", "Welcome2026!", "ada.lovelace99",
+            "password123",
+            "Password123!",
+            "P@ssw0rd2024",
+            "qwertyuiop",
+            "1234567890",
+            "aaaaaaaaaaaa",
+            "letmein!!!!",
+            "iloveyou123",
+            "passwordpassword",
+            "abcdefghijk",
+            "Welcome2026!",
+            "ada.lovelace99",
         ] {
-            assert!(check_policy(weak, "ada.lovelace@example.com").is_err(), "{weak} should be refused");
+            assert!(
+                check_policy(weak, "ada.lovelace@example.com").is_err(),
+                "{weak} should be refused"
+            );
         }
     }
 
     #[test]
     fn passphrases_and_random_passwords_are_accepted() {
-        for strong in ["correct-horse-battery-staple-42", "Tr0ub4dor&3-xylophone", "k9#Lm2$pQx7!", "purple elephants dance quietly"] {
-            assert_eq!(check_policy(strong, "ada@example.com"), Ok(()), "{strong} should be accepted");
+        for strong in [
+            "correct-horse-battery-staple-42",
+            "Tr0ub4dor&3-xylophone",
+            "k9#Lm2$pQx7!",
+            "purple elephants dance quietly",
+        ] {
+            assert_eq!(
+                check_policy(strong, "ada@example.com"),
+                Ok(()),
+                "{strong} should be accepted"
+            );
         }
     }
 }

@@ -24,20 +24,39 @@ impl Limited {
 }
 
 /// Whether another attempt for `account` from `ip` may be checked now.
-pub async fn check(db: &Pool, limits: &LoginLimits, account: &str, ip: &str, now: i64) -> Result<Result<(), Limited>, sqlx::Error> {
+pub async fn check(
+    db: &Pool,
+    limits: &LoginLimits,
+    account: &str,
+    ip: &str,
+    now: i64,
+) -> Result<Result<(), Limited>, sqlx::Error> {
     let since = now - limits.window_secs;
-    for (scope, subject, max) in [("account", account, limits.per_account), ("ip", ip, limits.per_ip)] {
+    for (scope, subject, max) in [
+        ("account", account, limits.per_account),
+        ("ip", ip, limits.per_ip),
+    ] {
         let (count, oldest) = db::count_failures(db, scope, subject, since).await?;
         if count >= max {
             // The window frees up when its oldest failure leaves it.
-            let retry = oldest.map(|o| o + limits.window_secs - now).unwrap_or(limits.window_secs).max(1);
-            return Ok(Err(Limited { retry_after_secs: retry }));
+            let retry = oldest
+                .map(|o| o + limits.window_secs - now)
+                .unwrap_or(limits.window_secs)
+                .max(1);
+            return Ok(Err(Limited {
+                retry_after_secs: retry,
+            }));
         }
     }
     Ok(Ok(()))
 }
 
-pub async fn record_failure(db: &Pool, account: &str, ip: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn record_failure(
+    db: &Pool,
+    account: &str,
+    ip: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     db::record_failure(db, "account", account, now).await?;
     db::record_failure(db, "ip", ip, now).await
 }
@@ -53,7 +72,19 @@ mod tests {
 
     #[test]
     fn the_message_rounds_up_to_whole_minutes() {
-        assert!(Limited { retry_after_secs: 61 }.message().contains("2 minutes"));
-        assert!(Limited { retry_after_secs: 30 }.message().contains("1 minute,"));
+        assert!(
+            Limited {
+                retry_after_secs: 61
+            }
+            .message()
+            .contains("2 minutes")
+        );
+        assert!(
+            Limited {
+                retry_after_secs: 30
+            }
+            .message()
+            .contains("1 minute,")
+        );
     }
 }

@@ -52,12 +52,23 @@ impl FromRequestParts<AppState> for Visitor {
             .chars()
             .take(300)
             .collect();
-        let mut visitor = Visitor { user: None, session_hash: None, csrf, ip, user_agent };
+        let mut visitor = Visitor {
+            user: None,
+            session_hash: None,
+            csrf,
+            ip,
+            user_agent,
+        };
         if let Some(cookie) = jar.get(SESSION_COOKIE) {
             let hash = token_hash(cookie.value());
             let now = state.clock.now();
-            if let Some((user, last_seen)) =
-                db::live_session(&state.db, &hash, now, state.settings.session.idle_timeout_secs).await?
+            if let Some((user, last_seen)) = db::live_session(
+                &state.db,
+                &hash,
+                now,
+                state.settings.session.idle_timeout_secs,
+            )
+            .await?
             {
                 // Refresh the inactivity clock at most once a minute: one write per page
                 // view would be wasted work.
@@ -111,13 +122,23 @@ impl IntoResponse for LoginRedirectOr {
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = LoginRedirectOr;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LoginRedirectOr> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, LoginRedirectOr> {
         let visitor = Visitor::from_request_parts(parts, state).await?;
         match visitor.user.clone() {
             Some(user) => Ok(SignedIn { user, visitor }),
             None => {
-                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let target = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let target = format!(
+                    "/login?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                );
                 Err(LoginRedirectOr::Login(LoginRedirect(target)))
             }
         }
@@ -127,7 +148,10 @@ impl FromRequestParts<AppState> for SignedIn {
 impl OptionalFromRequestParts<AppState> for SignedIn {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, AppError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, AppError> {
         let visitor = Visitor::from_request_parts(parts, state).await?;
         Ok(visitor.user.clone().map(|user| SignedIn { user, visitor }))
     }
@@ -140,8 +164,12 @@ pub struct Admin(pub SignedIn);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = LoginRedirectOr;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LoginRedirectOr> {
-        let signed_in = <SignedIn as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, LoginRedirectOr> {
+        let signed_in =
+            <SignedIn as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         if signed_in.user.is_admin {
             Ok(Admin(signed_in))
         } else {
@@ -152,7 +180,12 @@ impl FromRequestParts<AppState> for Admin {
 
 /// Starts a new session for `user_id` and returns the jar with its cookie. Any session the
 /// browser had is ended first, so a session id planted before log-in is worthless.
-pub async fn start(state: &AppState, jar: CookieJar, visitor: &Visitor, user_id: &str) -> Result<CookieJar, AppError> {
+pub async fn start(
+    state: &AppState,
+    jar: CookieJar,
+    visitor: &Visitor,
+    user_id: &str,
+) -> Result<CookieJar, AppError> {
     if let Some(old) = &visitor.session_hash {
         db::delete_session(&state.db, old).await?;
     }
@@ -175,13 +208,19 @@ pub async fn start(state: &AppState, jar: CookieJar, visitor: &Visitor, user_id:
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(state.settings.secure_cookies())
-        .max_age(time::Duration::seconds(state.settings.session.absolute_timeout_secs))
+        .max_age(time::Duration::seconds(
+            state.settings.session.absolute_timeout_secs,
+        ))
         .build();
     Ok(jar.add(cookie))
 }
 
 /// Ends the visitor's session and clears its cookie.
-pub async fn end(state: &AppState, jar: CookieJar, visitor: &Visitor) -> Result<CookieJar, AppError> {
+pub async fn end(
+    state: &AppState,
+    jar: CookieJar,
+    visitor: &Visitor,
+) -> Result<CookieJar, AppError> {
     if let Some(hash) = &visitor.session_hash {
         db::delete_session(&state.db, hash).await?;
     }
@@ -206,5 +245,7 @@ pub fn client_ip(parts: &Parts, behind_proxy: bool) -> String {
 fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-for")?.to_str().ok()?;
     let last = value.rsplit(',').next()?.trim();
-    last.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    last.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }

@@ -26,7 +26,10 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
     );
     if is_sqlite {
         if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = std::path::Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating the database folder {}", dir.display()))?;
             }
@@ -54,11 +57,16 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
 
 /// Applies the migrations that have not run yet.
 pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")
 }
 
 fn sqlite_path(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && path != ":memory:").then(|| path.to_string())
 }
@@ -90,7 +98,10 @@ mod tests {
 
     #[test]
     fn the_sqlite_path_is_taken_from_the_url() {
-        assert_eq!(sqlite_path("sqlite://./data/rookery.db?mode=rwc").as_deref(), Some("./data/rookery.db"));
+        assert_eq!(
+            sqlite_path("sqlite://./data/rookery.db?mode=rwc").as_deref(),
+            Some("./data/rookery.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 

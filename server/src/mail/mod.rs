@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::Mailbox,
-};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::Mailbox};
 use secrecy::ExposeSecret;
 use sqlx::Row;
 
@@ -38,8 +36,16 @@ pub struct OutboxMail {
 }
 
 impl Mailer {
-    pub fn new(settings: &Settings, db: Pool, clock: Clock, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let from: Mailbox = settings.mail_from.parse().with_context(|| format!("mail_from {:?} is not an address", settings.mail_from))?;
+    pub fn new(
+        settings: &Settings,
+        db: Pool,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let from: Mailbox = settings
+            .mail_from
+            .parse()
+            .with_context(|| format!("mail_from {:?} is not an address", settings.mail_from))?;
         let transport = match &settings.smtp_url {
             Some(url) if !url.expose_secret().is_empty() => Some(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
@@ -48,7 +54,13 @@ impl Mailer {
             ),
             _ => None,
         };
-        Ok(Self { db, clock, from, transport, metrics })
+        Ok(Self {
+            db,
+            clock,
+            from,
+            transport,
+            metrics,
+        })
     }
 
     /// Records the message and sends it (or logs it without SMTP). A failed SMTP delivery is
@@ -56,7 +68,11 @@ impl Mailer {
     pub async fn send(&self, to: &str, subject: &str, body: String) -> anyhow::Result<()> {
         let id = new_id();
         let now = self.clock.now();
-        let status = if self.transport.is_some() { "queued" } else { "logged" };
+        let status = if self.transport.is_some() {
+            "queued"
+        } else {
+            "logged"
+        };
         sqlx::query("INSERT INTO outbox_mail (id, to_address, subject, body, status, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&id)
             .bind(to)
@@ -68,13 +84,22 @@ impl Mailer {
             .await
             .context("recording mail in the outbox")?;
         let Some(transport) = self.transport.clone() else {
-            self.metrics.mail.get_or_create(&OutcomeLabels { outcome: "logged" }).inc();
-            tracing::info!(to, subject, "mail (no SMTP configured, see the admin outbox):\n{body}");
+            self.metrics
+                .mail
+                .get_or_create(&OutcomeLabels { outcome: "logged" })
+                .inc();
+            tracing::info!(
+                to,
+                subject,
+                "mail (no SMTP configured, see the admin outbox):\n{body}"
+            );
             return Ok(());
         };
         let message = Message::builder()
             .from(self.from.clone())
-            .to(to.parse().with_context(|| format!("{to:?} is not a mail address"))?)
+            .to(to
+                .parse()
+                .with_context(|| format!("{to:?} is not a mail address"))?)
             .subject(subject)
             .body(body)
             .context("building the mail")?;
@@ -85,17 +110,23 @@ impl Mailer {
                 Ok(_) => ("sent", None, "sent"),
                 Err(e) => ("failed", Some(e.to_string()), "failed"),
             };
-            mailer.metrics.mail.get_or_create(&OutcomeLabels { outcome }).inc();
+            mailer
+                .metrics
+                .mail
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
             if let Some(e) = &error {
                 tracing::error!(error = %e, "sending mail failed");
             }
-            let _ = sqlx::query("UPDATE outbox_mail SET status = $1, error = $2, sent_at = $3 WHERE id = $4")
-                .bind(status)
-                .bind(error)
-                .bind(mailer.clock.now())
-                .bind(&id)
-                .execute(&mailer.db)
-                .await;
+            let _ = sqlx::query(
+                "UPDATE outbox_mail SET status = $1, error = $2, sent_at = $3 WHERE id = $4",
+            )
+            .bind(status)
+            .bind(error)
+            .bind(mailer.clock.now())
+            .bind(&id)
+            .execute(&mailer.db)
+            .await;
         });
         Ok(())
     }

@@ -12,7 +12,10 @@ use axum::{
 use crate::{auth::db, state::AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -30,8 +33,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(n) = db::count_live_sessions(&state.db, state.clock.now(), state.settings.session.idle_timeout_secs).await {
+    if let Ok(n) = db::count_live_sessions(
+        &state.db,
+        state.clock.now(),
+        state.settings.session.idle_timeout_secs,
+    )
+    .await
+    {
         state.metrics.active_sessions.set(n);
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }

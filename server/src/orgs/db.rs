@@ -71,7 +71,11 @@ pub async fn orgs_of_user(db: &Pool, user_id: &str) -> Result<Vec<(Org, Role)>, 
 
 /// The organisation and the person's role in it, if they are a member.
 #[tracing::instrument(skip_all)]
-pub async fn membership(db: &Pool, org: &OrgId, user_id: &str) -> Result<Option<(Org, Role)>, sqlx::Error> {
+pub async fn membership(
+    db: &Pool,
+    org: &OrgId,
+    user_id: &str,
+) -> Result<Option<(Org, Role)>, sqlx::Error> {
     sqlx::query(
         "SELECT o.id, o.name, o.is_reseller, o.parent_id, m.role FROM memberships m
          JOIN organisations o ON o.id = m.org_id WHERE m.org_id = $1 AND m.user_id = $2",
@@ -112,17 +116,25 @@ where
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn add_member<'c, E>(exec: E, org: &OrgId, user_id: &str, role: Role, now: i64) -> Result<(), sqlx::Error>
+pub async fn add_member<'c, E>(
+    exec: E,
+    org: &OrgId,
+    user_id: &str,
+    role: Role,
+    now: i64,
+) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&org.0)
-        .bind(user_id)
-        .bind(role.as_str())
-        .bind(now)
-        .execute(exec)
-        .await?;
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&org.0)
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(now)
+    .execute(exec)
+    .await?;
     Ok(())
 }
 
@@ -152,13 +164,21 @@ pub async fn members(db: &Pool, org: &OrgId) -> Result<Vec<Member>, sqlx::Error>
 
 #[tracing::instrument(skip_all)]
 pub async fn remove_member(db: &Pool, org: &OrgId, user_id: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2").bind(&org.0).bind(user_id).execute(db).await?;
+    let done = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+        .bind(&org.0)
+        .bind(user_id)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn count_customers(db: &Pool, org: &OrgId) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT COUNT(*) AS n FROM organisations WHERE parent_id = $1").bind(&org.0).fetch_one(db).await?.try_get("n")
+    sqlx::query("SELECT COUNT(*) AS n FROM organisations WHERE parent_id = $1")
+        .bind(&org.0)
+        .fetch_one(db)
+        .await?
+        .try_get("n")
 }
 
 // ---- invitations ------------------------------------------------------------------------
@@ -196,7 +216,11 @@ pub struct NewInvitation<'a> {
 
 /// Records an invitation, revoking any pending one for the same address first.
 #[tracing::instrument(skip_all)]
-pub async fn insert_invitation(db: &Pool, inv: NewInvitation<'_>, now: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_invitation(
+    db: &Pool,
+    inv: NewInvitation<'_>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE invitations SET revoked_at = $1 WHERE org_id = $2 AND email_normalized = $3 AND accepted_at IS NULL AND revoked_at IS NULL",
@@ -227,24 +251,51 @@ pub async fn insert_invitation(db: &Pool, inv: NewInvitation<'_>, now: i64) -> R
 const INVITATION_COLUMNS: &str = "id, org_id, email, email_normalized, role, expires_at";
 
 #[tracing::instrument(skip_all)]
-pub async fn pending_invitations(db: &Pool, org: &OrgId, now: i64) -> Result<Vec<Invitation>, sqlx::Error> {
+pub async fn pending_invitations(
+    db: &Pool,
+    org: &OrgId,
+    now: i64,
+) -> Result<Vec<Invitation>, sqlx::Error> {
     let sql = format!(
         "SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at"
     );
-    sqlx::query(&sql).bind(&org.0).bind(now).fetch_all(db).await?.iter().map(invitation_from_row).collect()
+    sqlx::query(&sql)
+        .bind(&org.0)
+        .bind(now)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(invitation_from_row)
+        .collect()
 }
 
 /// A pending invitation by the hash of its emailed token.
 #[tracing::instrument(skip_all)]
-pub async fn invitation_by_token(db: &Pool, token_hash: &str, now: i64) -> Result<Option<Invitation>, sqlx::Error> {
+pub async fn invitation_by_token(
+    db: &Pool,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<Invitation>, sqlx::Error> {
     let sql = format!(
         "SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2"
     );
-    sqlx::query(&sql).bind(token_hash).bind(now).fetch_optional(db).await?.as_ref().map(invitation_from_row).transpose()
+    sqlx::query(&sql)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(invitation_from_row)
+        .transpose()
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn revoke_invitation(db: &Pool, org: &OrgId, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn revoke_invitation(
+    db: &Pool,
+    org: &OrgId,
+    id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("UPDATE invitations SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(now)
         .bind(&org.0)
@@ -256,7 +307,12 @@ pub async fn revoke_invitation(db: &Pool, org: &OrgId, id: &str, now: i64) -> Re
 
 /// Accepts an invitation for `user_id`: marks it used and adds the membership, once.
 #[tracing::instrument(skip_all)]
-pub async fn accept_invitation(db: &Pool, inv: &Invitation, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn accept_invitation(
+    db: &Pool,
+    inv: &Invitation,
+    user_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     let claimed = sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(now)
@@ -264,12 +320,13 @@ pub async fn accept_invitation(db: &Pool, inv: &Invitation, user_id: &str, now: 
         .execute(&mut *tx)
         .await?;
     if claimed.rows_affected() == 1 {
-        let exists = sqlx::query("SELECT 1 AS one FROM memberships WHERE org_id = $1 AND user_id = $2")
-            .bind(&inv.org_id.0)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let exists =
+            sqlx::query("SELECT 1 AS one FROM memberships WHERE org_id = $1 AND user_id = $2")
+                .bind(&inv.org_id.0)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
         if !exists {
             add_member(&mut *tx, &inv.org_id, user_id, inv.role, now).await?;
         }
@@ -307,7 +364,10 @@ pub async fn all_tenants(db: &Pool) -> Result<Vec<TenantSummary>, sqlx::Error> {
             let org = org_from_row(r)?;
             let owners = owners
                 .iter()
-                .filter(|o| o.try_get::<String, _>("org_id").is_ok_and(|id| id == org.id.0))
+                .filter(|o| {
+                    o.try_get::<String, _>("org_id")
+                        .is_ok_and(|id| id == org.id.0)
+                })
                 .filter_map(|o| o.try_get::<String, _>("email").ok())
                 .collect();
             Ok(TenantSummary {
@@ -323,6 +383,10 @@ pub async fn all_tenants(db: &Pool) -> Result<Vec<TenantSummary>, sqlx::Error> {
 
 #[tracing::instrument(skip_all)]
 pub async fn set_reseller(db: &Pool, org: &OrgId, reseller: bool) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE organisations SET is_reseller = $1 WHERE id = $2").bind(i64::from(reseller)).bind(&org.0).execute(db).await?;
+    let done = sqlx::query("UPDATE organisations SET is_reseller = $1 WHERE id = $2")
+        .bind(i64::from(reseller))
+        .bind(&org.0)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -47,9 +47,18 @@ pub fn router() -> Router<AppState> {
         .route("/o/{org_id}/api-keys", get(show_api_keys))
         .route("/o/{org_id}/team", get(show_team))
         .route("/o/{org_id}/team/invite", post(invite_member))
-        .route("/o/{org_id}/team/invitations/{invitation_id}/revoke", post(revoke_invitation))
-        .route("/o/{org_id}/team/members/{user_id}/remove", post(remove_member))
-        .route("/invitations/{token}", get(show_invitation).post(accept_invitation))
+        .route(
+            "/o/{org_id}/team/invitations/{invitation_id}/revoke",
+            post(revoke_invitation),
+        )
+        .route(
+            "/o/{org_id}/team/members/{user_id}/remove",
+            post(remove_member),
+        )
+        .route(
+            "/invitations/{token}",
+            get(show_invitation).post(accept_invitation),
+        )
 }
 
 /// A signed-in member of the organisation named in the path.
@@ -67,13 +76,24 @@ struct OrgPath {
 impl FromRequestParts<AppState> for OrgAccess {
     type Rejection = LoginRedirectOr;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, LoginRedirectOr> {
-        let signed_in = <SignedIn as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, LoginRedirectOr> {
+        let signed_in =
+            <SignedIn as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         let Path(OrgPath { org_id }) = Path::<OrgPath>::from_request_parts(parts, state)
             .await
             .map_err(|_| LoginRedirectOr::Error(AppError::NotFound))?;
-        match db::membership(&state.db, &OrgId(org_id), &signed_in.user.id).await.map_err(AppError::from)? {
-            Some((org, role)) => Ok(OrgAccess { signed_in, org, role }),
+        match db::membership(&state.db, &OrgId(org_id), &signed_in.user.id)
+            .await
+            .map_err(AppError::from)?
+        {
+            Some((org, role)) => Ok(OrgAccess {
+                signed_in,
+                org,
+                role,
+            }),
             None => Err(LoginRedirectOr::Error(AppError::NotFound)),
         }
     }
@@ -83,7 +103,9 @@ impl OrgAccess {
     fn require_owner(&self) -> AppResult<()> {
         match self.role {
             Role::Owner => Ok(()),
-            Role::Member => Err(AppError::Forbidden("Only owners of this organisation can do that.")),
+            Role::Member => Err(AppError::Forbidden(
+                "Only owners of this organisation can do that.",
+            )),
         }
     }
 
@@ -93,7 +115,10 @@ impl OrgAccess {
 }
 
 /// `/dashboard`: the person's first organisation, or a way to make one.
-async fn dashboard_redirect(State(state): State<AppState>, signed_in: SignedIn) -> AppResult<Response> {
+async fn dashboard_redirect(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> AppResult<Response> {
     let orgs = db::orgs_of_user(&state.db, &signed_in.user.id).await?;
     if let Some((org, _)) = orgs.first() {
         return Ok(Redirect::to(&format!("/o/{}", org.id.0)).into_response());
@@ -101,7 +126,15 @@ async fn dashboard_redirect(State(state): State<AppState>, signed_in: SignedIn) 
     if signed_in.user.is_admin {
         return Ok(Redirect::to("/admin/tenants").into_response());
     }
-    let ctx = ctx(&state, &signed_in.visitor, "No organisation", "no-org", None, None).await?;
+    let ctx = ctx(
+        &state,
+        &signed_in.visitor,
+        "No organisation",
+        "no-org",
+        None,
+        None,
+    )
+    .await?;
     Ok(Html(pages::no_org(ctx, FormErrors::default())).into_response())
 }
 
@@ -125,14 +158,35 @@ pub fn org_name(input: &str, default: impl FnOnce() -> String) -> Result<String,
     Ok(name.to_string())
 }
 
-async fn create_org(State(state): State<AppState>, signed_in: SignedIn, Form(form): Form<CreateOrgForm>) -> AppResult<Response> {
+async fn create_org(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Form(form): Form<CreateOrgForm>,
+) -> AppResult<Response> {
     let name = match org_name(&form.name, String::new) {
         Ok(n) if !n.is_empty() => n,
         Ok(_) | Err(_) => {
             let mut errors = FormErrors::default();
-            errors.add("name", org_name(&form.name, String::new).err().unwrap_or("Enter a name for the organisation."));
-            let ctx = ctx(&state, &signed_in.visitor, "No organisation", "no-org", None, None).await?;
-            return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, Html(pages::no_org(ctx, errors))).into_response());
+            errors.add(
+                "name",
+                org_name(&form.name, String::new)
+                    .err()
+                    .unwrap_or("Enter a name for the organisation."),
+            );
+            let ctx = ctx(
+                &state,
+                &signed_in.visitor,
+                "No organisation",
+                "no-org",
+                None,
+                None,
+            )
+            .await?;
+            return Ok((
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                Html(pages::no_org(ctx, errors)),
+            )
+                .into_response());
         }
     };
     let now = state.clock.now();
@@ -143,10 +197,26 @@ async fn create_org(State(state): State<AppState>, signed_in: SignedIn, Form(for
     Ok(Redirect::to(&format!("/o/{}?notice=org-created", org.0)).into_response())
 }
 
-async fn show_dashboard(State(state): State<AppState>, access: OrgAccess, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+async fn show_dashboard(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     let members = db::members(&state.db, &access.org.id).await?.len() as i64;
-    let customers = if access.org.is_reseller { db::count_customers(&state.db, &access.org.id).await? } else { 0 };
-    let ctx = ctx(&state, &access.signed_in.visitor, access.org.name.clone(), "dashboard", Some(&access.org), q.notice.as_deref()).await?;
+    let customers = if access.org.is_reseller {
+        db::count_customers(&state.db, &access.org.id).await?
+    } else {
+        0
+    };
+    let ctx = ctx(
+        &state,
+        &access.signed_in.visitor,
+        access.org.name.clone(),
+        "dashboard",
+        Some(&access.org),
+        q.notice.as_deref(),
+    )
+    .await?;
     Ok(Html(pages::dashboard(
         ctx,
         DashboardView {
@@ -161,24 +231,70 @@ async fn show_dashboard(State(state): State<AppState>, access: OrgAccess, Query(
 }
 
 async fn show_domains(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    let ctx = ctx(&state, &access.signed_in.visitor, "Domains", "domains", Some(&access.org), None).await?;
-    Ok(Html(pages::section(ctx, "Domains", "No domains yet", "Domains this organisation hosts will be listed here with their state, chat accounts and uptime.")))
+    let ctx = ctx(
+        &state,
+        &access.signed_in.visitor,
+        "Domains",
+        "domains",
+        Some(&access.org),
+        None,
+    )
+    .await?;
+    Ok(Html(pages::section(
+        ctx,
+        "Domains",
+        "No domains yet",
+        "Domains this organisation hosts will be listed here with their state, chat accounts and uptime.",
+    )))
 }
 
 async fn show_billing(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    let ctx = ctx(&state, &access.signed_in.visitor, "Billing", "billing", Some(&access.org), None).await?;
-    Ok(Html(pages::section(ctx, "Billing", "Nothing to pay", "This organisation has no subscriptions and no invoices.")))
+    let ctx = ctx(
+        &state,
+        &access.signed_in.visitor,
+        "Billing",
+        "billing",
+        Some(&access.org),
+        None,
+    )
+    .await?;
+    Ok(Html(pages::section(
+        ctx,
+        "Billing",
+        "Nothing to pay",
+        "This organisation has no subscriptions and no invoices.",
+    )))
 }
 
-async fn show_api_keys(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    let ctx = ctx(&state, &access.signed_in.visitor, "API keys", "api-keys", Some(&access.org), None).await?;
-    Ok(Html(pages::section(ctx, "API keys", "No API keys", "This organisation has no API keys.")))
+async fn show_api_keys(
+    State(state): State<AppState>,
+    access: OrgAccess,
+) -> AppResult<Html<String>> {
+    let ctx = ctx(
+        &state,
+        &access.signed_in.visitor,
+        "API keys",
+        "api-keys",
+        Some(&access.org),
+        None,
+    )
+    .await?;
+    Ok(Html(pages::section(
+        ctx,
+        "API keys",
+        "No API keys",
+        "This organisation has no API keys.",
+    )))
 }
 
 async fn team_view(state: &AppState, access: &OrgAccess) -> AppResult<TeamView> {
     let now = state.clock.now();
     let members = db::members(&state.db, &access.org.id).await?;
-    let invitations = if access.role == Role::Owner { db::pending_invitations(&state.db, &access.org.id, now).await? } else { vec![] };
+    let invitations = if access.role == Role::Owner {
+        db::pending_invitations(&state.db, &access.org.id, now).await?
+    } else {
+        vec![]
+    };
     Ok(TeamView {
         org_id: access.org.id.0.clone(),
         org_name: access.org.name.clone(),
@@ -195,16 +311,33 @@ async fn team_view(state: &AppState, access: &OrgAccess) -> AppResult<TeamView> 
             .collect(),
         invitations: invitations
             .into_iter()
-            .map(|i| PendingInvite { id: i.id, email: i.email, role: i.role.as_str().into(), expires: format_ts(i.expires_at) })
+            .map(|i| PendingInvite {
+                id: i.id,
+                email: i.email,
+                role: i.role.as_str().into(),
+                expires: format_ts(i.expires_at),
+            })
             .collect(),
         invite_role: "member".into(),
         ..Default::default()
     })
 }
 
-async fn show_team(State(state): State<AppState>, access: OrgAccess, Query(q): Query<NoticeQuery>) -> AppResult<Html<String>> {
+async fn show_team(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
     let view = team_view(&state, &access).await?;
-    let ctx = ctx(&state, &access.signed_in.visitor, "Team", "team", Some(&access.org), q.notice.as_deref()).await?;
+    let ctx = ctx(
+        &state,
+        &access.signed_in.visitor,
+        "Team",
+        "team",
+        Some(&access.org),
+        q.notice.as_deref(),
+    )
+    .await?;
     Ok(Html(pages::team(ctx, view)))
 }
 
@@ -214,7 +347,11 @@ struct InviteForm {
     role: String,
 }
 
-async fn invite_member(State(state): State<AppState>, access: OrgAccess, Form(form): Form<InviteForm>) -> AppResult<Response> {
+async fn invite_member(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Form(form): Form<InviteForm>,
+) -> AppResult<Response> {
     access.require_owner()?;
     let mut errors = FormErrors::default();
     let role = Role::parse(&form.role);
@@ -230,7 +367,10 @@ async fn invite_member(State(state): State<AppState>, access: OrgAccess, Form(fo
     };
     if let Some(a) = &address {
         let members = db::members(&state.db, &access.org.id).await?;
-        if members.iter().any(|m| m.email.to_lowercase() == a.normalized) {
+        if members
+            .iter()
+            .any(|m| m.email.to_lowercase() == a.normalized)
+        {
             errors.add("email", "This person is already a member.");
         }
     }
@@ -239,8 +379,20 @@ async fn invite_member(State(state): State<AppState>, access: OrgAccess, Form(fo
         view.invite_email = form.email.trim().to_string();
         view.invite_role = form.role;
         view.errors = errors;
-        let ctx = ctx(&state, &access.signed_in.visitor, "Team", "team", Some(&access.org), None).await?;
-        return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, Html(pages::team(ctx, view))).into_response());
+        let ctx = ctx(
+            &state,
+            &access.signed_in.visitor,
+            "Team",
+            "team",
+            Some(&access.org),
+            None,
+        )
+        .await?;
+        return Ok((
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            Html(pages::team(ctx, view)),
+        )
+            .into_response());
     };
     let now = state.clock.now();
     let token = new_token();
@@ -280,12 +432,26 @@ struct InvitationPath {
     invitation_id: String,
 }
 
-async fn revoke_invitation(State(state): State<AppState>, access: OrgAccess, Path(p): Path<InvitationPath>) -> AppResult<Redirect> {
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path(p): Path<InvitationPath>,
+) -> AppResult<Redirect> {
     access.require_owner()?;
-    if !db::revoke_invitation(&state.db, &access.org.id, &p.invitation_id, state.clock.now()).await? {
+    if !db::revoke_invitation(
+        &state.db,
+        &access.org.id,
+        &p.invitation_id,
+        state.clock.now(),
+    )
+    .await?
+    {
         return Err(AppError::NotFound);
     }
-    Ok(Redirect::to(&format!("{}/team?notice=invitation-revoked", access.base())))
+    Ok(Redirect::to(&format!(
+        "{}/team?notice=invitation-revoked",
+        access.base()
+    )))
 }
 
 #[derive(Deserialize)]
@@ -293,15 +459,24 @@ struct MemberPath {
     user_id: String,
 }
 
-async fn remove_member(State(state): State<AppState>, access: OrgAccess, Path(p): Path<MemberPath>) -> AppResult<Redirect> {
+async fn remove_member(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path(p): Path<MemberPath>,
+) -> AppResult<Redirect> {
     access.require_owner()?;
     if p.user_id == access.signed_in.user.id {
-        return Err(AppError::BadRequest("You cannot remove yourself. Ask another owner to do it.".into()));
+        return Err(AppError::BadRequest(
+            "You cannot remove yourself. Ask another owner to do it.".into(),
+        ));
     }
     if !db::remove_member(&state.db, &access.org.id, &p.user_id).await? {
         return Err(AppError::NotFound);
     }
-    Ok(Redirect::to(&format!("{}/team?notice=member-removed", access.base())))
+    Ok(Redirect::to(&format!(
+        "{}/team?notice=member-removed",
+        access.base()
+    )))
 }
 
 #[derive(Deserialize)]
@@ -310,29 +485,59 @@ struct TokenPath {
 }
 
 async fn load_invitation(state: &AppState, token: &str) -> AppResult<(db::Invitation, Org)> {
-    let inv = db::invitation_by_token(&state.db, &token_hash(token), state.clock.now()).await?.ok_or(AppError::NotFound)?;
-    let org = db::org_by_id(&state.db, &inv.org_id).await?.ok_or(AppError::NotFound)?;
+    let inv = db::invitation_by_token(&state.db, &token_hash(token), state.clock.now())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let org = db::org_by_id(&state.db, &inv.org_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
     Ok((inv, org))
 }
 
-async fn show_invitation(State(state): State<AppState>, visitor: Visitor, Path(p): Path<TokenPath>) -> AppResult<Html<String>> {
+async fn show_invitation(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(p): Path<TokenPath>,
+) -> AppResult<Html<String>> {
     let (inv, org) = load_invitation(&state, &p.token).await?;
     let state_for_person = match &visitor.user {
         None => InvitationState::SignInFirst,
-        Some(u) if u.email.to_lowercase() != inv.email_normalized => InvitationState::WrongAccount(u.email.clone()),
+        Some(u) if u.email.to_lowercase() != inv.email_normalized => {
+            InvitationState::WrongAccount(u.email.clone())
+        }
         Some(_) => InvitationState::CanAccept,
     };
-    let ctx = ctx(&state, &visitor, format!("Join {}", org.name), "invitation", None, None).await?;
+    let ctx = ctx(
+        &state,
+        &visitor,
+        format!("Join {}", org.name),
+        "invitation",
+        None,
+        None,
+    )
+    .await?;
     Ok(Html(invitation_page(
         ctx,
-        InvitationView { token: p.token, org_name: org.name, email: inv.email, role: inv.role.as_str().into(), state: state_for_person },
+        InvitationView {
+            token: p.token,
+            org_name: org.name,
+            email: inv.email,
+            role: inv.role.as_str().into(),
+            state: state_for_person,
+        },
     )))
 }
 
-async fn accept_invitation(State(state): State<AppState>, signed_in: SignedIn, Path(p): Path<TokenPath>) -> AppResult<Redirect> {
+async fn accept_invitation(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(p): Path<TokenPath>,
+) -> AppResult<Redirect> {
     let (inv, org) = load_invitation(&state, &p.token).await?;
     if signed_in.user.email.to_lowercase() != inv.email_normalized {
-        return Err(AppError::Forbidden("This invitation is for another email address."));
+        return Err(AppError::Forbidden(
+            "This invitation is for another email address.",
+        ));
     }
     let now = state.clock.now();
     db::accept_invitation(&state.db, &inv, &signed_in.user.id, now).await?;

@@ -1,0 +1,241 @@
+//! The panel started inside the test process on a fresh database and a free port, with a
+//! clock the test can move, plus a cookie-keeping HTTP client that fills in CSRF tokens the
+//! way a browser submitting the panel's own forms would.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rookery::{AppState, Application, clock::Clock, config::Settings};
+use sqlx::Row;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::db::{TestDatabase, fresh_database_url};
+
+pub struct TestApp {
+    pub address: String,
+    pub state: AppState,
+    pub clock: Clock,
+    pub db: TestDatabase,
+    _data: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// Starts a panel on `127.0.0.1:0` with a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a panel after `adjust` has changed its settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok_and(|v| v == "1") {
+        rookery::telemetry::init(rookery::telemetry::LogFormat::Text);
+    }
+    let db = fresh_database_url().await.expect("a fresh test database");
+    let data = tempfile::tempdir().expect("a temporary data folder");
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: "http://panel.test".into(),
+        database_url: db.url.clone(),
+        data_dir: data.path().to_path_buf(),
+        ..Settings::default()
+    };
+    adjust(&mut settings);
+    let clock = Clock::default();
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("the panel starts");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        state,
+        clock,
+        db,
+        _data: data,
+        stop: Some(stop),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestApp {
+    /// A new browser-like client: its own cookies, no automatic redirects.
+    pub fn client(&self) -> TestClient {
+        TestClient {
+            base: self.address.clone(),
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client"),
+            csrf: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The body of the newest mail sent to `to`.
+    pub async fn last_mail_to(&self, to: &str) -> Option<String> {
+        sqlx::query("SELECT body FROM outbox_mail WHERE to_address = $1 ORDER BY created_at DESC, id DESC LIMIT 1")
+            .bind(to)
+            .fetch_optional(&self.state.db)
+            .await
+            .expect("outbox query")
+            .map(|r| r.get::<String, _>("body"))
+    }
+
+    /// The path and query of the first link to the panel in the newest mail to `to`.
+    pub async fn link_in_last_mail_to(&self, to: &str) -> String {
+        let body = self
+            .last_mail_to(to)
+            .await
+            .unwrap_or_else(|| panic!("no mail to {to}"));
+        let start = body
+            .find("http://panel.test")
+            .unwrap_or_else(|| panic!("no link in {body}"));
+        body[start + "http://panel.test".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs a `SELECT COUNT(*)` style query that returns one `n`.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query(sql)
+            .fetch_one(&self.state.db)
+            .await
+            .expect("count query")
+            .get::<i64, _>("n")
+    }
+
+    /// Signs up a new customer with a fresh client and returns it with its dashboard path.
+    pub async fn customer(&self, email: &str, org: &str) -> (TestClient, String) {
+        let c = self.client();
+        let r = c
+            .post_form(
+                "/signup",
+                &[("email", email), ("password", PASSWORD), ("org_name", org)],
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            303,
+            "sign-up of {email} failed: {}",
+            r.text().await.unwrap_or_default()
+        );
+        let dashboard = location(&r).split('?').next().unwrap().to_string();
+        (c, dashboard)
+    }
+}
+
+/// A password every policy accepts.
+pub const PASSWORD: &str = "correct-horse-battery-staple-42";
+
+/// The `Location` of a redirect.
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[derive(Clone)]
+pub struct TestClient {
+    pub base: String,
+    pub http: reqwest::Client,
+    csrf: Arc<Mutex<Option<String>>>,
+}
+
+impl TestClient {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// GET that must answer 200; returns the body.
+    pub async fn page(&self, path: &str) -> String {
+        let r = self.get(path).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The CSRF token the panel renders into this client's forms.
+    pub async fn csrf_token(&self) -> String {
+        let mut cached = self.csrf.lock().await;
+        if let Some(t) = cached.as_ref() {
+            return t.clone();
+        }
+        let body = self.get("/login").await.text().await.unwrap();
+        let token = csrf_in(&body).expect("a CSRF field on the log-in page");
+        *cached = Some(token.clone());
+        token
+    }
+
+    /// Submits a form as the browser would: with the page's CSRF token.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.csrf_token().await;
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        all.push(("csrf", &token));
+        self.post_raw(path, &all).await
+    }
+
+    /// Submits exactly these fields (no CSRF token added).
+    pub async fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .form(fields)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_form("/login", &[("email", email), ("password", password)])
+            .await
+    }
+}
+
+/// The value of the `csrf` hidden field in a page.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\"")?;
+    let rest = &html[at..];
+    let v = rest.find("value=\"")? + "value=\"".len();
+    let end = rest[v..].find('"')?;
+    Some(rest[v..v + end].to_string())
+}
+
+/// A unique address for a test person.
+pub fn unique_email(name: &str) -> String {
+    format!("{name}-{}@example.com", uuid::Uuid::now_v7().simple())
+}
+
+/// Waits until `f` is true, polling, for at most `secs`.
+pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(anyhow::anyhow!("condition not met in {secs} s")).context("eventually")
+}
