@@ -50,6 +50,20 @@ pub fn landing(ctx: PageCtx, plans: Vec<PlanView>) -> String {
                         </p>
                     })}
                 </section>
+                <section class="features" aria-label="Why Rookery">
+                    <article class="card">
+                        <h2>"Your domain, your addresses"</h2>
+                        <p>"Chat addresses like the email ones you already have. Point three DNS records at us; moving servers never needs you again."</p>
+                    </article>
+                    <article class="card">
+                        <h2>"Every client, every device"</h2>
+                        <p>"Standard XMPP with the modern extensions: message archive, multi-device, push, group chats, file sharing, end-to-end encryption."</p>
+                    </article>
+                    <article class="card">
+                        <h2>"Uptime you can see"</h2>
+                        <p>"A robot logs in to your domain every minute. You see the same uptime figures and incidents we do."</p>
+                    </article>
+                </section>
                 <section aria-labelledby="plans-heading">
                     <h2 id="plans-heading">"Plans"</h2>
                     {cards}
