@@ -57,12 +57,9 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("rookery");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_duration = Histogram::new(
-            [
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]
-            .into_iter(),
-        );
+        let http_duration = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         let logins = Family::<OutcomeLabels, Counter>::default();
         let signups = Counter::default();
         let mail = Family::<OutcomeLabels, Counter>::default();

@@ -9,5 +9,8 @@ struct Cli {}
 
 fn main() {
     let _ = Cli::parse();
-    println!("rookery-node {}: no subcommands yet; see --help", rookery_node::VERSION);
+    println!(
+        "rookery-node {}: no subcommands yet; see --help",
+        rookery_node::VERSION
+    );
 }

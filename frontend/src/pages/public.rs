@@ -118,6 +118,8 @@ pub struct LoginView {
 pub fn login(ctx: PageCtx, form: LoginView) -> String {
     render(move || {
         let csrf = ctx.csrf.clone();
+        // After a failed attempt the address is filled in: start at the password.
+        let email_empty = form.email.is_empty();
         let mut errors = FormErrors::default();
         if let Some(e) = form.error.clone() {
             errors.add("", e);
@@ -130,8 +132,8 @@ pub fn login(ctx: PageCtx, form: LoginView) -> String {
                     <form method="post" action="/login">
                         <Csrf token=csrf/>
                         {form.next.clone().map(|n| view! { <input type="hidden" name="next" value=n/> })}
-                        <Field name="email" label="Email" kind="email" value=form.email.clone() autocomplete="username" required=true autofocus=true/>
-                        <Field name="password" label="Password" kind="password" autocomplete="current-password" required=true/>
+                        <Field name="email" label="Email" kind="email" value=form.email.clone() autocomplete="username" required=true autofocus=email_empty/>
+                        <Field name="password" label="Password" kind="password" autocomplete="current-password" required=true autofocus=!email_empty/>
                         <button type="submit" class="button button-large" id="login-submit">"Log in"</button>
                     </form>
                     <p class="form-links">

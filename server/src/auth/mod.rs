@@ -114,8 +114,10 @@ async fn signup(
     let org_name = orgs::org_name(&form.org_name, || format!("{local}'s organisation"))
         .map_err(|m| errors.add("org_name", m))
         .ok();
-    if let (Some(a), true) = (&address, errors.is_empty()) {
-        if db::user_by_email(&state.db, &a.normalized).await?.is_some() {
+    if let (Some(a), true) = (&address, errors.is_empty())
+        && db::user_by_email(&state.db, &a.normalized).await?.is_some()
+    {
+        {
             errors.add("email", "An account with this email already exists. Log in, or reset your password if you forgot it.");
         }
     }

@@ -273,7 +273,7 @@ fn is_weak(password: &str, email: &str) -> bool {
 /// `passwordpassword` → `password`.
 fn strip_repeats(s: &str) -> String {
     for n in 1..=s.len() / 2 {
-        if s.len() % n == 0 && s.as_bytes().chunks(n).all(|c| c == &s.as_bytes()[..n]) {
+        if s.len().is_multiple_of(n) && s.as_bytes().chunks(n).all(|c| c == &s.as_bytes()[..n]) {
             return s[..n].to_string();
         }
     }

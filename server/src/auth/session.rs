@@ -230,10 +230,8 @@ pub async fn end(
 /// The client's address: the socket's peer, or behind a trusted proxy the last
 /// `X-Forwarded-For` hop (the one the proxy itself added).
 pub fn client_ip(parts: &Parts, behind_proxy: bool) -> String {
-    if behind_proxy {
-        if let Some(ip) = forwarded_for(&parts.headers) {
-            return ip;
-        }
+    if behind_proxy && let Some(ip) = forwarded_for(&parts.headers) {
+        return ip;
     }
     parts
         .extensions

@@ -24,16 +24,14 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
         is_sqlite || url.starts_with("postgres://") || url.starts_with("postgresql://"),
         "database_url must be a sqlite:// or postgres:// URL"
     );
-    if is_sqlite {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(&path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating the database folder {}", dir.display()))?;
-            }
-        }
+    if is_sqlite
+        && let Some(path) = sqlite_path(url)
+        && let Some(dir) = std::path::Path::new(&path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the database folder {}", dir.display()))?;
     }
     let options = AnyConnectOptions::from_str(url).context("parsing database_url")?;
     let pool = AnyPoolOptions::new()

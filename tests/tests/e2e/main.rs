@@ -1,4 +1,5 @@
 //! One test binary for every end-to-end test, so the workspace links it once.
 
 mod browser;
+mod cli;
 mod panel;

@@ -1,0 +1,140 @@
+//! The panel in a real browser: the `rookery` binary as operators run it, and a headless
+//! Chromium that a test drives with clicks and typing, as a customer would.
+//!
+//! Pages are found by their contract, not their looks: every page's `<main>` carries
+//! `data-page="<name>"`, forms have named fields and buttons with ids, and errors appear in
+//! an element with `role="alert"`. Screenshots of each step land in `target/screenshots/`.
+
+use anyhow::ensure;
+use rookery_tests::browser::Browser;
+use rookery_tests::process::PanelProcess;
+
+const PASSWORD: &str = "correct-horse-battery-staple-42";
+const ORG_NAME: &str = "Analytical Engines Ltd";
+
+#[tokio::test]
+async fn a_customer_signs_up_logs_out_logs_in_and_sees_the_dashboard() -> anyhow::Result<()> {
+    let panel = PanelProcess::start().await?;
+    let browser = Browser::start().await?;
+
+    let outcome = sign_up_log_out_and_log_in(&panel, &browser).await;
+    if outcome.is_err() {
+        // A picture of where it went wrong, next to the steps that went right.
+        let _ = browser.screenshot("signup-login-failure").await;
+    }
+    browser.close().await;
+    outcome
+}
+
+async fn sign_up_log_out_and_log_in(panel: &PanelProcess, browser: &Browser) -> anyhow::Result<()> {
+    let email = format!("ada-{}@example.com", uuid::Uuid::now_v7().simple());
+
+    // The landing page links to the sign-up form.
+    browser.client.goto(&panel.url("/")).await?;
+    browser.wait_for("main[data-page=landing]").await?;
+    browser.screenshot("01-landing").await?;
+    click_first_visible(browser, r#"a[href*="/signup"]"#).await?;
+    browser.wait_for("main[data-page=signup]").await?;
+    let signup_url = browser.client.current_url().await?;
+    ensure!(
+        signup_url.path() == "/signup",
+        "the landing page's link led to {signup_url}"
+    );
+
+    // Sign up: a new customer with a new organisation lands on its dashboard.
+    browser.fill("input[name=email]", &email).await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.fill("input[name=org_name]", ORG_NAME).await?;
+    browser.screenshot("02-signup").await?;
+    browser.click("#signup-submit").await?;
+    browser.wait_for("main[data-page=dashboard]").await?;
+    let dashboard_url = browser.client.current_url().await?;
+    ensure!(
+        dashboard_url.path().starts_with("/o/"),
+        "the dashboard is at /o/<org-id>, not {dashboard_url}"
+    );
+    browser.screenshot("03-dashboard").await?;
+    let text = browser.page_text().await?;
+    ensure!(
+        text.contains(ORG_NAME),
+        "the dashboard names the organisation {ORG_NAME:?}; it shows:\n{text}"
+    );
+
+    // Log out: the session is over, and the dashboard is no longer shown.
+    log_out(browser).await?;
+    browser.client.goto(dashboard_url.as_str()).await?;
+    browser.wait_for("main[data-page]").await?;
+    ensure!(
+        browser.page_name().await.as_deref() != Some("dashboard"),
+        "after logging out, {dashboard_url} still shows the dashboard"
+    );
+
+    // Log in again with the same email and password.
+    browser.client.goto(&panel.url("/login")).await?;
+    browser.wait_for("main[data-page=login]").await?;
+    browser.fill("input[name=email]", &email).await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.screenshot("04-login").await?;
+    browser.click("#login-submit").await?;
+    browser.wait_for("main[data-page=dashboard]").await?;
+    let url = browser.client.current_url().await?;
+    ensure!(
+        url.path() == dashboard_url.path(),
+        "logging in leads to the organisation's dashboard {dashboard_url}, not {url}"
+    );
+    let text = browser.page_text().await?;
+    ensure!(
+        text.contains(ORG_NAME),
+        "the dashboard names the organisation {ORG_NAME:?} again; it shows:\n{text}"
+    );
+    browser.screenshot("05-dashboard-again").await?;
+
+    // A wrong password is refused with a message, on the log-in page.
+    log_out(browser).await?;
+    browser.client.goto(&panel.url("/login")).await?;
+    browser.wait_for("main[data-page=login]").await?;
+    browser.fill("input[name=email]", &email).await?;
+    browser
+        .fill("input[name=password]", "not-the-password-at-all")
+        .await?;
+    browser.click("#login-submit").await?;
+    let alert = browser.wait_for("[role=alert]").await?;
+    let message = alert.text().await?;
+    ensure!(
+        message.contains("Incorrect email or password"),
+        "a wrong password's alert says {message:?}"
+    );
+    let page = browser.page_name().await;
+    ensure!(
+        page.as_deref() == Some("login"),
+        "a wrong password leaves the browser on the log-in page, not {page:?}"
+    );
+    browser.screenshot("06-login-error").await?;
+
+    Ok(())
+}
+
+/// Clicks the header's log-out button and waits until the dashboard has gone.
+async fn log_out(browser: &Browser) -> anyhow::Result<()> {
+    browser.click("#logout").await?;
+    browser
+        .wait_for(r#"main[data-page]:not([data-page="dashboard"])"#)
+        .await?;
+    Ok(())
+}
+
+/// Clicks the first element matching `css` that a person could see (a page may repeat a
+/// link in a collapsed menu).
+async fn click_first_visible(browser: &Browser, css: &str) -> anyhow::Result<()> {
+    for element in browser
+        .client
+        .find_all(fantoccini::Locator::Css(css))
+        .await?
+    {
+        if element.is_displayed().await.unwrap_or(false) {
+            element.click().await?;
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the page has no visible element matching `{css}`")
+}
