@@ -65,7 +65,8 @@ async fn show_tenants(
     Ok(Html(pages::tenants(ctx, rows)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct ResellerForm {
     reseller: String,
 }

@@ -73,11 +73,18 @@ impl Mailer {
         } else {
             "logged"
         };
+        // With SMTP the mailbox is the only place for the message's one-time links; the
+        // outbox keeps the rest. Without SMTP the outbox is the mailbox, links and all.
+        let recorded = if self.transport.is_some() {
+            redact_tokens(&body)
+        } else {
+            body.clone()
+        };
         sqlx::query("INSERT INTO outbox_mail (id, to_address, subject, body, status, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&id)
             .bind(to)
             .bind(subject)
-            .bind(&body)
+            .bind(&recorded)
             .bind(status)
             .bind(now)
             .execute(&self.db)
@@ -132,6 +139,28 @@ impl Mailer {
     }
 }
 
+/// Replaces the panel's secret tokens (43 URL-safe base64 characters) with a marker.
+pub fn redact_tokens(body: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(body.len());
+    let mut run = String::new();
+    for c in body.chars().chain(std::iter::once(' ')) {
+        if is_token_char(c) {
+            run.push(c);
+            continue;
+        }
+        if run.len() == 43 {
+            out.push_str("[one-time token removed]");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
 /// The latest mail, newest first.
 #[tracing::instrument(skip_all)]
 pub async fn latest(db: &Pool, limit: i64) -> Result<Vec<OutboxMail>, sqlx::Error> {
@@ -150,4 +179,23 @@ pub async fn latest(db: &Pool, limit: i64) -> Result<Vec<OutboxMail>, sqlx::Erro
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_time_tokens_are_removed_and_the_rest_kept() {
+        let token = crate::clock::new_token();
+        let body = format!(
+            "Reset here:\nhttps://panel.example.com/password/reset?token={token}\nThanks, Ada-Lovelace_1815"
+        );
+        let redacted = redact_tokens(&body);
+        assert!(!redacted.contains(&token));
+        assert_eq!(
+            redacted,
+            "Reset here:\nhttps://panel.example.com/password/reset?token=[one-time token removed]\nThanks, Ada-Lovelace_1815"
+        );
+    }
 }

@@ -138,7 +138,8 @@ async fn dashboard_redirect(
     Ok(Html(pages::no_org(ctx, FormErrors::default())).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct CreateOrgForm {
     name: String,
 }
@@ -341,7 +342,8 @@ async fn show_team(
     Ok(Html(pages::team(ctx, view)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct InviteForm {
     email: String,
     role: String,

@@ -89,6 +89,36 @@ async fn sign_up_log_out_and_log_in(panel: &PanelProcess, browser: &Browser) -> 
     );
     browser.screenshot("05-dashboard-again").await?;
 
+    // The team page: invite a colleague by email; the invitation is listed as pending.
+    browser
+        .client
+        .goto(&panel.url(&format!("{}/team", dashboard_url.path())))
+        .await?;
+    browser.wait_for("main[data-page=team]").await?;
+    browser
+        .fill("input[name=email]", "charles@example.com")
+        .await?;
+    browser.click("#invite-submit").await?;
+    browser
+        .wait_for("main[data-page=team] [role=status]")
+        .await?;
+    let text = browser.page_text().await?;
+    ensure!(
+        text.contains("Invitation sent.") && text.contains("charles@example.com"),
+        "the team page lists the invitation; it shows:\n{text}"
+    );
+    browser.screenshot("07-team").await?;
+
+    // Account settings, and the dashboard on a phone-sized window.
+    browser.client.goto(&panel.url("/account")).await?;
+    browser.wait_for("main[data-page=account]").await?;
+    browser.screenshot("08-account").await?;
+    browser.client.set_window_size(390, 844).await?;
+    browser.client.goto(dashboard_url.as_str()).await?;
+    browser.wait_for("main[data-page=dashboard]").await?;
+    browser.screenshot("09-dashboard-phone").await?;
+    browser.client.set_window_size(1280, 900).await?;
+
     // A wrong password is refused with a message, on the log-in page.
     log_out(browser).await?;
     browser.client.goto(&panel.url("/login")).await?;
