@@ -1,0 +1,9 @@
+//! The XMPP protocol without I/O: XML elements and the incremental stream parser, JIDs,
+//! SASL, stream negotiation and stanza handling. Everything here takes input and returns
+//! output; the socket code in `net` only moves bytes, so every rule is unit-testable.
+
+pub mod element;
+pub mod jid;
+pub mod ns;
+pub mod parser;
+pub mod sasl;
