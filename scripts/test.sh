@@ -240,6 +240,26 @@ if [[ " $engines " == *" postgres "* ]]; then
 fi
 install_missing "${needs[@]}"
 
+# Python XMPP client libraries (slixmpp) for the node's end-to-end tests, in a virtualenv
+# kept at .venv and refreshed when tests/python/requirements.txt changes.
+setup_venv() {
+    local venv="$REPO_ROOT/.venv" requirements="$REPO_ROOT/tests/python/requirements.txt" stamp
+    stamp="$venv/.requirements.sha256"
+    if [[ -x "$venv/bin/python" && -f "$stamp" ]] && sha256sum --status -c "$stamp" 2>/dev/null; then
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || fail "python3 is needed for the XMPP client tests"
+    python3 -c 'import venv, ensurepip' 2>/dev/null ||
+        fail "python3 lacks venv/ensurepip (Debian: apt-get install python3-venv)"
+    say "creating the Python test virtualenv (.venv) from tests/python/requirements.txt"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    sha256sum "$requirements" >"$stamp"
+}
+setup_venv
+export ROOKERY_TEST_PYTHON="$REPO_ROOT/.venv/bin/python"
+
 if cargo nextest --version >/dev/null 2>&1; then
     runner=nextest
 else

@@ -207,20 +207,24 @@ pub fn rookery_binary() -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
+    workspace_binary("rookery")
+}
 
+/// A binary of the workspace, from the cargo target folder this test executable is in.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the test executable")?;
-    let name = format!("rookery{}", std::env::consts::EXE_SUFFIX);
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
     // The test executable is `<target>/<profile>/deps/<test>-<hash>` (with a target triple
-    // folder in between when cross-compiling); the binary is `<target>/<profile>/rookery`.
+    // folder in between when cross-compiling); the binary is `<target>/<profile>/<name>`.
     for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join(&name);
+        let candidate = dir.join(&file);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "the `rookery` binary was not found next to {}; run `cargo build --workspace --bins` \
-         first (scripts/test.sh does), or set ROOKERY_BIN",
+        "the `{name}` binary was not found next to {}; run `cargo build --workspace --bins` \
+         first (scripts/test.sh does)",
         exe.display()
     )
 }

@@ -1,11 +1,23 @@
-//! Rookery's node: the XMPP server every cluster node runs, and its node agent (the
-//! control API the panel provisions virtual hosts through).
+//! Rookery's node: the XMPP server every cluster node runs, and (with the provisioning
+//! issue) its node agent.
 //!
-//! This crate is the skeleton the node issues fill in: `proto/` (sans-io XML, stanzas,
-//! SASL, stream states), `net/` (sockets, TLS), `store/`, `control/`, one module per XEP
-//! with state. For now it only knows who it is.
+//! - `proto/`: the protocol without I/O (XML, JIDs, SASL, stream negotiation, stanzas);
+//! - `net/`: sockets and TLS, one task per connection;
+//! - `store/`: vhosts, accounts and offline messages in SQLite or PostgreSQL;
+//! - `router`, `im`: who is online, and what happens to each stanza;
+//! - `server`: listeners, vhost reloads, `/metrics`, shutdown.
 
-/// The node's version, reported to the panel and on `--version`.
+pub mod config;
+pub mod im;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod proto;
+pub mod router;
+pub mod server;
+pub mod store;
+
+/// The node's version, reported to the panel, in disco and on `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The default ports of a node (see DESIGN.md): c2s, c2s direct TLS, s2s, HTTP, control API.
@@ -23,6 +35,7 @@ mod tests {
     fn the_default_ports_are_distinct() {
         use super::ports::*;
         let mut all = vec![C2S, C2S_DIRECT_TLS, S2S, HTTP, CONTROL];
+        all.sort();
         all.dedup();
         assert_eq!(all.len(), 5);
     }

@@ -1,57 +1,14 @@
 //! The panel's database: SQLite (embedded, the default) or PostgreSQL, through sqlx's `Any`
 //! driver with portable SQL (`$1` parameters, app-generated ids, integer UTC timestamps).
-//! Each feature keeps its queries in its own `db` module; this one connects and migrates.
-
-use std::str::FromStr;
+//! Each feature keeps its queries in its own `db` module; this one migrates.
 
 use anyhow::Context;
-use sqlx::{
-    Executor,
-    any::{AnyConnectOptions, AnyPoolOptions},
-    migrate::Migrator,
-};
+use sqlx::migrate::Migrator;
 
-pub type Pool = sqlx::AnyPool;
+pub use rookery_common::db::{Pool, connect, is_unique_violation, redact};
 
 /// The panel schema, applied at every start.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/panel");
-
-/// Connects to `url`, creating the SQLite file (and its folder) when needed.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
-    sqlx::any::install_default_drivers();
-    let is_sqlite = url.starts_with("sqlite:");
-    anyhow::ensure!(
-        is_sqlite || url.starts_with("postgres://") || url.starts_with("postgresql://"),
-        "database_url must be a sqlite:// or postgres:// URL"
-    );
-    if is_sqlite
-        && let Some(path) = sqlite_path(url)
-        && let Some(dir) = std::path::Path::new(&path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the database folder {}", dir.display()))?;
-    }
-    let options = AnyConnectOptions::from_str(url).context("parsing database_url")?;
-    let pool = AnyPoolOptions::new()
-        .max_connections(if is_sqlite { max_connections.min(8) } else { max_connections })
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                if is_sqlite {
-                    // WAL lets readers run beside the writer; busy_timeout makes writers queue
-                    // instead of failing; foreign keys are off by default in SQLite.
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await
-        .with_context(|| format!("connecting to the database ({})", redact(url)))?;
-    Ok(pool)
-}
 
 /// Applies the migrations that have not run yet.
 pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
@@ -59,52 +16,4 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("applying database migrations")
-}
-
-fn sqlite_path(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && path != ":memory:").then(|| path.to_string())
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Whether an error is a unique-constraint violation (on either engine).
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(e) => {
-            e.is_unique_violation() || e.message().contains("UNIQUE constraint failed")
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sqlite_path_is_taken_from_the_url() {
-        assert_eq!(
-            sqlite_path("sqlite://./data/rookery.db?mode=rwc").as_deref(),
-            Some("./data/rookery.db")
-        );
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-    }
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-    }
 }

@@ -27,7 +27,12 @@ pub enum Node {
 impl Element {
     /// An empty element `name` in namespace `ns`.
     pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
-        Self { name: name.into(), ns: ns.into(), attrs: Vec::new(), children: Vec::new() }
+        Self {
+            name: name.into(),
+            ns: ns.into(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+        }
     }
 
     /// Adds (or replaces) an attribute; for building.
@@ -37,7 +42,11 @@ impl Element {
     }
 
     /// Adds an attribute if `value` is `Some`; for building.
-    pub fn with_opt_attr(mut self, name: impl Into<String>, value: Option<impl Into<String>>) -> Self {
+    pub fn with_opt_attr(
+        mut self,
+        name: impl Into<String>,
+        value: Option<impl Into<String>>,
+    ) -> Self {
         if let Some(v) = value {
             self.set_attr(name, v);
         }
@@ -76,7 +85,10 @@ impl Element {
     }
 
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
@@ -265,7 +277,9 @@ mod tests {
         let msg = Element::new("message", "jabber:client")
             .with_attr("to", "juliet@capulet.example")
             .with_attr("type", "chat")
-            .with_child(Element::new("body", "jabber:client").with_text("Wherefore <art> thou & \"why\"?"));
+            .with_child(
+                Element::new("body", "jabber:client").with_text("Wherefore <art> thou & \"why\"?"),
+            );
         let mut out = String::new();
         msg.write_to(&mut out, "jabber:client");
         assert_eq!(

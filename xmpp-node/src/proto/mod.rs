@@ -2,8 +2,10 @@
 //! SASL, stream negotiation and stanza handling. Everything here takes input and returns
 //! output; the socket code in `net` only moves bytes, so every rule is unit-testable.
 
+pub mod c2s;
 pub mod element;
 pub mod jid;
 pub mod ns;
 pub mod parser;
 pub mod sasl;
+pub mod stanza;

@@ -1,0 +1,216 @@
+//! The XMPP node as a real process, driven by real clients: slixmpp (Python, written by
+//! others) for the protocol, raw sockets for hostile input.
+
+use std::time::Duration;
+
+use rookery_tests::node::{NodeProcess, run_python};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const DOMAIN: &str = "rookery.test";
+
+async fn provisioned_node() -> NodeProcess {
+    let node = NodeProcess::start().await.unwrap();
+    node.provision(DOMAIN, &[("alice", "pass-alice-1"), ("bob", "pass-bob-1")])
+        .await
+        .unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    node
+}
+
+#[tokio::test]
+async fn two_users_log_in_with_slixmpp_and_exchange_messages() {
+    let node = provisioned_node().await;
+    let cert = node.cert_of(DOMAIN);
+    let out = run_python(
+        "c2s_scenario.py",
+        &[
+            "127.0.0.1",
+            &node.c2s_port.to_string(),
+            DOMAIN,
+            cert.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the slixmpp scenario failed:\n{stdout}\n--- stderr ---\n{}\n--- node ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.output()
+    );
+    assert!(
+        stdout
+            .contains("ok bob gets alice's message with unicode and XML-special characters intact"),
+        "{stdout}"
+    );
+}
+
+/// Opens a plain c2s stream to the node and reads its header and features.
+async fn open_stream(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>").as_bytes())
+        .await
+        .unwrap();
+    let got = read_until(&mut s, "</stream:features>").await;
+    assert!(got.contains("<starttls"), "{got}");
+    s
+}
+
+/// Reads until `marker` appears or the peer closes (bounded by 20 s).
+async fn read_until(s: &mut TcpStream, marker: &str) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&all).to_string();
+        if text.contains(marker) {
+            return text;
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return text,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Sends `data` in chunks until the node stops reading, then returns what it answered.
+async fn attack(port: u16, prologue: &str, body: impl Iterator<Item = Vec<u8>>) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = s.write_all(prologue.as_bytes()).await;
+    for chunk in body {
+        if s.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    read_until(&mut s, "</stream:stream>").await
+}
+
+#[tokio::test]
+async fn hostile_xml_closes_only_its_own_stream() {
+    let node = provisioned_node().await;
+    let port = node.c2s_port;
+    let mut bystander = open_stream(port).await;
+    let header = format!(
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>"
+    );
+
+    let laughs = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]><lolz>&lol3;</lolz>";
+    let answer = attack(port, laughs, std::iter::empty()).await;
+    assert!(
+        answer.contains("restricted-xml"),
+        "billion laughs: {answer}"
+    );
+
+    let big = std::iter::once(b"<message to='bob@rookery.test'><body>".to_vec())
+        .chain((0..160).map(|_| vec![b'a'; 64 * 1024]));
+    let answer = attack(port, &header, big).await;
+    assert!(
+        answer.contains("policy-violation"),
+        "10 MiB stanza: {answer}"
+    );
+
+    let deep = (0..10).map(|_| "<a>".repeat(1000).into_bytes());
+    let answer = attack(port, &header, deep).await;
+    assert!(
+        answer.contains("policy-violation"),
+        "10,000-deep nesting: {answer}"
+    );
+
+    // The stream that behaved is still served.
+    bystander
+        .write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    let got = read_until(&mut bystander, "<proceed").await;
+    assert!(got.contains("<proceed"), "the bystander stream: {got}");
+}
+
+#[tokio::test]
+async fn the_cli_manages_vhosts_and_users_and_explains_mistakes() {
+    let node = NodeProcess::start().await.unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let out = node
+        .cli(&["vhost", "add", "Example.COM"], None)
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node
+        .cli(&["vhost", "add", "example.com"], None)
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("already exists"),
+        "{}",
+        text(&out)
+    );
+    let out = node
+        .cli(&["vhost", "add", "not a domain"], None)
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("not a valid domain"),
+        "{}",
+        text(&out)
+    );
+
+    let out = node
+        .cli(
+            &["user", "add", "Juliet@example.com"],
+            Some("balcony-scene-42\n"),
+        )
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node
+        .cli(
+            &["user", "add", "romeo@nowhere.example"],
+            Some("x-password-1\n"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("no virtual host nowhere.example"),
+        "{}",
+        text(&out)
+    );
+    let out = node
+        .cli(&["user", "list", "example.com"], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "juliet@example.com"
+    );
+    let out = node
+        .cli(
+            &["user", "passwd", "juliet@example.com"],
+            Some("a-new-password-7\n"),
+        )
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node
+        .cli(&["user", "del", "juliet@example.com"], None)
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node
+        .cli(&["vhost", "del", "example.com"], None)
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node.cli(&["vhost", "list"], None).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}

@@ -1,0 +1,558 @@
+//! One client connection: reads bytes into the parser, feeds events to [`C2s`], carries
+//! out what it asks (write, TLS, credential look-ups, bind), and writes stanzas routed to
+//! the session. Limits: a pre-authentication deadline, a stanza rate, idle pings, and
+//! whatever the parser refuses — each ends only this connection.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use rustls::ServerConfig;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tracing::Instrument;
+
+use crate::{
+    im,
+    metrics::OutcomeLabel,
+    node::Node,
+    proto::{
+        c2s::{C2s, C2sConfig, Output, write_stanza},
+        element::Element,
+        jid::Jid,
+        ns,
+        parser::{Limits, StreamParser},
+    },
+    router::{Delivery, SessionHandle},
+};
+
+/// The socket, before or after TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the socket is being handed to the TLS handshake.
+    Upgrading,
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Failed authentications per client address and per account, to slow guessing down.
+#[derive(Default)]
+pub struct AuthThrottle {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl AuthThrottle {
+    /// How long to wait before answering a failure for these keys.
+    pub fn record_failure(&self, keys: &[String]) -> Duration {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Old entries fade: a quiet quarter hour forgives.
+        map.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(900));
+        let mut worst = 0;
+        for k in keys {
+            let entry = map.entry(k.clone()).or_insert((0, now));
+            entry.0 += 1;
+            entry.1 = now;
+            worst = worst.max(entry.0);
+        }
+        delay_for(worst)
+    }
+
+    pub fn record_success(&self, account: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(account);
+    }
+}
+
+/// 0.25 s after the first failure, doubling, at most 8 s.
+pub fn delay_for(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis((250u64 << (failures - 1).min(5)).min(8_000))
+}
+
+/// Runs one client connection to its end.
+pub async fn run(
+    node: Arc<Node>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<ServerConfig>,
+    direct_tls: bool,
+    shutdown: watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("c2s", peer = %peer, vhost = tracing::field::Empty, jid = tracing::field::Empty);
+    let mut conn = Connection::new(node, peer.ip(), tls, shutdown);
+    async move {
+        if let Err(e) = conn.serve(tcp, direct_tls).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        conn.cleanup();
+    }
+    .instrument(span)
+    .await
+}
+
+struct Connection {
+    node: Arc<Node>,
+    ip: IpAddr,
+    tls: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+    c2s: C2s,
+    parser: StreamParser,
+    io: Io,
+    out: String,
+    tx: mpsc::UnboundedSender<Delivery>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    session: Option<Arc<SessionHandle>>,
+    last_activity: Instant,
+    ping_sent: Option<Instant>,
+    tokens: f64,
+    tokens_at: Instant,
+    vhost_recorded: bool,
+}
+
+impl Connection {
+    fn new(
+        node: Arc<Node>,
+        ip: IpAddr,
+        tls: Arc<ServerConfig>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let hosts = node.clone();
+        let cfg = C2sConfig {
+            starttls_available: true,
+            require_tls: node.settings.node.require_tls,
+            max_auth_failures: 3,
+            scram_iterations: node.settings.node.scram_iterations,
+            is_hosted: Arc::new(move |d: &str| hosts.is_hosted(d)),
+        };
+        let limits = &node.settings.node.limits;
+        let parser = StreamParser::new(Limits {
+            max_stanza_bytes: limits.max_stanza_bytes,
+            max_depth: limits.max_depth,
+            max_attributes: limits.max_attributes,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let burst = f64::from(limits.stanzas_per_second) * 2.0;
+        Self {
+            c2s: C2s::new(cfg),
+            parser,
+            io: Io::Upgrading,
+            out: String::new(),
+            tx,
+            rx,
+            session: None,
+            last_activity: Instant::now(),
+            ping_sent: None,
+            tokens: burst,
+            tokens_at: Instant::now(),
+            vhost_recorded: false,
+            node,
+            ip,
+            tls,
+            shutdown,
+        }
+    }
+
+    async fn serve(&mut self, tcp: TcpStream, direct_tls: bool) -> anyhow::Result<()> {
+        let _ = tcp.set_nodelay(true);
+        self.io = Io::Plain(tcp);
+        let pre_auth_deadline = Instant::now()
+            + Duration::from_secs(self.node.settings.node.limits.pre_auth_timeout_secs);
+        if direct_tls {
+            let outputs = self.start_tls(pre_auth_deadline).await?;
+            self.drive(outputs).await?;
+        }
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if self.c2s.is_closed() {
+                break;
+            }
+            let deadline = self.next_deadline(pre_auth_deadline);
+            tokio::select! {
+                read = self.io.read(&mut buf) => {
+                    let n = read?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.last_activity = Instant::now();
+                    self.ping_sent = None;
+                    self.parser.feed(&buf[..n]);
+                    self.process_input(pre_auth_deadline).await?;
+                }
+                Some(delivery) = self.rx.recv() => {
+                    let outputs = match delivery {
+                        Delivery::Stanza(stanza) => {
+                            self.node.metrics.stanzas_out.inc();
+                            self.out.push_str(&write_stanza(&stanza));
+                            // Write whatever else is queued in the same syscall.
+                            while let Ok(Delivery::Stanza(more)) = self.rx.try_recv() {
+                                self.node.metrics.stanzas_out.inc();
+                                self.out.push_str(&write_stanza(&more));
+                            }
+                            vec![]
+                        }
+                        Delivery::Kick { condition, text } => self.c2s.stream_error(condition, Some(text)),
+                    };
+                    self.drive(outputs).await?;
+                    self.flush().await?;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.on_timer(pre_auth_deadline).await? {
+                        break;
+                    }
+                }
+                _ = self.shutdown.changed() => {
+                    let outputs = self.c2s.stream_error("system-shutdown", Some("The server is restarting; reconnect in a moment."));
+                    self.drive(outputs).await?;
+                    break;
+                }
+            }
+        }
+        self.flush().await?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+        Ok(())
+    }
+
+    fn next_deadline(&self, pre_auth: Instant) -> Instant {
+        let limits = &self.node.settings.node.limits;
+        if self.session.is_none() {
+            return pre_auth;
+        }
+        match self.ping_sent {
+            Some(at) => at + Duration::from_secs(limits.ping_timeout_secs),
+            None => self.last_activity + Duration::from_secs(limits.idle_ping_secs),
+        }
+    }
+
+    /// Returns true when the connection should end.
+    async fn on_timer(&mut self, pre_auth: Instant) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        if self.session.is_none() {
+            if now >= pre_auth {
+                let outputs = self
+                    .c2s
+                    .stream_error("connection-timeout", Some("Authenticate sooner."));
+                self.drive(outputs).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if let Some(at) = self.ping_sent {
+            if now >= at + Duration::from_secs(self.node.settings.node.limits.ping_timeout_secs) {
+                let outputs = self
+                    .c2s
+                    .stream_error("connection-timeout", Some("No answer to ping."));
+                self.drive(outputs).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if let (Some(jid), Some(domain)) = (
+            self.c2s.jid().cloned(),
+            self.c2s.domain().map(str::to_owned),
+        ) {
+            let ping = Element::new("iq", ns::CLIENT)
+                .with_attr("type", "get")
+                .with_attr("id", format!("ping-{}", crate::node::unix_now()))
+                .with_attr("from", domain)
+                .with_attr("to", jid.to_string())
+                .with_child(Element::new("ping", ns::PING));
+            self.out.push_str(&write_stanza(&ping));
+            self.flush().await?;
+            self.ping_sent = Some(now);
+        }
+        Ok(false)
+    }
+
+    async fn process_input(&mut self, pre_auth: Instant) -> anyhow::Result<()> {
+        loop {
+            if self.c2s.is_closed() {
+                break;
+            }
+            let outputs = match self.parser.next_event() {
+                Ok(Some(event)) => {
+                    if matches!(event, crate::proto::parser::StreamEvent::Stanza(_))
+                        && self.session.is_some()
+                    {
+                        self.node.metrics.stanzas_in.inc();
+                        self.throttle().await;
+                    }
+                    self.c2s.on_event(event)
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(
+                        condition = e.condition(),
+                        "closing a stream that sent bad XML"
+                    );
+                    self.c2s.on_parse_error(&e)
+                }
+            };
+            if self.drive(outputs).await? {
+                // TLS started: bytes buffered before the handshake do not count.
+                let _ = pre_auth;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Waits for a token of the session's stanza rate.
+    async fn throttle(&mut self) {
+        let rate = f64::from(self.node.settings.node.limits.stanzas_per_second.max(1));
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.tokens_at).as_secs_f64() * rate).min(rate * 2.0);
+        self.tokens_at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.tokens_at = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+
+    /// Carries out outputs (and those they lead to). Returns true if TLS was started.
+    async fn drive(&mut self, outputs: Vec<Output>) -> anyhow::Result<bool> {
+        let mut queue: VecDeque<Output> = outputs.into();
+        let mut started_tls = false;
+        while let Some(output) = queue.pop_front() {
+            match output {
+                Output::Send(s) => self.out.push_str(&s),
+                Output::StartTls => {
+                    self.flush().await?;
+                    let deadline = Instant::now()
+                        + Duration::from_secs(self.node.settings.node.limits.pre_auth_timeout_secs);
+                    queue.extend(self.start_tls(deadline).await?);
+                    started_tls = true;
+                }
+                Output::ResetParser => self.parser.reset(),
+                Output::LookupCredentials {
+                    vhost,
+                    username,
+                    hash,
+                } => {
+                    let creds = match self.node.store.credentials(&vhost, &username, hash).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "credential look-up failed");
+                            None
+                        }
+                    };
+                    queue.extend(self.c2s.on_credentials(creds));
+                }
+                Output::AuthFailed { username } => {
+                    self.node
+                        .metrics
+                        .auth
+                        .get_or_create(&OutcomeLabel { outcome: "failure" })
+                        .inc();
+                    let mut keys = vec![format!("ip:{}", self.ip)];
+                    if let (Some(u), Some(d)) = (username, self.c2s.domain()) {
+                        keys.push(format!("account:{u}@{d}"));
+                    }
+                    let delay = self.node.auth_throttle.record_failure(&keys);
+                    tracing::info!(delay_ms = delay.as_millis() as u64, "authentication failed");
+                    tokio::time::sleep(delay).await;
+                }
+                Output::Authenticated(jid) => {
+                    self.node
+                        .metrics
+                        .auth
+                        .get_or_create(&OutcomeLabel { outcome: "success" })
+                        .inc();
+                    self.node
+                        .auth_throttle
+                        .record_success(&format!("account:{jid}"));
+                    tracing::info!(%jid, "authenticated");
+                }
+                Output::Bind { resource, iq_id } => {
+                    let jid = self.choose_resource(resource)?;
+                    let handle = self.node.router.bind(jid.clone(), self.tx.clone());
+                    self.node
+                        .metrics
+                        .sessions
+                        .get_or_create(&crate::metrics::VhostLabel {
+                            vhost: jid.domain().to_string(),
+                        })
+                        .inc();
+                    tracing::Span::current().record("jid", tracing::field::display(&jid));
+                    tracing::info!("resource bound");
+                    self.session = Some(handle);
+                    queue.extend(self.c2s.on_bound(jid, &iq_id));
+                }
+                Output::Stanza(stanza) => {
+                    if let Some(me) = self.session.clone() {
+                        im::handle(&self.node, &me, stanza).await;
+                    }
+                }
+                Output::Close => {
+                    self.flush().await?;
+                }
+            }
+        }
+        if !self.vhost_recorded
+            && let Some(domain) = self.c2s.domain()
+        {
+            tracing::Span::current().record("vhost", domain);
+            self.vhost_recorded = true;
+        }
+        Ok(started_tls)
+    }
+
+    fn choose_resource(&self, requested: Option<String>) -> anyhow::Result<Jid> {
+        let bare = Jid::from_parts(
+            self.c2s_user().as_deref(),
+            self.c2s.domain().unwrap_or_default(),
+            None,
+        )?;
+        // A requested resource is honoured (a clash replaces the older session); without
+        // one the server makes one up (RFC 6120 §7.6.2.1).
+        let resource = requested.unwrap_or_else(|| format!("rookery-{}", random_suffix()));
+        Ok(bare.with_resource(&resource)?)
+    }
+
+    fn c2s_user(&self) -> Option<String> {
+        self.c2s
+            .authenticated()
+            .and_then(|j| j.node().map(str::to_owned))
+    }
+
+    async fn start_tls(&mut self, deadline: Instant) -> anyhow::Result<Vec<Output>> {
+        let Io::Plain(tcp) = std::mem::replace(&mut self.io, Io::Upgrading) else {
+            anyhow::bail!("TLS requested twice");
+        };
+        let accept = TlsAcceptor::from(self.tls.clone()).accept(tcp);
+        let tls = tokio::time::timeout_at(deadline, accept)
+            .await
+            .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
+        let binding = {
+            let (_, conn) = tls.get_ref();
+            conn.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .ok()
+        };
+        self.io = Io::Tls(Box::new(tls));
+        Ok(self.c2s.on_tls(binding))
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.out);
+        self.io.write_all(data.as_bytes()).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(me) = self.session.take() {
+            self.node.router.unbind(&me);
+            self.node
+                .metrics
+                .sessions
+                .get_or_create(&crate::metrics::VhostLabel {
+                    vhost: me.jid.domain().to_string(),
+                })
+                .dec();
+            // RFC 6121 §4.5.2: a session that ends without unavailable presence gets one.
+            if me.presence().is_some() {
+                let unavailable = Element::new("presence", ns::CLIENT)
+                    .with_attr("type", "unavailable")
+                    .with_attr("from", me.jid.to_string());
+                for other in self.node.router.sessions(&me.jid) {
+                    other.deliver(unavailable.clone());
+                }
+            }
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_authentications_slow_down_exponentially_to_a_cap() {
+        assert_eq!(delay_for(0), Duration::ZERO);
+        assert_eq!(delay_for(1), Duration::from_millis(250));
+        assert_eq!(delay_for(2), Duration::from_millis(500));
+        assert_eq!(delay_for(4), Duration::from_millis(2000));
+        assert_eq!(delay_for(30), Duration::from_millis(8000));
+    }
+
+    #[test]
+    fn the_throttle_counts_per_address_and_account_and_forgives_success() {
+        let t = AuthThrottle::default();
+        let keys = vec!["ip:127.0.0.1".to_string(), "account:a@b".to_string()];
+        assert_eq!(t.record_failure(&keys), Duration::from_millis(250));
+        assert_eq!(t.record_failure(&keys), Duration::from_millis(500));
+        t.record_success("account:a@b");
+        // The address still remembers.
+        assert_eq!(t.record_failure(&keys[..1]), Duration::from_millis(1000));
+    }
+}

@@ -1,0 +1,157 @@
+//! The running node's shared state: settings, storage, the session router, the set of
+//! hosted domains (reloaded when the store says it changed), TLS certificates and metrics.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use crate::{
+    config::NodeSettings,
+    metrics::Metrics,
+    net::tls::CertResolver,
+    proto::{
+        element::Element,
+        parser::{Limits, StreamEvent, StreamParser},
+    },
+    router::Router,
+    store::Store,
+};
+
+pub struct Node {
+    pub settings: Settings,
+    pub store: Store,
+    pub router: Router,
+    pub certs: Arc<CertResolver>,
+    pub metrics: Metrics,
+    pub started: Instant,
+    pub auth_throttle: crate::net::c2s::AuthThrottle,
+    hosts: RwLock<HashSet<String>>,
+}
+
+/// Settings the stanza handlers need, copied out of [`NodeSettings`].
+pub struct Settings {
+    pub node: NodeSettings,
+    pub max_offline_per_account: i64,
+}
+
+impl Node {
+    pub fn new(settings: NodeSettings, store: Store, certs: Arc<CertResolver>) -> Arc<Self> {
+        Arc::new(Self {
+            settings: Settings {
+                node: settings,
+                max_offline_per_account: 1000,
+            },
+            store,
+            router: Router::default(),
+            certs,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            auth_throttle: Default::default(),
+            hosts: RwLock::new(HashSet::new()),
+        })
+    }
+
+    pub fn is_hosted(&self, domain: &str) -> bool {
+        self.hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(domain)
+    }
+
+    /// Loads the vhosts from the store and serves exactly those (certificates included).
+    pub async fn reload_vhosts(&self) -> anyhow::Result<()> {
+        let vhosts = self.store.vhosts().await?;
+        self.certs.set_vhosts(&vhosts)?;
+        let next: HashSet<String> = vhosts.into_iter().map(|v| v.domain).collect();
+        let removed: Vec<String> = {
+            let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+            let removed = hosts.difference(&next).cloned().collect();
+            for added in next.difference(&hosts) {
+                tracing::info!(vhost = %added, "now serving");
+            }
+            *hosts = next;
+            removed
+        };
+        // Sessions of a removed vhost end (RFC 6120 §4.9.3.9).
+        for domain in &removed {
+            tracing::info!(vhost = %domain, "no longer serving");
+            for s in self
+                .router
+                .all()
+                .into_iter()
+                .filter(|s| s.jid.domain() == domain)
+            {
+                s.kick("host-gone", "This domain is no longer served here.");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses one stanza stored as XML text (offline messages).
+pub fn parse_stored(xml: &str) -> anyhow::Result<Element> {
+    let mut parser = StreamParser::new(Limits {
+        max_stanza_bytes: 16 * 1024 * 1024,
+        ..Limits::default()
+    });
+    parser.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='stored' version='1.0'>");
+    parser.feed(xml.as_bytes());
+    loop {
+        match parser
+            .next_event()
+            .map_err(|e| anyhow::anyhow!("stored stanza: {e:?}"))?
+        {
+            Some(StreamEvent::Stanza(e)) => return Ok(e),
+            Some(_) => continue,
+            None => anyhow::bail!("stored stanza is incomplete"),
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// XEP-0082 date-time in UTC: `2026-11-26T09:00:00Z`.
+pub fn format_utc(ts: i64) -> String {
+    let days = ts.div_euclid(86_400);
+    let secs = ts.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_xep_0082_utc() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_683_600), "2026-11-26T09:00:00Z");
+    }
+}

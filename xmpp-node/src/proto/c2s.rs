@@ -1,0 +1,673 @@
+//! Client-to-server stream negotiation (RFC 6120 §4–§7) as a state machine without I/O.
+//!
+//! The connection feeds it parsed [`StreamEvent`]s and the answers to what it asked for
+//! (credentials, the bound resource), and it returns [`Output`]s: bytes to send, "start TLS
+//! now", "restart the parser", "look up this account", and, once a resource is bound, the
+//! client's stanzas with their `from` stamped, ready for routing.
+//!
+//! ```text
+//!  header ─► features(starttls) ─► <starttls/> ─► TLS ─► header ─► features(mechanisms)
+//!    ─► <auth/> ⇄ <challenge/>/<response/> ─► <success/> ─► header ─► features(bind)
+//!    ─► <iq><bind/></iq> ─► bound: stanzas flow
+//! ```
+
+use std::sync::Arc;
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+
+use super::{
+    element::Element,
+    jid::Jid,
+    ns,
+    parser::{ParseError, StreamEvent, StreamHeader},
+    sasl::{self, Mechanism, SaslError, ScramCredentials, ScramHash, ScramServer},
+    stanza::{self, Condition},
+};
+
+/// What the connection must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write these bytes.
+    Send(String),
+    /// `<proceed/>` is queued: flush it, run the TLS handshake, then call [`C2s::on_tls`].
+    StartTls,
+    /// The stream restarts: give the parser a fresh start.
+    ResetParser,
+    /// Look up the SCRAM keys of an account and answer with [`C2s::on_credentials`].
+    LookupCredentials {
+        vhost: String,
+        username: String,
+        hash: ScramHash,
+    },
+    /// An authentication attempt failed (for per-IP and per-account slow-down).
+    AuthFailed { username: Option<String> },
+    /// The client authenticated as this bare JID.
+    Authenticated(Jid),
+    /// The client asks for a resource (`None`: make one up). Answer with [`C2s::on_bound`].
+    Bind {
+        resource: Option<String>,
+        iq_id: String,
+    },
+    /// A stanza from the bound client, `from` stamped with its full JID.
+    Stanza(Element),
+    /// Close the connection once everything before this is written.
+    Close,
+}
+
+/// Fixed facts about the connection and the node.
+#[derive(Clone)]
+pub struct C2sConfig {
+    /// STARTTLS can be offered (the node has TLS configured).
+    pub starttls_available: bool,
+    /// Nothing but STARTTLS before TLS.
+    pub require_tls: bool,
+    /// Failed SASL attempts before the stream is closed.
+    pub max_auth_failures: u32,
+    /// The SCRAM iteration count shown for unknown users (as for real ones).
+    pub scram_iterations: u32,
+    /// Whether a domain is hosted here.
+    pub is_hosted: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the client's stream header.
+    Header,
+    /// Header answered with features; waiting for STARTTLS or SASL.
+    PreAuth,
+    /// Waiting for the account's credentials from the store.
+    AwaitCredentials {
+        mechanism: Mechanism,
+        scram: Option<ScramServer>,
+        plain_password: Option<String>,
+    },
+    /// Challenge sent; waiting for the client's response.
+    Challenged {
+        scram: ScramServer,
+    },
+    /// Authenticated; waiting for the bind request.
+    Bind,
+    /// Bind requested; waiting for the connection to register the resource.
+    AwaitBound,
+    Bound {
+        jid: Jid,
+    },
+    Closed,
+}
+
+pub struct C2s {
+    cfg: C2sConfig,
+    state: State,
+    tls: bool,
+    /// tls-exporter keying material of this connection (RFC 9266), once TLS is up.
+    channel_binding: Option<Vec<u8>>,
+    /// The hosted domain the client asked for.
+    domain: Option<String>,
+    authenticated: Option<Jid>,
+    auth_failures: u32,
+    header_sent: bool,
+    /// The user name of the SASL exchange in progress.
+    pending_user: Option<String>,
+}
+
+impl C2s {
+    pub fn new(cfg: C2sConfig) -> Self {
+        Self {
+            cfg,
+            state: State::Header,
+            tls: false,
+            channel_binding: None,
+            domain: None,
+            authenticated: None,
+            auth_failures: 0,
+            header_sent: false,
+            pending_user: None,
+        }
+    }
+
+    /// TLS is up (after STARTTLS, or from the first byte for direct TLS).
+    pub fn on_tls(&mut self, channel_binding: Option<Vec<u8>>) -> Vec<Output> {
+        self.tls = true;
+        self.channel_binding = channel_binding;
+        self.state = State::Header;
+        self.header_sent = false;
+        vec![Output::ResetParser]
+    }
+
+    /// Whether the stream is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The bound full JID, once bound.
+    pub fn jid(&self) -> Option<&Jid> {
+        match &self.state {
+            State::Bound { jid } => Some(jid),
+            _ => None,
+        }
+    }
+
+    /// The authenticated account (bare JID), once SASL succeeded.
+    pub fn authenticated(&self) -> Option<&Jid> {
+        self.authenticated.as_ref()
+    }
+
+    /// The hosted domain of this stream, once the header named it.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Feeds one parsed event.
+    pub fn on_event(&mut self, event: StreamEvent) -> Vec<Output> {
+        if self.is_closed() {
+            return vec![];
+        }
+        match event {
+            StreamEvent::StreamOpen(header) => self.on_header(header),
+            StreamEvent::StreamClose => {
+                self.state = State::Closed;
+                vec![Output::Send("</stream:stream>".into()), Output::Close]
+            }
+            StreamEvent::Stanza(element) => self.on_element(element),
+        }
+    }
+
+    /// The parser failed: the matching stream error, then close.
+    pub fn on_parse_error(&mut self, error: &ParseError) -> Vec<Output> {
+        self.stream_error(error.condition(), None)
+    }
+
+    /// Ends the stream with a stream error (RFC 6120 §4.9).
+    pub fn stream_error(&mut self, condition: &str, text: Option<&str>) -> Vec<Output> {
+        if self.is_closed() {
+            return vec![];
+        }
+        let mut out = String::new();
+        if !self.header_sent {
+            out.push_str(&self.header(None));
+        }
+        let mut error = Element::new("error", ns::STREAM)
+            .with_child(Element::new(condition, ns::STREAMS_ERRORS));
+        if let Some(t) = text {
+            error.append_child(
+                Element::new("text", ns::STREAMS_ERRORS)
+                    .with_attr("xml:lang", "en")
+                    .with_text(t),
+            );
+        }
+        out.push_str(&write_stream_child(&error));
+        out.push_str("</stream:stream>");
+        self.state = State::Closed;
+        vec![Output::Send(out), Output::Close]
+    }
+
+    /// Ends a bound stream cleanly (server shutdown).
+    pub fn close(&mut self) -> Vec<Output> {
+        if self.is_closed() {
+            return vec![];
+        }
+        self.state = State::Closed;
+        vec![Output::Send("</stream:stream>".into()), Output::Close]
+    }
+
+    fn header(&self, id: Option<&str>) -> String {
+        let from = self
+            .domain
+            .as_deref()
+            .map(|d| format!(" from='{}'", escape(d)))
+            .unwrap_or_default();
+        let id = id.map(str::to_owned).unwrap_or_else(random_id);
+        format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='{id}'{from} version='1.0' xml:lang='en'>"
+        )
+    }
+
+    fn on_header(&mut self, header: StreamHeader) -> Vec<Output> {
+        if !matches!(self.state, State::Header) {
+            return self.stream_error(
+                "not-well-formed",
+                Some("A stream header inside the stream."),
+            );
+        }
+        if header.default_ns != ns::CLIENT {
+            return self.stream_error("invalid-namespace", None);
+        }
+        let Some(to) = header.to.as_deref() else {
+            return self.stream_error(
+                "host-unknown",
+                Some("The stream header names no domain ('to')."),
+            );
+        };
+        let domain = match Jid::parse(to) {
+            Ok(j) if j.node().is_none() && j.resource().is_none() => j.domain().to_string(),
+            _ => {
+                return self
+                    .stream_error("host-unknown", Some("The stream's 'to' is not a domain."));
+            }
+        };
+        if let Some(previous) = &self.domain {
+            if *previous != domain {
+                return self.stream_error(
+                    "host-unknown",
+                    Some("A restarted stream must name the same domain."),
+                );
+            }
+        } else if !(self.cfg.is_hosted)(&domain) {
+            return self.stream_error("host-unknown", Some("This domain is not served here."));
+        }
+        self.domain = Some(domain);
+        match header.version.as_deref() {
+            Some(v) if major_version(v) >= Some(1) => {}
+            _ => return self.stream_error("unsupported-version", Some("Rookery speaks XMPP 1.0.")),
+        }
+        let mut out = self.header(None);
+        self.header_sent = true;
+        let mut features = Element::new("features", ns::STREAM);
+        if self.authenticated.is_some() {
+            features.append_child(Element::new("bind", ns::BIND));
+            features.append_child(
+                Element::new("session", ns::SESSION)
+                    .with_child(Element::new("optional", ns::SESSION)),
+            );
+            features.append_child(Element::new("ver", ns::ROSTER_VER));
+            features.append_child(Element::new("sub", ns::PRE_APPROVAL));
+            self.state = State::Bind;
+        } else {
+            if !self.tls && self.cfg.starttls_available {
+                let mut starttls = Element::new("starttls", ns::TLS);
+                if self.cfg.require_tls {
+                    starttls.append_child(Element::new("required", ns::TLS));
+                }
+                features.append_child(starttls);
+            }
+            if self.tls || !self.cfg.require_tls {
+                let mut mechanisms = Element::new("mechanisms", ns::SASL);
+                for m in sasl::offered(self.tls, self.channel_binding.is_some()) {
+                    mechanisms
+                        .append_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+                }
+                features.append_child(mechanisms);
+                if self.channel_binding.is_some() {
+                    features.append_child(
+                        Element::new("sasl-channel-binding", "urn:xmpp:sasl-cb:0").with_child(
+                            Element::new("channel-binding", "urn:xmpp:sasl-cb:0")
+                                .with_attr("type", "tls-exporter"),
+                        ),
+                    );
+                }
+            }
+            self.state = State::PreAuth;
+        }
+        out.push_str(&write_stream_child(&features));
+        vec![Output::Send(out)]
+    }
+
+    fn on_element(&mut self, e: Element) -> Vec<Output> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Header => {
+                self.state = State::Header;
+                self.stream_error("not-well-formed", Some("Expected a stream header."))
+            }
+            State::PreAuth => self.pre_auth(e),
+            State::Challenged { scram } => self.sasl_response(e, scram),
+            State::AwaitCredentials {
+                mechanism,
+                scram,
+                plain_password,
+            } => {
+                // The client must wait for our answer; anything now is out of order.
+                self.state = State::AwaitCredentials {
+                    mechanism,
+                    scram,
+                    plain_password,
+                };
+                self.stream_error(
+                    "policy-violation",
+                    Some("Wait for the server's SASL answer."),
+                )
+            }
+            State::Bind => self.bind(e),
+            State::AwaitBound => {
+                self.state = State::AwaitBound;
+                self.stream_error("policy-violation", Some("Wait for the bind result."))
+            }
+            State::Bound { jid } => {
+                self.state = State::Bound { jid: jid.clone() };
+                self.bound_stanza(e, &jid)
+            }
+            State::Closed => vec![],
+        }
+    }
+
+    fn pre_auth(&mut self, e: Element) -> Vec<Output> {
+        self.state = State::PreAuth;
+        if e.is("starttls", ns::TLS) {
+            if self.tls || !self.cfg.starttls_available {
+                return self.stream_error(
+                    "policy-violation",
+                    Some("TLS is not available on this stream."),
+                );
+            }
+            return vec![
+                Output::Send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>".into()),
+                Output::StartTls,
+            ];
+        }
+        if e.is("auth", ns::SASL) {
+            if !self.tls && self.cfg.require_tls {
+                return vec![sasl_failure("encryption-required", None)];
+            }
+            return self.sasl_auth(e);
+        }
+        if e.is("abort", ns::SASL) {
+            return vec![sasl_failure("aborted", None)];
+        }
+        if stanza::is_stanza(&e) {
+            return self.stream_error("not-authorized", Some("Authenticate first."));
+        }
+        self.stream_error("unsupported-stanza-type", None)
+    }
+
+    fn sasl_auth(&mut self, e: Element) -> Vec<Output> {
+        let offered = sasl::offered(self.tls, self.channel_binding.is_some());
+        let mechanism = match e.attr("mechanism").and_then(Mechanism::parse) {
+            Some(m) if offered.contains(&m) => m,
+            _ => return vec![sasl_failure("invalid-mechanism", None)],
+        };
+        let payload = match decode_payload(&e.text()) {
+            Ok(p) => p,
+            Err(_) => return self.auth_failed(SaslError::IncorrectEncoding),
+        };
+        let vhost = self.domain.clone().unwrap_or_default();
+        match mechanism {
+            Mechanism::Plain => match sasl::parse_plain(&payload) {
+                Ok(plain) => {
+                    if plain
+                        .authzid
+                        .as_deref()
+                        .is_some_and(|z| !self.authzid_matches(z, &plain.authcid))
+                    {
+                        return self.auth_failed(SaslError::InvalidAuthzid);
+                    }
+                    self.pending_user = Some(plain.authcid.clone());
+                    self.state = State::AwaitCredentials {
+                        mechanism,
+                        scram: None,
+                        plain_password: Some(plain.password),
+                    };
+                    vec![Output::LookupCredentials {
+                        vhost,
+                        username: plain.authcid,
+                        hash: ScramHash::Sha256,
+                    }]
+                }
+                Err(err) => self.auth_failed(err),
+            },
+            scram_mechanism => {
+                let hash = scram_mechanism.scram_hash().unwrap_or(ScramHash::Sha256);
+                let mut scram =
+                    match ScramServer::for_mechanism(scram_mechanism, self.channel_binding.clone())
+                    {
+                        Ok(s) => s.with_unknown_user_iterations(self.cfg.scram_iterations),
+                        Err(e) => return self.auth_failed(e),
+                    };
+                match scram.client_first(&payload) {
+                    Ok(first) => {
+                        if first
+                            .authzid
+                            .as_deref()
+                            .is_some_and(|z| !self.authzid_matches(z, &first.username))
+                        {
+                            return self.auth_failed(SaslError::InvalidAuthzid);
+                        }
+                        self.pending_user = Some(first.username.clone());
+                        self.state = State::AwaitCredentials {
+                            mechanism,
+                            scram: Some(scram),
+                            plain_password: None,
+                        };
+                        vec![Output::LookupCredentials {
+                            vhost,
+                            username: first.username,
+                            hash,
+                        }]
+                    }
+                    Err(err) => self.auth_failed(err),
+                }
+            }
+        }
+    }
+
+    /// The store's answer to [`Output::LookupCredentials`] (`None`: no such account).
+    pub fn on_credentials(&mut self, creds: Option<ScramCredentials>) -> Vec<Output> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::AwaitCredentials {
+                scram: Some(mut scram),
+                ..
+            } => {
+                let challenge = scram.server_first(creds.as_ref());
+                self.state = State::Challenged { scram };
+                vec![Output::Send(format!(
+                    "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                    B64.encode(challenge)
+                ))]
+            }
+            State::AwaitCredentials {
+                scram: None,
+                plain_password: Some(password),
+                ..
+            } => {
+                // Unknown users cost the same key derivation as a wrong password.
+                match sasl::verify_plain(creds.as_ref(), &password) {
+                    Ok(()) => self.auth_succeeded(None),
+                    Err(e) => self.auth_failed(e),
+                }
+            }
+            other => {
+                self.state = other;
+                vec![]
+            }
+        }
+    }
+
+    fn sasl_response(&mut self, e: Element, mut scram: ScramServer) -> Vec<Output> {
+        if e.is("abort", ns::SASL) {
+            self.state = State::PreAuth;
+            return vec![sasl_failure("aborted", None)];
+        }
+        if !e.is("response", ns::SASL) {
+            self.state = State::PreAuth;
+            return self.stream_error("policy-violation", Some("Expected a SASL response."));
+        }
+        let payload = match decode_payload(&e.text()) {
+            Ok(p) => p,
+            Err(_) => return self.auth_failed(SaslError::IncorrectEncoding),
+        };
+        match scram.client_final(&payload) {
+            Ok(server_final) => self.auth_succeeded(Some(server_final)),
+            Err(err) => self.auth_failed(err),
+        }
+    }
+
+    fn auth_succeeded(&mut self, additional: Option<Vec<u8>>) -> Vec<Output> {
+        let username = self.pending_user.take().unwrap_or_default();
+        let domain = self.domain.clone().unwrap_or_default();
+        let Ok(jid) = Jid::from_parts(Some(&username), &domain, None) else {
+            return self.auth_failed(SaslError::NotAuthorized);
+        };
+        self.authenticated = Some(jid.clone());
+        self.state = State::Header;
+        self.header_sent = false;
+        let success = match additional {
+            Some(data) => format!(
+                "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</success>",
+                B64.encode(data)
+            ),
+            None => "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>".into(),
+        };
+        vec![
+            Output::Send(success),
+            Output::Authenticated(jid),
+            Output::ResetParser,
+        ]
+    }
+
+    fn auth_failed(&mut self, err: SaslError) -> Vec<Output> {
+        self.auth_failures += 1;
+        let username = self.pending_user.take();
+        self.state = State::PreAuth;
+        let mut out = vec![
+            Output::AuthFailed { username },
+            sasl_failure(err.condition(), None),
+        ];
+        if self.auth_failures >= self.cfg.max_auth_failures {
+            out.extend(self.stream_error(
+                "policy-violation",
+                Some("Too many failed authentication attempts."),
+            ));
+        }
+        out
+    }
+
+    fn authzid_matches(&self, authzid: &str, username: &str) -> bool {
+        let domain = self.domain.as_deref().unwrap_or_default();
+        match (
+            Jid::parse(authzid),
+            Jid::from_parts(Some(username), domain, None),
+        ) {
+            (Ok(z), Ok(me)) => z == me,
+            _ => false,
+        }
+    }
+
+    fn bind(&mut self, e: Element) -> Vec<Output> {
+        self.state = State::Bind;
+        if !stanza::is_stanza(&e) {
+            return self.stream_error("unsupported-stanza-type", None);
+        }
+        let is_set = e.name() == "iq" && e.attr("type") == Some("set");
+        if is_set && let Some(bind) = e.get_child("bind", ns::BIND) {
+            let iq_id = e.attr("id").unwrap_or_default().to_string();
+            let resource = bind
+                .child_text("resource", ns::BIND)
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty());
+            if let (Some(r), Some(bare)) = (&resource, &self.authenticated)
+                && bare.with_resource(r).is_err()
+            {
+                let reply = stanza::error_reply(
+                    &e,
+                    Condition::BadRequest,
+                    Some("This resource is not allowed."),
+                );
+                return vec![Output::Send(write_stanza(&reply))];
+            }
+            self.state = State::AwaitBound;
+            return vec![Output::Bind { resource, iq_id }];
+        }
+        if is_set && e.has_child("session", ns::SESSION) {
+            return vec![Output::Send(write_stanza(&stanza::iq_result(&e)))];
+        }
+        self.stream_error("not-authorized", Some("Bind a resource first."))
+    }
+
+    /// The connection registered `jid` (the requested resource, or one it made up).
+    pub fn on_bound(&mut self, jid: Jid, iq_id: &str) -> Vec<Output> {
+        self.state = State::Bound { jid: jid.clone() };
+        let reply = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", iq_id)
+            .with_child(
+                Element::new("bind", ns::BIND)
+                    .with_child(Element::new("jid", ns::BIND).with_text(jid.to_string())),
+            );
+        vec![Output::Send(write_stanza(&reply))]
+    }
+
+    fn bound_stanza(&mut self, mut e: Element, jid: &Jid) -> Vec<Output> {
+        if !stanza::is_stanza(&e) {
+            return self.stream_error("unsupported-stanza-type", None);
+        }
+        // RFC 6120 §8.1.2.1: the server stamps the sender's full JID.
+        e.set_attr("from", jid.to_string());
+        if let Some(to) = e.attr("to") {
+            match Jid::parse(to) {
+                Ok(t) => {
+                    let normalized = t.to_string();
+                    e.set_attr("to", normalized);
+                }
+                Err(_) => {
+                    if e.attr("type") == Some("error") {
+                        return vec![];
+                    }
+                    let reply = stanza::error_reply(&e, Condition::JidMalformed, None);
+                    return vec![Output::Send(write_stanza(&reply))];
+                }
+            }
+        }
+        if e.name() == "iq" && e.has_child("session", ns::SESSION) && e.attr("type") == Some("set")
+        {
+            return vec![Output::Send(write_stanza(&stanza::iq_result(&e)))];
+        }
+        vec![Output::Stanza(e)]
+    }
+}
+
+/// A stanza as it is written into a `jabber:client` stream.
+pub fn write_stanza(e: &Element) -> String {
+    let mut out = String::new();
+    e.write_to(&mut out, ns::CLIENT);
+    out
+}
+
+/// A stream-level element (`stream:features`, `stream:error`) with the `stream:` prefix.
+fn write_stream_child(e: &Element) -> String {
+    let mut out = format!("<stream:{}>", e.name());
+    for c in e.children() {
+        c.write_to(&mut out, ns::STREAM);
+    }
+    out.push_str(&format!("</stream:{}>", e.name()));
+    out
+}
+
+fn sasl_failure(condition: &str, text: Option<&str>) -> Output {
+    let mut failure =
+        Element::new("failure", ns::SASL).with_child(Element::new(condition, ns::SASL));
+    if let Some(t) = text {
+        failure.append_child(
+            Element::new("text", ns::SASL)
+                .with_attr("xml:lang", "en")
+                .with_text(t),
+        );
+    }
+    Output::Send(failure.to_xml())
+}
+
+/// SASL payloads are base64; `=` alone is an empty response (RFC 6120 §6.4.2).
+fn decode_payload(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    let t = text.trim();
+    if t.is_empty() || t == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(t)
+}
+
+fn major_version(v: &str) -> Option<u32> {
+    v.split('.').next()?.parse().ok()
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::new();
+    super::element::escape_attr(s, &mut out);
+    out
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}

@@ -1,0 +1,226 @@
+//! Who is online: every bound session by full JID, grouped by account (bare JID), with its
+//! current presence. Sessions receive stanzas through their channel; the router never holds
+//! its lock across an await.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::mpsc;
+
+use crate::proto::{element::Element, jid::Jid};
+
+/// What a session's task receives from the rest of the node.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Write this stanza to the client.
+    Stanza(Element),
+    /// End the session with this stream error (e.g. `conflict` when replaced).
+    Kick {
+        condition: &'static str,
+        text: &'static str,
+    },
+}
+
+/// A bound session as others see it.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub id: u64,
+    pub jid: Jid,
+    tx: mpsc::UnboundedSender<Delivery>,
+    /// The last available presence the client broadcast (None: not available).
+    presence: Mutex<Option<Element>>,
+}
+
+impl SessionHandle {
+    pub fn deliver(&self, stanza: Element) -> bool {
+        self.tx.send(Delivery::Stanza(stanza)).is_ok()
+    }
+
+    pub fn kick(&self, condition: &'static str, text: &'static str) {
+        let _ = self.tx.send(Delivery::Kick { condition, text });
+    }
+
+    pub fn set_presence(&self, presence: Option<Element>) {
+        *self.presence.lock().unwrap_or_else(|p| p.into_inner()) = presence;
+    }
+
+    pub fn presence(&self) -> Option<Element> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Available, with its priority (RFC 6121 §4.7.2.3; absent means 0).
+    pub fn priority(&self) -> Option<i8> {
+        let p = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        p.as_ref().map(|e| {
+            e.child_text("priority", crate::proto::ns::CLIENT)
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0)
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Router {
+    by_account: RwLock<HashMap<Jid, Vec<Arc<SessionHandle>>>>,
+    next_id: AtomicU64,
+}
+
+impl Router {
+    /// Registers a session for `jid`; a session already bound to the same full JID is
+    /// replaced (RFC 6120 §7.7.2.2: the newest wins; the old one gets `conflict`).
+    pub fn bind(&self, jid: Jid, tx: mpsc::UnboundedSender<Delivery>) -> Arc<SessionHandle> {
+        let handle = Arc::new(SessionHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            jid: jid.clone(),
+            tx,
+            presence: Mutex::new(None),
+        });
+        let replaced = {
+            let mut map = self.by_account.write().unwrap_or_else(|p| p.into_inner());
+            let list = map.entry(jid.bare()).or_default();
+            let old = list
+                .iter()
+                .position(|s| s.jid == jid)
+                .map(|i| list.remove(i));
+            list.push(handle.clone());
+            old
+        };
+        if let Some(old) = replaced {
+            old.kick(
+                "conflict",
+                "Replaced by a new session with the same resource.",
+            );
+        }
+        handle
+    }
+
+    /// Removes a session (if it is still the registered one for its JID).
+    pub fn unbind(&self, handle: &SessionHandle) {
+        let mut map = self.by_account.write().unwrap_or_else(|p| p.into_inner());
+        let bare = handle.jid.bare();
+        if let Some(list) = map.get_mut(&bare) {
+            list.retain(|s| s.id != handle.id);
+            if list.is_empty() {
+                map.remove(&bare);
+            }
+        }
+    }
+
+    /// The sessions of an account.
+    pub fn sessions(&self, bare: &Jid) -> Vec<Arc<SessionHandle>> {
+        self.by_account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&bare.bare())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The session bound to exactly this full JID.
+    pub fn session(&self, full: &Jid) -> Option<Arc<SessionHandle>> {
+        self.sessions(full).into_iter().find(|s| s.jid == *full)
+    }
+
+    /// Whether a resource name is taken for this account.
+    pub fn is_bound(&self, full: &Jid) -> bool {
+        self.session(full).is_some()
+    }
+
+    /// Bound sessions per vhost, for metrics.
+    pub fn count_by_domain(&self) -> HashMap<String, usize> {
+        let map = self.by_account.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = HashMap::new();
+        for (bare, list) in map.iter() {
+            *out.entry(bare.domain().to_string()).or_default() += list.len();
+        }
+        out
+    }
+
+    /// Every session (for shutdown).
+    pub fn all(&self) -> Vec<Arc<SessionHandle>> {
+        self.by_account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The sessions a message to a bare JID goes to (RFC 6121 §8.5.2.1): the available
+/// resources with non-negative priority. Empty means "store offline or bounce".
+pub fn message_targets(sessions: &[Arc<SessionHandle>]) -> Vec<Arc<SessionHandle>> {
+    sessions
+        .iter()
+        .filter(|s| s.priority().is_some_and(|p| p >= 0))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ns;
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    #[test]
+    fn binding_the_same_resource_again_replaces_the_old_session_with_conflict() {
+        let router = Router::default();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        let first = router.bind(jid("juliet@example.com/balcony"), tx1);
+        let second = router.bind(jid("juliet@example.com/balcony"), tx2);
+        assert!(matches!(
+            rx1.try_recv(),
+            Ok(Delivery::Kick {
+                condition: "conflict",
+                ..
+            })
+        ));
+        assert_eq!(router.sessions(&jid("juliet@example.com")).len(), 1);
+        // The replaced session's clean-up does not remove its successor.
+        router.unbind(&first);
+        assert_eq!(
+            router
+                .session(&jid("juliet@example.com/balcony"))
+                .map(|s| s.id),
+            Some(second.id)
+        );
+    }
+
+    #[test]
+    fn messages_to_a_bare_jid_go_to_available_resources_with_non_negative_priority() {
+        let router = Router::default();
+        let mk = || mpsc::unbounded_channel().0;
+        let a = router.bind(jid("romeo@example.net/a"), mk());
+        let b = router.bind(jid("romeo@example.net/b"), mk());
+        let c = router.bind(jid("romeo@example.net/c"), mk());
+        a.set_presence(Some(Element::new("presence", ns::CLIENT)));
+        b.set_presence(Some(
+            Element::new("presence", ns::CLIENT)
+                .with_child(Element::new("priority", ns::CLIENT).with_text("-1")),
+        ));
+        // c sent no presence: not available.
+        let _ = &c;
+        let targets = message_targets(&router.sessions(&jid("romeo@example.net")));
+        assert_eq!(
+            targets
+                .iter()
+                .map(|s| s.jid.resource().unwrap_or_default().to_string())
+                .collect::<Vec<_>>(),
+            vec!["a"]
+        );
+    }
+}

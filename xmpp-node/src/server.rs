@@ -1,0 +1,254 @@
+//! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
+//! for clients (STARTTLS and direct TLS) and for HTTP (`/metrics`), follows vhost changes
+//! made by the CLI while it runs, and drains on SIGTERM or Ctrl-C.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::{Semaphore, watch},
+};
+
+use crate::{config::NodeSettings, net, node::Node, store::Store};
+
+/// A started node: its listeners are bound; `run` serves until `shutdown` fires.
+pub struct Server {
+    pub node: Arc<Node>,
+    c2s: TcpListener,
+    c2s_tls: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    pub async fn start(settings: NodeSettings) -> anyhow::Result<Self> {
+        let store = Store::open(&settings.effective_database_url()).await?;
+        let fallback = settings
+            .fallback_cert
+            .as_deref()
+            .zip(settings.fallback_key.as_deref());
+        let certs = Arc::new(net::tls::CertResolver::new(&settings.data_dir, fallback)?);
+        let c2s = listen(settings.c2s_listen).await?;
+        let c2s_tls = listen(settings.c2s_tls_listen).await?;
+        let http = TcpListener::bind(settings.http_listen)
+            .await
+            .with_context(|| format!("binding {}", settings.http_listen))?;
+        let node = Node::new(settings, store, certs);
+        node.reload_vhosts().await?;
+        Ok(Self {
+            node,
+            c2s,
+            c2s_tls,
+            http,
+        })
+    }
+
+    pub fn c2s_addr(&self) -> SocketAddr {
+        self.c2s.local_addr().expect("bound")
+    }
+
+    pub fn c2s_tls_addr(&self) -> SocketAddr {
+        self.c2s_tls.local_addr().expect("bound")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound")
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let node = self.node.clone();
+        let starttls = net::tls::server_config(node.certs.clone(), &[]);
+        let direct = net::tls::server_config(node.certs.clone(), &[b"xmpp-client"]);
+        let limits = Arc::new(ConnLimits::new(&node.settings.node));
+        tracing::info!(c2s = %self.c2s_addr(), c2s_tls = %self.c2s_tls_addr(), http = %self.http_addr(), "node listening");
+        let tasks = vec![
+            tokio::spawn(accept_loop(
+                node.clone(),
+                self.c2s,
+                starttls,
+                false,
+                limits.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(accept_loop(
+                node.clone(),
+                self.c2s_tls,
+                direct,
+                true,
+                limits.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(watch_vhosts(node.clone(), stop_rx.clone())),
+            tokio::spawn(serve_http(node.clone(), self.http, stop_rx.clone())),
+        ];
+        shutdown.await;
+        tracing::info!("shutting down: closing client streams");
+        let _ = stop_tx.send(true);
+        // Give sessions a moment to send their closing stream errors.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while limits.total.available_permits() < limits.max
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+        node.store.db.close().await;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+}
+
+async fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
+    // Login storms: a deep accept queue (DESIGN.md).
+    socket
+        .listen(1024)
+        .with_context(|| format!("listening on {addr}"))
+}
+
+/// Open connections in total (a semaphore) and per client address.
+struct ConnLimits {
+    total: Arc<Semaphore>,
+    max: usize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+impl ConnLimits {
+    fn new(s: &NodeSettings) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(s.limits.max_connections)),
+            max: s.limits.max_connections,
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: s.limits.max_connections_per_ip,
+        }
+    }
+
+    fn admit_ip(&self, ip: IpAddr) -> bool {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= self.max_per_ip {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    direct_tls: bool,
+    limits: Arc<ConnLimits>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = limits.total.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: the node is at its connection limit");
+            continue;
+        };
+        if !limits.admit_ip(peer.ip()) {
+            tracing::warn!(%peer, "connection refused: too many connections from this address");
+            continue;
+        }
+        let (node, tls, limits, stop) = (node.clone(), tls.clone(), limits.clone(), stop.clone());
+        tokio::spawn(async move {
+            node.metrics.connections.inc();
+            net::c2s::run(node.clone(), tcp, peer, tls, direct_tls, stop).await;
+            node.metrics.connections.dec();
+            limits.release_ip(peer.ip());
+            drop(permit);
+        });
+    }
+}
+
+/// Follows vhost changes made while the node runs (CLI, later the control API).
+async fn watch_vhosts(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut seen = node.store.vhosts_version().await.ok();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match node.store.vhosts_version().await {
+            Ok(v) if Some(v) != seen => {
+                if let Err(e) = node.reload_vhosts().await {
+                    tracing::error!(error = format!("{e:#}"), "reloading vhosts failed");
+                    continue;
+                }
+                seen = Some(v);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checking for vhost changes failed"),
+        }
+    }
+}
+
+async fn serve_http(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    use axum::{Router, http::header, routing::get};
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let node = node.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        node.metrics.encode(),
+                    )
+                }
+            }),
+        );
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+}

@@ -1,0 +1,427 @@
+//! The node's storage: virtual hosts and their accounts (SCRAM keys only), in SQLite by
+//! default or PostgreSQL. The CLI and the running server share it, so `vhost add` and
+//! `user add` work whether or not `serve` runs; the server notices vhost changes through
+//! the `change_counter` row.
+
+use anyhow::Context;
+use rookery_common::db::{self, Pool};
+use sqlx::{Row, migrate::Migrator};
+
+use crate::proto::{
+    jid::Jid,
+    sasl::{ScramCredentials, ScramHash, derive_credentials, new_salt},
+};
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/node");
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: Pool,
+}
+
+/// A hosted domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vhost {
+    pub domain: String,
+    pub cert_path: Option<String>,
+    pub key_path: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} is not a valid domain: {1}")]
+    BadDomain(String, String),
+    #[error("{0} is not a valid user name: {1}")]
+    BadUsername(String, String),
+    #[error("the virtual host {0} already exists")]
+    VhostExists(String),
+    #[error("there is no virtual host {0}")]
+    NoSuchVhost(String),
+    #[error("the account {0} already exists")]
+    AccountExists(String),
+    #[error("there is no account {0}")]
+    NoSuchAccount(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Internal(anyhow::Error::new(e).context("database query"))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A domain as JIDs carry it (RFC 7622 normalisation).
+pub fn normalize_domain(domain: &str) -> Result<String, StoreError> {
+    let jid =
+        Jid::parse(domain).map_err(|e| StoreError::BadDomain(domain.into(), e.to_string()))?;
+    if jid.node().is_some() || jid.resource().is_some() {
+        return Err(StoreError::BadDomain(
+            domain.into(),
+            "a domain has no @ or /".into(),
+        ));
+    }
+    Ok(jid.domain().to_string())
+}
+
+/// A user name as a JID localpart (RFC 7622, case-mapped).
+pub fn normalize_username(vhost: &str, username: &str) -> Result<String, StoreError> {
+    let jid = Jid::from_parts(Some(username), vhost, None)
+        .map_err(|e| StoreError::BadUsername(username.into(), e.to_string()))?;
+    Ok(jid.node().unwrap_or_default().to_string())
+}
+
+impl Store {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let db = db::connect(url, 16).await?;
+        MIGRATOR
+            .run(&db)
+            .await
+            .context("applying the node's database migrations")?;
+        Ok(Self { db })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn vhosts(&self) -> Result<Vec<Vhost>, StoreError> {
+        Ok(
+            sqlx::query("SELECT domain, cert_path, key_path FROM vhosts ORDER BY domain")
+                .fetch_all(&self.db)
+                .await?
+                .iter()
+                .map(|r| Vhost {
+                    domain: r.get("domain"),
+                    cert_path: r.get("cert_path"),
+                    key_path: r.get("key_path"),
+                })
+                .collect(),
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn vhost(&self, domain: &str) -> Result<Option<Vhost>, StoreError> {
+        Ok(
+            sqlx::query("SELECT domain, cert_path, key_path FROM vhosts WHERE domain = $1")
+                .bind(domain)
+                .fetch_optional(&self.db)
+                .await?
+                .map(|r| Vhost {
+                    domain: r.get("domain"),
+                    cert_path: r.get("cert_path"),
+                    key_path: r.get("key_path"),
+                }),
+        )
+    }
+
+    /// Adds a vhost; `cert` is an optional (chain, key) pair of PEM file paths.
+    #[tracing::instrument(skip_all, fields(domain))]
+    pub async fn add_vhost(
+        &self,
+        domain: &str,
+        cert: Option<(&str, &str)>,
+    ) -> Result<Vhost, StoreError> {
+        let domain = normalize_domain(domain)?;
+        let mut tx = self.db.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO vhosts (domain, cert_path, key_path, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&domain)
+        .bind(cert.map(|c| c.0))
+        .bind(cert.map(|c| c.1))
+        .bind(now())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if db::is_unique_violation(&e) => return Err(StoreError::VhostExists(domain)),
+            Err(e) => return Err(e.into()),
+        }
+        sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Vhost {
+            domain,
+            cert_path: cert.map(|c| c.0.to_string()),
+            key_path: cert.map(|c| c.1.to_string()),
+        })
+    }
+
+    /// Removes a vhost with all its accounts.
+    #[tracing::instrument(skip_all, fields(domain))]
+    pub async fn remove_vhost(&self, domain: &str) -> Result<(), StoreError> {
+        let domain = normalize_domain(domain)?;
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM accounts WHERE vhost = $1")
+            .bind(&domain)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM vhosts WHERE domain = $1")
+            .bind(&domain)
+            .execute(&mut *tx)
+            .await?;
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NoSuchVhost(domain));
+        }
+        sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A number that changes whenever the set of vhosts does.
+    pub async fn vhosts_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT value FROM change_counter WHERE name = 'vhosts'")
+                .fetch_one(&self.db)
+                .await?
+                .get("value"),
+        )
+    }
+
+    /// Creates an account with a password (only SCRAM keys are kept).
+    #[tracing::instrument(skip_all, fields(vhost, username))]
+    pub async fn add_account(
+        &self,
+        vhost: &str,
+        username: &str,
+        password: &str,
+        iterations: u32,
+    ) -> Result<(), StoreError> {
+        let vhost = normalize_domain(vhost)?;
+        let username = normalize_username(&vhost, username)?;
+        if self.vhost(&vhost).await?.is_none() {
+            return Err(StoreError::NoSuchVhost(vhost));
+        }
+        let keys = Keys::derive(password, iterations)?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (vhost, username, scram_salt, scram_iterations, sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&vhost)
+        .bind(&username)
+        .bind(hex::encode(&keys.salt))
+        .bind(i64::from(iterations))
+        .bind(hex::encode(&keys.sha1.stored_key))
+        .bind(hex::encode(&keys.sha1.server_key))
+        .bind(hex::encode(&keys.sha256.stored_key))
+        .bind(hex::encode(&keys.sha256.server_key))
+        .bind(now())
+        .execute(&self.db)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if db::is_unique_violation(&e) => {
+                Err(StoreError::AccountExists(format!("{username}@{vhost}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(vhost, username))]
+    pub async fn set_password(
+        &self,
+        vhost: &str,
+        username: &str,
+        password: &str,
+        iterations: u32,
+    ) -> Result<(), StoreError> {
+        let vhost = normalize_domain(vhost)?;
+        let username = normalize_username(&vhost, username)?;
+        let keys = Keys::derive(password, iterations)?;
+        let done = sqlx::query(
+            "UPDATE accounts SET scram_salt = $1, scram_iterations = $2, sha1_stored_key = $3, sha1_server_key = $4,
+             sha256_stored_key = $5, sha256_server_key = $6 WHERE vhost = $7 AND username = $8",
+        )
+        .bind(hex::encode(&keys.salt))
+        .bind(i64::from(iterations))
+        .bind(hex::encode(&keys.sha1.stored_key))
+        .bind(hex::encode(&keys.sha1.server_key))
+        .bind(hex::encode(&keys.sha256.stored_key))
+        .bind(hex::encode(&keys.sha256.server_key))
+        .bind(&vhost)
+        .bind(&username)
+        .execute(&self.db)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchAccount(format!("{username}@{vhost}")));
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(vhost, username))]
+    pub async fn remove_account(&self, vhost: &str, username: &str) -> Result<(), StoreError> {
+        let vhost = normalize_domain(vhost)?;
+        let username = normalize_username(&vhost, username)?;
+        let done = sqlx::query("DELETE FROM accounts WHERE vhost = $1 AND username = $2")
+            .bind(&vhost)
+            .bind(&username)
+            .execute(&self.db)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchAccount(format!("{username}@{vhost}")));
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(vhost))]
+    pub async fn accounts(&self, vhost: &str) -> Result<Vec<String>, StoreError> {
+        let vhost = normalize_domain(vhost)?;
+        if self.vhost(&vhost).await?.is_none() {
+            return Err(StoreError::NoSuchVhost(vhost));
+        }
+        Ok(
+            sqlx::query("SELECT username FROM accounts WHERE vhost = $1 ORDER BY username")
+                .bind(&vhost)
+                .fetch_all(&self.db)
+                .await?
+                .iter()
+                .map(|r| r.get("username"))
+                .collect(),
+        )
+    }
+
+    /// The SCRAM keys of an account for one hash, if the account exists.
+    #[tracing::instrument(skip_all)]
+    pub async fn credentials(
+        &self,
+        vhost: &str,
+        username: &str,
+        hash: ScramHash,
+    ) -> Result<Option<ScramCredentials>, StoreError> {
+        let (stored, server) = match hash {
+            ScramHash::Sha1 => ("sha1_stored_key", "sha1_server_key"),
+            ScramHash::Sha256 => ("sha256_stored_key", "sha256_server_key"),
+        };
+        let sql = format!(
+            "SELECT scram_salt, scram_iterations, {stored} AS stored, {server} AS server FROM accounts WHERE vhost = $1 AND username = $2"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(vhost)
+            .bind(username)
+            .fetch_optional(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let decode = |col: &str| -> Result<Vec<u8>, StoreError> {
+            hex::decode(row.get::<String, _>(col)).map_err(|e| {
+                StoreError::Internal(anyhow::anyhow!("stored key {col} is not hex: {e}"))
+            })
+        };
+        Ok(Some(ScramCredentials {
+            hash,
+            salt: decode("scram_salt")?,
+            iterations: u32::try_from(row.get::<i64, _>("scram_iterations")).unwrap_or(4096),
+            stored_key: decode("stored")?,
+            server_key: decode("server")?,
+        }))
+    }
+}
+
+/// SCRAM keys for both hashes from one password and salt.
+struct Keys {
+    salt: Vec<u8>,
+    sha1: ScramCredentials,
+    sha256: ScramCredentials,
+}
+
+impl Keys {
+    fn derive(password: &str, iterations: u32) -> Result<Self, StoreError> {
+        let salt = new_salt();
+        let bad = |e: crate::proto::sasl::SaslError| {
+            StoreError::Internal(anyhow::anyhow!(
+                "the password cannot be used: {}",
+                e.condition()
+            ))
+        };
+        Ok(Self {
+            sha1: derive_credentials(ScramHash::Sha1, password, &salt, iterations).map_err(bad)?,
+            sha256: derive_credentials(ScramHash::Sha256, password, &salt, iterations)
+                .map_err(bad)?,
+            salt,
+        })
+    }
+}
+
+// ---- offline messages -------------------------------------------------------------------
+
+impl Store {
+    #[tracing::instrument(skip_all)]
+    pub async fn account_exists(&self, vhost: &str, username: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM accounts WHERE vhost = $1 AND username = $2")
+                .bind(vhost)
+                .bind(username)
+                .fetch_optional(&self.db)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Stores a message for later; `false` when the account's offline store is full.
+    #[tracing::instrument(skip_all)]
+    pub async fn store_offline(
+        &self,
+        vhost: &str,
+        username: &str,
+        stanza: &str,
+        limit: i64,
+    ) -> Result<bool, StoreError> {
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM offline_messages WHERE vhost = $1 AND username = $2",
+        )
+        .bind(vhost)
+        .bind(username)
+        .fetch_one(&self.db)
+        .await?
+        .get("n");
+        if count >= limit {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO offline_messages (id, vhost, username, stanza, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(vhost)
+            .bind(username)
+            .bind(stanza)
+            .bind(now())
+            .execute(&self.db)
+            .await?;
+        Ok(true)
+    }
+
+    /// Takes the stored messages of an account, oldest first, with their arrival times.
+    #[tracing::instrument(skip_all)]
+    pub async fn take_offline(
+        &self,
+        vhost: &str,
+        username: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query("SELECT id, stanza, created_at FROM offline_messages WHERE vhost = $1 AND username = $2 ORDER BY created_at, id")
+                .bind(vhost)
+                .bind(username)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get("id"), r.get("stanza"), r.get("created_at")))
+                .collect();
+        // Only what was read: a message arriving meanwhile stays for the next delivery.
+        for (id, _, _) in &rows {
+            sqlx::query("DELETE FROM offline_messages WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(_, s, t)| (s, t)).collect())
+    }
+}
