@@ -200,7 +200,7 @@ fn node_env(
             "ROOKERY_NODE_HTTP_LISTEN".into(),
             format!("127.0.0.1:{http}"),
         ),
-        ("RUST_LOG".into(), "info".into()),
+        ("RUST_LOG".into(), "info,sqlx=warn".into()),
     ]
 }
 

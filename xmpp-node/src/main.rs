@@ -70,12 +70,15 @@ fn init_logging(format: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let registry = tracing_subscriber::registry().with(filter);
+    // Logs go to stderr: stdout carries command output (`vhost list`, `user list`).
     if format == "json" {
         registry
             .with(fmt::layer().json().flatten_event(true))
             .init();
     } else {
-        registry.with(fmt::layer().with_target(false)).init();
+        registry
+            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
+            .init();
     }
 }
 

@@ -354,8 +354,16 @@ impl StreamParser {
         if size > self.limits.max_stanza_bytes {
             return Err(ParseError::StanzaTooBig);
         }
-        let text = std::str::from_utf8(&run[..cut]).map_err(|_| ParseError::UnsupportedEncoding)?;
+        // Bytes that are not UTF-8 end the stream, but only after the text before them is
+        // decoded: the first error is then the same however the input was chunked.
+        let (text, valid) = match std::str::from_utf8(&run[..cut]) {
+            Ok(text) => (text, true),
+            Err(e) => (utf8_prefix(run, e), false),
+        };
         self.tree.text(text)?;
+        if !valid {
+            return Err(ParseError::UnsupportedEncoding);
+        }
         self.input.pos += cut;
         self.tree.stanza_bytes = size;
         Ok(Step::Consumed)
@@ -548,10 +556,12 @@ fn safe_text_cut(run: &[u8]) -> Result<usize, ParseError> {
         }
     }
     if let Err(e) = std::str::from_utf8(&run[..cut]) {
-        match e.error_len() {
-            None => cut = e.valid_up_to(),
-            Some(_) => return Err(ParseError::UnsupportedEncoding),
+        // A partial character waits for its end; an invalid one is reported once the
+        // text before it is decoded.
+        if e.error_len().is_some() && e.valid_up_to() == 0 {
+            return Err(ParseError::UnsupportedEncoding);
         }
+        cut = e.valid_up_to();
     }
     if cut > 0 && run[cut - 1] == b'\r' {
         cut -= 1;
@@ -563,6 +573,11 @@ fn safe_text_cut(run: &[u8]) -> Result<usize, ParseError> {
         }
     }
     Ok(cut)
+}
+
+/// The valid UTF-8 text before the error `e` found in `bytes`.
+fn utf8_prefix(bytes: &[u8], e: std::str::Utf8Error) -> &str {
+    std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
