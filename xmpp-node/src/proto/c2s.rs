@@ -671,3 +671,352 @@ fn random_id() -> String {
     let _ = getrandom::fill(&mut b);
     hex::encode(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{
+        parser::{Limits, StreamParser},
+        sasl::{derive_credentials, test_support::client_final_message},
+    };
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>";
+    const EXPORTER: &[u8] = b"exporter-bytes-of-this-tls-conn!";
+
+    struct Harness {
+        c2s: C2s,
+        parser: StreamParser,
+    }
+
+    fn harness() -> Harness {
+        let cfg = C2sConfig {
+            starttls_available: true,
+            require_tls: true,
+            max_auth_failures: 3,
+            scram_iterations: 4096,
+            is_hosted: Arc::new(|d: &str| d == "example.com"),
+        };
+        Harness {
+            c2s: C2s::new(cfg),
+            parser: StreamParser::new(Limits::default()),
+        }
+    }
+
+    impl Harness {
+        /// Feeds client bytes; returns every output, resetting the parser when told to.
+        fn send(&mut self, xml: &str) -> Vec<Output> {
+            self.parser.feed(xml.as_bytes());
+            let mut all = Vec::new();
+            loop {
+                let outputs = match self.parser.next_event() {
+                    Ok(Some(event)) => self.c2s.on_event(event),
+                    Ok(None) => break,
+                    Err(e) => {
+                        // The parser stays failed; one stream error is all there is.
+                        all.extend(self.c2s.on_parse_error(&e));
+                        break;
+                    }
+                };
+                let reset = outputs.contains(&Output::ResetParser);
+                all.extend(outputs);
+                if reset {
+                    self.parser.reset();
+                }
+            }
+            all
+        }
+
+        fn tls(&mut self) {
+            assert_eq!(
+                self.c2s.on_tls(Some(EXPORTER.to_vec())),
+                vec![Output::ResetParser]
+            );
+            self.parser.reset();
+        }
+
+        /// STARTTLS, then a new header: returns the features offered over TLS.
+        fn through_tls(&mut self) -> String {
+            sent(&self.send(HEADER));
+            let out = self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            assert_eq!(out.last(), Some(&Output::StartTls));
+            self.tls();
+            sent(&self.send(HEADER))
+        }
+    }
+
+    fn sent(outputs: &[Output]) -> String {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn b64(s: &[u8]) -> String {
+        B64.encode(s)
+    }
+
+    #[test]
+    fn starttls_is_required_before_anything_else() {
+        let mut h = harness();
+        let features = sent(&h.send(HEADER));
+        assert!(
+            features.starts_with("<?xml version='1.0'?><stream:stream "),
+            "{features}"
+        );
+        assert!(features.contains("from='example.com'"));
+        assert!(features.contains("<stream:features><starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"><required/></starttls></stream:features>"), "{features}");
+        assert!(
+            !features.contains("mechanisms"),
+            "no SASL before TLS when TLS is required"
+        );
+        let out = h.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGp1bGlldABwYXNz</auth>");
+        assert!(
+            sent(&out).contains("<encryption-required/>"),
+            "{}",
+            sent(&out)
+        );
+        let out = h.send("<message to='romeo@example.com'><body>hi</body></message>");
+        assert!(
+            sent(&out).contains(
+                "<stream:error><not-authorized xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"
+            ),
+            "{}",
+            sent(&out)
+        );
+        assert_eq!(out.last(), Some(&Output::Close));
+        assert!(h.c2s.is_closed());
+    }
+
+    #[test]
+    fn a_domain_not_hosted_here_gets_host_unknown_after_a_header() {
+        let mut h = harness();
+        let out = h.send(&HEADER.replace("example.com", "elsewhere.example"));
+        let text = sent(&out);
+        assert!(
+            text.starts_with("<?xml version='1.0'?><stream:stream "),
+            "{text}"
+        );
+        assert!(
+            text.contains("<host-unknown xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"),
+            "{text}"
+        );
+        assert!(text.ends_with("</stream:stream>"));
+        assert_eq!(out.last(), Some(&Output::Close));
+    }
+
+    #[test]
+    fn a_stream_without_version_one_is_unsupported() {
+        let mut h = harness();
+        let text = sent(&h.send(&HEADER.replace("' version='1.0'>", "'>")));
+        assert!(text.contains("<unsupported-version"), "{text}");
+    }
+
+    #[test]
+    fn bad_xml_ends_the_stream_with_the_parsers_condition() {
+        let mut h = harness();
+        sent(&h.send(HEADER));
+        let text = sent(&h.send("<message><body>&lol;</body></message>"));
+        assert!(text.contains("<restricted-xml"), "{text}");
+    }
+
+    #[test]
+    fn scram_sha_256_plus_over_starttls_authenticates_and_binds() {
+        let mut h = harness();
+        let features = h.through_tls();
+        for m in [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-1",
+            "PLAIN",
+        ] {
+            assert!(
+                features.contains(&format!("<mechanism>{m}</mechanism>")),
+                "{m}: {features}"
+            );
+        }
+        assert!(
+            features.contains("<channel-binding type=\"tls-exporter\"/>"),
+            "{features}"
+        );
+        assert!(!features.contains("starttls"), "no STARTTLS inside TLS");
+
+        let gs2 = "p=tls-exporter,,";
+        let client_first = format!("{gs2}n=juliet,r=clientnonce123456");
+        let out = h.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{}</auth>",
+            b64(client_first.as_bytes())
+        ));
+        assert_eq!(
+            out,
+            vec![Output::LookupCredentials {
+                vhost: "example.com".into(),
+                username: "juliet".into(),
+                hash: ScramHash::Sha256
+            }]
+        );
+        let creds = derive_credentials(ScramHash::Sha256, "r0meo-r0meo", b"sixteen byte slt", 4096)
+            .unwrap();
+        let challenge = sent(&h.c2s.on_credentials(Some(creds)));
+        let server_first = challenge
+            .strip_prefix("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>")
+            .and_then(|c| c.strip_suffix("</challenge>"))
+            .map(|c| String::from_utf8(B64.decode(c).unwrap()).unwrap())
+            .unwrap();
+        let mut cbind = gs2.as_bytes().to_vec();
+        cbind.extend_from_slice(EXPORTER);
+        let client_final = client_final_message(
+            ScramHash::Sha256,
+            "r0meo-r0meo",
+            "n=juliet,r=clientnonce123456",
+            &server_first,
+            &cbind,
+        );
+        let out = h.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            b64(client_final.as_bytes())
+        ));
+        assert!(
+            sent(&out).starts_with("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"),
+            "{}",
+            sent(&out)
+        );
+        let juliet = Jid::parse("juliet@example.com").unwrap();
+        assert!(out.contains(&Output::Authenticated(juliet.clone())));
+        assert_eq!(out.last(), Some(&Output::ResetParser));
+        h.parser.reset();
+
+        let features = sent(&h.send(HEADER));
+        assert!(
+            features.contains("<bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"/>"),
+            "{features}"
+        );
+        let out = h.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>balcony</resource></bind></iq>");
+        assert_eq!(
+            out,
+            vec![Output::Bind {
+                resource: Some("balcony".into()),
+                iq_id: "b1".into()
+            }]
+        );
+        let full = juliet.with_resource("balcony").unwrap();
+        let reply = sent(&h.c2s.on_bound(full.clone(), "b1"));
+        assert_eq!(
+            reply,
+            "<iq type=\"result\" id=\"b1\"><bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"><jid>juliet@example.com/balcony</jid></bind></iq>"
+        );
+
+        // Bound: stanzas come out with the sender stamped, whatever 'from' the client wrote.
+        let out = h.send("<message to='Romeo@Example.com' from='mallory@evil.example' type='chat'><body>hi</body></message>");
+        let Some(Output::Stanza(m)) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(m.attr("from"), Some("juliet@example.com/balcony"));
+        assert_eq!(m.attr("to"), Some("romeo@example.com"));
+        // A malformed address is bounced with jid-malformed.
+        let out = h.send("<message to='a@b@c' id='m2'><body>x</body></message>");
+        assert!(sent(&out).contains("<jid-malformed"), "{}", sent(&out));
+        // Closing the stream is answered with a close.
+        let out = h.send("</stream:stream>");
+        assert_eq!(
+            out,
+            vec![Output::Send("</stream:stream>".into()), Output::Close]
+        );
+    }
+
+    #[test]
+    fn a_downgraded_channel_binding_is_refused() {
+        let mut h = harness();
+        h.through_tls();
+        // The client says "y" (it supports binding but thinks we don't) although -PLUS was offered.
+        let out = h.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            b64(b"y,,n=juliet,r=abcdefabcdef")
+        ));
+        assert!(
+            matches!(out.first(), Some(Output::AuthFailed { .. })),
+            "{out:?}"
+        );
+        assert!(
+            sent(&out).contains("<failure xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\">"),
+            "{}",
+            sent(&out)
+        );
+    }
+
+    #[test]
+    fn three_failed_attempts_close_the_stream() {
+        let mut h = harness();
+        h.through_tls();
+        let creds = derive_credentials(
+            ScramHash::Sha256,
+            "the-right-one",
+            b"sixteen byte slt",
+            4096,
+        )
+        .unwrap();
+        for attempt in 1..=3 {
+            let out = h.send(&format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+                b64(b"\0juliet\0a-wrong-one")
+            ));
+            assert_eq!(
+                out.first(),
+                Some(&Output::LookupCredentials {
+                    vhost: "example.com".into(),
+                    username: "juliet".into(),
+                    hash: ScramHash::Sha256
+                })
+            );
+            let out = h.c2s.on_credentials(Some(creds.clone()));
+            assert_eq!(
+                out.first(),
+                Some(&Output::AuthFailed {
+                    username: Some("juliet".into())
+                })
+            );
+            assert!(sent(&out).contains("<failure xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\"><not-authorized/></failure>"), "{}", sent(&out));
+            assert_eq!(h.c2s.is_closed(), attempt == 3, "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_mechanism_is_refused_and_stanzas_before_bind_are_not_authorized() {
+        let mut h = harness();
+        h.through_tls();
+        let out = h.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>");
+        assert!(
+            sent(&out).contains("<invalid-mechanism/>"),
+            "{}",
+            sent(&out)
+        );
+        let out = h.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            b64(b"\0juliet\0the-right-one")
+        ));
+        assert!(matches!(
+            out.first(),
+            Some(Output::LookupCredentials { .. })
+        ));
+        let creds = derive_credentials(
+            ScramHash::Sha256,
+            "the-right-one",
+            b"sixteen byte slt",
+            4096,
+        )
+        .unwrap();
+        let out = h.c2s.on_credentials(Some(creds));
+        assert!(sent(&out).contains("<success"), "{}", sent(&out));
+        h.parser.reset();
+        sent(&h.send(HEADER));
+        let out = h.send("<message to='romeo@example.com'><body>too early</body></message>");
+        assert!(
+            sent(&out).contains("<not-authorized xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"),
+            "{}",
+            sent(&out)
+        );
+    }
+}

@@ -19,6 +19,8 @@
 
 mod plain;
 mod scram;
+#[cfg(test)]
+pub(crate) use scram::test_support;
 
 pub use plain::{Plain, parse_plain, verify_password, verify_plain};
 pub use scram::{

@@ -618,40 +618,14 @@ fn is_cb_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
+/// The client side of SCRAM for tests of this module and of the stream negotiation.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
-
-    /// RFC 5802 §5: SCRAM-SHA-1, user "user", password "pencil".
-    const SHA1_SALT: &str = "QSXCR+Q6sek8bf92";
-    const SHA1_CLIENT_FIRST: &str = "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL";
-    const SHA1_SERVER_NONCE: &str = "3rfcNHYJY1ZVvWVs7j";
-    const SHA1_SERVER_FIRST: &str =
-        "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
-    const SHA1_CLIENT_FINAL: &str =
-        "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=";
-    const SHA1_SERVER_FINAL: &str = "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=";
-
-    /// RFC 7677 §3: SCRAM-SHA-256, user "user", password "pencil".
-    const SHA256_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
-    const SHA256_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-    const SHA256_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-    const SHA256_SERVER_FIRST: &str =
-        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-    const SHA256_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-    const SHA256_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
-
-    /// Few iterations keep the tests fast; the RFC vectors use their own 4096.
-    const TEST_ITERATIONS: u32 = 16;
-    const EXPORTER: &[u8] = b"0123456789abcdef0123456789abcdef";
-
-    fn creds(hash: ScramHash, password: &str) -> ScramCredentials {
-        derive_credentials(hash, password, b"a sixteen b salt", TEST_ITERATIONS).unwrap()
-    }
 
     /// The client side of the exchange, enough to drive the server: the client-final
     /// message for `password`, given the bare client-first and the server-first.
-    fn client_final_message(
+    pub(crate) fn client_final_message(
         hash: ScramHash,
         password: &str,
         client_first_bare: &str,
@@ -682,6 +656,39 @@ mod tests {
             .map(|(k, s)| k ^ s)
             .collect();
         format!("{without_proof},p={}", B64.encode(proof))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::client_final_message;
+    use super::*;
+
+    /// RFC 5802 §5: SCRAM-SHA-1, user "user", password "pencil".
+    const SHA1_SALT: &str = "QSXCR+Q6sek8bf92";
+    const SHA1_CLIENT_FIRST: &str = "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL";
+    const SHA1_SERVER_NONCE: &str = "3rfcNHYJY1ZVvWVs7j";
+    const SHA1_SERVER_FIRST: &str =
+        "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
+    const SHA1_CLIENT_FINAL: &str =
+        "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=";
+    const SHA1_SERVER_FINAL: &str = "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=";
+
+    /// RFC 7677 §3: SCRAM-SHA-256, user "user", password "pencil".
+    const SHA256_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+    const SHA256_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+    const SHA256_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const SHA256_SERVER_FIRST: &str =
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+    const SHA256_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    const SHA256_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+
+    /// Few iterations keep the tests fast; the RFC vectors use their own 4096.
+    const TEST_ITERATIONS: u32 = 16;
+    const EXPORTER: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn creds(hash: ScramHash, password: &str) -> ScramCredentials {
+        derive_credentials(hash, password, b"a sixteen b salt", TEST_ITERATIONS).unwrap()
     }
 
     /// Runs a whole exchange; returns the result of the last step.
