@@ -1229,6 +1229,30 @@ mod tests {
     }
 
     #[test]
+    fn an_error_is_the_same_however_the_bytes_are_chunked() {
+        for body in [
+            &b"<message><body>a &b \xFF</body></message>"[..],
+            b"<message><body>&amp; &#1;\xC3\x28</body></message>",
+            b"<message><body>&amp;\xC3\x28 &#1;</body></message>",
+            b"<message><body>x]]>y</body></message>",
+            b"<message a='1' a='2'/>",
+            b"<message><!-- x --></message>",
+        ] {
+            let xml = [HEADER.as_bytes(), body].concat();
+            let whole = parse_chunks([&xml[..]]).unwrap_err();
+            assert_eq!(parse_chunks(xml.chunks(1)).unwrap_err(), whole);
+            for at in 0..=xml.len() {
+                let (a, b) = xml.split_at(at);
+                assert_eq!(
+                    parse_chunks([a, b]).unwrap_err(),
+                    whole,
+                    "split at byte {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn whitespace_keepalives_between_stanzas_are_ignored() {
         let mut parser = StreamParser::new(Limits::default());
         parser.feed(HEADER.as_bytes());
