@@ -1,8 +1,18 @@
 //! What happens to a stanza a bound client sends (RFC 6120 §8, RFC 6121 §8): answered by
 //! the server itself (ping, disco, version, time, last activity, roster), routed to a
 //! local session, stored offline, or bounced with the right error.
+//!
+//! Presence and rosters (RFC 6121 §2-§4): the subscription state machine and roster rules
+//! live in `proto::roster` as pure functions; here each subscription stanza is run through
+//! the sender's side (outbound) and, every contact being local for now, the recipient's
+//! side (inbound), each change stored by `Store::update_contact`, followed by the roster
+//! pushes, deliveries and presence it calls for. Presence broadcasts go to the contacts
+//! with a `from`/`both` subscription; initial presence is answered with the presence of
+//! the `to`/`both` contacts and the pending subscription requests; directed presence is
+//! remembered per session so its targets hear when the session goes offline, and
+//! [`session_ended`] says so for a connection that closed without a word.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use crate::{
     node::Node,
@@ -10,13 +20,28 @@ use crate::{
         element::Element,
         jid::Jid,
         ns,
+        roster::{
+            self, Contact, Direction, Edit, PresenceNotice, RosterAnswer, RosterSet, RosterVersion,
+            SubscriptionKind,
+        },
         stanza::{Condition, error_reply, iq_result},
     },
     router::{SessionHandle, message_targets},
+    xep::{blocking, vcard},
 };
 
 /// Handles one stanza from `me`'s session.
 pub async fn handle(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
+    // XEP-0191 §3.6: nothing goes out to someone the user blocks.
+    if let Some(to) = target(&stanza)
+        && to.node().is_some()
+        && blocking::blocks(node, &me.jid.bare(), &to).await
+    {
+        if stanza.name() != "presence" && !matches!(stanza.attr("type"), Some("error" | "result")) {
+            me.deliver(blocking::blocked_error(&stanza));
+        }
+        return;
+    }
     match stanza.name() {
         "message" => message(node, me, stanza).await,
         "presence" => presence(node, me, stanza).await,
@@ -57,6 +82,10 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
     };
     if !account_exists(node, to.domain(), username).await {
+        return bounce(me, &stanza, Condition::ServiceUnavailable, None);
+    }
+    // XEP-0191 §3.5: a blocked sender's message is refused as if nobody were there.
+    if blocking::blocks(node, &to.bare(), &me.jid).await {
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
     }
     // To a full JID: that resource if it is online (RFC 6121 §8.5.3.1).
@@ -135,41 +164,51 @@ async fn account_exists(node: &Node, domain: &str, username: &str) -> bool {
         })
 }
 
+// ---- presence (RFC 6121 §3, §4) ---------------------------------------------------------
+
 async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     let kind = stanza.attr("type").unwrap_or("available").to_string();
-    match target(&stanza) {
-        None => match kind.as_str() {
-            "available" | "unavailable" => {
-                broadcast_own(node, me, stanza, kind == "available").await
-            }
-            // A probe or subscription without 'to' makes no sense (RFC 6121 §4.3, §3.1).
-            _ => bounce(me, &stanza, Condition::BadRequest, None),
-        },
-        Some(to) => {
-            // Directed presence and subscription stanzas go to the addressed account's sessions.
-            if !node.is_hosted(to.domain()) {
-                return bounce(
-                    me,
-                    &stanza,
-                    Condition::RemoteServerNotFound,
-                    Some("Federation with other servers is not available yet."),
-                );
-            }
-            let sessions = match to.resource() {
-                Some(_) => node.router.session(&to).into_iter().collect(),
-                None => node.router.sessions(&to),
-            };
-            for s in sessions {
-                s.deliver(stanza.clone());
-            }
+    if let Some(sub) = SubscriptionKind::from_presence_type(&kind) {
+        return match target(&stanza) {
+            Some(to) => outbound_subscription(node, me, sub, to, stanza).await,
+            // A subscription without 'to' makes no sense (RFC 6121 §3.1).
+            None => bounce(me, &stanza, Condition::BadRequest, None),
+        };
+    }
+    if let Some(to) = target(&stanza)
+        && to.node().is_some()
+        && blocking::blocks(node, &to.bare(), &me.jid).await
+    {
+        return; // XEP-0191 §3.5: presence from a blocked entity is dropped silently.
+    }
+    match (target(&stanza), kind.as_str()) {
+        (None, "available" | "unavailable") => {
+            broadcast_own(node, me, stanza, kind == "available").await
         }
+        // A probe or error without 'to' makes no sense (RFC 6121 §4.3).
+        (None, _) => bounce(me, &stanza, Condition::BadRequest, None),
+        (Some(to), _) if !node.is_hosted(to.domain()) => bounce(
+            me,
+            &stanza,
+            Condition::RemoteServerNotFound,
+            Some("Federation with other servers is not available yet."),
+        ),
+        (Some(to), "probe") => probe(node, me, &to).await,
+        (Some(to), "available" | "unavailable") => {
+            directed_presence(node, me, to, stanza, kind == "available").await
+        }
+        (Some(to), "error") => deliver_presence(node, &to, stanza),
+        (Some(_), _) => bounce(me, &stanza, Condition::BadRequest, None),
     }
 }
 
-/// Initial, updated and final presence: kept on the session and shown to the account's
-/// other resources; the first one also delivers what waited offline.
+/// Presence without 'to': initial (the session becomes available), updated, or final
+/// (unavailable). It goes to the account's other resources and to the contacts subscribed
+/// to the user; the first also probes the contacts the user is subscribed to and delivers
+/// what waited (subscription requests, offline messages).
 async fn broadcast_own(node: &Node, me: &Arc<SessionHandle>, stanza: Element, available: bool) {
-    let initial = available && me.presence().is_none();
+    let was_available = me.is_available();
+    let initial = available && !was_available;
     me.set_presence(available.then(|| stanza.clone()));
     for other in node.router.sessions(&me.jid) {
         if other.id == me.id {
@@ -182,8 +221,477 @@ async fn broadcast_own(node: &Node, me: &Arc<SessionHandle>, stanza: Element, av
             me.deliver(p);
         }
     }
+    if !available && !was_available {
+        // Never available: nobody else was told otherwise (RFC 6121 §4.5.2).
+        return;
+    }
+    let contacts = visible_contacts(node, &me.jid, contacts_of(node, &me.jid).await).await;
+    let subscribers = broadcast_to_subscribers(node, &contacts, &stanza);
+    if !available {
+        announce_unavailable_to_directed(node, me, &stanza, &subscribers);
+    }
     if initial {
+        // RFC 6121 §4.2.2: probe the contacts the user is subscribed to. They are local, so
+        // the "probe" is answered on the spot with each available resource's presence.
+        for c in contacts.iter().filter(|c| c.state.subscription.has_to()) {
+            if node.is_hosted(c.jid.domain()) {
+                send_presence_of(node, &c.jid, |mut p| {
+                    p.set_attr("to", me.jid.to_string());
+                    me.deliver(p);
+                });
+            }
+        }
+        // RFC 6121 §3.1.3: requests wait until the user answers, and come again at each login.
+        for c in contacts.iter().filter(|c| c.state.pending_in) {
+            me.deliver(pending_request(c, &me.jid));
+        }
         deliver_offline(node, me).await;
+    }
+}
+
+/// Sends a broadcast to every local contact subscribed to the user; returns their JIDs.
+fn broadcast_to_subscribers(node: &Node, contacts: &[Contact], stanza: &Element) -> HashSet<Jid> {
+    let mut sent = HashSet::new();
+    for c in contacts.iter().filter(|c| c.state.subscription.has_from()) {
+        // Contacts on other servers wait for federation.
+        if node.is_hosted(c.jid.domain()) {
+            let mut p = stanza.clone();
+            p.set_attr("to", c.jid.to_string());
+            deliver_presence(node, &c.jid, p);
+            sent.insert(c.jid.clone());
+        }
+    }
+    sent
+}
+
+/// RFC 6121 §4.6.3: whoever got directed presence and is not a subscriber (who already got
+/// the broadcast) learns that the user went offline.
+fn announce_unavailable_to_directed(
+    node: &Node,
+    me: &SessionHandle,
+    stanza: &Element,
+    subscribers: &HashSet<Jid>,
+) {
+    for target in me.take_directed() {
+        if subscribers.contains(&target.bare()) {
+            continue;
+        }
+        let mut p = stanza.clone();
+        p.set_attr("to", target.to_string());
+        deliver_presence(node, &target, p);
+    }
+}
+
+/// The stored subscription request of a contact, addressed to the user.
+fn pending_request(c: &Contact, user: &Jid) -> Element {
+    let fresh = || {
+        Element::new("presence", ns::CLIENT)
+            .with_attr("type", "subscribe")
+            .with_attr("from", c.jid.to_string())
+            .with_attr("to", user.bare().to_string())
+    };
+    c.request
+        .as_deref()
+        .and_then(|xml| crate::node::parse_stored(xml).ok())
+        .unwrap_or_else(fresh)
+}
+
+/// Directed presence (RFC 6121 §4.6): delivered as addressed, and remembered while the
+/// user is available so that the target hears when the user goes offline.
+async fn directed_presence(
+    node: &Node,
+    me: &Arc<SessionHandle>,
+    to: Jid,
+    stanza: Element,
+    available: bool,
+) {
+    let Some(username) = to.node() else {
+        // To the server itself: nothing here keeps presence.
+        return;
+    };
+    if to.bare() == me.jid.bare() {
+        // To one of the user's own resources.
+        return deliver_presence(node, &to, stanza);
+    }
+    // Presence to an account that does not exist is dropped silently (RFC 6121 §8.5.1).
+    if !account_exists(node, to.domain(), username).await {
+        return;
+    }
+    if me.is_available() {
+        me.note_directed(to.clone(), available);
+    }
+    deliver_presence(node, &to, stanza);
+}
+
+/// A probe the client sent itself (RFC 6121 §4.3): answered with the contact's presence if
+/// the user may see it.
+async fn probe(node: &Node, me: &SessionHandle, to: &Jid) {
+    let contact = to.bare();
+    if contact.node().is_none() {
+        return;
+    }
+    let allowed = contact == me.jid.bare()
+        || match node.store.contact(&contact, &me.jid.bare()).await {
+            Ok(c) => c.is_some_and(|c| c.state.subscription.has_from()),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a roster for a probe failed");
+                false
+            }
+        };
+    if allowed {
+        send_presence_of(node, &contact, |mut p| {
+            p.set_attr("to", me.jid.to_string());
+            me.deliver(p);
+        });
+    }
+}
+
+/// Calls `send` with the current presence of each available resource of `account`.
+fn send_presence_of(node: &Node, account: &Jid, mut send: impl FnMut(Element)) {
+    for s in node.router.sessions(account) {
+        if let Some(mut p) = s.presence() {
+            p.set_attr("from", s.jid.to_string());
+            p.remove_attr("to");
+            send(p);
+        }
+    }
+}
+
+/// Delivers presence to a local JID: a full JID's session, or every available resource of
+/// a bare JID (RFC 6121 §8.5.2.1.1).
+fn deliver_presence(node: &Node, to: &Jid, stanza: Element) {
+    if to.resource().is_some() {
+        if let Some(s) = node.router.session(to) {
+            s.deliver(stanza);
+        }
+        return;
+    }
+    for s in node.router.sessions(to) {
+        if s.is_available() {
+            s.deliver(stanza.clone());
+        }
+    }
+}
+
+/// The user's presence (or its end) sent to a contact on the user's behalf: from each
+/// available resource, after a subscription started or before it ends.
+fn notify_contact(node: &Node, user: &Jid, contact: &Jid, notice: PresenceNotice) {
+    if !node.is_hosted(contact.domain()) {
+        return;
+    }
+    send_presence_of(node, user, |mut p| {
+        if notice == PresenceNotice::Unavailable {
+            p = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_opt_attr("from", p.attr("from"));
+        }
+        p.set_attr("to", contact.to_string());
+        deliver_presence(node, contact, p);
+    });
+}
+
+/// The account's contacts (empty, logged, if the store fails: presence is best effort).
+async fn contacts_of(node: &Node, account: &Jid) -> Vec<Contact> {
+    match node.store.roster(&account.bare()).await {
+        Ok((_, contacts)) => contacts,
+        Err(e) => {
+            tracing::error!(error = %e, "reading a roster failed");
+            Vec::new()
+        }
+    }
+}
+
+/// A session ended (the connection closed, with or without unavailable presence): if it
+/// was available, everyone who saw it go online sees it go offline (RFC 6121 §4.5.2).
+pub async fn session_ended(node: &Node, me: &Arc<SessionHandle>) {
+    if !me.is_available() {
+        return;
+    }
+    me.set_presence(None);
+    // Replaced by a new session with the same resource that is already online: what
+    // others see now is the successor, not an ending (RFC 6120 §7.7.2.2).
+    if node
+        .router
+        .session(&me.jid)
+        .is_some_and(|s| s.id != me.id && s.is_available())
+    {
+        return;
+    }
+    let unavailable = Element::new("presence", ns::CLIENT)
+        .with_attr("type", "unavailable")
+        .with_attr("from", me.jid.to_string());
+    for other in node.router.sessions(&me.jid) {
+        if other.id != me.id {
+            other.deliver(unavailable.clone());
+        }
+    }
+    let contacts = visible_contacts(node, &me.jid, contacts_of(node, &me.jid).await).await;
+    let subscribers = broadcast_to_subscribers(node, &contacts, &unavailable);
+    announce_unavailable_to_directed(node, me, &unavailable, &subscribers);
+    // XEP-0012: when the account's last session ends, remember when and with what status.
+    if node.router.sessions(&me.jid).iter().all(|s| s.id == me.id)
+        && let Some(user) = me.jid.node()
+        && let Err(e) = node
+            .store
+            .set_last_activity(me.jid.domain(), user, "")
+            .await
+    {
+        tracing::warn!(error = %e, "recording last activity failed");
+    }
+}
+
+/// Contacts presence may flow to: neither side blocks the other (XEP-0191).
+async fn visible_contacts(node: &Node, user: &Jid, contacts: Vec<Contact>) -> Vec<Contact> {
+    let mut visible = Vec::with_capacity(contacts.len());
+    for c in contacts {
+        if !blocking::blocks(node, &user.bare(), &c.jid).await
+            && !blocking::blocks(node, &c.jid, user).await
+        {
+            visible.push(c);
+        }
+    }
+    visible
+}
+
+// ---- subscriptions (RFC 6121 §3, Appendix A) --------------------------------------------
+
+/// A subscription stanza from the user: the user's side of the state machine (A.2), then,
+/// if routed, the contact's side (A.3).
+async fn outbound_subscription(
+    node: &Node,
+    me: &SessionHandle,
+    kind: SubscriptionKind,
+    to: Jid,
+    stanza: Element,
+) {
+    let user = me.jid.bare();
+    let contact = to.bare();
+    if !node.is_hosted(contact.domain()) {
+        return bounce(
+            me,
+            &stanza,
+            Condition::RemoteServerNotFound,
+            Some("Federation with other servers is not available yet."),
+        );
+    }
+    if contact.node().is_none() || contact == user {
+        // No subscriptions with the server itself or with oneself.
+        return;
+    }
+    let changed = node
+        .store
+        .update_contact(&user, &contact, |stored| {
+            let (edit, t, after) =
+                Contact::change(stored, &contact, Direction::Outbound, kind, None);
+            (edit, (t, after))
+        })
+        .await;
+    let ((t, after), version) = match changed {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a subscription change failed");
+            return bounce(me, &stanza, Condition::InternalServerError, None);
+        }
+    };
+    if t.push
+        && let (Some(v), Some(c)) = (&version, &after)
+    {
+        push_to_interested(node, &user, v, c.item());
+    }
+    if t.notice == Some(PresenceNotice::Unavailable) {
+        notify_contact(node, &user, &contact, PresenceNotice::Unavailable);
+    }
+    if t.forward {
+        // RFC 6121 §3.1.2: stamped with the user's bare JID, addressed to the contact's.
+        let mut s = stanza;
+        s.set_attr("from", user.to_string());
+        s.set_attr("to", contact.to_string());
+        inbound_subscription(node, &user, &contact, kind, s).await;
+    }
+    if t.notice == Some(PresenceNotice::Available) {
+        notify_contact(node, &user, &contact, PresenceNotice::Available);
+    }
+}
+
+/// A subscription stanza from `from` reaching the local account `to`: the contact's side
+/// of the state machine (RFC 6121 Appendix A.3).
+async fn inbound_subscription(
+    node: &Node,
+    from: &Jid,
+    to: &Jid,
+    kind: SubscriptionKind,
+    stanza: Element,
+) {
+    // Remote contacts wait for federation.
+    if !node.is_hosted(to.domain()) {
+        return;
+    }
+    let Some(username) = to.node() else { return };
+    if !account_exists(node, to.domain(), username).await {
+        // RFC 6121 §3.1.3: a request to nobody is answered "unsubscribed"; anything else
+        // is dropped.
+        if kind == SubscriptionKind::Subscribe {
+            let reply = subscription_stanza(to, from, SubscriptionKind::Unsubscribed);
+            Box::pin(inbound_subscription(
+                node,
+                to,
+                from,
+                SubscriptionKind::Unsubscribed,
+                reply,
+            ))
+            .await;
+        }
+        return;
+    }
+    let request = (kind == SubscriptionKind::Subscribe).then(|| stanza.to_xml());
+    let changed = node
+        .store
+        .update_contact(to, from, |stored| {
+            let (edit, t, after) = Contact::change(stored, from, Direction::Inbound, kind, request);
+            (edit, (t, after))
+        })
+        .await;
+    let ((t, after), version) = match changed {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a subscription change failed");
+            return;
+        }
+    };
+    if t.push
+        && let (Some(v), Some(c)) = (&version, &after)
+    {
+        push_to_interested(node, to, v, c.item());
+    }
+    if t.notice == Some(PresenceNotice::Unavailable) {
+        notify_contact(node, to, from, PresenceNotice::Unavailable);
+    }
+    if t.forward {
+        // A request nobody sees now is stored and comes at the next login.
+        deliver_presence(node, to, stanza);
+    }
+    if let Some(reply) = t.auto_reply {
+        // The server answers for the user (pre-approved, or already subscribed); that
+        // answer never calls for another.
+        let answer = subscription_stanza(to, from, reply);
+        Box::pin(inbound_subscription(node, to, from, reply, answer)).await;
+    }
+    if t.notice == Some(PresenceNotice::Available) {
+        notify_contact(node, to, from, PresenceNotice::Available);
+    }
+}
+
+/// `<presence from='from' to='to' type='kind'/>` between two bare JIDs.
+fn subscription_stanza(from: &Jid, to: &Jid, kind: SubscriptionKind) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", kind.as_str())
+        .with_attr("from", from.bare().to_string())
+        .with_attr("to", to.bare().to_string())
+}
+
+// ---- the roster (RFC 6121 §2, XEP-0237) -------------------------------------------------
+
+/// Sends a roster push of `item` to every interested resource of the account.
+fn push_to_interested(node: &Node, account: &Jid, version: &RosterVersion, item: Element) {
+    for s in node.router.sessions(account) {
+        if s.is_interested() {
+            let id = format!("push-{}", random_id());
+            s.deliver(roster::push(&s.jid, &id, version, item.clone()));
+        }
+    }
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+/// A roster get or set from the user (to no one or to the user's bare JID).
+async fn roster_iq(node: &Node, me: &Arc<SessionHandle>, iq: Element) {
+    let Some(query) = iq.children().next().cloned() else {
+        return;
+    };
+    let user = me.jid.bare();
+    if iq.attr("type") == Some("get") {
+        // RFC 6121 §2.2: from now on this resource gets pushes.
+        me.set_interested();
+        let (version, contacts) = match node.store.roster(&user).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a roster failed");
+                return bounce(me, &iq, Condition::InternalServerError, None);
+            }
+        };
+        let mut reply = iq_result(&iq);
+        if let RosterAnswer::Full(q) = roster::answer_get(query.attr("ver"), &version, &contacts) {
+            reply.append_child(q);
+        }
+        me.deliver(reply);
+        return;
+    }
+    match roster::parse_set(&query) {
+        Err((condition, text)) => bounce(me, &iq, condition, Some(text)),
+        Ok(RosterSet::Update { jid, name, groups }) => {
+            let changed = node
+                .store
+                .update_contact(&user, &jid, |stored| {
+                    let mut c = stored.unwrap_or_else(|| Contact::new(jid.clone()));
+                    c.listed = true;
+                    c.name = name;
+                    c.groups = groups;
+                    (Edit::Save(c.clone()), c)
+                })
+                .await;
+            match changed {
+                Ok((c, Some(version))) => {
+                    // RFC 6121 §2.3.2: every interested resource, the one that asked included.
+                    push_to_interested(node, &user, &version, c.item());
+                    me.deliver(iq_result(&iq));
+                }
+                Ok((_, None)) => {
+                    me.deliver(iq_result(&iq));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a roster set failed");
+                    bounce(me, &iq, Condition::InternalServerError, None);
+                }
+            }
+        }
+        Ok(RosterSet::Remove { jid }) => {
+            let removed = node
+                .store
+                .update_contact(&user, &jid, |stored| match stored {
+                    Some(c) if c.listed => (Edit::Delete, Some(c)),
+                    _ => (Edit::Keep, None),
+                })
+                .await;
+            match removed {
+                Ok((Some(old), Some(version))) => {
+                    push_to_interested(node, &user, &version, roster::removed_item(&jid));
+                    me.deliver(iq_result(&iq));
+                    // RFC 6121 §2.5.2: the contact loses its subscription and its request
+                    // is denied; the user's own subscription (or request) is cancelled.
+                    if old.state.subscription.has_from() {
+                        notify_contact(node, &user, &jid, PresenceNotice::Unavailable);
+                    }
+                    for kind in old.removal_notices() {
+                        let s = subscription_stanza(&user, &jid, kind);
+                        inbound_subscription(node, &user, &jid, kind, s).await;
+                    }
+                }
+                Ok(_) => bounce(
+                    me,
+                    &iq,
+                    Condition::ItemNotFound,
+                    Some("The item is not in the roster."),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "a roster removal failed");
+                    bounce(me, &iq, Condition::InternalServerError, None);
+                }
+            }
+        }
     }
 }
 
@@ -229,9 +737,42 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     let for_own_account = to
         .as_ref()
         .is_some_and(|t| t.resource().is_none() && *t == me.jid.bare());
+    let is_roster = stanza
+        .children()
+        .next()
+        .is_some_and(|q| q.is("query", ns::ROSTER));
+    if is_roster && matches!(kind, "get" | "set") && (to.is_none() || for_own_account) {
+        return roster_iq(node, me, stanza).await;
+    }
+    if matches!(kind, "get" | "set")
+        && let Some(payload) = stanza.children().next()
+    {
+        let account = match &to {
+            None => Some(me.jid.bare()),
+            Some(t)
+                if t.node().is_some() && t.resource().is_none() && node.is_hosted(t.domain()) =>
+            {
+                Some(t.clone())
+            }
+            _ => None,
+        };
+        if let Some(account) = account {
+            if payload.is("vCard", ns::VCARD) {
+                me.deliver(vcard::handle(node, &me.jid, &account, &stanza).await);
+                return;
+            }
+            if payload.ns() == ns::BLOCKING && account == me.jid.bare() {
+                return blocking_iq(node, me, &stanza).await;
+            }
+            if payload.is("query", ns::LAST) && account != me.jid.bare() {
+                me.deliver(last_activity(node, &me.jid, &account, &stanza).await);
+                return;
+            }
+        }
+    }
     if for_server || (for_own_account && matches!(kind, "get" | "set")) {
         if matches!(kind, "result" | "error") {
-            return; // answers to our own pings
+            return; // answers to our own pings and roster pushes
         }
         return answer(node, me, stanza, for_server);
     }
@@ -245,6 +786,9 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         );
     }
     if to.resource().is_some() {
+        if to.node().is_some() && blocking::blocks(node, &to.bare(), &me.jid).await {
+            return bounce(me, &stanza, Condition::ServiceUnavailable, None);
+        }
         match node.router.session(&to) {
             Some(s) => {
                 node.metrics.stanza_routed();
@@ -292,6 +836,8 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                     ns::TIME,
                     ns::LAST,
                     ns::ROSTER,
+                    ns::VCARD,
+                    ns::BLOCKING,
                 ] {
                     q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
                 }
@@ -325,13 +871,81 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
             Element::new("query", ns::LAST)
                 .with_attr("seconds", node.started.elapsed().as_secs().to_string()),
         )),
-        (ns::ROSTER, "query", true) => reply(Some(Element::new("query", ns::ROSTER))),
-        (ns::ROSTER, "query", false) => error_reply(
-            &iq,
-            Condition::FeatureNotImplemented,
-            Some("Roster changes are not stored yet."),
-        ),
         _ => error_reply(&iq, Condition::ServiceUnavailable, None),
     };
     me.deliver(response);
+}
+
+// ---- blocking (XEP-0191) and last activity (XEP-0012) -------------------------------------
+
+async fn blocking_iq(node: &Node, me: &Arc<SessionHandle>, iq: &Element) {
+    let before = if iq.attr("type") == Some("set") {
+        blocking::current(node, &me.jid.bare()).await
+    } else {
+        Default::default()
+    };
+    let (reply, push) = blocking::handle(node, &me.jid, iq).await;
+    me.deliver(reply);
+    let Some(push) = push else { return };
+    for s in node.router.sessions(&me.jid) {
+        let mut p = push.clone();
+        p.set_attr("to", s.jid.to_string());
+        s.deliver(p);
+    }
+    // XEP-0191 §3.3: a newly blocked contact sees the user go offline.
+    let after = blocking::current(node, &me.jid.bare()).await;
+    for blocked in after.iter().filter(|j| !before.contains(*j)) {
+        for s in node
+            .router
+            .sessions(&me.jid)
+            .iter()
+            .filter(|s| s.is_available())
+        {
+            let unavailable = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", s.jid.to_string())
+                .with_attr("to", blocked.to_string());
+            deliver_presence(node, blocked, unavailable);
+        }
+    }
+}
+
+/// XEP-0012 §4: how long an account has been offline, for the account's subscribers.
+async fn last_activity(node: &Node, from: &Jid, account: &Jid, iq: &Element) -> Element {
+    let (Some(user), domain) = (account.node(), account.domain()) else {
+        return error_reply(iq, Condition::ServiceUnavailable, None);
+    };
+    if !account_exists(node, domain, user).await {
+        return error_reply(iq, Condition::ServiceUnavailable, None);
+    }
+    let contacts = contacts_of(node, account).await;
+    let subscribed = contacts
+        .iter()
+        .any(|c| c.jid == from.bare() && c.state.subscription.has_from());
+    if !subscribed {
+        return error_reply(iq, Condition::Forbidden, None);
+    }
+    let query = |seconds: i64, status: &str| {
+        iq_result(iq).with_child(
+            Element::new("query", ns::LAST)
+                .with_attr("seconds", seconds.max(0).to_string())
+                .with_text(status),
+        )
+    };
+    if node
+        .router
+        .sessions(account)
+        .iter()
+        .any(|s| s.is_available())
+    {
+        return query(0, "");
+    }
+    match node.store.last_activity(domain, user).await {
+        Ok(Some((at, status))) => query(crate::node::unix_now() - at, &status),
+        Ok(None) => error_reply(iq, Condition::ServiceUnavailable, None),
+        Err(e) => {
+            tracing::error!(error = %e, "reading last activity failed");
+            error_reply(iq, Condition::InternalServerError, None)
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod proto;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod xep;
 
 /// The node's version, reported to the panel, in disco and on `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -49,6 +49,12 @@ enum VhostCommand {
     },
     /// Stop hosting a domain and delete its accounts.
     Del { domain: String },
+    /// Log a domain's stanzas (credentials redacted) while the node runs: on or off.
+    Debug {
+        domain: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// List the hosted domains.
     List,
 }
@@ -130,6 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 VhostCommand::Del { domain } => {
                     store.remove_vhost(&domain).await?;
                     println!("Removed {domain} and its accounts");
+                }
+                VhostCommand::Debug { domain, state } => {
+                    store.set_vhost_debug(&domain, state == "on").await?;
+                    println!("Stanza log of {domain}: {state}");
                 }
                 VhostCommand::List => {
                     for v in store.vhosts().await? {

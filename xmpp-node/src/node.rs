@@ -27,7 +27,10 @@ pub struct Node {
     pub metrics: Metrics,
     pub started: Instant,
     pub auth_throttle: crate::net::c2s::AuthThrottle,
+    pub blocks: crate::xep::blocking::BlockCache,
     hosts: RwLock<HashSet<String>>,
+    /// Vhosts whose stanzas are logged (the runtime debug switch).
+    debug_hosts: RwLock<HashSet<String>>,
 }
 
 /// Settings the stanza handlers need, copied out of [`NodeSettings`].
@@ -49,7 +52,9 @@ impl Node {
             metrics: Metrics::new(),
             started: Instant::now(),
             auth_throttle: Default::default(),
+            blocks: Default::default(),
             hosts: RwLock::new(HashSet::new()),
+            debug_hosts: RwLock::new(HashSet::new()),
         })
     }
 
@@ -60,10 +65,23 @@ impl Node {
             .contains(domain)
     }
 
+    /// Whether this vhost's stanzas are logged.
+    pub fn logs_stanzas(&self, domain: &str) -> bool {
+        self.debug_hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(domain)
+    }
+
     /// Loads the vhosts from the store and serves exactly those (certificates included).
     pub async fn reload_vhosts(&self) -> anyhow::Result<()> {
         let vhosts = self.store.vhosts().await?;
         self.certs.set_vhosts(&vhosts)?;
+        *self.debug_hosts.write().unwrap_or_else(|p| p.into_inner()) = vhosts
+            .iter()
+            .filter(|v| v.debug_log)
+            .map(|v| v.domain.clone())
+            .collect();
         let next: HashSet<String> = vhosts.into_iter().map(|v| v.domain).collect();
         let removed: Vec<String> = {
             let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());

@@ -3,10 +3,10 @@
 //! its lock across an await.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -26,6 +26,9 @@ pub enum Delivery {
     },
 }
 
+/// The most directed-presence targets a session's going offline is announced to.
+pub const MAX_DIRECTED: usize = 1000;
+
 /// A bound session as others see it.
 #[derive(Debug)]
 pub struct SessionHandle {
@@ -34,6 +37,12 @@ pub struct SessionHandle {
     tx: mpsc::UnboundedSender<Delivery>,
     /// The last available presence the client broadcast (None: not available).
     presence: Mutex<Option<Element>>,
+    /// The client requested the roster, so it gets roster pushes: an "interested
+    /// resource" (RFC 6121 §2.2).
+    interested: AtomicBool,
+    /// Where the client sent directed presence while available (RFC 6121 §4.6): they get
+    /// unavailable presence when it goes offline.
+    directed: Mutex<HashSet<Jid>>,
 }
 
 impl SessionHandle {
@@ -54,6 +63,43 @@ impl SessionHandle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the client sent initial presence and has not gone unavailable since.
+    pub fn is_available(&self) -> bool {
+        self.presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Notes that the client requested the roster.
+    pub fn set_interested(&self) {
+        self.interested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client gets roster pushes.
+    pub fn is_interested(&self) -> bool {
+        self.interested.load(Ordering::Relaxed)
+    }
+
+    /// Notes directed presence to `target`: available adds it, unavailable removes it.
+    /// Beyond [`MAX_DIRECTED`] targets, new ones are not remembered.
+    pub fn note_directed(&self, target: Jid, available: bool) {
+        let mut set = self.directed.lock().unwrap_or_else(|p| p.into_inner());
+        if available {
+            if set.len() < MAX_DIRECTED {
+                set.insert(target);
+            }
+        } else {
+            set.remove(&target);
+        }
+    }
+
+    /// The targets of directed presence, forgetting them (the client went unavailable).
+    pub fn take_directed(&self) -> Vec<Jid> {
+        let mut set = self.directed.lock().unwrap_or_else(|p| p.into_inner());
+        set.drain().collect()
     }
 
     /// Available, with its priority (RFC 6121 §4.7.2.3; absent means 0).
@@ -82,6 +128,8 @@ impl Router {
             jid: jid.clone(),
             tx,
             presence: Mutex::new(None),
+            interested: AtomicBool::new(false),
+            directed: Mutex::new(HashSet::new()),
         });
         let replaced = {
             let mut map = self.by_account.write().unwrap_or_else(|p| p.into_inner());

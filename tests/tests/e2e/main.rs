@@ -3,4 +3,5 @@
 mod browser;
 mod cli;
 mod node;
+mod node_roster;
 mod panel;

@@ -23,6 +23,17 @@ async fn provisioned_node() -> NodeProcess {
 #[tokio::test]
 async fn two_users_log_in_with_slixmpp_and_exchange_messages() {
     let node = provisioned_node().await;
+    // The runtime debug switch: this vhost's stanzas go to the log, credentials redacted.
+    let out = node
+        .cli(&["vhost", "debug", DOMAIN, "on"], None)
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let cert = node.cert_of(DOMAIN);
     let out = run_python(
         "c2s_scenario.py",
@@ -47,6 +58,19 @@ async fn two_users_log_in_with_slixmpp_and_exchange_messages() {
         stdout
             .contains("ok bob gets alice's message with unicode and XML-special characters intact"),
         "{stdout}"
+    );
+    let log = node.output();
+    assert!(
+        log.contains("stanza log") && log.contains("while you were away"),
+        "the stanza log shows messages:\n{log}"
+    );
+    assert!(
+        log.contains(">[redacted]</auth>"),
+        "SASL payloads are redacted:\n{log}"
+    );
+    assert!(
+        !log.contains("cGFzcy1hbGljZS0x"),
+        "no password in any form:\n{log}"
     );
 }
 
@@ -213,4 +237,27 @@ async fn the_cli_manages_vhosts_and_users_and_explains_mistakes() {
     assert!(out.status.success(), "{}", text(&out));
     let out = node.cli(&["vhost", "list"], None).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}
+
+#[tokio::test]
+async fn vcards_blocking_and_last_activity_work_with_slixmpp() {
+    let node = NodeProcess::start().await.unwrap();
+    let domain = "profiles.test";
+    node.provision(domain, &[("carol", "pass-carol-1"), ("dave", "pass-dave-1")]).await.unwrap();
+    node.wait_for_vhost(domain).await.unwrap();
+    let cert = node.cert_of(domain);
+    let out = run_python(
+        "profile_scenario.py",
+        &["127.0.0.1", &node.c2s_port.to_string(), domain, cert.to_str().unwrap()],
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the slixmpp profile scenario failed:\n{}\n--- stderr ---\n{}\n--- node ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        node.output()
+    );
 }

@@ -143,7 +143,7 @@ pub async fn run(
         if let Err(e) = conn.serve(tcp, direct_tls).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
-        conn.cleanup();
+        conn.cleanup().await;
     }
     .instrument(span)
     .await
@@ -335,6 +335,7 @@ impl Connection {
                         self.node.metrics.stanzas_in.inc();
                         self.throttle().await;
                     }
+                    self.log_in(&event);
                     self.c2s.on_event(event)
                 }
                 Ok(None) => break,
@@ -458,6 +459,19 @@ impl Connection {
         Ok(started_tls)
     }
 
+    /// The vhost's stanza log (its runtime debug switch), credentials redacted.
+    fn log_in(&self, event: &crate::proto::parser::StreamEvent) {
+        let Some(domain) = self.c2s.domain() else {
+            return;
+        };
+        if !self.node.logs_stanzas(domain) {
+            return;
+        }
+        if let crate::proto::parser::StreamEvent::Stanza(e) = event {
+            tracing::info!(direction = "in", xml = %crate::proto::redact::redact(&e.to_xml()), "stanza log");
+        }
+    }
+
     fn choose_resource(&self, requested: Option<String>) -> anyhow::Result<Jid> {
         let bare = Jid::from_parts(
             self.c2s_user().as_deref(),
@@ -498,12 +512,15 @@ impl Connection {
             return Ok(());
         }
         let data = std::mem::take(&mut self.out);
+        if self.c2s.domain().is_some_and(|d| self.node.logs_stanzas(d)) {
+            tracing::info!(direction = "out", xml = %crate::proto::redact::redact(&data), "stanza log");
+        }
         self.io.write_all(data.as_bytes()).await?;
         self.io.flush().await?;
         Ok(())
     }
 
-    fn cleanup(&mut self) {
+    async fn cleanup(&mut self) {
         if let Some(me) = self.session.take() {
             self.node.router.unbind(&me);
             self.node
@@ -514,14 +531,7 @@ impl Connection {
                 })
                 .dec();
             // RFC 6121 §4.5.2: a session that ends without unavailable presence gets one.
-            if me.presence().is_some() {
-                let unavailable = Element::new("presence", ns::CLIENT)
-                    .with_attr("type", "unavailable")
-                    .with_attr("from", me.jid.to_string());
-                for other in self.node.router.sessions(&me.jid) {
-                    other.deliver(unavailable.clone());
-                }
-            }
+            im::session_ended(&self.node, &me).await;
         }
     }
 }

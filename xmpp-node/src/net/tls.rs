@@ -150,6 +150,7 @@ mod tests {
             domain: d.into(),
             cert_path: None,
             key_path: None,
+            debug_log: false,
         };
         r.set_vhosts(&[v("a.example"), v("b.example")]).unwrap();
         let (a, b, other) = (

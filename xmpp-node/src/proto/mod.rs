@@ -7,5 +7,7 @@ pub mod element;
 pub mod jid;
 pub mod ns;
 pub mod parser;
+pub mod redact;
+pub mod roster;
 pub mod sasl;
 pub mod stanza;

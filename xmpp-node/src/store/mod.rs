@@ -3,6 +3,9 @@
 //! `user add` work whether or not `serve` runs; the server notices vhost changes through
 //! the `change_counter` row.
 
+mod profile;
+mod roster;
+
 use anyhow::Context;
 use rookery_common::db::{self, Pool};
 use sqlx::{Row, migrate::Migrator};
@@ -25,6 +28,8 @@ pub struct Vhost {
     pub domain: String,
     pub cert_path: Option<String>,
     pub key_path: Option<String>,
+    /// Log this vhost's stanzas (credentials redacted).
+    pub debug_log: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,15 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
+    Vhost {
+        domain: r.get("domain"),
+        cert_path: r.get("cert_path"),
+        key_path: r.get("key_path"),
+        debug_log: r.get::<i64, _>("debug_log") != 0,
+    }
 }
 
 /// A domain as JIDs carry it (RFC 7622 normalisation).
@@ -91,32 +105,26 @@ impl Store {
     #[tracing::instrument(skip_all)]
     pub async fn vhosts(&self) -> Result<Vec<Vhost>, StoreError> {
         Ok(
-            sqlx::query("SELECT domain, cert_path, key_path FROM vhosts ORDER BY domain")
-                .fetch_all(&self.db)
-                .await?
-                .iter()
-                .map(|r| Vhost {
-                    domain: r.get("domain"),
-                    cert_path: r.get("cert_path"),
-                    key_path: r.get("key_path"),
-                })
-                .collect(),
+            sqlx::query(
+                "SELECT domain, cert_path, key_path, debug_log FROM vhosts ORDER BY domain",
+            )
+            .fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(vhost_from_row)
+            .collect(),
         )
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn vhost(&self, domain: &str) -> Result<Option<Vhost>, StoreError> {
-        Ok(
-            sqlx::query("SELECT domain, cert_path, key_path FROM vhosts WHERE domain = $1")
-                .bind(domain)
-                .fetch_optional(&self.db)
-                .await?
-                .map(|r| Vhost {
-                    domain: r.get("domain"),
-                    cert_path: r.get("cert_path"),
-                    key_path: r.get("key_path"),
-                }),
+        Ok(sqlx::query(
+            "SELECT domain, cert_path, key_path, debug_log FROM vhosts WHERE domain = $1",
         )
+        .bind(domain)
+        .fetch_optional(&self.db)
+        .await?
+        .map(|r| vhost_from_row(&r)))
     }
 
     /// Adds a vhost; `cert` is an optional (chain, key) pair of PEM file paths.
@@ -150,7 +158,28 @@ impl Store {
             domain,
             cert_path: cert.map(|c| c.0.to_string()),
             key_path: cert.map(|c| c.1.to_string()),
+            debug_log: false,
         })
+    }
+
+    /// Turns the stanza log of a vhost on or off; a running node follows within a second.
+    #[tracing::instrument(skip_all, fields(domain))]
+    pub async fn set_vhost_debug(&self, domain: &str, on: bool) -> Result<(), StoreError> {
+        let domain = normalize_domain(domain)?;
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query("UPDATE vhosts SET debug_log = $1 WHERE domain = $2")
+            .bind(i64::from(on))
+            .bind(&domain)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchVhost(domain));
+        }
+        sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes a vhost with all its accounts.
