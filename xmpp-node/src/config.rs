@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_stanza_bytes: usize,
     pub max_depth: usize,
     pub max_attributes: usize,
+    /// Elements in one stanza.
+    pub max_elements: usize,
     /// Open client connections, in total and per remote address.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
@@ -76,6 +78,7 @@ impl Default for Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 64,
             max_attributes: 64,
+            max_elements: 4096,
             max_connections: 200_000,
             max_connections_per_ip: 2_000,
             pre_auth_timeout_secs: 30,

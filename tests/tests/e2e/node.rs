@@ -243,12 +243,22 @@ async fn the_cli_manages_vhosts_and_users_and_explains_mistakes() {
 async fn vcards_blocking_and_last_activity_work_with_slixmpp() {
     let node = NodeProcess::start().await.unwrap();
     let domain = "profiles.test";
-    node.provision(domain, &[("carol", "pass-carol-1"), ("dave", "pass-dave-1")]).await.unwrap();
+    node.provision(
+        domain,
+        &[("carol", "pass-carol-1"), ("dave", "pass-dave-1")],
+    )
+    .await
+    .unwrap();
     node.wait_for_vhost(domain).await.unwrap();
     let cert = node.cert_of(domain);
     let out = run_python(
         "profile_scenario.py",
-        &["127.0.0.1", &node.c2s_port.to_string(), domain, cert.to_str().unwrap()],
+        &[
+            "127.0.0.1",
+            &node.c2s_port.to_string(),
+            domain,
+            cert.to_str().unwrap(),
+        ],
         Duration::from_secs(120),
     )
     .await

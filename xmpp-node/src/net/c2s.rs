@@ -188,6 +188,7 @@ impl Connection {
             max_stanza_bytes: limits.max_stanza_bytes,
             max_depth: limits.max_depth,
             max_attributes: limits.max_attributes,
+            max_elements: limits.max_elements,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let burst = f64::from(limits.stanzas_per_second) * 2.0;

@@ -65,6 +65,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Attributes written in one start tag, namespace declarations included.
     pub max_attributes: usize,
+    /// Elements in one stanza: bytes alone do not bound memory, as 256 KiB of `<a/>` would
+    /// become tens of thousands of elements.
+    pub max_elements: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 64,
             max_attributes: 64,
+            max_elements: 4096,
         }
     }
 }
@@ -129,6 +133,9 @@ pub enum ParseError {
     /// Elements nest deeper than `max_depth`.
     #[error("elements nest deeper than the limit")]
     TooDeep,
+    /// A stanza holds more than `max_elements` elements.
+    #[error("a stanza holds too many elements")]
+    TooManyElements,
     /// A start tag has more than `max_attributes` attributes.
     #[error("an element has more attributes than the limit")]
     TooManyAttributes,
@@ -146,7 +153,10 @@ impl ParseError {
             Self::InvalidNamespace => "invalid-namespace",
             Self::BadNamespacePrefix(_) => "bad-namespace-prefix",
             Self::UnsupportedEncoding => "unsupported-encoding",
-            Self::StanzaTooBig | Self::TooDeep | Self::TooManyAttributes => "policy-violation",
+            Self::StanzaTooBig
+            | Self::TooDeep
+            | Self::TooManyAttributes
+            | Self::TooManyElements => "policy-violation",
             Self::BadFormat(_) => "bad-format",
         }
     }
@@ -608,6 +618,8 @@ struct Tree {
     stack: Vec<OpenElement>,
     /// Raw bytes of the current stanza consumed so far.
     stanza_bytes: usize,
+    /// Elements of the current stanza opened so far.
+    stanza_elements: usize,
     /// The root was an empty-element tag: the close follows the open.
     close_pending: bool,
 }
@@ -632,6 +644,17 @@ impl Tree {
             Phase::Closed => return Err(not_well_formed("an element after the stream closed")),
             Phase::Open if self.stack.len() >= limits.max_depth => return Err(ParseError::TooDeep),
             Phase::Open | Phase::Prolog => {}
+        }
+        if self.phase == Phase::Open {
+            // The stack holds what is open below the root: empty means a new stanza starts.
+            self.stanza_elements = if self.stack.is_empty() {
+                1
+            } else {
+                self.stanza_elements + 1
+            };
+            if self.stanza_elements > limits.max_elements {
+                return Err(ParseError::TooManyElements);
+            }
         }
         let qname = tag.name().into_inner();
         let (prefix, local) = split_qname(qname)?;
@@ -1825,5 +1848,32 @@ mod tests {
         for (error, condition) in cases {
             assert_eq!(error.condition(), condition);
         }
+    }
+}
+
+#[cfg(test)]
+mod element_limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_stanza_with_too_many_elements_is_a_policy_violation() {
+        let limits = Limits {
+            max_elements: 100,
+            ..Limits::default()
+        };
+        let mut p = StreamParser::new(limits);
+        p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>");
+        assert!(matches!(
+            p.next_event(),
+            Ok(Some(StreamEvent::StreamOpen(_)))
+        ));
+        // 99 children plus the stanza itself: allowed.
+        p.feed(format!("<message>{}</message>", "<a/>".repeat(99)).as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+        // The count starts again with every stanza; one more element is one too many.
+        p.feed(format!("<message>{}</message>", "<a/>".repeat(100)).as_bytes());
+        let err = p.next_event().unwrap_err();
+        assert_eq!(err, ParseError::TooManyElements);
+        assert_eq!(err.condition(), "policy-violation");
     }
 }
