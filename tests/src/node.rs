@@ -32,6 +32,11 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts a node and waits until its HTTP port answers `/healthz`.
     pub async fn start() -> anyhow::Result<NodeProcess> {
+        Self::start_with_env(&[]).await
+    }
+
+    /// Like [`NodeProcess::start`], with extra `ROOKERY_NODE_*` settings.
+    pub async fn start_with_env(extra: &[(&str, &str)]) -> anyhow::Result<NodeProcess> {
         let database = fresh_database_url().await?;
         let data_dir = tempfile::Builder::new()
             .prefix("rookery-test-node-")
@@ -55,6 +60,7 @@ impl NodeProcess {
         ) {
             command.env(k, v);
         }
+        command.envs(extra.iter().copied());
         if test_log() {
             command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         } else {
@@ -89,6 +95,16 @@ impl NodeProcess {
 
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+                .await?
+                .text()
+                .await?,
+        )
     }
 
     /// The self-signed certificate the node generated for `domain`.

@@ -6,7 +6,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -37,6 +37,8 @@ pub struct SessionHandle {
     tx: mpsc::UnboundedSender<Delivery>,
     /// The last available presence the client broadcast (None: not available).
     presence: Mutex<Option<Element>>,
+    /// Stanzas handed to the session task and not yet taken.
+    pending: AtomicUsize,
     /// The client requested the roster, so it gets roster pushes: an "interested
     /// resource" (RFC 6121 §2.2).
     interested: AtomicBool,
@@ -47,7 +49,23 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     pub fn deliver(&self, stanza: Element) -> bool {
-        self.tx.send(Delivery::Stanza(stanza)).is_ok()
+        let sent = self.tx.send(Delivery::Stanza(stanza)).is_ok();
+        if sent {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// The session's task took a stanza off its queue.
+    pub fn taken(&self) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Stanzas waiting in this session's queue (for the `delivery_queue` metric).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     pub fn kick(&self, condition: &'static str, text: &'static str) {
@@ -128,6 +146,7 @@ impl Router {
             jid: jid.clone(),
             tx,
             presence: Mutex::new(None),
+            pending: AtomicUsize::new(0),
             interested: AtomicBool::new(false),
             directed: Mutex::new(HashSet::new()),
         });

@@ -236,6 +236,8 @@ async fn serve_http(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rec
             get(move || {
                 let node = node.clone();
                 async move {
+                    let queued: usize = node.router.all().iter().map(|s| s.pending()).sum();
+                    node.metrics.queued.set(queued as i64);
                     (
                         [(
                             header::CONTENT_TYPE,

@@ -59,6 +59,15 @@ async fn two_users_log_in_with_slixmpp_and_exchange_messages() {
             .contains("ok bob gets alice's message with unicode and XML-special characters intact"),
         "{stdout}"
     );
+    let metrics = node.metrics().await.unwrap();
+    for line in [
+        "rookery_node_auth_total{outcome=\"success\"}",
+        "rookery_node_auth_total{outcome=\"failure\"}",
+        "rookery_node_stanzas_routed_total",
+        "rookery_node_delivery_queue 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     let log = node.output();
     assert!(
         log.contains("stanza log") && log.contains("while you were away"),
@@ -270,4 +279,54 @@ async fn vcards_blocking_and_last_activity_work_with_slixmpp() {
         String::from_utf8_lossy(&out.stderr),
         node.output()
     );
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_authenticate_in_time_is_disconnected() {
+    let node = NodeProcess::start_with_env(&[("ROOKERY_NODE_LIMITS__PRE_AUTH_TIMEOUT_SECS", "1")])
+        .await
+        .unwrap();
+    node.provision(DOMAIN, &[]).await.unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    let mut s = open_stream(node.c2s_port).await;
+    let got = read_until(&mut s, "</stream:stream>").await;
+    assert!(got.contains("<connection-timeout"), "{got}");
+}
+
+#[tokio::test]
+async fn connections_per_address_are_limited() {
+    let node = NodeProcess::start_with_env(&[("ROOKERY_NODE_LIMITS__MAX_CONNECTIONS_PER_IP", "2")])
+        .await
+        .unwrap();
+    node.provision(DOMAIN, &[]).await.unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    let first = open_stream(node.c2s_port).await;
+    let _second = open_stream(node.c2s_port).await;
+    let mut third = TcpStream::connect(("127.0.0.1", node.c2s_port))
+        .await
+        .unwrap();
+    let _ = third.write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='rookery.test' version='1.0'>").await;
+    let got = read_until(&mut third, "<stream:features>").await;
+    assert!(
+        !got.contains("<stream:features>"),
+        "a third connection from the same address is refused: {got}"
+    );
+    // A slot frees up when a connection ends.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _again = open_stream(node.c2s_port).await;
+}
+
+#[tokio::test]
+async fn a_removed_vhost_stops_being_served_without_a_restart() {
+    let node = provisioned_node().await;
+    let out = node.cli(&["vhost", "del", DOMAIN], None).await.unwrap();
+    assert!(out.status.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s = TcpStream::connect(("127.0.0.1", node.c2s_port))
+        .await
+        .unwrap();
+    s.write_all(format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>").as_bytes()).await.unwrap();
+    let got = read_until(&mut s, "</stream:stream>").await;
+    assert!(got.contains("<host-unknown"), "{got}");
 }

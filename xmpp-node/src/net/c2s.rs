@@ -128,6 +128,9 @@ pub fn delay_for(failures: u32) -> Duration {
     Duration::from_millis((250u64 << (failures - 1).min(5)).min(8_000))
 }
 
+/// Numbers connections for the logs (the `session` field of every line of a connection).
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Runs one client connection to its end.
 pub async fn run(
     node: Arc<Node>,
@@ -137,7 +140,8 @@ pub async fn run(
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
 ) {
-    let span = tracing::info_span!("c2s", peer = %peer, vhost = tracing::field::Empty, jid = tracing::field::Empty);
+    let session = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("c2s", session, peer = %peer, vhost = tracing::field::Empty, jid = tracing::field::Empty);
     let mut conn = Connection::new(node, peer.ip(), tls, shutdown);
     async move {
         if let Err(e) = conn.serve(tcp, direct_tls).await {
@@ -218,10 +222,13 @@ impl Connection {
         let pre_auth_deadline = Instant::now()
             + Duration::from_secs(self.node.settings.node.limits.pre_auth_timeout_secs);
         if direct_tls {
-            let outputs = self.start_tls(pre_auth_deadline).await?;
+            // Boxed: a one-off future this big would otherwise enlarge every connection's task.
+            let outputs = Box::pin(self.start_tls(pre_auth_deadline)).await?;
             self.drive(outputs).await?;
         }
-        let mut buf = vec![0u8; 4096];
+        // Held for the connection's lifetime, so small: TLS keeps its own record buffer, and a
+        // bigger stanza just takes more reads (the parser is incremental).
+        let mut buf = vec![0u8; 1024];
         loop {
             if self.c2s.is_closed() {
                 break;
@@ -241,10 +248,16 @@ impl Connection {
                 Some(delivery) = self.rx.recv() => {
                     let outputs = match delivery {
                         Delivery::Stanza(stanza) => {
+                            if let Some(me) = &self.session {
+                                me.taken();
+                            }
                             self.node.metrics.stanzas_out.inc();
                             self.out.push_str(&write_stanza(&stanza));
                             // Write whatever else is queued in the same syscall.
                             while let Ok(Delivery::Stanza(more)) = self.rx.try_recv() {
+                                if let Some(me) = &self.session {
+                                    me.taken();
+                                }
                                 self.node.metrics.stanzas_out.inc();
                                 self.out.push_str(&write_stanza(&more));
                             }
@@ -383,7 +396,7 @@ impl Connection {
                     self.flush().await?;
                     let deadline = Instant::now()
                         + Duration::from_secs(self.node.settings.node.limits.pre_auth_timeout_secs);
-                    queue.extend(self.start_tls(deadline).await?);
+                    queue.extend(Box::pin(self.start_tls(deadline)).await?);
                     started_tls = true;
                 }
                 Output::ResetParser => self.parser.reset(),
@@ -443,7 +456,8 @@ impl Connection {
                 }
                 Output::Stanza(stanza) => {
                     if let Some(me) = self.session.clone() {
-                        im::handle(&self.node, &me, stanza).await;
+                        // Boxed: inline, its ~4 KiB state would be part of every idle session.
+                        Box::pin(im::handle(&self.node, &me, stanza)).await;
                     }
                 }
                 Output::Close => {
