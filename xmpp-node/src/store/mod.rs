@@ -63,6 +63,14 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Tells running nodes that the vhosts changed (they poll this counter).
+async fn bump_vhosts(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
     Vhost {
         domain: r.get("domain"),
@@ -150,9 +158,7 @@ impl Store {
             Err(e) if db::is_unique_violation(&e) => return Err(StoreError::VhostExists(domain)),
             Err(e) => return Err(e.into()),
         }
-        sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
-            .execute(&mut *tx)
-            .await?;
+        bump_vhosts(&mut tx).await?;
         tx.commit().await?;
         Ok(Vhost {
             domain,
@@ -175,9 +181,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NoSuchVhost(domain));
         }
-        sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
-            .execute(&mut *tx)
-            .await?;
+        bump_vhosts(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -198,9 +202,7 @@ impl Store {
         if gone.rows_affected() == 0 {
             return Err(StoreError::NoSuchVhost(domain));
         }
-        sqlx::query("UPDATE change_counter SET value = value + 1 WHERE name = 'vhosts'")
-            .execute(&mut *tx)
-            .await?;
+        bump_vhosts(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

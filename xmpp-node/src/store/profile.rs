@@ -25,22 +25,16 @@ impl Store {
         username: &str,
         vcard: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM vcards WHERE vhost = $1 AND username = $2")
-            .bind(vhost)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
-            "INSERT INTO vcards (vhost, username, vcard, updated_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO vcards (vhost, username, vcard, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (vhost, username) DO UPDATE SET vcard = excluded.vcard, updated_at = excluded.updated_at",
         )
         .bind(vhost)
         .bind(username)
         .bind(vcard)
         .bind(now())
-        .execute(&mut *tx)
+        .execute(&self.db)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -67,20 +61,15 @@ impl Store {
         let mut tx = self.db.begin().await?;
         for jid in jids {
             sqlx::query(
-                "DELETE FROM blocklist WHERE vhost = $1 AND username = $2 AND blocked_jid = $3",
+                "INSERT INTO blocklist (vhost, username, blocked_jid, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (vhost, username, blocked_jid) DO NOTHING",
             )
             .bind(vhost)
             .bind(username)
             .bind(jid)
+            .bind(now())
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO blocklist (vhost, username, blocked_jid, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(vhost)
-                .bind(username)
-                .bind(jid)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -124,22 +113,16 @@ impl Store {
         username: &str,
         status: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM last_activity WHERE vhost = $1 AND username = $2")
-            .bind(vhost)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
-            "INSERT INTO last_activity (vhost, username, seen_at, status) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO last_activity (vhost, username, seen_at, status) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (vhost, username) DO UPDATE SET seen_at = excluded.seen_at, status = excluded.status",
         )
         .bind(vhost)
         .bind(username)
         .bind(now())
         .bind(status)
-        .execute(&mut *tx)
+        .execute(&self.db)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
