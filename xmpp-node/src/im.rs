@@ -81,7 +81,10 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         // Messages to the server itself: nothing handles them.
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
     };
-    if !account_exists(node, to.domain(), username).await {
+    // An online session proves the account exists: the store is asked only otherwise, so
+    // routing between online users touches no database.
+    let online = to.resource().and_then(|_| node.router.session(&to));
+    if online.is_none() && !account_exists(node, to.domain(), username).await {
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
     }
     // XEP-0191 §3.5: a blocked sender's message is refused as if nobody were there.
@@ -89,9 +92,7 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
     }
     // To a full JID: that resource if it is online (RFC 6121 §8.5.3.1).
-    if to.resource().is_some()
-        && let Some(session) = node.router.session(&to)
-    {
+    if let Some(session) = online {
         node.metrics.stanza_routed();
         session.deliver(stanza);
         return;

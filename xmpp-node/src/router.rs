@@ -17,8 +17,9 @@ use crate::proto::{element::Element, jid::Jid};
 /// What a session's task receives from the rest of the node.
 #[derive(Debug)]
 pub enum Delivery {
-    /// Write this stanza to the client.
-    Stanza(Element),
+    /// Write this stanza to the client. Boxed: the channel preallocates slots of this
+    /// enum's size for every session, idle or not.
+    Stanza(Box<Element>),
     /// End the session with this stream error (e.g. `conflict` when replaced).
     Kick {
         condition: &'static str,
@@ -49,7 +50,7 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     pub fn deliver(&self, stanza: Element) -> bool {
-        let sent = self.tx.send(Delivery::Stanza(stanza)).is_ok();
+        let sent = self.tx.send(Delivery::Stanza(Box::new(stanza))).is_ok();
         if sent {
             self.pending.fetch_add(1, Ordering::Relaxed);
         }

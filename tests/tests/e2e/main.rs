@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod load;
 mod node;
 mod node_roster;
 mod panel;
