@@ -451,6 +451,9 @@ impl Connection {
                         .inc();
                     tracing::Span::current().record("jid", tracing::field::display(&jid));
                     tracing::info!("resource bound");
+                    // Load the account's block list now, so routing its messages never waits
+                    // for the store (XEP-0191 checks run on every stanza).
+                    crate::xep::blocking::current(&self.node, &jid.bare()).await;
                     self.session = Some(handle);
                     queue.extend(self.c2s.on_bound(jid, &iq_id));
                 }
