@@ -20,11 +20,16 @@ pub enum Delivery {
     /// Write this stanza to the client. Boxed: the channel preallocates slots of this
     /// enum's size for every session, idle or not.
     Stanza(Box<Element>),
-    /// End the session with this stream error (e.g. `conflict` when replaced).
-    Kick {
-        condition: &'static str,
-        text: &'static str,
-    },
+    /// End the session with this stream error (e.g. `conflict` when replaced). Boxed
+    /// like `Stanza`, so a queue slot is one pointer wide.
+    Kick(Box<Kick>),
+}
+
+/// A stream error condition and its text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kick {
+    pub condition: &'static str,
+    pub text: &'static str,
 }
 
 /// The most directed-presence targets a session's going offline is announced to.
@@ -70,7 +75,9 @@ impl SessionHandle {
     }
 
     pub fn kick(&self, condition: &'static str, text: &'static str) {
-        let _ = self.tx.send(Delivery::Kick { condition, text });
+        let _ = self
+            .tx
+            .send(Delivery::Kick(Box::new(Kick { condition, text })));
     }
 
     pub fn set_presence(&self, presence: Option<Element>) {
@@ -250,13 +257,7 @@ mod tests {
         let (tx2, _rx2) = mpsc::unbounded_channel();
         let first = router.bind(jid("juliet@example.com/balcony"), tx1);
         let second = router.bind(jid("juliet@example.com/balcony"), tx2);
-        assert!(matches!(
-            rx1.try_recv(),
-            Ok(Delivery::Kick {
-                condition: "conflict",
-                ..
-            })
-        ));
+        assert!(matches!(rx1.try_recv(), Ok(Delivery::Kick(k)) if k.condition == "conflict"));
         assert_eq!(router.sessions(&jid("juliet@example.com")).len(), 1);
         // The replaced session's clean-up does not remove its successor.
         router.unbind(&first);

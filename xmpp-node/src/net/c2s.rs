@@ -228,7 +228,7 @@ impl Connection {
         }
         // Held for the connection's lifetime, so small: TLS keeps its own record buffer, and a
         // bigger stanza just takes more reads (the parser is incremental).
-        let mut buf = vec![0u8; 1024];
+        let mut buf = vec![0u8; 512];
         loop {
             if self.c2s.is_closed() {
                 break;
@@ -263,7 +263,7 @@ impl Connection {
                             }
                             vec![]
                         }
-                        Delivery::Kick { condition, text } => self.c2s.stream_error(condition, Some(text)),
+                        Delivery::Kick(kick) => self.c2s.stream_error(kick.condition, Some(kick.text)),
                     };
                     self.drive(outputs).await?;
                     self.flush().await?;
@@ -352,7 +352,10 @@ impl Connection {
                     self.log_in(&event);
                     self.c2s.on_event(event)
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    self.parser.release_idle_memory();
+                    break;
+                }
                 Err(e) => {
                     tracing::info!(
                         condition = e.condition(),

@@ -196,6 +196,18 @@ impl StreamParser {
         self.input.buf.extend_from_slice(bytes);
     }
 
+    /// Frees the input buffer and the element stack when nothing is pending, so an idle
+    /// connection holds no parser memory (called between reads; the next `feed` allocates).
+    pub fn release_idle_memory(&mut self) {
+        if self.input.pos == self.input.buf.len() {
+            self.input.buf = Vec::new();
+            self.input.pos = 0;
+        }
+        if self.tree.stack.is_empty() {
+            self.tree.stack = Vec::new();
+        }
+    }
+
     /// The next complete event. `Ok(None)` means "need more input", not an error.
     pub fn next_event(&mut self) -> Result<Option<StreamEvent>, ParseError> {
         if let Some(error) = &self.error {
@@ -1875,5 +1887,36 @@ mod element_limit_tests {
         let err = p.next_event().unwrap_err();
         assert_eq!(err, ParseError::TooManyElements);
         assert_eq!(err.condition(), "policy-violation");
+    }
+}
+
+#[cfg(test)]
+mod idle_memory_tests {
+    use super::*;
+
+    #[test]
+    fn releasing_idle_memory_keeps_a_partial_stanza_and_the_stream_state() {
+        let mut p = StreamParser::new(Limits::default());
+        p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>");
+        assert!(matches!(
+            p.next_event(),
+            Ok(Some(StreamEvent::StreamOpen(_)))
+        ));
+        p.feed(b"<message><body>hel");
+        assert!(matches!(p.next_event(), Ok(None)));
+        p.release_idle_memory();
+        p.feed(b"lo</body></message>");
+        let Ok(Some(StreamEvent::Stanza(m))) = p.next_event() else {
+            panic!("no stanza")
+        };
+        assert_eq!(
+            m.child_text("body", "jabber:client").as_deref(),
+            Some("hello")
+        );
+        assert!(matches!(p.next_event(), Ok(None)));
+        p.release_idle_memory();
+        assert_eq!(p.buffered(), 0);
+        p.feed(b"<presence/>");
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
     }
 }

@@ -39,11 +39,22 @@ impl BlockCache {
     }
 
     fn put(&self, owner: Jid, list: HashSet<Jid>) {
+        // Most accounts block nobody: they all share one empty list.
+        let list = if list.is_empty() {
+            empty()
+        } else {
+            Arc::new(list)
+        };
         self.lists
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(owner, Arc::new(list));
+            .insert(owner, list);
     }
+}
+
+fn empty() -> Arc<HashSet<Jid>> {
+    static EMPTY: std::sync::OnceLock<Arc<HashSet<Jid>>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Default::default).clone()
 }
 
 /// Whether `item` on a block list covers `entity`.
@@ -74,7 +85,7 @@ async fn list(node: &Node, owner: &Jid) -> Arc<HashSet<Jid>> {
         }
     };
     node.blocks.put(owner.clone(), loaded);
-    node.blocks.get(owner).unwrap_or_default()
+    node.blocks.get(owner).unwrap_or_else(empty)
 }
 
 /// The account's block list as it stands.
