@@ -128,6 +128,24 @@ async fn hostile_xml_closes_only_its_own_stream() {
     let node = provisioned_node().await;
     let port = node.c2s_port;
     let mut bystander = open_stream(port).await;
+    // And a logged-in pair (slixmpp) that must go on chatting afterwards.
+    let go = node.data_dir().join("go");
+    let cert = node.cert_of(DOMAIN);
+    let args = [
+        port.to_string(),
+        cert.display().to_string(),
+        go.display().to_string(),
+    ];
+    let pair = tokio::spawn(async move {
+        let [port, cert, go] = &args;
+        run_python(
+            "bystander.py",
+            &["127.0.0.1", port, DOMAIN, cert, go],
+            Duration::from_secs(120),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let header = format!(
         "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>"
     );
@@ -161,6 +179,15 @@ async fn hostile_xml_closes_only_its_own_stream() {
         .unwrap();
     let got = read_until(&mut bystander, "<proceed").await;
     assert!(got.contains("<proceed"), "the bystander stream: {got}");
+    std::fs::write(&go, b"go").unwrap();
+    let out = pair.await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "the logged-in pair: {}\n{}\n--- node ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        node.output()
+    );
 }
 
 #[tokio::test]
