@@ -1,8 +1,10 @@
 //! Test harness shared by the end-to-end tests: fresh databases on either engine, the panel
-//! started in-process or as a real process, and a headless Chromium driven over WebDriver.
+//! started in-process or as a real process, a headless Chromium driven over WebDriver, and a
+//! small XMPP client (TLS + SCRAM) for tests and the load generator.
 
 pub mod app;
 pub mod browser;
 pub mod db;
 pub mod node;
 pub mod process;
+pub mod xmpp;

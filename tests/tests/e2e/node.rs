@@ -357,3 +357,118 @@ async fn a_removed_vhost_stops_being_served_without_a_restart() {
     let got = read_until(&mut s, "</stream:stream>").await;
     assert!(got.contains("<host-unknown"), "{got}");
 }
+
+/// Logs `user` in with the test XMPP client (STARTTLS, SCRAM-SHA-256, bind).
+async fn xmpp_login(
+    node: &NodeProcess,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> rookery_tests::xmpp::client::Session {
+    use rookery_tests::xmpp::client::{Account, LoginConfig, SaltCache, Session, tls_connector};
+    let cfg = LoginConfig {
+        addr: format!("127.0.0.1:{}", node.c2s_port).parse().unwrap(),
+        domain: DOMAIN.into(),
+        tls: tls_connector(&node.cert_of(DOMAIN)).unwrap(),
+        keys: std::sync::Arc::new(SaltCache::default()),
+        resource: resource.into(),
+        presence: true,
+    };
+    Session::login(
+        &cfg,
+        &Account {
+            user: user.into(),
+            password: password.into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn idle_sessions_are_pinged_and_silent_ones_disconnected() {
+    let node = NodeProcess::start_with_env(&[
+        ("ROOKERY_NODE_LIMITS__IDLE_PING_SECS", "1"),
+        ("ROOKERY_NODE_LIMITS__PING_TIMEOUT_SECS", "2"),
+    ])
+    .await
+    .unwrap();
+    node.provision(DOMAIN, &[("alice", "pass-alice-1"), ("bob", "pass-bob-1")])
+        .await
+        .unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    let mut answering = xmpp_login(&node, "alice", "pass-alice-1", "answers").await;
+    let mut silent = xmpp_login(&node, "bob", "pass-bob-1", "silent").await;
+
+    // Both are pinged once idle; alice answers every ping for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut pings = 0;
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Ok(el)) =
+            tokio::time::timeout(Duration::from_millis(500), answering.next_element()).await
+        else {
+            continue;
+        };
+        if el.name == "iq"
+            && el.attr("type") == Some("get")
+            && el.children.iter().any(|c| c.name == "ping")
+        {
+            pings += 1;
+            let id = el.attr("id").unwrap_or_default().to_string();
+            answering
+                .send(&format!("<iq type='result' id='{id}' to='{DOMAIN}'/>"))
+                .await
+                .unwrap();
+        }
+    }
+    assert!(pings >= 2, "alice was pinged {pings} times in 6 s");
+
+    // Bob never answered: by now the node has given up on him.
+    let mut saw_ping = false;
+    let mut closed_with = None;
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(2), silent.next_element()).await {
+            Ok(Ok(el)) if el.name == "iq" => saw_ping = true,
+            Ok(Ok(_)) => {}
+            // The client library reports a stream error as an error naming the element.
+            Ok(Err(e)) => {
+                closed_with = Some(format!("{e:#}"));
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(saw_ping, "bob was pinged too");
+    let closed_with = closed_with.unwrap_or_default();
+    assert!(
+        closed_with.contains("connection-timeout"),
+        "bob's stream ended with: {closed_with}"
+    );
+
+    // Alice is still there: a message to her arrives.
+    let mut carol = xmpp_login(&node, "bob", "pass-bob-1", "again").await;
+    carol
+        .send(&format!(
+            "<message to='alice@{DOMAIN}/answers' type='chat'><body>still up?</body></message>"
+        ))
+        .await
+        .unwrap();
+    let mut got = false;
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(2), answering.next_element()).await {
+            Ok(Ok(el)) if el.name == "message" => {
+                got = true;
+                break;
+            }
+            Ok(Ok(el)) if el.name == "iq" => {
+                let id = el.attr("id").unwrap_or_default().to_string();
+                answering
+                    .send(&format!("<iq type='result' id='{id}' to='{DOMAIN}'/>"))
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert!(got, "the answering session still receives messages");
+}

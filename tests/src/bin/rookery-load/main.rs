@@ -14,10 +14,9 @@
 //! is killed at the end, on error and on Ctrl-C. `scripts/bench-node.sh` builds in release
 //! mode, raises the open-file limit and runs it.
 
-mod client;
 mod node;
-mod scram;
-mod xml;
+
+use rookery_tests::xmpp::{client, scram, xml};
 
 use std::{
     path::PathBuf,

@@ -28,7 +28,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use crate::{
+use super::{
     scram::{ScramClient, new_nonce, salted_password},
     xml::{El, Frame, Framer},
 };
