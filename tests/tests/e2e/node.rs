@@ -472,3 +472,40 @@ async fn idle_sessions_are_pinged_and_silent_ones_disconnected() {
     }
     assert!(got, "the answering session still receives messages");
 }
+
+#[tokio::test]
+async fn a_session_sending_too_fast_is_slowed_to_its_stanza_rate() {
+    let node = NodeProcess::start_with_env(&[("ROOKERY_NODE_LIMITS__STANZAS_PER_SECOND", "10")])
+        .await
+        .unwrap();
+    node.provision(DOMAIN, &[("alice", "pass-alice-1")])
+        .await
+        .unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    let mut s = xmpp_login(&node, "alice", "pass-alice-1", "fast").await;
+    // 10 per second with a burst of 20: 50 pings take at least (50 - 20) / 10 = 3 s to be
+    // answered, however fast the machine. (Only a lower bound: a slow machine is slower.)
+    let started = std::time::Instant::now();
+    let mut burst = String::new();
+    for i in 0..50 {
+        burst.push_str(&format!(
+            "<iq type='get' id='p{i}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+    }
+    s.send(&burst).await.unwrap();
+    let mut answered = 0;
+    while answered < 50 {
+        let el = tokio::time::timeout(Duration::from_secs(30), s.next_element())
+            .await
+            .unwrap()
+            .unwrap();
+        if el.name == "iq" && el.attr("type") == Some("result") {
+            answered += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2800),
+        "50 stanzas at 10/s (burst 20) were all handled in {took:?}"
+    );
+}
