@@ -71,15 +71,7 @@ impl Drop for TestApp {
 impl TestApp {
     /// A new browser-like client: its own cookies, no automatic redirects.
     pub fn client(&self) -> TestClient {
-        TestClient {
-            base: self.address.clone(),
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("an HTTP client"),
-            csrf: Arc::new(Mutex::new(None)),
-        }
+        TestClient::new(&self.address)
     }
 
     /// The body of the newest mail sent to `to`.
@@ -157,6 +149,19 @@ pub struct TestClient {
 }
 
 impl TestClient {
+    /// A browser-like client of the panel at `base` (in-process or a real process).
+    pub fn new(base: &str) -> TestClient {
+        TestClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client"),
+            csrf: Arc::new(Mutex::new(None)),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))

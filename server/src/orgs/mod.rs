@@ -231,61 +231,55 @@ async fn show_dashboard(
     )))
 }
 
-async fn show_domains(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
+/// A section of the organisation that holds nothing yet: the same page with its own words.
+async fn show_section(
+    state: &AppState,
+    access: &OrgAccess,
+    (title, page, empty_title, text): (&'static str, &'static str, &'static str, &'static str),
+) -> AppResult<Html<String>> {
     let ctx = ctx(
-        &state,
+        state,
         &access.signed_in.visitor,
-        "Domains",
-        "domains",
+        title,
+        page,
         Some(&access.org),
         None,
     )
     .await?;
-    Ok(Html(pages::section(
-        ctx,
+    Ok(Html(pages::section(ctx, title, empty_title, text)))
+}
+
+async fn show_domains(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
+    let words = (
         "Domains",
+        "domains",
         "No domains yet",
         "Domains this organisation hosts will be listed here with their state, chat accounts and uptime.",
-    )))
+    );
+    show_section(&state, &access, words).await
 }
 
 async fn show_billing(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    let ctx = ctx(
-        &state,
-        &access.signed_in.visitor,
+    let words = (
         "Billing",
         "billing",
-        Some(&access.org),
-        None,
-    )
-    .await?;
-    Ok(Html(pages::section(
-        ctx,
-        "Billing",
         "Nothing to pay",
         "This organisation has no subscriptions and no invoices.",
-    )))
+    );
+    show_section(&state, &access, words).await
 }
 
 async fn show_api_keys(
     State(state): State<AppState>,
     access: OrgAccess,
 ) -> AppResult<Html<String>> {
-    let ctx = ctx(
-        &state,
-        &access.signed_in.visitor,
+    let words = (
         "API keys",
         "api-keys",
-        Some(&access.org),
-        None,
-    )
-    .await?;
-    Ok(Html(pages::section(
-        ctx,
-        "API keys",
         "No API keys",
         "This organisation has no API keys.",
-    )))
+    );
+    show_section(&state, &access, words).await
 }
 
 async fn team_view(state: &AppState, access: &OrgAccess) -> AppResult<TeamView> {

@@ -64,32 +64,10 @@ async fn admin_create_makes_a_platform_admin_who_can_log_in_and_then_stops_on_si
     assert!(text(&out).contains("already exists"), "{}", text(&out));
 
     // The admin logs in to the running panel and sees the admin pages.
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let login = http
-        .get(panel.url("/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = rookery_tests::app::csrf_in(&login).unwrap();
-    let r = http
-        .post(panel.url("/login"))
-        .form(&[
-            ("email", "root@example.com"),
-            ("password", PASSWORD),
-            ("csrf", &csrf),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let browser = rookery_tests::app::TestClient::new(&panel.base_url);
+    let r = browser.login("root@example.com", PASSWORD).await;
     assert_eq!(r.status(), 303);
-    let tenants = http.get(panel.url("/admin/tenants")).send().await.unwrap();
+    let tenants = browser.get("/admin/tenants").await;
     assert_eq!(tenants.status(), 200);
     assert!(tenants.text().await.unwrap().contains("Tenants"));
 
@@ -149,31 +127,17 @@ async fn mail_goes_out_through_smtp_when_configured() {
     ])
     .await
     .unwrap();
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let page = http
-        .get(panel.url("/signup"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = rookery_tests::app::csrf_in(&page).unwrap();
-    let r = http
-        .post(panel.url("/signup"))
-        .form(&[
-            ("email", "smtp-user@example.com"),
-            ("password", PASSWORD),
-            ("org_name", ""),
-            ("csrf", &csrf),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let browser = rookery_tests::app::TestClient::new(&panel.base_url);
+    let r = browser
+        .post_form(
+            "/signup",
+            &[
+                ("email", "smtp-user@example.com"),
+                ("password", PASSWORD),
+                ("org_name", ""),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), 303);
 
     eventually(20, || {
