@@ -1,4 +1,5 @@
-//! What the panel and the node share. Today: connecting to SQLite or PostgreSQL through
-//! sqlx's `Any` driver with the same settings on both sides.
+//! What the panel and the node share. Connecting to SQLite or PostgreSQL through sqlx's
+//! `Any` driver, and layering configuration (defaults, a TOML file, the environment).
 
+pub mod config;
 pub mod db;

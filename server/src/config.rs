@@ -6,10 +6,6 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
-use figment::{
-    Figment,
-    providers::{Env, Format, Serialized, Toml},
-};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -130,17 +126,7 @@ fn serialize_secret<S: serde::Serializer>(
 impl Settings {
     /// Defaults, then the TOML file (when given), then the environment.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = file {
-            anyhow::ensure!(
-                path.exists(),
-                "configuration file {} does not exist",
-                path.display()
-            );
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(Env::prefixed("ROOKERY_").split("__"));
-        let settings: Settings = figment.extract().context("reading the configuration")?;
+        let settings = rookery_common::config::layered(Settings::default(), file, "ROOKERY_")?;
         settings.validate()?;
         Ok(settings)
     }

@@ -4,11 +4,6 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use anyhow::Context;
-use figment::{
-    Figment,
-    providers::{Env, Format, Serialized, Toml},
-};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,19 +86,7 @@ impl Default for Limits {
 
 impl NodeSettings {
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(NodeSettings::default()));
-        if let Some(path) = file {
-            anyhow::ensure!(
-                path.exists(),
-                "configuration file {} does not exist",
-                path.display()
-            );
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(Env::prefixed("ROOKERY_NODE_").split("__"));
-        let s: NodeSettings = figment
-            .extract()
-            .context("reading the node configuration")?;
+        let s = rookery_common::config::layered(NodeSettings::default(), file, "ROOKERY_NODE_")?;
         anyhow::ensure!(
             s.scram_iterations >= 4096,
             "scram_iterations must be at least 4096 (RFC 7677)"
