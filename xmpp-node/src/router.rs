@@ -201,7 +201,13 @@ impl Router {
 
     /// The session bound to exactly this full JID.
     pub fn session(&self, full: &Jid) -> Option<Arc<SessionHandle>> {
-        self.sessions(full).into_iter().find(|s| s.jid == *full)
+        self.by_account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&full.bare())?
+            .iter()
+            .find(|s| s.jid == *full)
+            .cloned()
     }
 
     /// Whether a resource name is taken for this account.

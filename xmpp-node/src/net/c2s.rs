@@ -252,14 +252,14 @@ impl Connection {
                                 me.taken();
                             }
                             self.node.metrics.stanzas_out.inc();
-                            self.out.push_str(&write_stanza(&stanza));
+                            stanza.write_to(&mut self.out, ns::CLIENT);
                             // Write whatever else is queued in the same syscall.
                             while let Ok(Delivery::Stanza(more)) = self.rx.try_recv() {
                                 if let Some(me) = &self.session {
                                     me.taken();
                                 }
                                 self.node.metrics.stanzas_out.inc();
-                                self.out.push_str(&write_stanza(&more));
+                                more.write_to(&mut self.out, ns::CLIENT);
                             }
                             vec![]
                         }

@@ -203,6 +203,15 @@ pub fn normalize_localpart(input: &str) -> Result<String, JidError> {
     if input.is_empty() {
         return Err(JidError::EmptyLocalpart);
     }
+    // Printable ASCII is all PVALID in the IdentifierClass, and for it width mapping, NFC
+    // and the bidi rule change nothing: UsernameCaseMapped is then just lower-casing. This
+    // skips the table look-ups for the addresses nearly every stanza carries.
+    if input.len() <= MAX_PART_BYTES && input.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        if let Some(c) = input.chars().find(|c| LOCALPART_FORBIDDEN.contains(c)) {
+            return Err(JidError::LocalpartForbiddenCharacter(c));
+        }
+        return Ok(input.to_ascii_lowercase());
+    }
     let normalized = UsernameCaseMapped::enforce(input).map_err(|_| JidError::InvalidLocalpart)?;
     // Checked after enforcement: width mapping turns '＠' (U+FF20) into '@'.
     if let Some(c) = normalized.chars().find(|c| LOCALPART_FORBIDDEN.contains(c)) {
@@ -232,6 +241,9 @@ pub fn normalize_domainpart(input: &str) -> Result<String, JidError> {
     }
     if let Ok(address) = domain.parse::<Ipv4Addr>() {
         return Ok(address.to_string());
+    }
+    if let Some(name) = plain_ascii_host(domain) {
+        return Ok(name);
     }
 
     // STD3 rules keep host names to letters, digits and hyphens (no '_', ' ', '@'…);
@@ -269,11 +281,40 @@ pub fn normalize_domainpart(input: &str) -> Result<String, JidError> {
     Ok(unicode.into_owned())
 }
 
+/// A host name of ASCII letters, digits and hyphens with no A-label (`xn--`) in it, as
+/// nearly every domain is: UTS-46 would only lower-case it. `None` sends the name through
+/// the full UTS-46 processing (which also gives the precise error).
+fn plain_ascii_host(domain: &str) -> Option<String> {
+    if domain.len() > MAX_PART_BYTES {
+        return None;
+    }
+    for label in domain.split('.') {
+        let bytes = label.as_bytes();
+        let ok = !bytes.is_empty()
+            && bytes.len() <= MAX_LABEL_BYTES
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+            && !(bytes.len() >= 4 && bytes[..4].eq_ignore_ascii_case(b"xn--"));
+        if !ok {
+            return None;
+        }
+    }
+    Some(domain.to_ascii_lowercase())
+}
+
 /// Normalises a resourcepart (RFC 7622 §3.4): PRECIS OpaqueString (case and inner spaces
 /// kept), 1 to 1023 bytes. It may contain `/` and `@`.
 pub fn normalize_resourcepart(input: &str) -> Result<String, JidError> {
     if input.is_empty() {
         return Err(JidError::EmptyResourcepart);
+    }
+    // Printable ASCII and the space are all valid in the FreeformClass, and OpaqueString
+    // maps none of them: the string is already normalised.
+    if input.len() <= MAX_PART_BYTES && input.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Ok(input.to_owned());
     }
     let normalized = OpaqueString::enforce(input).map_err(|_| JidError::InvalidResourcepart)?;
     if normalized.len() > MAX_PART_BYTES {
@@ -557,5 +598,66 @@ mod tests {
     fn every_error_is_jid_malformed() {
         assert_eq!(JidError::EmptyLocalpart.condition(), "jid-malformed");
         assert_eq!(JidError::InvalidIpLiteral.condition(), "jid-malformed");
+    }
+
+    /// The ASCII shortcuts must give exactly what the full PRECIS / UTS-46 processing gives.
+    #[test]
+    fn the_ascii_fast_paths_agree_with_precis_and_uts46() {
+        let mut samples: Vec<String> = (0x20u8..=0x7e)
+            .flat_map(|b| {
+                let c = char::from(b);
+                [
+                    format!("{c}"),
+                    format!("ab{c}cd"),
+                    format!("{c}x"),
+                    format!("x{c}"),
+                ]
+            })
+            .collect();
+        samples.extend(
+            [
+                "Juliet",
+                "ROMEO",
+                "a--b",
+                "xn--p1ai",
+                "XN--P1AI",
+                "ab.xn--p1ai",
+                "1.2.3",
+                "123",
+                "a.b-c.d",
+                "-a",
+                "a-",
+                "a..b",
+                "a.",
+                "Bench.Example",
+                " lead",
+                "trail ",
+            ]
+            .map(String::from),
+        );
+        samples.push("a".repeat(64));
+        samples.push(format!("{}.com", "a".repeat(63)));
+        for s in &samples {
+            let slow_local = UsernameCaseMapped::enforce(s.as_str())
+                .ok()
+                .filter(|n| !n.chars().any(|c| LOCALPART_FORBIDDEN.contains(&c)))
+                .map(|n| n.into_owned());
+            assert_eq!(normalize_localpart(s).ok(), slow_local, "localpart {s:?}");
+            let slow_resource = OpaqueString::enforce(s.as_str())
+                .ok()
+                .map(|n| n.into_owned());
+            assert_eq!(
+                normalize_resourcepart(s).ok(),
+                slow_resource,
+                "resource {s:?}"
+            );
+            if let Some(fast) = plain_ascii_host(s) {
+                let uts46 = Uts46::new();
+                let (unicode, result) =
+                    uts46.to_unicode(s.as_bytes(), AsciiDenyList::STD3, Hyphens::CheckFirstLast);
+                assert!(result.is_ok(), "host {s:?} is not a valid name");
+                assert_eq!(fast, unicode, "host {s:?}");
+            }
+        }
     }
 }
