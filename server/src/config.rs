@@ -33,9 +33,53 @@ pub struct Settings {
     pub mail_from: String,
     /// Trust the last address of `X-Forwarded-For` (set only behind a reverse proxy).
     pub behind_proxy: bool,
+    /// Seals secrets the panel keeps (node secrets): 64 hex digits, the same for every
+    /// panel instance. Empty: `<data_dir>/secret.key`, generated on first start.
+    #[serde(serialize_with = "serialize_plain_secret")]
+    pub secret_key: String,
     pub session: SessionSettings,
     pub login_limits: LoginLimits,
     pub password_hashing: HashingSettings,
+    pub provisioning: ProvisioningSettings,
+    pub local_node: LocalNodeSettings,
+}
+
+/// The node pool: placement rules, the reconciler and the health poller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProvisioningSettings {
+    /// `spread` (least loaded node first) or `pack` (fill nodes in turn).
+    pub placement_policy: crate::nodes::placement::Policy,
+    /// Share of every node's capacity kept free, percent; the pool page warns past it.
+    pub headroom_percent: u8,
+    /// Labels every node hosting customer domains must carry, e.g. `{ region = "eu" }`.
+    pub required_labels: std::collections::BTreeMap<String, String>,
+    /// How often the reconciler looks for work, milliseconds.
+    pub reconcile_interval_ms: u64,
+    /// How often every node is polled for status and usage, seconds.
+    pub poll_interval_secs: u64,
+    /// Missed polls in a row after which a node is marked down.
+    pub down_after_misses: i64,
+    /// Seconds a join token stays valid.
+    pub join_token_ttl_secs: i64,
+    /// Timeout of one call to a node, seconds.
+    pub node_timeout_secs: u64,
+    /// Longest wait between retries of a failing domain, seconds.
+    pub max_retry_secs: i64,
+}
+
+/// A node started inside the panel process and enrolled in its pool: the demo's "panel +
+/// a local node". Off in production (the pool is made of `rookery-node` machines).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LocalNodeSettings {
+    pub enabled: bool,
+    /// Its data (SQLite, certificates) lives here; empty: `<data_dir>/node`.
+    pub data_dir: Option<PathBuf>,
+    pub c2s_listen: SocketAddr,
+    pub c2s_tls_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub control_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +123,38 @@ impl Default for Settings {
             session: SessionSettings::default(),
             login_limits: LoginLimits::default(),
             password_hashing: HashingSettings::default(),
+            secret_key: String::new(),
+            provisioning: ProvisioningSettings::default(),
+            local_node: LocalNodeSettings::default(),
+        }
+    }
+}
+
+impl Default for ProvisioningSettings {
+    fn default() -> Self {
+        Self {
+            placement_policy: Default::default(),
+            headroom_percent: 20,
+            required_labels: Default::default(),
+            reconcile_interval_ms: 500,
+            poll_interval_secs: 5,
+            down_after_misses: 3,
+            join_token_ttl_secs: 24 * 3600,
+            node_timeout_secs: 10,
+            max_retry_secs: 60,
+        }
+    }
+}
+
+impl Default for LocalNodeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            data_dir: None,
+            c2s_listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
+            c2s_tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
+            control_listen: SocketAddr::from(([127, 0, 0, 1], 5290)),
         }
     }
 }
@@ -123,6 +199,11 @@ fn serialize_secret<S: serde::Serializer>(
     }
 }
 
+#[allow(clippy::ptr_arg)]
+fn serialize_plain_secret<S: serde::Serializer>(v: &String, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_empty() { "" } else { "<redacted>" })
+}
+
 impl Settings {
     /// Defaults, then the TOML file (when given), then the environment.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
@@ -149,6 +230,19 @@ impl Settings {
         anyhow::ensure!(
             self.login_limits.per_account > 0 && self.login_limits.per_ip > 0,
             "login_limits.per_account and per_ip must be positive"
+        );
+        let p = &self.provisioning;
+        anyhow::ensure!(
+            p.headroom_percent <= 90,
+            "provisioning.headroom_percent must be at most 90"
+        );
+        anyhow::ensure!(
+            p.reconcile_interval_ms > 0 && p.poll_interval_secs > 0 && p.node_timeout_secs > 0,
+            "provisioning intervals and timeouts must be positive"
+        );
+        anyhow::ensure!(
+            p.down_after_misses > 0 && p.join_token_ttl_secs > 0 && p.max_retry_secs > 0,
+            "provisioning.down_after_misses, join_token_ttl_secs and max_retry_secs must be positive"
         );
         Ok(())
     }

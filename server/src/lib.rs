@@ -6,6 +6,9 @@
 //! - `orgs`: organisations (tenants), their pages and their team;
 //! - `account`: the signed-in person's own settings;
 //! - `admin`: the platform admin's pages and the `rookery admin` commands;
+//! - `domains`: customer domains and their chat accounts;
+//! - `nodes`: the node pool, enrollment, placement, the reconciler and the poller;
+//! - `seal`: secrets the panel keeps, sealed under its secret key;
 //! - `mail`: outgoing mail (SMTP, or the log and the admin outbox);
 //! - `ops`: health, readiness and metrics.
 
@@ -15,11 +18,14 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod domains;
 pub mod error;
 pub mod mail;
+pub mod nodes;
 pub mod ops;
 pub mod orgs;
 pub mod pages;
+pub mod seal;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

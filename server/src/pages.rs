@@ -46,6 +46,19 @@ pub fn notice(code: &str) -> Option<Flash> {
         "plan-created" => (FlashKind::Success, "Plan created."),
         "tenant-updated" => (FlashKind::Success, "Organisation updated."),
         "org-created" => (FlashKind::Success, "Organisation created."),
+        "node-cordoned" => (
+            FlashKind::Info,
+            "Node cordoned: it keeps its domains and gets no new ones.",
+        ),
+        "node-active" => (
+            FlashKind::Success,
+            "Node active: it takes new domains again.",
+        ),
+        "node-draining" => (
+            FlashKind::Info,
+            "Node draining: its domains are being moved to other nodes.",
+        ),
+        "node-removed" => (FlashKind::Success, "Node removed from the pool."),
         _ => return None,
     };
     Some(Flash {

@@ -1,7 +1,7 @@
 //! Building and running the panel: database and migrations, shared state, the router with
 //! its middleware, and a server that drains on SIGTERM or Ctrl-C.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -25,11 +25,13 @@ use crate::{
     auth::{passwords::Hasher, session::Visitor},
     clock::Clock,
     config::Settings,
-    db,
+    db, domains,
     error::{AppError, AppResult},
     mail::Mailer,
+    nodes::{self, client::NodeClients},
     ops, orgs,
     pages::ctx,
+    seal::Sealer,
     state::{AppState, Inner},
     telemetry::{HttpLabels, Metrics},
 };
@@ -75,7 +77,16 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
+        let local_node = if self.state.settings.local_node.enabled {
+            Some(nodes::local::start(&self.state).await?)
+        } else {
+            None
+        };
+        let background = [
+            tokio::spawn(sweep_forever(self.state.clone())),
+            tokio::spawn(nodes::reconcile::reconcile_forever(self.state.clone())),
+            tokio::spawn(nodes::reconcile::poll_forever(self.state.clone())),
+        ];
         tracing::info!("panel listening on http://{}", self.local_addr());
         let served = axum::serve(
             self.listener,
@@ -84,7 +95,20 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        sweeper.abort();
+        for task in background {
+            task.abort();
+        }
+        if let Some(node) = local_node {
+            let _ = node.stop.send(());
+            match node.task.await {
+                Ok(Err(e)) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the local node stopped with an error"
+                ),
+                Err(e) => tracing::warn!(error = %e, "the local node task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         self.state.db.close().await;
         tracing::info!("panel stopped");
         served.context("serving HTTP")
@@ -100,6 +124,10 @@ pub async fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<App
     let metrics = Metrics::new();
     let mailer = Mailer::new(&settings, pool.clone(), clock.clone(), metrics.clone())?;
     let hasher = Hasher::new(&settings.password_hashing)?;
+    let sealer = Sealer::load(&settings.secret_key, &settings.data_dir)?;
+    let node_clients = Arc::new(NodeClients::new(Duration::from_secs(
+        settings.provisioning.node_timeout_secs,
+    )));
     Ok(AppState::new(Inner {
         db: pool,
         settings,
@@ -108,6 +136,8 @@ pub async fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<App
         hasher,
         metrics,
         csrf_key,
+        sealer,
+        node_clients,
     }))
 }
 
@@ -145,6 +175,8 @@ pub fn router(state: AppState) -> Router {
         .merge(account::router())
         .merge(orgs::router())
         .merge(admin::router())
+        .merge(nodes::router())
+        .merge(domains::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(state.clone(), auth::csrf::middleware))
         .merge(ops::router())

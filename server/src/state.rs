@@ -5,7 +5,7 @@ use std::{ops::Deref, sync::Arc};
 
 use crate::{
     auth::passwords::Hasher, clock::Clock, config::Settings, db::Pool, mail::Mailer,
-    telemetry::Metrics,
+    nodes::client::NodeClients, seal::Sealer, telemetry::Metrics,
 };
 
 #[derive(Clone)]
@@ -21,6 +21,10 @@ pub struct Inner {
     /// Signs CSRF tokens. Generated once and stored in the database, so every panel
     /// instance of a deployment agrees.
     pub csrf_key: [u8; 32],
+    /// Seals the secrets the panel keeps (node secrets).
+    pub sealer: Sealer,
+    /// HTTP clients for the nodes' control APIs.
+    pub node_clients: Arc<NodeClients>,
 }
 
 impl AppState {

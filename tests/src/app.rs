@@ -39,6 +39,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         data_dir: data.path().to_path_buf(),
         ..Settings::default()
     };
+    // Tests that want nodes start them; the demo's local node would take port 5222.
+    settings.local_node.enabled = false;
     adjust(&mut settings);
     let clock = Clock::default();
     let app = Application::build_with_clock(settings, clock.clone())

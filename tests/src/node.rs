@@ -1,5 +1,6 @@
 //! A Rookery node as a real process (`rookery-node serve`) on free loopback ports with a
-//! fresh database and data folder, its CLI, and the Python virtualenv whose XMPP client
+//! fresh database and data folder, its CLI, its control API (an HTTPS client that trusts
+//! exactly the node's control certificate), and the Python virtualenv whose XMPP client
 //! libraries (written by others) the tests drive against it.
 
 use std::{
@@ -23,11 +24,19 @@ pub struct NodeProcess {
     pub c2s_port: u16,
     pub c2s_tls_port: u16,
     pub http_port: u16,
+    /// Where the control API listens (once the node has a secret).
+    pub control_port: u16,
+    /// The control API's bearer secret (None: the node waits for `rookery-node join`).
+    pub control_secret: Option<String>,
     pub database: TestDatabase,
     data_dir: tempfile::TempDir,
+    extra_env: Vec<(String, String)>,
     /// Killed when the struct drops (kill_on_drop).
-    _child: Child,
+    child: Option<Child>,
 }
+
+/// A control API answer: the status and the JSON body (`Null` when there is none).
+pub type ControlAnswer = (reqwest::StatusCode, serde_json::Value);
 
 impl NodeProcess {
     /// Starts a node and waits until its HTTP port answers `/healthz`.
@@ -35,62 +44,197 @@ impl NodeProcess {
         Self::start_with_env(&[]).await
     }
 
-    /// Like [`NodeProcess::start`], with extra `ROOKERY_NODE_*` settings.
+    /// Like [`NodeProcess::start`], with extra `ROOKERY_NODE_*` settings. The node gets a
+    /// random control secret, so its control API listens at once.
     pub async fn start_with_env(extra: &[(&str, &str)]) -> anyhow::Result<NodeProcess> {
+        let secret = format!("test-secret-{}", uuid::Uuid::now_v7().simple());
+        Self::launch(Some(secret), extra).await
+    }
+
+    /// A node with no control secret: its control API waits for `rookery-node join`.
+    pub async fn start_unenrolled(extra: &[(&str, &str)]) -> anyhow::Result<NodeProcess> {
+        Self::launch(None, extra).await
+    }
+
+    /// Enrolls a new node in the panel at `panel_url` (`rookery-node join … --name name`),
+    /// then starts it; it serves the control API with the credentials `join` stored.
+    pub async fn join_and_start(
+        panel_url: &str,
+        token: &str,
+        name: &str,
+    ) -> anyhow::Result<NodeProcess> {
+        let mut node = Self::prepare(None, &[]).await?;
+        let out = node.join_cli(panel_url, token, name).await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "rookery-node join failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        node.child = Some(node.spawn()?);
+        node.wait_healthy().await?;
+        Ok(node)
+    }
+
+    /// Runs `rookery-node join` for a new node that is never started, and returns what the
+    /// command said (for tokens that must be refused).
+    pub async fn join(panel_url: &str, token: &str, name: &str) -> anyhow::Result<Output> {
+        Self::prepare(None, &[])
+            .await?
+            .join_cli(panel_url, token, name)
+            .await
+    }
+
+    async fn join_cli(&self, panel_url: &str, token: &str, name: &str) -> anyhow::Result<Output> {
+        self.cli(&["join", panel_url, "--token", token, "--name", name], None)
+            .await
+    }
+
+    async fn launch(secret: Option<String>, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut node = Self::prepare(secret, extra).await?;
+        node.child = Some(node.spawn()?);
+        node.wait_healthy().await?;
+        Ok(node)
+    }
+
+    /// Ports, database and data folder for a node, not started yet.
+    async fn prepare(secret: Option<String>, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let database = fresh_database_url().await?;
         let data_dir = tempfile::Builder::new()
             .prefix("rookery-test-node-")
             .tempdir()?;
-        let (c2s_port, c2s_tls_port, http_port) = (
-            free_loopback_port()?,
-            free_loopback_port()?,
-            free_loopback_port()?,
-        );
+        Ok(NodeProcess {
+            c2s_port: free_loopback_port()?,
+            c2s_tls_port: free_loopback_port()?,
+            http_port: free_loopback_port()?,
+            control_port: free_loopback_port()?,
+            control_secret: secret,
+            database,
+            data_dir,
+            extra_env: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        })
+    }
+
+    fn spawn(&self) -> anyhow::Result<Child> {
         let mut command = Command::new(workspace_binary("rookery-node")?);
         command
             .arg("serve")
-            .current_dir(data_dir.path())
+            .current_dir(self.data_dir.path())
             .kill_on_drop(true);
-        for (k, v) in node_env(
-            &database,
-            data_dir.path(),
-            c2s_port,
-            c2s_tls_port,
-            http_port,
-        ) {
-            command.env(k, v);
-        }
-        command.envs(extra.iter().copied());
+        command.envs(self.env());
+        command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         if test_log() {
             command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         } else {
-            let log = std::fs::File::create(data_dir.path().join("node-output.log"))?;
+            // Appended to: a restarted node's log follows the first run's.
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.data_dir.path().join("node-output.log"))?;
             command.stdout(log.try_clone()?).stderr(log);
         }
-        let child = command.spawn().context("starting rookery-node")?;
-        let node = NodeProcess {
-            c2s_port,
-            c2s_tls_port,
-            http_port,
-            database,
-            data_dir,
-            _child: child,
-        };
+        command.spawn().context("starting rookery-node")
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await
+            if let Ok(r) =
+                reqwest::get(format!("http://127.0.0.1:{}/healthz", self.http_port)).await
                 && r.status() == 200
             {
-                return Ok(node);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
                     "the node did not start within 30 s; its output:\n{}",
-                    node.output()
+                    self.output()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Kills the node (no clean shutdown, as in a crash) and waits until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Kills the node (no clean shutdown, as in a crash) and starts it again on the same
+    /// ports, database and data folder.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await;
+        self.child = Some(self.spawn()?);
+        self.wait_healthy().await
+    }
+
+    /// `https://127.0.0.1:<control port>`.
+    pub fn control_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.control_port)
+    }
+
+    /// The control API's self-signed certificate (PEM), generated by the node.
+    pub fn control_cert(&self) -> PathBuf {
+        self.data_dir.path().join("certs").join("_control.crt")
+    }
+
+    /// An HTTPS client that trusts exactly the node's control certificate.
+    pub fn control_client(&self) -> anyhow::Result<reqwest::Client> {
+        let pem = std::fs::read(self.control_cert())
+            .with_context(|| format!("reading {}", self.control_cert().display()))?;
+        Ok(reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .timeout(Duration::from_secs(30))
+            .build()?)
+    }
+
+    /// Calls the control API with the node's secret.
+    pub async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<ControlAnswer> {
+        let secret = self.control_secret.clone().unwrap_or_default();
+        self.control_as(&secret, method, path, body).await
+    }
+
+    /// Calls the control API presenting `secret`.
+    pub async fn control_as(
+        &self,
+        secret: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<ControlAnswer> {
+        let mut req = self
+            .control_client()?
+            .request(method, format!("{}{path}", self.control_url()))
+            .bearer_auth(secret);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.context("calling the control API")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the control API answered {status} with no JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })?
+        };
+        Ok((status, json))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -127,15 +271,8 @@ impl NodeProcess {
             .args(args)
             .current_dir(self.data_dir.path())
             .kill_on_drop(true);
-        for (k, v) in node_env(
-            &self.database,
-            self.data_dir.path(),
-            self.c2s_port,
-            self.c2s_tls_port,
-            self.http_port,
-        ) {
-            command.env(k, v);
-        }
+        command.envs(self.env());
+        command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         command
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -197,27 +334,42 @@ impl NodeProcess {
     }
 }
 
-fn node_env(
-    db: &TestDatabase,
-    data: &Path,
-    c2s: u16,
-    c2s_tls: u16,
-    http: u16,
-) -> Vec<(String, String)> {
-    vec![
-        ("ROOKERY_NODE_DATABASE_URL".into(), db.url.clone()),
-        ("ROOKERY_NODE_DATA_DIR".into(), data.display().to_string()),
-        ("ROOKERY_NODE_C2S_LISTEN".into(), format!("127.0.0.1:{c2s}")),
-        (
-            "ROOKERY_NODE_C2S_TLS_LISTEN".into(),
-            format!("127.0.0.1:{c2s_tls}"),
-        ),
-        (
-            "ROOKERY_NODE_HTTP_LISTEN".into(),
-            format!("127.0.0.1:{http}"),
-        ),
-        ("RUST_LOG".into(), "info,sqlx=warn".into()),
-    ]
+impl NodeProcess {
+    /// The settings that point the node (and its CLI) at this node's ports, database and
+    /// data folder.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "ROOKERY_NODE_DATABASE_URL".into(),
+                self.database.url.clone(),
+            ),
+            (
+                "ROOKERY_NODE_DATA_DIR".into(),
+                self.data_dir.path().display().to_string(),
+            ),
+            (
+                "ROOKERY_NODE_C2S_LISTEN".into(),
+                format!("127.0.0.1:{}", self.c2s_port),
+            ),
+            (
+                "ROOKERY_NODE_C2S_TLS_LISTEN".into(),
+                format!("127.0.0.1:{}", self.c2s_tls_port),
+            ),
+            (
+                "ROOKERY_NODE_HTTP_LISTEN".into(),
+                format!("127.0.0.1:{}", self.http_port),
+            ),
+            (
+                "ROOKERY_NODE_CONTROL_LISTEN".into(),
+                format!("127.0.0.1:{}", self.control_port),
+            ),
+            ("RUST_LOG".into(), "info,sqlx=warn".into()),
+        ];
+        if let Some(secret) = &self.control_secret {
+            env.push(("ROOKERY_NODE_CONTROL_SECRET".into(), secret.clone()));
+        }
+        env
+    }
 }
 
 /// The Python of the test virtualenv (`ROOKERY_TEST_PYTHON`, or `<workspace>/.venv`), which

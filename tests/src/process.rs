@@ -36,6 +36,8 @@ pub struct PanelProcess {
     pub database: TestDatabase,
     child: Child,
     data_dir: tempfile::TempDir,
+    port: u16,
+    extra_env: Vec<(String, String)>,
 }
 
 impl PanelProcess {
@@ -65,6 +67,11 @@ impl PanelProcess {
                         database,
                         child,
                         data_dir,
+                        port,
+                        extra_env: extra_env
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
                     });
                 }
                 Err(StartError::Exited(error)) => last_error = Some(error),
@@ -114,6 +121,23 @@ impl PanelProcess {
             .await
             .context("the panel did not exit within 20 s of SIGTERM")?
             .context("waiting for the panel")
+    }
+
+    /// Kills the panel (SIGKILL: no clean shutdown, as in a crash) and starts it again on
+    /// the same port, database and data folder.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill().await;
+        let env: Vec<(&str, &str)> = self
+            .extra_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.child = match spawn_panel(self.port, &self.database, self.data_dir.path(), &env).await
+        {
+            Ok(child) => child,
+            Err(StartError::Exited(e) | StartError::Other(e)) => return Err(e),
+        };
+        Ok(())
     }
 
     /// Kills the panel and waits until it is gone.
@@ -281,6 +305,7 @@ async fn spawn_panel(
         .env("ROOKERY_DATABASE_URL", &database.url)
         .env("ROOKERY_DATA_DIR", data_dir)
         .env("ROOKERY_PUBLIC_URL", &base_url)
+        .env("ROOKERY_LOCAL_NODE__ENABLED", "false")
         .envs(extra_env.iter().copied());
     if test_log() {
         command.stdout(Stdio::inherit()).stderr(Stdio::inherit());

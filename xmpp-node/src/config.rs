@@ -2,8 +2,10 @@
 //! file (`--config node.toml`), then `ROOKERY_NODE_`-prefixed environment variables (`__`
 //! separates nested keys, e.g. `ROOKERY_NODE_LIMITS__MAX_STANZA_BYTES`).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
+use rookery_common::control::NodeCapacity;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +29,22 @@ pub struct NodeSettings {
     /// SCRAM iteration count for new passwords.
     pub scram_iterations: u32,
     pub limits: Limits,
+    /// The control API (HTTPS, for the panel).
+    pub control_listen: SocketAddr,
+    /// The host name clients and the panel reach this node at.
+    pub public_host: String,
+    /// What this node can carry, as told to the panel at enrollment and in its status.
+    pub capacity: NodeCapacity,
+    /// Labels placement can require, e.g. `region = "eu-west"`.
+    pub labels: BTreeMap<String, String>,
+    /// The control API's bearer secret, set by hand (demos, tests). Without it, the
+    /// credentials `rookery-node join` stored in `<data_dir>/control.json` are used.
+    #[serde(skip_serializing)]
+    pub control_secret: Option<SecretString>,
+    /// PEM certificate chain and key of the control API; without them a self-signed pair
+    /// is generated once under `<data_dir>/certs/_control.crt` (the panel pins it).
+    pub control_cert: Option<PathBuf>,
+    pub control_key: Option<PathBuf>,
 }
 
 /// Hardening limits; each closes only the offending stream.
@@ -63,6 +81,13 @@ impl Default for NodeSettings {
             fallback_key: None,
             scram_iterations: 4096,
             limits: Limits::default(),
+            control_listen: SocketAddr::from(([127, 0, 0, 1], crate::ports::CONTROL)),
+            public_host: "127.0.0.1".into(),
+            capacity: NodeCapacity::default(),
+            labels: BTreeMap::new(),
+            control_secret: None,
+            control_cert: None,
+            control_key: None,
         }
     }
 }
@@ -99,6 +124,24 @@ impl NodeSettings {
             s.fallback_cert.is_some() == s.fallback_key.is_some(),
             "fallback_cert and fallback_key go together"
         );
+        anyhow::ensure!(
+            s.control_cert.is_some() == s.control_key.is_some(),
+            "control_cert and control_key go together"
+        );
+        if let Some(secret) = &s.control_secret {
+            anyhow::ensure!(
+                secret.expose_secret().len() >= 16,
+                "control_secret must be at least 16 characters long"
+            );
+        }
+        anyhow::ensure!(
+            !s.public_host.trim().is_empty(),
+            "public_host must name this node's host"
+        );
+        anyhow::ensure!(
+            s.capacity.max_vhosts >= 0 && s.capacity.max_sessions >= 0,
+            "capacity.max_vhosts and capacity.max_sessions must not be negative"
+        );
         Ok(s)
     }
 
@@ -133,6 +176,42 @@ mod tests {
             "sqlite://./data/node.db?mode=rwc"
         );
         assert_eq!(s.limits.max_stanza_bytes, 256 * 1024);
+        assert_eq!(s.control_listen, "127.0.0.1:5290".parse().unwrap());
+        assert!(s.control_secret.is_none());
+    }
+
+    #[test]
+    fn the_deployment_example_is_a_valid_configuration() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/rookery-node.example.toml");
+        figment::Jail::expect_with(|_| {
+            let s = NodeSettings::load(Some(&example)).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(s.public_host, "node1.example.net");
+            assert_eq!(s.labels.get("region").map(String::as_str), Some("eu-west"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_control_secret_capacity_and_labels_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ROOKERY_NODE_CONTROL_SECRET", "a-secret-of-twenty-chars");
+            jail.set_env("ROOKERY_NODE_CAPACITY__MAX_VHOSTS", "7");
+            jail.set_env("ROOKERY_NODE_LABELS__REGION", "eu-west");
+            let s = NodeSettings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.control_secret.as_ref().map(|x| x.expose_secret()),
+                Some("a-secret-of-twenty-chars")
+            );
+            assert!(!format!("{s:?}").contains("twenty"), "never in logs");
+            assert_eq!(s.capacity.max_vhosts, 7);
+            assert_eq!(s.capacity.max_sessions, 100_000);
+            assert_eq!(s.labels.get("region").map(String::as_str), Some("eu-west"));
+            jail.set_env("ROOKERY_NODE_CONTROL_SECRET", "short");
+            let e = NodeSettings::load(None).unwrap_err().to_string();
+            assert!(e.contains("at least 16"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! Rookery's node: the XMPP server every cluster node runs, and (with the provisioning
-//! issue) its node agent.
+//! Rookery's node: the XMPP server every cluster node runs, and its node agent.
 //!
 //! - `proto/`: the protocol without I/O (XML, JIDs, SASL, stream negotiation, stanzas);
 //! - `net/`: sockets and TLS, one task per connection;
 //! - `store/`: vhosts, accounts and offline messages in SQLite or PostgreSQL;
 //! - `router`, `im`: who is online, and what happens to each stanza;
-//! - `server`: listeners, vhost reloads, `/metrics`, shutdown.
+//! - `server`: listeners, vhost reloads, `/metrics`, shutdown;
+//! - `control`: the HTTPS control API the panel drives, and enrollment (`join`).
 
 pub mod config;
+pub mod control;
 pub mod im;
 pub mod metrics;
 pub mod net;

@@ -1,12 +1,18 @@
-//! `rookery-node`: run the XMPP server (`serve`) and manage its virtual hosts and accounts
-//! (`vhost`, `user`). The management commands work whether or not `serve` is running; a
-//! running server picks up vhost changes within a second.
+//! `rookery-node`: run the XMPP server (`serve`), enroll it in a panel's pool (`join`),
+//! and manage its virtual hosts and accounts by hand (`vhost`, `user`). The management
+//! commands work whether or not `serve` is running; a running server picks up vhost
+//! changes, and the credentials `join` stores, within a second.
 
 use std::{io::BufRead, io::IsTerminal, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rookery_node::{config::NodeSettings, server::Server, store::Store};
+use rookery_node::{
+    config::NodeSettings,
+    control::join::{JoinArgs, parse_label},
+    server::Server,
+    store::Store,
+};
 
 #[derive(Parser)]
 #[command(name = "rookery-node", version = rookery_node::VERSION, about = "Rookery node: the XMPP server of a Rookery cluster")]
@@ -25,6 +31,35 @@ struct Cli {
 enum Command {
     /// Run the XMPP server.
     Serve,
+    /// Enroll this node in a panel's pool with a join token (stores `<data_dir>/control.json`).
+    Join {
+        /// The panel's URL, e.g. https://panel.example.com
+        panel_url: String,
+        /// The one-time join token an admin created in the panel.
+        #[arg(long, env = "ROOKERY_NODE_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The node's name in the pool (default: its public host).
+        #[arg(long)]
+        name: Option<String>,
+        /// The host name clients reach this node at (default: the `public_host` setting).
+        #[arg(long)]
+        public_host: Option<String>,
+        /// Where the panel reaches the control API (default: https://<control_listen>).
+        #[arg(long)]
+        control_url: Option<String>,
+        /// A label placement can require, key=value (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// How many domains this node may carry (default: the `capacity` setting).
+        #[arg(long)]
+        max_vhosts: Option<i64>,
+        /// How many sessions this node may carry (default: the `capacity` setting).
+        #[arg(long)]
+        max_sessions: Option<i64>,
+        /// PEM file of the CA (or certificate) to trust for the panel; default: public CAs.
+        #[arg(long)]
+        panel_ca: Option<PathBuf>,
+    },
     /// Manage the domains this node hosts.
     Vhost {
         #[command(subcommand)]
@@ -83,7 +118,13 @@ fn init_logging(format: &str) {
             .init();
     } else {
         registry
-            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_writer(std::io::stderr)
+                    // Colours only for people: a log file or journal gets plain text.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .init();
     }
 }
@@ -112,6 +153,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             server.run(shutdown_signal()).await
+        }
+        Command::Join {
+            panel_url,
+            token,
+            name,
+            public_host,
+            control_url,
+            labels,
+            max_vhosts,
+            max_sessions,
+            panel_ca,
+        } => {
+            let args = JoinArgs {
+                panel_url,
+                token,
+                name,
+                public_host,
+                control_url,
+                labels,
+                max_vhosts,
+                max_sessions,
+                panel_ca,
+            };
+            let joined = rookery_node::control::join::join(&settings, &args).await?;
+            println!(
+                "Joined the pool of {} as node {}.",
+                joined.panel_url, joined.node_id
+            );
+            println!(
+                "Credentials are in {}; `rookery-node serve` starts the control API with them.",
+                rookery_node::control::Credentials::path(&settings.data_dir).display()
+            );
+            Ok(())
         }
         Command::Vhost { command } => {
             let store = Store::open(&settings.effective_database_url()).await?;

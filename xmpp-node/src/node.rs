@@ -1,23 +1,55 @@
 //! The running node's shared state: settings, storage, the session router, the set of
-//! hosted domains (reloaded when the store says it changed), TLS certificates and metrics.
+//! hosted domains with their policy and usage counters (reloaded when the store says it
+//! changed, or right after the control API wrote a spec), TLS certificates and metrics.
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, RwLock},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, RwLock},
     time::Instant,
 };
 
 use crate::{
     config::NodeSettings,
+    control::usage::VhostCounters,
     metrics::Metrics,
     net::tls::CertResolver,
     proto::{
+        c2s::{HostAccess, StreamError},
         element::Element,
         parser::{Limits, StreamEvent, StreamParser},
     },
     router::Router,
-    store::Store,
+    store::{Store, VhostPolicy},
 };
+
+/// A hosted domain as the running node serves it.
+#[derive(Debug)]
+pub struct HostState {
+    /// Open, suspended or moved (from the applied spec; open for CLI vhosts).
+    pub access: HostAccess,
+    /// The applied spec's policy (None: a CLI vhost, no limits).
+    pub policy: Option<VhostPolicy>,
+    /// Kept across reloads while the domain stays hosted.
+    pub counters: Arc<VhostCounters>,
+}
+
+impl HostState {
+    pub fn max_sessions(&self) -> Option<i64> {
+        self.policy.as_ref().and_then(|p| p.max_sessions)
+    }
+}
+
+/// How a policy lets clients in: a suspension wins over a move.
+pub fn access_of(policy: Option<&VhostPolicy>) -> HostAccess {
+    match policy {
+        Some(p) if p.suspended => HostAccess::Suspended,
+        Some(VhostPolicy {
+            moved_to: Some(host),
+            ..
+        }) => HostAccess::MovedTo(host.clone()),
+        _ => HostAccess::Open,
+    }
+}
 
 pub struct Node {
     pub settings: Settings,
@@ -28,7 +60,11 @@ pub struct Node {
     pub started: Instant,
     pub auth_throttle: crate::net::c2s::AuthThrottle,
     pub blocks: crate::xep::blocking::BlockCache,
-    hosts: RwLock<HashSet<String>>,
+    /// When the current usage period started (`GET /v1/usage` starts the next).
+    pub usage_period: Mutex<Instant>,
+    hosts: RwLock<HashMap<String, Arc<HostState>>>,
+    /// One reload at a time, so an older read of the store never overwrites a newer one.
+    reload_lock: tokio::sync::Mutex<()>,
     /// Vhosts whose stanzas are logged (the runtime debug switch).
     debug_hosts: RwLock<HashSet<String>>,
 }
@@ -53,7 +89,9 @@ impl Node {
             started: Instant::now(),
             auth_throttle: Default::default(),
             blocks: Default::default(),
-            hosts: RwLock::new(HashSet::new()),
+            usage_period: Mutex::new(Instant::now()),
+            hosts: RwLock::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
             debug_hosts: RwLock::new(HashSet::new()),
         })
     }
@@ -62,7 +100,32 @@ impl Node {
         self.hosts
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(domain)
+            .contains_key(domain)
+    }
+
+    /// A hosted domain's state.
+    pub fn host(&self, domain: &str) -> Option<Arc<HostState>> {
+        self.hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
+    }
+
+    /// How clients of `domain` are let in.
+    pub fn access(&self, domain: &str) -> HostAccess {
+        self.host(domain)
+            .map_or(HostAccess::Unknown, |h| h.access.clone())
+    }
+
+    /// Every hosted domain, in no particular order.
+    pub fn hosts(&self) -> Vec<(String, Arc<HostState>)> {
+        self.hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(d, h)| (d.clone(), h.clone()))
+            .collect()
     }
 
     /// Whether this vhost's stanzas are logged.
@@ -73,8 +136,11 @@ impl Node {
             .contains(domain)
     }
 
-    /// Loads the vhosts from the store and serves exactly those (certificates included).
+    /// Loads the vhosts from the store and serves exactly those (certificates and
+    /// policies included). Sessions of a vhost that is gone end with `host-gone`; those of
+    /// a suspended or moved one with `policy-violation` or `see-other-host`.
     pub async fn reload_vhosts(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.reload_lock.lock().await;
         let vhosts = self.store.vhosts().await?;
         self.certs.set_vhosts(&vhosts)?;
         *self.debug_hosts.write().unwrap_or_else(|p| p.into_inner()) = vhosts
@@ -82,26 +148,62 @@ impl Node {
             .filter(|v| v.debug_log)
             .map(|v| v.domain.clone())
             .collect();
-        let next: HashSet<String> = vhosts.into_iter().map(|v| v.domain).collect();
+        let mut refused: Vec<(String, StreamError)> = Vec::new();
         let removed: Vec<String> = {
             let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
-            let removed = hosts.difference(&next).cloned().collect();
-            for added in next.difference(&hosts) {
-                tracing::info!(vhost = %added, "now serving");
+            let mut next = HashMap::with_capacity(vhosts.len());
+            for v in vhosts {
+                let access = access_of(v.policy.as_ref());
+                let counters = match hosts.get(&v.domain) {
+                    Some(old) => {
+                        if old.access != access {
+                            tracing::info!(vhost = %v.domain, ?access, "access changed");
+                        }
+                        old.counters.clone()
+                    }
+                    None => {
+                        tracing::info!(vhost = %v.domain, ?access, "now serving");
+                        Arc::default()
+                    }
+                };
+                if let Some(error) = access.refusal()
+                    && counters.sessions() > 0
+                {
+                    refused.push((v.domain.clone(), error));
+                }
+                next.insert(
+                    v.domain,
+                    Arc::new(HostState {
+                        access,
+                        policy: v.policy,
+                        counters,
+                    }),
+                );
             }
+            let removed = hosts
+                .keys()
+                .filter(|d| !next.contains_key(*d))
+                .cloned()
+                .collect();
             *hosts = next;
             removed
         };
         // Sessions of a removed vhost end (RFC 6120 §4.9.3.9).
         for domain in &removed {
             tracing::info!(vhost = %domain, "no longer serving");
-            for s in self
-                .router
-                .all()
-                .into_iter()
-                .filter(|s| s.jid.domain() == domain)
-            {
-                s.kick("host-gone", "This domain is no longer served here.");
+            self.blocks.forget_domain(domain);
+            for s in self.router.of_domain(domain) {
+                s.kick(StreamError::new(
+                    "host-gone",
+                    "This domain is no longer served here.",
+                ));
+            }
+        }
+        for (domain, error) in refused {
+            let sessions = self.router.of_domain(&domain);
+            tracing::info!(vhost = %domain, sessions = sessions.len(), condition = error.condition, "closing the sessions of a domain that no longer lets clients in");
+            for s in sessions {
+                s.kick(error.clone());
             }
         }
         Ok(())

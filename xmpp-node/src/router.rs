@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::proto::{element::Element, jid::Jid};
+use crate::proto::{c2s::StreamError, element::Element, jid::Jid};
 
 /// What a session's task receives from the rest of the node.
 #[derive(Debug)]
@@ -20,16 +20,9 @@ pub enum Delivery {
     /// Write this stanza to the client. Boxed: the channel preallocates slots of this
     /// enum's size for every session, idle or not.
     Stanza(Box<Element>),
-    /// End the session with this stream error (e.g. `conflict` when replaced). Boxed
-    /// like `Stanza`, so a queue slot is one pointer wide.
-    Kick(Box<Kick>),
-}
-
-/// A stream error condition and its text.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Kick {
-    pub condition: &'static str,
-    pub text: &'static str,
+    /// End the session with this stream error (e.g. `conflict` when replaced, `see-other-host`
+    /// when its domain moved). Boxed like `Stanza`, so a queue slot is one pointer wide.
+    Kick(Box<StreamError>),
 }
 
 /// The most directed-presence targets a session's going offline is announced to.
@@ -74,10 +67,8 @@ impl SessionHandle {
         self.pending.load(Ordering::Relaxed)
     }
 
-    pub fn kick(&self, condition: &'static str, text: &'static str) {
-        let _ = self
-            .tx
-            .send(Delivery::Kick(Box::new(Kick { condition, text })));
+    pub fn kick(&self, error: StreamError) {
+        let _ = self.tx.send(Delivery::Kick(Box::new(error)));
     }
 
     pub fn set_presence(&self, presence: Option<Element>) {
@@ -169,10 +160,10 @@ impl Router {
             old
         };
         if let Some(old) = replaced {
-            old.kick(
+            old.kick(StreamError::new(
                 "conflict",
                 "Replaced by a new session with the same resource.",
-            );
+            ));
         }
         handle
     }
@@ -223,6 +214,27 @@ impl Router {
             *out.entry(bare.domain().to_string()).or_default() += list.len();
         }
         out
+    }
+
+    /// Bound sessions in total.
+    pub fn count(&self) -> usize {
+        self.by_account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// The sessions of one vhost.
+    pub fn of_domain(&self, domain: &str) -> Vec<Arc<SessionHandle>> {
+        self.by_account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(bare, _)| bare.domain() == domain)
+            .flat_map(|(_, list)| list.iter().cloned())
+            .collect()
     }
 
     /// Every session (for shutdown).

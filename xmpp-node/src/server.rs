@@ -1,6 +1,7 @@
 //! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
-//! for clients (STARTTLS and direct TLS) and for HTTP (`/metrics`), follows vhost changes
-//! made by the CLI while it runs, and drains on SIGTERM or Ctrl-C.
+//! for clients (STARTTLS and direct TLS), for HTTP (`/metrics`) and for the panel (the
+//! control API, once the node has a secret), follows vhost changes made by the CLI while
+//! it runs, and drains on SIGTERM or Ctrl-C.
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,7 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use crate::{config::NodeSettings, net, node::Node, store::Store};
+use crate::{config::NodeSettings, control, net, node::Node, store::Store};
 
 /// A started node: its listeners are bound; `run` serves until `shutdown` fires.
 pub struct Server {
@@ -23,6 +24,8 @@ pub struct Server {
     c2s: TcpListener,
     c2s_tls: TcpListener,
     http: TcpListener,
+    control: Option<control::Bound>,
+    control_auth: Arc<control::Auth>,
 }
 
 impl Server {
@@ -38,6 +41,8 @@ impl Server {
         let http = TcpListener::bind(settings.http_listen)
             .await
             .with_context(|| format!("binding {}", settings.http_listen))?;
+        let control_auth = Arc::new(control::Auth::new(&settings)?);
+        let control = control::bind(&settings, &control_auth).await?;
         let node = Node::new(settings, store, certs);
         node.reload_vhosts().await?;
         Ok(Self {
@@ -45,7 +50,14 @@ impl Server {
             c2s,
             c2s_tls,
             http,
+            control,
+            control_auth,
         })
+    }
+
+    /// The control API's address, when it listens (the node has a secret).
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().map(control::Bound::local_addr)
     }
 
     pub fn c2s_addr(&self) -> SocketAddr {
@@ -70,6 +82,12 @@ impl Server {
         let direct = net::tls::server_config(node.certs.clone(), &[b"xmpp-client"]);
         let limits = Arc::new(ConnLimits::new(&node.settings.node));
         tracing::info!(c2s = %self.c2s_addr(), c2s_tls = %self.c2s_tls_addr(), http = %self.http_addr(), "node listening");
+        let control = tokio::spawn(control::run(
+            node.clone(),
+            self.control_auth.clone(),
+            self.control,
+            stop_rx.clone(),
+        ));
         let tasks = vec![
             tokio::spawn(accept_loop(
                 node.clone(),
@@ -89,6 +107,7 @@ impl Server {
             )),
             tokio::spawn(watch_vhosts(node.clone(), stop_rx.clone())),
             tokio::spawn(serve_http(node.clone(), self.http, stop_rx.clone())),
+            control,
         ];
         shutdown.await;
         tracing::info!("shutting down: closing client streams");
@@ -204,7 +223,8 @@ async fn accept_loop(
     }
 }
 
-/// Follows vhost changes made while the node runs (CLI, later the control API).
+/// Follows vhost changes made while the node runs by the CLI (the control API reloads
+/// at once by itself, and this loop then finds nothing new).
 async fn watch_vhosts(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut seen = node.store.vhosts_version().await.ok();
     let mut every = tokio::time::interval(Duration::from_secs(1));

@@ -169,16 +169,3 @@ pub fn outbox(ctx: PageCtx, mails: Vec<MailRow>) -> String {
         }
     })
 }
-
-pub fn nodes(ctx: PageCtx) -> String {
-    render(move || {
-        view! {
-            <Shell ctx=ctx>
-                <h1>"Nodes"</h1>
-                <Empty title="No nodes in the pool">
-                    <p>"XMPP nodes join the pool with a join token; each hosted domain is placed on one of them."</p>
-                </Empty>
-            </Shell>
-        }
-    })
-}

@@ -2,6 +2,8 @@
 //! reset, invitations), a customer organisation's pages, and the platform admin's pages.
 
 pub mod admin;
+pub mod domains;
+pub mod nodes;
 pub mod org;
 pub mod public;
 

@@ -31,7 +31,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/tenants", get(show_tenants))
         .route("/admin/tenants/{org_id}/reseller", post(set_reseller))
         .route("/admin/outbox", get(show_outbox))
-        .route("/admin/nodes", get(show_nodes))
         .merge(plans::router())
 }
 
@@ -106,11 +105,6 @@ async fn show_outbox(
         .collect();
     let ctx = ctx(&state, &admin.visitor, "Outbox", "admin-outbox", None, None).await?;
     Ok(Html(pages::outbox(ctx, mails)))
-}
-
-async fn show_nodes(State(state): State<AppState>, Admin(admin): Admin) -> AppResult<Html<String>> {
-    let ctx = ctx(&state, &admin.visitor, "Nodes", "admin-nodes", None, None).await?;
-    Ok(Html(pages::nodes(ctx)))
 }
 
 /// `rookery admin create`: a platform admin with a password from the terminal (asked twice)

@@ -42,7 +42,6 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard", get(dashboard_redirect))
         .route("/orgs", post(create_org))
         .route("/o/{org_id}", get(show_dashboard))
-        .route("/o/{org_id}/domains", get(show_domains))
         .route("/o/{org_id}/billing", get(show_billing))
         .route("/o/{org_id}/api-keys", get(show_api_keys))
         .route("/o/{org_id}/team", get(show_team))
@@ -247,16 +246,6 @@ async fn show_section(
     )
     .await?;
     Ok(Html(pages::section(ctx, title, empty_title, text)))
-}
-
-async fn show_domains(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    let words = (
-        "Domains",
-        "domains",
-        "No domains yet",
-        "Domains this organisation hosts will be listed here with their state, chat accounts and uptime.",
-    );
-    show_section(&state, &access, words).await
 }
 
 async fn show_billing(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {

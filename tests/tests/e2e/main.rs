@@ -4,5 +4,8 @@ mod browser;
 mod cli;
 mod load;
 mod node;
+mod node_control;
 mod node_roster;
 mod panel;
+mod panel_nodes;
+mod provisioning;

@@ -24,11 +24,12 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::Instrument;
 
 use crate::{
+    control::usage::VhostCounters,
     im,
     metrics::OutcomeLabel,
     node::Node,
     proto::{
-        c2s::{C2s, C2sConfig, Output, write_stanza},
+        c2s::{C2s, C2sConfig, Output, StreamError, write_stanza},
         element::Element,
         jid::Jid,
         ns,
@@ -165,6 +166,8 @@ struct Connection {
     tx: mpsc::UnboundedSender<Delivery>,
     rx: mpsc::UnboundedReceiver<Delivery>,
     session: Option<Arc<SessionHandle>>,
+    /// The bound vhost's usage counters, looked up once at bind.
+    counters: Option<Arc<VhostCounters>>,
     last_activity: Instant,
     ping_sent: Option<Instant>,
     tokens: f64,
@@ -185,7 +188,7 @@ impl Connection {
             require_tls: node.settings.node.require_tls,
             max_auth_failures: 3,
             scram_iterations: node.settings.node.scram_iterations,
-            is_hosted: Arc::new(move |d: &str| hosts.is_hosted(d)),
+            host_access: Arc::new(move |d: &str| hosts.access(d)),
         };
         let limits = &node.settings.node.limits;
         let parser = StreamParser::new(Limits {
@@ -204,6 +207,7 @@ impl Connection {
             tx,
             rx,
             session: None,
+            counters: None,
             last_activity: Instant::now(),
             ping_sent: None,
             tokens: burst,
@@ -252,6 +256,9 @@ impl Connection {
                                 me.taken();
                             }
                             self.node.metrics.stanzas_out.inc();
+                            if let Some(c) = &self.counters {
+                                c.stanza_out();
+                            }
                             stanza.write_to(&mut self.out, ns::CLIENT);
                             // Write whatever else is queued in the same syscall.
                             while let Ok(Delivery::Stanza(more)) = self.rx.try_recv() {
@@ -259,11 +266,14 @@ impl Connection {
                                     me.taken();
                                 }
                                 self.node.metrics.stanzas_out.inc();
+                                if let Some(c) = &self.counters {
+                                    c.stanza_out();
+                                }
                                 more.write_to(&mut self.out, ns::CLIENT);
                             }
                             vec![]
                         }
-                        Delivery::Kick(kick) => self.c2s.stream_error(kick.condition, Some(kick.text)),
+                        Delivery::Kick(kick) => self.c2s.send_stream_error(&kick),
                     };
                     self.drive(outputs).await?;
                     self.flush().await?;
@@ -347,6 +357,9 @@ impl Connection {
                         && self.session.is_some()
                     {
                         self.node.metrics.stanzas_in.inc();
+                        if let Some(c) = &self.counters {
+                            c.stanza_in();
+                        }
                         self.throttle().await;
                     }
                     self.log_in(&event);
@@ -443,7 +456,36 @@ impl Connection {
                     tracing::info!(%jid, "authenticated");
                 }
                 Output::Bind { resource, iq_id } => {
+                    let host = self.node.host(self.c2s.domain().unwrap_or_default());
+                    // Suspended, moved or removed since the stream header?
+                    let refusal = match &host {
+                        Some(h) => h.access.refusal(),
+                        None => Some(StreamError::new(
+                            "host-gone",
+                            "This domain is no longer served here.",
+                        )),
+                    };
+                    if let Some(error) = refusal {
+                        queue.extend(self.c2s.send_stream_error(&error));
+                        continue;
+                    }
+                    let Some(host) = host else { continue };
                     let jid = self.choose_resource(resource)?;
+                    // A session that replaces one of the same full JID takes its place.
+                    let limit = if self.node.router.is_bound(&jid) {
+                        None
+                    } else {
+                        host.max_sessions()
+                    };
+                    if !host.counters.try_add_session(limit) {
+                        tracing::info!(
+                            max_sessions = limit,
+                            "bind refused: the domain's session limit is reached"
+                        );
+                        queue.extend(self.c2s.on_bind_refused(&iq_id, limit.unwrap_or(0)));
+                        continue;
+                    }
+                    self.counters = Some(host.counters.clone());
                     let handle = self.node.router.bind(jid.clone(), self.tx.clone());
                     self.node
                         .metrics
@@ -542,6 +584,9 @@ impl Connection {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(c) = self.counters.take() {
+            c.remove_session();
+        }
         if let Some(me) = self.session.take() {
             self.node.router.unbind(&me);
             self.node

@@ -89,7 +89,20 @@ pub fn server_config(resolver: Arc<CertResolver>, alpn: &[&[u8]]) -> Arc<ServerC
     Arc::new(config)
 }
 
-fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+/// A TLS configuration serving one certificate (the control API's), for HTTP/1.1.
+pub fn single_cert_config(key: Arc<CertifiedKey>) -> Arc<ServerConfig> {
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A certificate chain and key from PEM files.
+pub fn load_pem(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -109,13 +122,7 @@ fn self_signed(dir: &Path, domain: &str) -> anyhow::Result<CertifiedKey> {
         dir.join(format!("{domain}.key")),
     );
     if !cert.exists() || !key.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let names = vec![domain.to_string(), format!("*.{domain}")];
-        let generated = rcgen::generate_simple_self_signed(names)
-            .context("generating a self-signed certificate")?;
-        std::fs::write(&cert, generated.cert.pem())
-            .with_context(|| format!("writing {}", cert.display()))?;
-        write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
+        generate_self_signed(&cert, &key, vec![domain.to_string(), format!("*.{domain}")])?;
         tracing::warn!(
             domain,
             cert = %cert.display(),
@@ -125,7 +132,21 @@ fn self_signed(dir: &Path, domain: &str) -> anyhow::Result<CertifiedKey> {
     load_pem(&cert, &key)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a new self-signed certificate for `names` (host names or IP addresses) to
+/// `cert` and its key to `key` (mode 0600).
+pub fn generate_self_signed(cert: &Path, key: &Path, names: Vec<String>) -> anyhow::Result<()> {
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let generated = rcgen::generate_simple_self_signed(names)
+        .context("generating a self-signed certificate")?;
+    std::fs::write(cert, generated.cert.pem())
+        .with_context(|| format!("writing {}", cert.display()))?;
+    write_private(key, generated.signing_key.serialize_pem().as_bytes())
+}
+
+/// Writes a file only its owner may read (mode 0600 from the start).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -151,6 +172,7 @@ mod tests {
             cert_path: None,
             key_path: None,
             debug_log: false,
+            policy: None,
         };
         r.set_vhosts(&[v("a.example"), v("b.example")]).unwrap();
         let (a, b, other) = (

@@ -10,8 +10,13 @@
 //!    ─► <auth/> ⇄ <challenge/>/<response/> ─► <success/> ─► header ─► features(bind)
 //!    ─► <iq><bind/></iq> ─► bound: stanzas flow
 //! ```
+//!
+//! Every stream header is checked against how the node serves the domain ([`HostAccess`]):
+//! a domain that is not hosted gets `host-unknown`, a suspended one `policy-violation`,
+//! a moved one `see-other-host` naming its new host (RFC 6120 §4.9.3.19). The connection
+//! ends open sessions with the same [`StreamError`] when the domain's policy changes.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 
@@ -54,6 +59,66 @@ pub enum Output {
     Close,
 }
 
+/// A stream error (RFC 6120 §4.9): the condition, the content of a condition that has one
+/// (`see-other-host` names the host), and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError {
+    pub condition: &'static str,
+    pub content: Option<String>,
+    pub text: Option<Cow<'static, str>>,
+}
+
+impl StreamError {
+    pub fn new(condition: &'static str, text: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            condition,
+            content: None,
+            text: Some(text.into()),
+        }
+    }
+
+    /// `<see-other-host>host</see-other-host>` (RFC 6120 §4.9.3.19): reconnect there.
+    pub fn see_other_host(host: &str) -> Self {
+        Self {
+            condition: "see-other-host",
+            content: Some(host.to_string()),
+            text: Some(format!("This domain is now served by {host}; reconnect there.").into()),
+        }
+    }
+}
+
+/// How the node serves a domain, as far as stream negotiation cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAccess {
+    /// Not hosted here.
+    Unknown,
+    /// Hosted, and open to its users.
+    Open,
+    /// Hosted, but its provider suspended it: nobody logs in, data is kept.
+    Suspended,
+    /// Being moved to another node (`host` or `host:port`).
+    MovedTo(String),
+}
+
+/// The text a suspended domain's users see.
+pub const SUSPENDED_TEXT: &str = "This domain is suspended by its provider; contact them.";
+
+impl HostAccess {
+    /// The stream error that refuses a new stream to the domain, or ends an open one;
+    /// `None` when the domain is open.
+    pub fn refusal(&self) -> Option<StreamError> {
+        match self {
+            HostAccess::Open => None,
+            HostAccess::Unknown => Some(StreamError::new(
+                "host-unknown",
+                "This domain is not served here.",
+            )),
+            HostAccess::Suspended => Some(StreamError::new("policy-violation", SUSPENDED_TEXT)),
+            HostAccess::MovedTo(host) => Some(StreamError::see_other_host(host)),
+        }
+    }
+}
+
 /// Fixed facts about the connection and the node.
 #[derive(Clone)]
 pub struct C2sConfig {
@@ -65,8 +130,8 @@ pub struct C2sConfig {
     pub max_auth_failures: u32,
     /// The SCRAM iteration count shown for unknown users (as for real ones).
     pub scram_iterations: u32,
-    /// Whether a domain is hosted here.
-    pub is_hosted: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// How a domain is served here (asked at every stream header).
+    pub host_access: Arc<dyn Fn(&str) -> HostAccess + Send + Sync>,
 }
 
 #[derive(Debug)]
@@ -183,6 +248,24 @@ impl C2s {
 
     /// Ends the stream with a stream error (RFC 6120 §4.9).
     pub fn stream_error(&mut self, condition: &str, text: Option<&str>) -> Vec<Output> {
+        self.end_with(condition, None, text)
+    }
+
+    /// Ends the stream with `error` (a kick from the node, a refused domain).
+    pub fn send_stream_error(&mut self, error: &StreamError) -> Vec<Output> {
+        self.end_with(
+            error.condition,
+            error.content.as_deref(),
+            error.text.as_deref(),
+        )
+    }
+
+    fn end_with(
+        &mut self,
+        condition: &str,
+        content: Option<&str>,
+        text: Option<&str>,
+    ) -> Vec<Output> {
         if self.is_closed() {
             return vec![];
         }
@@ -190,8 +273,11 @@ impl C2s {
         if !self.header_sent {
             out.push_str(&self.header(None));
         }
-        let mut error = Element::new("error", ns::STREAM)
-            .with_child(Element::new(condition, ns::STREAMS_ERRORS));
+        let mut condition = Element::new(condition, ns::STREAMS_ERRORS);
+        if let Some(c) = content {
+            condition = condition.with_text(c);
+        }
+        let mut error = Element::new("error", ns::STREAM).with_child(condition);
         if let Some(t) = text {
             error.append_child(
                 Element::new("text", ns::STREAMS_ERRORS)
@@ -249,15 +335,22 @@ impl C2s {
                     .stream_error("host-unknown", Some("The stream's 'to' is not a domain."));
             }
         };
-        if let Some(previous) = &self.domain {
-            if *previous != domain {
-                return self.stream_error(
-                    "host-unknown",
-                    Some("A restarted stream must name the same domain."),
-                );
+        if let Some(previous) = &self.domain
+            && *previous != domain
+        {
+            return self.stream_error(
+                "host-unknown",
+                Some("A restarted stream must name the same domain."),
+            );
+        }
+        // Asked again at every restart: a domain suspended or moved meanwhile ends here.
+        let access = (self.cfg.host_access)(&domain);
+        if let Some(refusal) = access.refusal() {
+            if access != HostAccess::Unknown {
+                // The answering header names the domain the client asked for.
+                self.domain = Some(domain);
             }
-        } else if !(self.cfg.is_hosted)(&domain) {
-            return self.stream_error("host-unknown", Some("This domain is not served here."));
+            return self.send_stream_error(&refusal);
         }
         self.domain = Some(domain);
         match header.version.as_deref() {
@@ -575,6 +668,24 @@ impl C2s {
         self.stream_error("not-authorized", Some("Bind a resource first."))
     }
 
+    /// The connection could not bind: the domain's limit on concurrent sessions (`max`)
+    /// is reached. The client gets `resource-constraint` (type `wait`) and may try again.
+    pub fn on_bind_refused(&mut self, iq_id: &str, max: i64) -> Vec<Output> {
+        if !matches!(self.state, State::AwaitBound) {
+            return vec![];
+        }
+        self.state = State::Bind;
+        let request = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", iq_id);
+        let text = format!(
+            "{} allows at most {max} sessions at once; close another session or try again later.",
+            self.domain.as_deref().unwrap_or("This domain")
+        );
+        let reply = stanza::error_reply(&request, Condition::ResourceConstraint, Some(&text));
+        vec![Output::Send(write_stanza(&reply))]
+    }
+
     /// The connection registered `jid` (the requested resource, or one it made up).
     pub fn on_bound(&mut self, jid: Jid, iq_id: &str) -> Vec<Output> {
         self.state = State::Bound { jid: jid.clone() };
@@ -694,7 +805,12 @@ mod tests {
             require_tls: true,
             max_auth_failures: 3,
             scram_iterations: 4096,
-            is_hosted: Arc::new(|d: &str| d == "example.com"),
+            host_access: Arc::new(|d: &str| match d {
+                "example.com" => HostAccess::Open,
+                "suspended.example" => HostAccess::Suspended,
+                "moved.example" => HostAccess::MovedTo("node2.example.net:5222".into()),
+                _ => HostAccess::Unknown,
+            }),
         };
         Harness {
             c2s: C2s::new(cfg),
@@ -1018,5 +1134,84 @@ mod tests {
             "{}",
             sent(&out)
         );
+    }
+    #[test]
+    fn a_suspended_domain_refuses_streams_with_policy_violation_and_a_sentence() {
+        let mut h = harness();
+        let out = h.send(&HEADER.replace("example.com", "suspended.example"));
+        let text = sent(&out);
+        assert!(text.contains("from='suspended.example'"), "{text}");
+        assert!(
+            text.contains("<policy-violation xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"),
+            "{text}"
+        );
+        assert!(text.contains(SUSPENDED_TEXT), "{text}");
+        assert_eq!(out.last(), Some(&Output::Close));
+    }
+
+    #[test]
+    fn a_moved_domain_sends_clients_to_the_other_host() {
+        let mut h = harness();
+        let text = sent(&h.send(&HEADER.replace("example.com", "moved.example")));
+        assert!(
+            text.contains("<see-other-host xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\">node2.example.net:5222</see-other-host>"),
+            "{text}"
+        );
+        assert!(text.ends_with("</stream:stream>"), "{text}");
+    }
+
+    #[test]
+    fn a_kick_with_see_other_host_carries_the_host_as_content() {
+        let mut h = harness();
+        sent(&h.send(HEADER));
+        let text = sent(
+            &h.c2s
+                .send_stream_error(&StreamError::see_other_host("[2001:db8::1]:5222")),
+        );
+        assert!(
+            text.contains(">[2001:db8::1]:5222</see-other-host>"),
+            "{text}"
+        );
+        assert!(h.c2s.is_closed());
+    }
+
+    #[test]
+    fn binding_beyond_the_session_limit_is_a_resource_constraint_to_wait_on() {
+        let mut h = harness();
+        h.through_tls();
+        h.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            b64(b"\0juliet\0the-right-one")
+        ));
+        let creds = derive_credentials(
+            ScramHash::Sha256,
+            "the-right-one",
+            b"sixteen byte slt",
+            4096,
+        )
+        .unwrap();
+        assert!(sent(&h.c2s.on_credentials(Some(creds))).contains("<success"));
+        h.parser.reset();
+        sent(&h.send(HEADER));
+        let out =
+            h.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+        assert!(matches!(out.first(), Some(Output::Bind { .. })), "{out:?}");
+        let text = sent(&h.c2s.on_bind_refused("b1", 5));
+        assert!(
+            text.contains("type=\"error\"") && text.contains("id=\"b1\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("<error type=\"wait\"><resource-constraint"),
+            "{text}"
+        );
+        assert!(
+            text.contains("example.com allows at most 5 sessions at once"),
+            "{text}"
+        );
+        // The client may try again later on the same stream.
+        let out =
+            h.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+        assert!(matches!(out.first(), Some(Output::Bind { .. })), "{out:?}");
     }
 }

@@ -1,10 +1,16 @@
 //! The node's storage: virtual hosts and their accounts (SCRAM keys only), in SQLite by
 //! default or PostgreSQL. The CLI and the running server share it, so `vhost add` and
 //! `user add` work whether or not `serve` runs; the server notices vhost changes through
-//! the `change_counter` row.
+//! the `change_counter` row. Vhosts the panel manages also have a spec (`control`), and
+//! every table with per-vhost rows is listed once in `vhost_data`, which deletes, exports
+//! and imports a vhost's data table by table.
 
+mod control;
 mod profile;
 mod roster;
+pub mod vhost_data;
+
+pub use control::{Account, SpecWrite, StoredSpec};
 
 use anyhow::Context;
 use rookery_common::db::{self, Pool};
@@ -30,6 +36,18 @@ pub struct Vhost {
     pub key_path: Option<String>,
     /// Log this vhost's stanzas (credentials redacted).
     pub debug_log: bool,
+    /// What the applied spec says, for vhosts the panel manages (None: added by the CLI).
+    pub policy: Option<VhostPolicy>,
+}
+
+/// The parts of an applied spec the running node enforces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VhostPolicy {
+    pub generation: i64,
+    pub suspended: bool,
+    pub moved_to: Option<String>,
+    pub max_accounts: Option<i64>,
+    pub max_sessions: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +62,10 @@ pub enum StoreError {
     NoSuchVhost(String),
     #[error("the account {0} already exists")]
     AccountExists(String),
+    #[error("{0} has reached its limit of {1} accounts")]
+    AccountLimit(String, i64),
+    #[error("the password cannot be used: {0}")]
+    BadPassword(String),
     #[error("there is no account {0}")]
     NoSuchAccount(String),
     #[error(transparent)]
@@ -71,12 +93,26 @@ async fn bump_vhosts(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sq
     Ok(())
 }
 
+/// The vhost columns with the applied spec's policy, if any.
+const VHOST_SELECT: &str = "SELECT v.domain, v.cert_path, v.key_path, v.debug_log, s.generation, s.suspended, s.moved_to, s.max_accounts, s.max_sessions
+     FROM vhosts v LEFT JOIN vhost_specs s ON s.domain = v.domain";
+
 fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
+    let policy = r
+        .get::<Option<i64>, _>("generation")
+        .map(|generation| VhostPolicy {
+            generation,
+            suspended: r.get::<Option<i64>, _>("suspended").unwrap_or(0) != 0,
+            moved_to: r.get("moved_to"),
+            max_accounts: r.get("max_accounts"),
+            max_sessions: r.get("max_sessions"),
+        });
     Vhost {
         domain: r.get("domain"),
         cert_path: r.get("cert_path"),
         key_path: r.get("key_path"),
         debug_log: r.get::<i64, _>("debug_log") != 0,
+        policy,
     }
 }
 
@@ -112,27 +148,21 @@ impl Store {
 
     #[tracing::instrument(skip_all)]
     pub async fn vhosts(&self) -> Result<Vec<Vhost>, StoreError> {
-        Ok(
-            sqlx::query(
-                "SELECT domain, cert_path, key_path, debug_log FROM vhosts ORDER BY domain",
-            )
+        Ok(sqlx::query(&format!("{VHOST_SELECT} ORDER BY v.domain"))
             .fetch_all(&self.db)
             .await?
             .iter()
             .map(vhost_from_row)
-            .collect(),
-        )
+            .collect())
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn vhost(&self, domain: &str) -> Result<Option<Vhost>, StoreError> {
-        Ok(sqlx::query(
-            "SELECT domain, cert_path, key_path, debug_log FROM vhosts WHERE domain = $1",
-        )
-        .bind(domain)
-        .fetch_optional(&self.db)
-        .await?
-        .map(|r| vhost_from_row(&r)))
+        Ok(sqlx::query(&format!("{VHOST_SELECT} WHERE v.domain = $1"))
+            .bind(domain)
+            .fetch_optional(&self.db)
+            .await?
+            .map(|r| vhost_from_row(&r)))
     }
 
     /// Adds a vhost; `cert` is an optional (chain, key) pair of PEM file paths.
@@ -165,6 +195,7 @@ impl Store {
             cert_path: cert.map(|c| c.0.to_string()),
             key_path: cert.map(|c| c.1.to_string()),
             debug_log: false,
+            policy: None,
         })
     }
 
@@ -186,12 +217,13 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a vhost with all its accounts.
+    /// Removes a vhost with all its data (every table of `vhost_data`) and its spec.
     #[tracing::instrument(skip_all, fields(domain))]
     pub async fn remove_vhost(&self, domain: &str) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
         let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM accounts WHERE vhost = $1")
+        vhost_data::delete_all(&mut tx, &domain).await?;
+        sqlx::query("DELETE FROM vhost_specs WHERE domain = $1")
             .bind(&domain)
             .execute(&mut *tx)
             .await?;
@@ -217,7 +249,8 @@ impl Store {
         )
     }
 
-    /// Creates an account with a password (only SCRAM keys are kept).
+    /// Creates an account with a password (only SCRAM keys are kept), within the vhost's
+    /// account limit if its spec sets one.
     #[tracing::instrument(skip_all, fields(vhost, username))]
     pub async fn add_account(
         &self,
@@ -225,13 +258,36 @@ impl Store {
         username: &str,
         password: &str,
         iterations: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Account, StoreError> {
         let vhost = normalize_domain(vhost)?;
         let username = normalize_username(&vhost, username)?;
-        if self.vhost(&vhost).await?.is_none() {
+        let Some(v) = self.vhost(&vhost).await? else {
             return Err(StoreError::NoSuchVhost(vhost));
-        }
+        };
         let keys = Keys::derive(password, iterations)?;
+        let created_at = now();
+        let mut tx = self.db.begin().await?;
+        if let Some(max) = v.policy.and_then(|p| p.max_accounts) {
+            // An account that exists is that, whether or not the domain is full.
+            let exists =
+                sqlx::query("SELECT 1 AS one FROM accounts WHERE vhost = $1 AND username = $2")
+                    .bind(&vhost)
+                    .bind(&username)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+            if exists {
+                return Err(StoreError::AccountExists(format!("{username}@{vhost}")));
+            }
+            let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE vhost = $1")
+                .bind(&vhost)
+                .fetch_one(&mut *tx)
+                .await?
+                .get("n");
+            if count >= max {
+                return Err(StoreError::AccountLimit(vhost, max));
+            }
+        }
         let inserted = sqlx::query(
             "INSERT INTO accounts (vhost, username, scram_salt, scram_iterations, sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -244,16 +300,21 @@ impl Store {
         .bind(hex::encode(&keys.sha1.server_key))
         .bind(hex::encode(&keys.sha256.stored_key))
         .bind(hex::encode(&keys.sha256.server_key))
-        .bind(now())
-        .execute(&self.db)
+        .bind(created_at)
+        .execute(&mut *tx)
         .await;
         match inserted {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e) if db::is_unique_violation(&e) => {
-                Err(StoreError::AccountExists(format!("{username}@{vhost}")))
+                return Err(StoreError::AccountExists(format!("{username}@{vhost}")));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        tx.commit().await?;
+        Ok(Account {
+            username,
+            created_at,
+        })
     }
 
     #[tracing::instrument(skip_all, fields(vhost, username))]
@@ -367,12 +428,7 @@ struct Keys {
 impl Keys {
     fn derive(password: &str, iterations: u32) -> Result<Self, StoreError> {
         let salt = new_salt();
-        let bad = |e: crate::proto::sasl::SaslError| {
-            StoreError::Internal(anyhow::anyhow!(
-                "the password cannot be used: {}",
-                e.condition()
-            ))
-        };
+        let bad = |e: crate::proto::sasl::SaslError| StoreError::BadPassword(e.condition().into());
         Ok(Self {
             sha1: derive_credentials(ScramHash::Sha1, password, &salt, iterations).map_err(bad)?,
             sha256: derive_credentials(ScramHash::Sha256, password, &salt, iterations)

@@ -38,6 +38,22 @@ impl BlockCache {
             .cloned()
     }
 
+    /// Drops an account's cached list (the account was deleted).
+    pub fn forget(&self, owner: &Jid) {
+        self.lists
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&owner.bare());
+    }
+
+    /// Drops the cached lists of a vhost's accounts (its data was replaced or deleted).
+    pub fn forget_domain(&self, domain: &str) {
+        self.lists
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|owner, _| owner.domain() != domain);
+    }
+
     fn put(&self, owner: Jid, list: HashSet<Jid>) {
         // Most accounts block nobody: they all share one empty list.
         let list = if list.is_empty() {

@@ -1,0 +1,353 @@
+//! SQL of customer domains: their state and their desired and applied placement.
+
+use sqlx::Row;
+
+use crate::{clock::new_id, db::Pool};
+
+/// `pending_payment → provisioning → active ⇄ suspended → deleting → deleted`.
+pub const STATES: &[&str] = &[
+    "pending_payment",
+    "provisioning",
+    "active",
+    "suspended",
+    "deleting",
+    "deleted",
+];
+
+#[derive(Debug, Clone)]
+pub struct DomainRow {
+    pub id: String,
+    pub org_id: String,
+    pub domain: String,
+    pub state: String,
+    pub plan_id: Option<String>,
+    pub node_id: Option<String>,
+    pub generation: i64,
+    pub applied_node_id: Option<String>,
+    pub applied_generation: i64,
+    pub move_from_node_id: Option<String>,
+    pub move_step: Option<String>,
+    pub waiting_reason: Option<String>,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub active_at: Option<i64>,
+    /// The plan's limits (None without a plan: unlimited).
+    pub max_accounts: Option<i64>,
+    pub max_sessions: Option<i64>,
+    pub storage_mb: Option<i64>,
+    /// Where the domain is served, for the pages.
+    pub node_name: Option<String>,
+    pub node_host: Option<String>,
+    pub node_c2s_port: Option<i64>,
+}
+
+impl DomainRow {
+    /// Settled: on its node at the desired generation, nothing moving.
+    pub fn converged(&self) -> bool {
+        self.node_id.is_some()
+            && self.applied_node_id == self.node_id
+            && self.applied_generation == self.generation
+            && self.move_from_node_id.is_none()
+    }
+}
+
+const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port";
+const FROM: &str =
+    "FROM domains d LEFT JOIN plans p ON p.id = d.plan_id LEFT JOIN nodes n ON n.id = d.node_id";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
+    Ok(DomainRow {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        domain: r.try_get("domain")?,
+        state: r.try_get("state")?,
+        plan_id: r.try_get("plan_id")?,
+        node_id: r.try_get("node_id")?,
+        generation: r.try_get("generation")?,
+        applied_node_id: r.try_get("applied_node_id")?,
+        applied_generation: r.try_get("applied_generation")?,
+        move_from_node_id: r.try_get("move_from_node_id")?,
+        move_step: r.try_get("move_step")?,
+        waiting_reason: r.try_get("waiting_reason")?,
+        attempts: r.try_get("attempts")?,
+        created_at: r.try_get("created_at")?,
+        active_at: r.try_get("active_at")?,
+        max_accounts: r.try_get("max_accounts")?,
+        max_sessions: r.try_get("max_sessions")?,
+        storage_mb: r.try_get("storage_mb")?,
+        node_name: r.try_get("node_name")?,
+        node_host: r.try_get("node_host")?,
+        node_c2s_port: r.try_get("node_c2s_port")?,
+    })
+}
+
+/// Why a domain could not be added.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    Taken,
+}
+
+/// Adds a domain for an organisation, ready to be placed (`provisioning`).
+pub async fn create(
+    db: &Pool,
+    org_id: &str,
+    domain: &str,
+    plan_id: Option<&str>,
+    now: i64,
+) -> Result<Result<DomainRow, CreateError>, sqlx::Error> {
+    let id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO domains (id, org_id, domain, state, plan_id, generation, created_at, updated_at)
+         VALUES ($1, $2, $3, 'provisioning', $4, 1, $5, $5)",
+    )
+    .bind(&id)
+    .bind(org_id)
+    .bind(domain)
+    .bind(plan_id)
+    .bind(now)
+    .execute(db)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if crate::db::is_unique_violation(&e) => return Ok(Err(CreateError::Taken)),
+        Err(e) => return Err(e),
+    }
+    Ok(Ok(get(db, &id).await?.expect("just inserted")))
+}
+
+pub async fn get(db: &Pool, id: &str) -> Result<Option<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE d.id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn by_name(db: &Pool, domain: &str) -> Result<Option<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE d.domain = $1"))
+        .bind(domain)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// An organisation's domains (deleted ones left out), by name.
+pub async fn for_org(db: &Pool, org_id: &str) -> Result<Vec<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE d.org_id = $1 AND d.state <> 'deleted' ORDER BY d.domain"
+    ))
+    .bind(org_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Domains placed on (or moving away from) a node.
+pub async fn on_node(db: &Pool, node_id: &str) -> Result<Vec<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE d.state <> 'deleted' AND (d.node_id = $1 OR d.applied_node_id = $1 OR d.move_from_node_id = $1) ORDER BY d.domain"
+    ))
+    .bind(node_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Domains the reconciler has something to do for, oldest first.
+pub async fn needing_work(db: &Pool, now: i64, limit: i64) -> Result<Vec<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE d.state IN ('provisioning', 'active', 'suspended', 'deleting')
+           AND d.next_attempt_at <= $1
+           AND (d.state = 'deleting' OR d.node_id IS NULL OR d.applied_node_id IS NULL OR d.applied_node_id <> d.node_id
+                OR d.applied_generation <> d.generation OR d.move_from_node_id IS NOT NULL)
+         ORDER BY d.created_at, d.id LIMIT $2"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Counts per state over all domains, for the admin overview and convergence checks.
+pub async fn count_unsettled(db: &Pool) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM domains WHERE state IN ('provisioning', 'active', 'suspended', 'deleting')
+           AND (state IN ('provisioning', 'deleting') OR node_id IS NULL OR applied_node_id IS NULL OR applied_node_id <> node_id
+                OR applied_generation <> generation OR move_from_node_id IS NOT NULL)",
+    )
+    .fetch_one(db)
+    .await?
+    .try_get("n")
+}
+
+/// Places a domain on a node (a new generation for it).
+pub async fn assign(db: &Pool, id: &str, node_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE domains SET node_id = $1, generation = generation + 1, waiting_reason = NULL, attempts = 0, next_attempt_at = 0, updated_at = $2 WHERE id = $3",
+    )
+    .bind(node_id)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Starts moving a domain from the node that holds its data to `to`.
+pub async fn start_move(
+    db: &Pool,
+    id: &str,
+    from: &str,
+    to: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE domains SET move_from_node_id = $1, move_step = 'freeze', node_id = $2, generation = generation + 1,
+            waiting_reason = NULL, attempts = 0, next_attempt_at = 0, updated_at = $3 WHERE id = $4",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_move_step(
+    db: &Pool,
+    id: &str,
+    step: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let done = step.is_none();
+    sqlx::query(&format!(
+        "UPDATE domains SET move_step = $1, {} attempts = 0, next_attempt_at = 0, waiting_reason = NULL, updated_at = $2 WHERE id = $3",
+        if done { "move_from_node_id = NULL," } else { "" }
+    ))
+    .bind(step)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The node confirmed `generation`: record it, and a new domain becomes active.
+pub async fn applied(
+    db: &Pool,
+    id: &str,
+    node_id: &str,
+    generation: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE domains SET applied_node_id = $1, applied_generation = $2, attempts = 0, next_attempt_at = 0,
+            waiting_reason = NULL, updated_at = $3,
+            active_at = CASE WHEN state = 'provisioning' THEN $3 ELSE active_at END,
+            state = CASE WHEN state = 'provisioning' THEN 'active' ELSE state END
+         WHERE id = $4 AND generation = $2",
+    )
+    .bind(node_id)
+    .bind(generation)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Something failed: note why and try again later (exponential back-off).
+pub async fn failed(
+    db: &Pool,
+    id: &str,
+    reason: &str,
+    now: i64,
+    max_retry_secs: i64,
+) -> Result<(), sqlx::Error> {
+    let row = sqlx::query("SELECT attempts FROM domains WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    let attempts: i64 = row.map(|r| r.try_get("attempts")).transpose()?.unwrap_or(0);
+    let delay = (1i64 << attempts.min(16)).min(max_retry_secs);
+    sqlx::query(
+        "UPDATE domains SET attempts = attempts + 1, next_attempt_at = $1, waiting_reason = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(now + delay)
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Placement found no node: say why, and look again shortly.
+pub async fn waiting(db: &Pool, id: &str, reason: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE domains SET waiting_reason = $1, next_attempt_at = $2, updated_at = $2 WHERE id = $3",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets what a node confirmed, so the spec is pushed again (drift repair).
+pub async fn forget_applied(db: &Pool, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE domains SET applied_generation = 0, next_attempt_at = 0 WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_deleted(db: &Pool, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE domains SET state = 'deleted', node_id = NULL, applied_node_id = NULL, move_from_node_id = NULL, move_step = NULL,
+            waiting_reason = NULL, updated_at = $1 WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Changes the state (suspend, resume, delete); a new generation carries it to the node.
+pub async fn set_state(db: &Pool, id: &str, state: &str, now: i64) -> Result<(), sqlx::Error> {
+    debug_assert!(STATES.contains(&state));
+    sqlx::query(
+        "UPDATE domains SET state = $1, generation = generation + 1, attempts = 0, next_attempt_at = 0, updated_at = $2 WHERE id = $3",
+    )
+    .bind(state)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Domains waiting for a node (placement found none yet).
+pub async fn count_waiting(db: &Pool) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM domains WHERE state IN ('provisioning', 'active', 'suspended') AND node_id IS NULL",
+    )
+    .fetch_one(db)
+    .await?
+    .try_get("n")
+}

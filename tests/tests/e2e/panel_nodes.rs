@@ -1,0 +1,259 @@
+//! The panel's side of enrollment and the pool pages, in process: join tokens work once and
+//! expire, bad join requests get clear JSON errors, admin actions reach the audit log, and
+//! the pages are for admins only.
+
+use rookery_common::control::{ApiError, JoinRequest, JoinResponse, NodeCapacity};
+use rookery_tests::app::{TestApp, TestClient, spawn_app, unique_email};
+
+async fn admin(app: &TestApp) -> TestClient {
+    let email = unique_email("admin");
+    let (client, _) = app.customer(&email, "Operator").await;
+    sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
+        .bind(&email)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    client
+}
+
+async fn token(admin: &TestClient) -> String {
+    let html = admin
+        .post_form("/admin/nodes/tokens", &[("note", "rack 4")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let start = html
+        .find("id=\"join-token\" class=\"code\">")
+        .unwrap_or_else(|| panic!("the token is shown once: {html}"))
+        + "id=\"join-token\" class=\"code\">".len();
+    let end = start + html[start..].find('<').unwrap();
+    let token = html[start..end].trim().to_string();
+    assert!(
+        html.contains(&format!(
+            "rookery-node join http://panel.test --token {token}"
+        )),
+        "the page shows the command"
+    );
+    token
+}
+
+fn request(token: &str, name: &str) -> JoinRequest {
+    JoinRequest {
+        token: token.into(),
+        name: name.into(),
+        public_host: "xmpp1.example.net".into(),
+        c2s_port: 5222,
+        c2s_tls_port: 5223,
+        control_url: "https://10.0.0.5:5290".into(),
+        control_cert_sha256: "ab".repeat(32),
+        capacity: NodeCapacity::default(),
+        labels: [("region".to_string(), "eu".to_string())].into(),
+        version: "0.1.0".into(),
+    }
+}
+
+async fn join(app: &TestApp, body: &JoinRequest) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/api/nodes/join", app.address))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_join_token_enrolls_one_node_once_and_then_never_again() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let t = token(&admin).await;
+
+    let r = join(&app, &request(&t, "node-1")).await;
+    assert_eq!(r.status(), 201);
+    let joined: JoinResponse = r.json().await.unwrap();
+    assert!(joined.secret.len() >= 32);
+    // The secret is kept sealed, never in the clear.
+    let sealed: String = sqlx::query_scalar("SELECT secret_sealed FROM nodes WHERE id = $1")
+        .bind(&joined.node_id)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert!(!sealed.contains(&joined.secret));
+
+    let again = join(&app, &request(&t, "node-2")).await;
+    assert_eq!(again.status(), 401);
+    let e: ApiError = again.json().await.unwrap();
+    assert_eq!(e.code, "invalid_token");
+    assert!(e.message.contains("already used"), "{}", e.message);
+
+    let unknown: ApiError = join(&app, &request("rjt_nope", "node-3"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(unknown.message.contains("not valid"), "{}", unknown.message);
+
+    // The pool page lists the node with its labels; the audit log has the join.
+    let html = admin.page("/admin/nodes").await;
+    assert!(html.contains("data-node=\"node-1\""), "{html}");
+    assert!(html.contains("used by node-1"));
+    let audit = admin.page("/admin/audit").await;
+    assert!(audit.contains("node.joined") && audit.contains("join_token.created"));
+}
+
+#[tokio::test]
+async fn an_expired_token_and_bad_requests_are_refused_with_reasons() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let t = token(&admin).await;
+    let name_taken = token(&admin).await;
+    assert_eq!(join(&app, &request(&name_taken, "dup")).await.status(), 201);
+
+    // Bad input: not JSON, a bad field, a taken name. The token survives each.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/nodes/join", app.address))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<ApiError>().await.unwrap().code, "invalid_request");
+    let mut bad = request(&t, "node-x");
+    bad.control_url = "http://10.0.0.5:5290".into();
+    let r = join(&app, &bad).await;
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.json::<ApiError>()
+            .await
+            .unwrap()
+            .message
+            .contains("https://")
+    );
+    let r = join(&app, &request(&t, "dup")).await;
+    assert_eq!(r.status(), 409);
+    // The name clash rolled back: the token still works once.
+    assert_eq!(join(&app, &request(&t, "node-y")).await.status(), 201);
+
+    let late = token(&admin).await;
+    app.clock.advance(24 * 3600 + 1);
+    let r = join(&app, &request(&late, "node-z")).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.json::<ApiError>()
+            .await
+            .unwrap()
+            .message
+            .contains("expired")
+    );
+}
+
+#[tokio::test]
+async fn pool_actions_are_audited_and_removal_waits_for_an_empty_node() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let t = token(&admin).await;
+    let joined: JoinResponse = join(&app, &request(&t, "node-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let base = format!("/admin/nodes/{}", joined.node_id);
+
+    assert_eq!(
+        admin
+            .post_form(&format!("{base}/cordon"), &[])
+            .await
+            .status(),
+        303
+    );
+    assert!(
+        admin
+            .page(&base)
+            .await
+            .contains("data-node-state=\"cordoned\"")
+    );
+    assert_eq!(
+        admin
+            .post_form(&format!("{base}/uncordon"), &[])
+            .await
+            .status(),
+        303
+    );
+
+    // A domain placed on it blocks removal.
+    let (customer, org) = app.customer(&unique_email("c"), "Customer").await;
+    let r = customer
+        .post_form(&format!("{org}/domains"), &[("domain", "chat.example.org")])
+        .await;
+    assert_eq!(r.status(), 303);
+    rookery::nodes::reconcile::reconcile_once(&app.state)
+        .await
+        .unwrap();
+    let r = admin.post_form(&format!("{base}/remove"), &[]).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("still holds domains"));
+    // The node cannot be reached here: the domain page says it is still being set up.
+    let html = customer.page(&format!("{org}/domains")).await;
+    assert!(html.contains("data-state=\"provisioning\""), "{html}");
+
+    // Customers never see admin pages.
+    assert_eq!(customer.get("/admin/nodes").await.status(), 404);
+    assert_eq!(customer.get(&base).await.status(), 404);
+
+    let audit = admin.page("/admin/audit").await;
+    for action in ["node.cordon", "node.uncordon"] {
+        assert!(audit.contains(action), "{action} is in the audit log");
+    }
+}
+
+#[tokio::test]
+async fn a_domain_waits_with_a_reason_when_no_node_fits_and_is_placed_when_one_joins() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let (customer, org) = app.customer(&unique_email("c"), "Early").await;
+    assert_eq!(
+        customer
+            .post_form(
+                &format!("{org}/domains"),
+                &[("domain", "early.example.org")]
+            )
+            .await
+            .status(),
+        303
+    );
+    rookery::nodes::reconcile::reconcile_once(&app.state)
+        .await
+        .unwrap();
+    let html = customer.page(&format!("{org}/domains")).await;
+    assert!(html.contains("The node pool is empty"), "{html}");
+    assert!(
+        admin
+            .page("/admin/nodes")
+            .await
+            .contains("1 domain(s) wait for a node")
+    );
+
+    let t = token(&admin).await;
+    assert_eq!(join(&app, &request(&t, "node-1")).await.status(), 201);
+    app.clock.advance(5);
+    rookery::nodes::reconcile::reconcile_once(&app.state)
+        .await
+        .unwrap();
+    let node: Option<String> =
+        sqlx::query_scalar("SELECT node_id FROM domains WHERE domain = 'early.example.org'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert!(node.is_some(), "placed once a node joined");
+
+    // The same domain cannot be added twice, by anyone.
+    let (other, other_org) = app.customer(&unique_email("o"), "Other").await;
+    let r = other
+        .post_form(
+            &format!("{other_org}/domains"),
+            &[("domain", "Early.Example.org.")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("already hosted"));
+}

@@ -1,0 +1,389 @@
+//! Issue 4 end to end: a real panel process and two real `rookery-node` processes. Nodes
+//! enroll with join tokens (a reused or expired one fails), domains spread over them,
+//! cordoning steers new domains away, draining moves domains (and a real XMPP client logs in
+//! to a moved domain on its new node), a panel killed in the middle of provisioning restarts
+//! and everything converges with nothing duplicated, and a killed node is marked down.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rookery_tests::{
+    app::{PASSWORD, TestClient, eventually, location, unique_email},
+    node::NodeProcess,
+    process::PanelProcess,
+    xmpp::client::{Account, LoginConfig, Session, tls_connector},
+};
+use sqlx::Row;
+
+/// Fast loops, so the test takes seconds.
+const PANEL_ENV: &[(&str, &str)] = &[
+    ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1"),
+    ("ROOKERY_PROVISIONING__DOWN_AFTER_MISSES", "2"),
+    ("ROOKERY_PROVISIONING__MAX_RETRY_SECS", "2"),
+    ("ROOKERY_PROVISIONING__JOIN_TOKEN_TTL_SECS", "60"),
+];
+
+async fn admin_client(panel: &PanelProcess) -> TestClient {
+    let email = unique_email("admin");
+    let out = panel
+        .cli(
+            &["admin", "create", "--email", &email],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await
+        .expect("rookery admin create runs");
+    assert!(
+        out.status.success(),
+        "admin create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = TestClient::new(&panel.base_url);
+    let r = admin.login(&email, PASSWORD).await;
+    assert_eq!(r.status(), 303, "the admin logs in");
+    admin
+}
+
+/// Creates a join token through the pool page and reads it off the page (shown once).
+async fn join_token(admin: &TestClient, note: &str) -> String {
+    let r = admin
+        .post_form("/admin/nodes/tokens", &[("note", note)])
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let start = html
+        .find("id=\"join-token\" class=\"code\">")
+        .expect("the token is shown")
+        + "id=\"join-token\" class=\"code\">".len();
+    let end = start + html[start..].find('<').unwrap();
+    html[start..end].trim().to_string()
+}
+
+async fn query_pairs(panel: &PanelProcess, sql: &str) -> BTreeMap<String, String> {
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .expect("the panel's database");
+    let rows = sqlx::query(sql).fetch_all(&pool).await.expect("query");
+    let out = rows
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+        .collect();
+    pool.close().await;
+    out
+}
+
+/// domain → the name of the node the panel confirmed it on ("-" while not settled).
+async fn placements(panel: &PanelProcess) -> BTreeMap<String, String> {
+    query_pairs(
+        panel,
+        "SELECT d.domain, CASE WHEN d.applied_node_id = d.node_id AND d.applied_generation = d.generation AND d.move_from_node_id IS NULL AND d.state = 'active'
+                THEN n.name ELSE '-' END AS node
+         FROM domains d LEFT JOIN nodes n ON n.id = d.node_id WHERE d.state <> 'deleted'",
+    )
+    .await
+}
+
+async fn node_ids(panel: &PanelProcess) -> BTreeMap<String, String> {
+    query_pairs(panel, "SELECT name, id FROM nodes").await
+}
+
+async fn vhosts_of(node: &NodeProcess) -> Vec<String> {
+    let out = node
+        .cli(&["vhost", "list"], None)
+        .await
+        .expect("vhost list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+async fn add_domain(customer: &TestClient, org_path: &str, domain: &str) -> String {
+    let r = customer
+        .post_form(&format!("{org_path}/domains"), &[("domain", domain)])
+        .await;
+    assert_eq!(
+        r.status(),
+        303,
+        "adding {domain}: {}",
+        r.text().await.unwrap_or_default()
+    );
+    location(&r)
+}
+
+async fn settle(panel: &PanelProcess, expected: usize, secs: u64) -> BTreeMap<String, String> {
+    settle_until(panel, expected, secs, |_| true).await
+}
+
+/// Waits until `expected` domains are settled and `done` holds for their placement.
+async fn settle_until(
+    panel: &PanelProcess,
+    expected: usize,
+    secs: u64,
+    done: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let placed = placements(panel).await;
+        if placed.len() == expected && placed.values().all(|n| n != "-") && done(&placed) {
+            return placed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "domains did not settle in {secs} s: {placed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count_on(placed: &BTreeMap<String, String>, node: &str) -> usize {
+    placed.values().filter(|n| *n == node).count()
+}
+
+#[tokio::test]
+async fn domains_are_placed_spread_cordoned_drained_and_survive_a_panel_crash() {
+    let mut panel = PanelProcess::start_with_env(PANEL_ENV)
+        .await
+        .expect("the panel starts");
+    let admin = admin_client(&panel).await;
+
+    // Enrollment: each token works once.
+    let token_a = join_token(&admin, "node a").await;
+    let token_b = join_token(&admin, "node b").await;
+    let node_a = NodeProcess::join_and_start(&panel.base_url, &token_a, "node-a")
+        .await
+        .expect("node a joins");
+    let reused = NodeProcess::join(&panel.base_url, &token_a, "node-x")
+        .await
+        .expect("join runs");
+    assert!(!reused.status.success(), "a used token is refused");
+    assert!(
+        String::from_utf8_lossy(&reused.stderr).contains("already used"),
+        "{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
+    let node_b = NodeProcess::join_and_start(&panel.base_url, &token_b, "node-b")
+        .await
+        .expect("node b joins");
+    let ids = node_ids(&panel).await;
+    assert_eq!(ids.keys().collect::<Vec<_>>(), ["node-a", "node-b"]);
+
+    // Twenty domains spread over both nodes.
+    let (customer, org_path) = {
+        let c = TestClient::new(&panel.base_url);
+        let email = unique_email("customer");
+        let r = c
+            .post_form(
+                "/signup",
+                &[
+                    ("email", email.as_str()),
+                    ("password", PASSWORD),
+                    ("org_name", "Spread Ltd"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 303);
+        let dashboard = location(&r).split('?').next().unwrap().to_string();
+        (c, dashboard)
+    };
+    for i in 0..20 {
+        add_domain(&customer, &org_path, &format!("d{i:02}.spread.test")).await;
+    }
+    let placed = settle(&panel, 20, 60).await;
+    assert_eq!(count_on(&placed, "node-a"), 10, "{placed:?}");
+    assert_eq!(count_on(&placed, "node-b"), 10, "{placed:?}");
+    let mut on_a = vhosts_of(&node_a).await;
+    on_a.sort();
+    let expected_a: Vec<String> = placed
+        .iter()
+        .filter(|(_, n)| *n == "node-a")
+        .map(|(d, _)| d.clone())
+        .collect();
+    assert_eq!(on_a, expected_a, "node a serves exactly its domains");
+
+    // Cordon a: new domains avoid it.
+    let a_id = &ids["node-a"];
+    let r = admin
+        .post_form(&format!("/admin/nodes/{a_id}/cordon"), &[])
+        .await;
+    assert_eq!(r.status(), 303);
+    for i in 0..2 {
+        add_domain(&customer, &org_path, &format!("c{i}.spread.test")).await;
+    }
+    let placed = settle(&panel, 22, 30).await;
+    assert_eq!(count_on(&placed, "node-a"), 10, "{placed:?}");
+    assert_eq!(placed["c0.spread.test"], "node-b");
+
+    // An account on a domain of node a, then drain a: everything moves to b, and the
+    // account logs in there.
+    let moved = placed
+        .iter()
+        .find(|(_, n)| *n == "node-a")
+        .map(|(d, _)| d.clone())
+        .unwrap();
+    let moved_id = query_pairs(
+        &panel,
+        &format!("SELECT domain, id FROM domains WHERE domain = '{moved}'"),
+    )
+    .await[&moved]
+        .clone();
+    let r = customer
+        .post_form(
+            &format!("{org_path}/domains/{moved_id}/accounts"),
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        303,
+        "account created: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = admin
+        .post_form(&format!("/admin/nodes/{a_id}/drain"), &[])
+        .await;
+    assert_eq!(r.status(), 303);
+    settle_until(&panel, 22, 60, |p| count_on(p, "node-b") == 22).await;
+    eventually(20, || async { vhosts_of(&node_a).await.is_empty() })
+        .await
+        .expect("node a is emptied");
+    let cfg = LoginConfig {
+        addr: format!("127.0.0.1:{}", node_b.c2s_port).parse().unwrap(),
+        domain: moved.clone(),
+        tls: tls_connector(&node_b.cert_of(&moved)).expect("the vhost's certificate on node b"),
+        keys: Default::default(),
+        resource: "e2e".into(),
+        presence: false,
+    };
+    let account = Account {
+        user: "alice".into(),
+        password: PASSWORD.into(),
+    };
+    let session = Session::login(&cfg, &account)
+        .await
+        .expect("alice logs in to her moved domain on node b");
+    drop(session);
+
+    // The panel crashes in the middle of provisioning; after a restart everything
+    // converges with nothing duplicated.
+    let r = admin
+        .post_form(&format!("/admin/nodes/{a_id}/uncordon"), &[])
+        .await;
+    assert_eq!(r.status(), 303);
+    for i in 0..10 {
+        add_domain(&customer, &org_path, &format!("r{i}.spread.test")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    panel.kill_and_restart().await.expect("the panel restarts");
+    let placed = settle(&panel, 32, 60).await;
+    let mut served: Vec<String> = vhosts_of(&node_a).await;
+    served.extend(vhosts_of(&node_b).await);
+    served.sort();
+    let mut wanted: Vec<String> = placed.keys().cloned().collect();
+    wanted.sort();
+    assert_eq!(served, wanted, "every domain on exactly one node");
+
+    // A node that dies is marked down.
+    drop(node_a);
+    let admin = admin_client(&panel).await;
+    eventually(20, || async {
+        admin
+            .page("/admin/nodes")
+            .await
+            .contains("data-node-state=\"down\"")
+    })
+    .await
+    .expect("node a is shown down");
+    drop(node_b);
+}
+
+/// The README's run command: the panel with its local node. A new customer adds a domain,
+/// creates a chat account, and a real client logs in on the local node.
+#[tokio::test]
+async fn the_demo_panel_serves_a_new_domain_on_its_local_node() {
+    let port = |_: ()| {
+        rookery_tests::process::free_loopback_port()
+            .unwrap()
+            .to_string()
+    };
+    let (c2s, tls, http, control) = (port(()), port(()), port(()), port(()));
+    let addr = |p: &str| format!("127.0.0.1:{p}");
+    let env = [
+        ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
+        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", addr(&c2s)),
+        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", addr(&tls)),
+        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", addr(&http)),
+        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", addr(&control)),
+        (
+            "ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS",
+            "100".to_string(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let panel = PanelProcess::start_with_env(&env)
+        .await
+        .expect("the demo starts");
+    let customer = TestClient::new(&panel.base_url);
+    let r = customer
+        .post_form(
+            "/signup",
+            &[
+                ("email", unique_email("demo").as_str()),
+                ("password", PASSWORD),
+                ("org_name", "Demo"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let org = location(&r).split('?').next().unwrap().to_string();
+    let page = add_domain(&customer, &org, "chat.demo.test").await;
+    eventually(20, || async {
+        customer.page(&page).await.contains("data-state=\"active\"")
+    })
+    .await
+    .expect("the domain becomes active on the local node");
+    let html = customer.page(&page).await;
+    assert!(
+        html.contains(&format!("127.0.0.1:{c2s}")),
+        "the page says where clients connect"
+    );
+    let r = customer
+        .post_form(
+            &format!("{page}/accounts"),
+            &[("username", "Romeo"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    assert!(customer.page(&page).await.contains("romeo@chat.demo.test"));
+    // Bad input keeps what was typed and says what is wrong.
+    let r = customer
+        .post_form(
+            &format!("{page}/accounts"),
+            &[("username", "romeo"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(r.text().await.unwrap().contains("already exists"));
+    let r = customer
+        .post_form(&format!("{org}/domains"), &[("domain", "not a domain")])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("not a valid domain"));
+
+    let cert = panel.data_dir().join("node/certs/chat.demo.test.crt");
+    let cfg = LoginConfig {
+        addr: addr(&c2s).parse().unwrap(),
+        domain: "chat.demo.test".into(),
+        tls: tls_connector(&cert).expect("the local node's certificate for the domain"),
+        keys: Default::default(),
+        resource: "demo".into(),
+        presence: false,
+    };
+    let account = Account {
+        user: "romeo".into(),
+        password: PASSWORD.into(),
+    };
+    let session = Session::login(&cfg, &account)
+        .await
+        .expect("romeo logs in on the local node");
+    assert!(session.jid.starts_with("romeo@chat.demo.test/"));
+}
