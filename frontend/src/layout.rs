@@ -151,6 +151,7 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
                 {link("/admin/tenants".into(), "Tenants", "admin-tenants")}
                 {link("/admin/plans".into(), "Plans", "admin-plans")}
                 {link("/admin/outbox".into(), "Outbox", "admin-outbox")}
+                {link("/admin/audit".into(), "Audit log", "admin-audit")}
             </ul>
         }
     });

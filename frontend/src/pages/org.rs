@@ -16,6 +16,7 @@ pub struct DashboardView {
     pub members: i64,
     pub is_reseller: bool,
     pub customers: i64,
+    pub domains: i64,
 }
 
 pub fn dashboard(ctx: PageCtx, d: DashboardView) -> String {
@@ -28,7 +29,7 @@ pub fn dashboard(ctx: PageCtx, d: DashboardView) -> String {
                 <div class="tiles">
                     <a class="tile card" href=format!("{base}/domains")>
                         <h2>"Domains"</h2>
-                        <p class="tile-figure">"0"</p>
+                        <p class="tile-figure">{d.domains}</p>
                         <p>"XMPP domains hosted for this organisation."</p>
                     </a>
                     <a class="tile card" href=format!("{base}/team")>

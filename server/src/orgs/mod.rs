@@ -226,6 +226,9 @@ async fn show_dashboard(
             members,
             is_reseller: access.org.is_reseller,
             customers,
+            domains: crate::domains::db::for_org(&state.db, &access.org.id.0)
+                .await?
+                .len() as i64,
         },
     )))
 }

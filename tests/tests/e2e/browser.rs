@@ -174,3 +174,133 @@ async fn click_first_visible(browser: &Browser, css: &str) -> anyhow::Result<()>
     }
     anyhow::bail!("the page has no visible element matching `{css}`")
 }
+
+/// The demo in a browser: a customer adds a domain and a chat account on the panel's local
+/// node; an admin sees the node pool, the node's page and the audit log.
+#[tokio::test]
+async fn a_customer_adds_a_domain_and_an_admin_sees_it_on_the_node_pool() -> anyhow::Result<()> {
+    let port = || rookery_tests::process::free_loopback_port().map(|p| format!("127.0.0.1:{p}"));
+    let (c2s, tls, http, control) = (port()?, port()?, port()?, port()?);
+    let panel = PanelProcess::start_with_env(&[
+        ("ROOKERY_LOCAL_NODE__ENABLED", "true"),
+        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", &c2s),
+        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", &tls),
+        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", &http),
+        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", &control),
+        ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1"),
+    ])
+    .await?;
+    let admin_email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
+    let out = panel
+        .cli(
+            &["admin", "create", "--email", &admin_email],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await?;
+    ensure!(
+        out.status.success(),
+        "admin create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let browser = Browser::start().await?;
+    let outcome = domain_and_pool(&panel, &browser, &admin_email, &c2s).await;
+    if outcome.is_err() {
+        let _ = browser.screenshot("pool-failure").await;
+    }
+    browser.close().await;
+    outcome
+}
+
+async fn domain_and_pool(
+    panel: &PanelProcess,
+    browser: &Browser,
+    admin_email: &str,
+    c2s: &str,
+) -> anyhow::Result<()> {
+    let email = format!("grace-{}@example.com", uuid::Uuid::now_v7().simple());
+    browser.client.goto(&panel.url("/signup")).await?;
+    browser.wait_for("main[data-page=signup]").await?;
+    browser.fill("input[name=email]", &email).await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.fill("input[name=org_name]", "Harbour Chat").await?;
+    browser.click("#signup-submit").await?;
+    browser.wait_for("main[data-page=dashboard]").await?;
+    click_first_visible(browser, r#"a[href$="/domains"]"#).await?;
+    browser.wait_for("main[data-page=domains]").await?;
+
+    // A bad domain is explained and kept in the field; a good one is added.
+    browser.fill("input[name=domain]", "not a domain").await?;
+    browser.click("#domain-submit").await?;
+    browser.wait_for("#f-domain-error").await?;
+    browser.screenshot("10-domain-error").await?;
+    browser
+        .fill("input[name=domain]", "chat.harbour.test")
+        .await?;
+    browser.click("#domain-submit").await?;
+    browser.wait_for("main[data-page=domain]").await?;
+    // No JavaScript: the customer reloads until the domain is active.
+    let page = browser.client.current_url().await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !browser.page_text().await?.contains("active")
+        || browser.find("#account-submit").await.is_err()
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the domain did not become active"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        browser.client.goto(page.as_str()).await?;
+        browser.wait_for("main[data-page=domain]").await?;
+    }
+    ensure!(
+        browser.page_text().await?.contains(c2s),
+        "the page shows where clients connect"
+    );
+    browser.fill("input[name=username]", "ada").await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.click("#account-submit").await?;
+    browser.wait_for("#accounts").await?;
+    ensure!(browser.page_text().await?.contains("ada@chat.harbour.test"));
+    browser.screenshot("11-domain-active").await?;
+    log_out(browser).await?;
+
+    // The admin's view of the pool.
+    browser.client.goto(&panel.url("/login")).await?;
+    browser.wait_for("main[data-page=login]").await?;
+    browser.fill("input[name=email]", admin_email).await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.click("#login-submit").await?;
+    browser.wait_for("main[data-page]").await?;
+    // The local node is polled every second: wait for its first heartbeat.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        browser.client.goto(&panel.url("/admin/nodes")).await?;
+        browser.wait_for("main[data-page=admin-nodes]").await?;
+        if browser.find(r#"[data-node-state="active"]"#).await.is_ok() {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the local node was never polled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    browser.screenshot("12-node-pool").await?;
+    browser.click(r#"tr[data-node="local"] a"#).await?;
+    browser.wait_for("main[data-page=admin-node]").await?;
+    ensure!(
+        browser.page_text().await?.contains("chat.harbour.test"),
+        "the node lists its domain"
+    );
+    browser.screenshot("13-node").await?;
+    browser.client.goto(&panel.url("/admin/nodes")).await?;
+    browser.wait_for("main[data-page=admin-nodes]").await?;
+    browser.click("#token-submit").await?;
+    browser.wait_for("#join-command").await?;
+    browser.screenshot("14-join-token").await?;
+    browser.client.goto(&panel.url("/admin/audit")).await?;
+    browser.wait_for("main[data-page=admin-audit]").await?;
+    ensure!(browser.page_text().await?.contains("join_token.created"));
+    browser.screenshot("15-audit").await?;
+    Ok(())
+}
