@@ -138,6 +138,7 @@ pub async fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<App
         csrf_key,
         sealer,
         node_clients,
+        reconcile_now: Arc::default(),
     }))
 }
 

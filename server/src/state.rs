@@ -25,6 +25,8 @@ pub struct Inner {
     pub sealer: Sealer,
     /// HTTP clients for the nodes' control APIs.
     pub node_clients: Arc<NodeClients>,
+    /// Wakes the reconciler at once (a domain was added or changed, a node was drained).
+    pub reconcile_now: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

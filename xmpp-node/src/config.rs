@@ -59,6 +59,8 @@ pub struct Limits {
     /// Open client connections, in total and per remote address.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Contacts one roster may hold; adding more is refused with `not-allowed`.
+    pub max_roster_items: i64,
     /// Seconds a connection may take to authenticate and bind.
     pub pre_auth_timeout_secs: u64,
     /// Stanzas per second a session may send (a burst of twice this is allowed).
@@ -101,6 +103,7 @@ impl Default for Limits {
             max_elements: 4096,
             max_connections: 200_000,
             max_connections_per_ip: 2_000,
+            max_roster_items: crate::store::DEFAULT_MAX_ROSTER_ITEMS,
             pre_auth_timeout_secs: 30,
             stanzas_per_second: 200,
             idle_ping_secs: 300,

@@ -27,8 +27,12 @@ use crate::{
         stanza::{Condition, error_reply, iq_result},
     },
     router::{SessionHandle, message_targets},
+    store::StoreError,
     xep::{blocking, vcard},
 };
+
+/// The text of the error for a contact beyond the roster limit.
+const ROSTER_FULL: &str = "Your contact list is full; remove a contact before adding another.";
 
 /// Handles one stanza from `me`'s session.
 pub async fn handle(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
@@ -489,6 +493,10 @@ async fn outbound_subscription(
         .await;
     let ((t, after), version) = match changed {
         Ok(r) => r,
+        Err(StoreError::RosterFull(n)) => {
+            tracing::info!(limit = n, "subscription refused: the roster is full");
+            return bounce(me, &stanza, Condition::NotAllowed, Some(ROSTER_FULL));
+        }
         Err(e) => {
             tracing::error!(error = %e, "a subscription change failed");
             return bounce(me, &stanza, Condition::InternalServerError, None);
@@ -554,6 +562,15 @@ async fn inbound_subscription(
         .await;
     let ((t, after), version) = match changed {
         Ok(r) => r,
+        Err(StoreError::RosterFull(n)) => {
+            // A request to an account whose roster is full is dropped, as for a
+            // stranger's request the user never sees.
+            tracing::info!(
+                limit = n,
+                "an inbound subscription change was dropped: the roster is full"
+            );
+            return;
+        }
         Err(e) => {
             tracing::error!(error = %e, "a subscription change failed");
             return;
@@ -652,6 +669,9 @@ async fn roster_iq(node: &Node, me: &Arc<SessionHandle>, iq: Element) {
                 }
                 Ok((_, None)) => {
                     me.deliver(iq_result(&iq));
+                }
+                Err(StoreError::RosterFull(_)) => {
+                    bounce(me, &iq, Condition::NotAllowed, Some(ROSTER_FULL));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a roster set failed");

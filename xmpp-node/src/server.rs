@@ -30,7 +30,8 @@ pub struct Server {
 
 impl Server {
     pub async fn start(settings: NodeSettings) -> anyhow::Result<Self> {
-        let store = Store::open(&settings.effective_database_url()).await?;
+        let mut store = Store::open(&settings.effective_database_url()).await?;
+        store.max_roster_items = settings.limits.max_roster_items;
         let fallback = settings
             .fallback_cert
             .as_deref()

@@ -141,6 +141,7 @@ async fn add(
     {
         Ok(d) => {
             tracing::info!(domain, org = access.org.id.0, "domain added");
+            state.reconcile_now.notify_one();
             Ok(Redirect::to(&format!("/o/{}/domains/{}", access.org.id.0, d.id)).into_response())
         }
         Err(db::CreateError::Taken) => {

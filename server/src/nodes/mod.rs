@@ -202,6 +202,8 @@ async fn enroll(
     )
     .await?;
     tracing::info!(node = req.name, id = node_id, "node joined the pool");
+    // Domains waiting for capacity may fit now.
+    state.reconcile_now.notify_one();
     Ok(Ok(JoinResponse { node_id, secret }))
 }
 

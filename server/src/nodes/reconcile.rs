@@ -32,7 +32,11 @@ pub async fn reconcile_forever(state: AppState) {
         if let Err(e) = reconcile_once(&state).await {
             tracing::warn!(error = format!("{e:#}"), "reconciling failed");
         }
-        tokio::time::sleep(every).await;
+        // The interval, or sooner when someone changed something.
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = state.reconcile_now.notified() => {}
+        }
     }
 }
 
@@ -61,10 +65,18 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     let by_id = Arc::new(by_id);
     let mut tasks = JoinSet::new();
     for d in work {
-        if d.node_id.is_none() && d.state != "deleting" {
-            place(state, &d, &mut candidates).await?;
-            continue;
-        }
+        let d = if d.node_id.is_none() && d.state != "deleting" {
+            // Placed now, and pushed in the same pass.
+            if !place(state, &d, &mut candidates).await? {
+                continue;
+            }
+            match domains::get(&state.db, &d.id).await? {
+                Some(d) => d,
+                None => continue,
+            }
+        } else {
+            d
+        };
         while tasks.len() >= CONCURRENCY {
             tasks.join_next().await;
         }
@@ -94,11 +106,12 @@ fn rules(state: &AppState) -> Rules {
     }
 }
 
+/// Places a waiting domain; false when no node fits (the reason is recorded).
 async fn place(
     state: &AppState,
     d: &DomainRow,
     candidates: &mut [placement::Candidate],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let now = state.clock.now();
     match placement::place(candidates, &rules(state)) {
         Ok(node_id) => {
@@ -107,6 +120,7 @@ async fn place(
                 c.vhosts += 1;
             }
             tracing::info!(domain = d.domain, node = node_id, "domain placed");
+            Ok(true)
         }
         Err(reason) => {
             if d.waiting_reason.as_deref() != Some(reason.as_str()) {
@@ -114,9 +128,9 @@ async fn place(
             }
             // Looked at again in a couple of seconds: capacity may appear at any time.
             domains::waiting(&state.db, &d.id, &reason, now + 2).await?;
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// Domains on draining nodes get a new node; their data moves in the reconciler's steps.

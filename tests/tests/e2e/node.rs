@@ -344,6 +344,57 @@ async fn connections_per_address_are_limited() {
     let _again = open_stream(node.c2s_port).await;
 }
 
+/// Opens a stream from a chosen loopback source address (all of 127/8 is loopback), so
+/// the per-address limit does not hide the total one. None: the node did not answer.
+async fn stream_from(source: [u8; 4], port: u16) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let mut s = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let _ = s.write_all(format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>").as_bytes()).await;
+    let got = read_until(&mut s, "</stream:features>").await;
+    got.contains("<starttls").then_some(s)
+}
+
+#[tokio::test]
+async fn connections_in_total_are_limited_across_addresses() {
+    let node = NodeProcess::start_with_env(&[
+        ("ROOKERY_NODE_LIMITS__MAX_CONNECTIONS", "3"),
+        ("ROOKERY_NODE_LIMITS__MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .await
+    .unwrap();
+    node.provision(DOMAIN, &[]).await.unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    let a = stream_from([127, 0, 0, 2], node.c2s_port)
+        .await
+        .expect("first");
+    let _b = stream_from([127, 0, 0, 3], node.c2s_port)
+        .await
+        .expect("second");
+    let _c = stream_from([127, 0, 0, 4], node.c2s_port)
+        .await
+        .expect("third");
+    assert!(
+        stream_from([127, 0, 0, 5], node.c2s_port).await.is_none(),
+        "a fourth connection is refused although its address has none open"
+    );
+    assert!(
+        node.output().contains("connection limit"),
+        "the refusal is logged"
+    );
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stream_from([127, 0, 0, 5], node.c2s_port).await.is_some(),
+        "a freed slot is reused"
+    );
+}
+
 #[tokio::test]
 async fn a_removed_vhost_stops_being_served_without_a_restart() {
     let node = provisioned_node().await;

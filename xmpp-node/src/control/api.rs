@@ -204,6 +204,7 @@ impl From<StoreError> for Problem {
             StoreError::AccountExists(_) => Problem::conflict("account_exists", sentence(&e)),
             StoreError::AccountLimit(..) => Problem::conflict("account_limit", sentence(&e)),
             StoreError::VhostExists(_) => Problem::conflict("vhost_exists", sentence(&e)),
+            StoreError::RosterFull(_) => Problem::conflict("roster_full", sentence(&e)),
             StoreError::Internal(e) => Problem::internal(e),
         }
     }

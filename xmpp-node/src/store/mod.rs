@@ -26,7 +26,12 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/node");
 #[derive(Clone)]
 pub struct Store {
     pub db: Pool,
+    /// The most contacts one roster may hold (RFC 6121 §2.3.3 lets a server limit it).
+    pub max_roster_items: i64,
 }
+
+/// Contacts per roster unless configured otherwise.
+pub const DEFAULT_MAX_ROSTER_ITEMS: i64 = 1000;
 
 /// A hosted domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +73,8 @@ pub enum StoreError {
     BadPassword(String),
     #[error("there is no account {0}")]
     NoSuchAccount(String),
+    #[error("the roster is full: it holds the most contacts allowed ({0})")]
+    RosterFull(i64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -143,7 +150,10 @@ impl Store {
             .run(&db)
             .await
             .context("applying the node's database migrations")?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            max_roster_items: DEFAULT_MAX_ROSTER_ITEMS,
+        })
     }
 
     #[tracing::instrument(skip_all)]

@@ -139,7 +139,22 @@ impl Store {
         .as_ref()
         .map(contact_from_row)
         .transpose()?;
+        let is_new = current.is_none();
         let (edit, out) = decide(current);
+        if is_new && matches!(edit, Edit::Save(_)) {
+            let count: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM roster_contacts WHERE vhost = $1 AND username = $2",
+            )
+            .bind(vhost)
+            .bind(username)
+            .fetch_one(&mut *tx)
+            .await?
+            .get("n");
+            if count >= self.max_roster_items {
+                tx.rollback().await?;
+                return Err(StoreError::RosterFull(self.max_roster_items));
+            }
+        }
         match edit {
             Edit::Keep => {
                 tx.rollback().await?;
@@ -278,6 +293,39 @@ mod tests {
             let joined = join_groups(&groups);
             assert_eq!(split_groups(&joined), groups, "{joined:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_roster_refuses_new_contacts_but_still_changes_old_ones() {
+        let (mut store, _dir) = store_with_account().await;
+        store.max_roster_items = 2;
+        let me = jid("juliet@example.com");
+        let save = |c: Option<Contact>, who: &Jid| {
+            let mut c = c.unwrap_or_else(|| Contact::new(who.clone()));
+            c.listed = true;
+            c.name = Some(who.to_string());
+            (Edit::Save(c), ())
+        };
+        for who in ["a@example.net", "b@example.net"] {
+            let who = jid(who);
+            store
+                .update_contact(&me, &who, |c| save(c, &who))
+                .await
+                .unwrap();
+        }
+        let third = jid("c@example.net");
+        let refused = store.update_contact(&me, &third, |c| save(c, &third)).await;
+        assert!(
+            matches!(refused, Err(StoreError::RosterFull(2))),
+            "{refused:?}"
+        );
+        assert_eq!(store.roster(&me).await.unwrap().1.len(), 2);
+        // Renaming a contact already there is no new item.
+        let a = jid("a@example.net");
+        store
+            .update_contact(&me, &a, |c| save(c, &a))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
