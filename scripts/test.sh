@@ -2,7 +2,8 @@
 # Runs every check and test of the workspace, on SQLite and then on PostgreSQL.
 #
 # One command on a fresh Debian 12 machine with the Rust toolchain: as root it installs what
-# the tests need from Debian (PostgreSQL server binaries, Chromium, ChromeDriver, a font),
+# the tests need from Debian (PostgreSQL server binaries, Chromium, ChromeDriver, a font, the
+# Knot DNS server that the DNS check test starts on a loopback port),
 # without starting any system service; as another user it says what to install.
 #
 # Steps: lints (cargo fmt, clippy) -> one build of the binaries and test binaries -> a
@@ -35,6 +36,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 CHROMIUM_BIN="${CHROMIUM:-/usr/bin/chromium}"
 CHROMEDRIVER_BIN="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 FONT_FILE=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+KNOTD_BIN="${KNOTD:-/usr/sbin/knotd}"
 POLICY_RC=/usr/sbin/policy-rc.d
 
 created_policy_rc=0
@@ -96,6 +98,7 @@ install_missing() {
         chromium) [[ -x "$CHROMIUM_BIN" ]] || missing+=(chromium) ;;
         chromium-driver) [[ -x "$CHROMEDRIVER_BIN" ]] || missing+=(chromium-driver) ;;
         fonts-dejavu-core) [[ -f "$FONT_FILE" ]] || missing+=(fonts-dejavu-core) ;;
+        knot) [[ -x "$KNOTD_BIN" ]] || missing+=(knot) ;;
         *) fail "unknown requirement $package" ;;
         esac
     done
@@ -129,6 +132,7 @@ or run this script as root, which installs them."
         postgresql) [[ -n "$(find_pg_bin)" ]] || fail "postgresql installed, but no server under /usr/lib/postgresql/*/bin" ;;
         chromium) [[ -x "$CHROMIUM_BIN" ]] || fail "chromium installed, but $CHROMIUM_BIN is missing" ;;
         chromium-driver) [[ -x "$CHROMEDRIVER_BIN" ]] || fail "chromium-driver installed, but $CHROMEDRIVER_BIN is missing" ;;
+        knot) [[ -x "$KNOTD_BIN" ]] || fail "knot installed, but $KNOTD_BIN is missing" ;;
         esac
     done
 }
@@ -234,7 +238,7 @@ for engine in $engines; do
     [[ "$engine" == sqlite || "$engine" == postgres ]] ||
         fail "ROOKERY_TEST_ENGINES names $engine; known engines: sqlite postgres"
 done
-needs=(chromium chromium-driver fonts-dejavu-core)
+needs=(chromium chromium-driver fonts-dejavu-core knot)
 if [[ " $engines " == *" postgres "* ]]; then
     needs+=(postgresql)
 fi

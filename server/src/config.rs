@@ -42,6 +42,75 @@ pub struct Settings {
     pub password_hashing: HashingSettings,
     pub provisioning: ProvisioningSettings,
     pub local_node: LocalNodeSettings,
+    pub dns: DnsSettings,
+    pub stripe: StripeSettings,
+    pub ordering: OrderingSettings,
+}
+
+/// What customers may order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrderingSettings {
+    /// Domains nobody can order, with everything under them: special-use names, and the
+    /// provider's own domains (the panel's host and the DNS zone are added automatically).
+    pub reserved_domains: Vec<String>,
+}
+
+impl Default for OrderingSettings {
+    fn default() -> Self {
+        Self {
+            reserved_domains: [
+                "localhost",
+                "invalid",
+                "local",
+                "onion",
+                "arpa",
+                "internal",
+                "alt",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+/// Billing through Stripe. Without a secret key billing is off and every plan is free
+/// (the demo).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StripeSettings {
+    /// Stripe's API; tests point it at a local fake.
+    pub api_base: String,
+    /// `sk_live_…` / `sk_test_…`. Empty: billing off.
+    #[serde(serialize_with = "serialize_plain_secret")]
+    pub secret_key: String,
+    /// The webhook endpoint's signing secret (`whsec_…`).
+    #[serde(serialize_with = "serialize_plain_secret")]
+    pub webhook_secret: String,
+    /// Seconds a signed webhook may be old (Stripe's libraries use 300).
+    pub webhook_tolerance_secs: i64,
+    /// Days a domain stays active after a failed payment before it is suspended.
+    pub grace_days: i64,
+    /// Days a cancelled domain's data is kept (and can be exported) before deletion.
+    pub retention_days: i64,
+}
+
+impl StripeSettings {
+    pub fn enabled(&self) -> bool {
+        !self.secret_key.trim().is_empty()
+    }
+}
+
+impl Default for StripeSettings {
+    fn default() -> Self {
+        Self {
+            api_base: "https://api.stripe.com".into(),
+            secret_key: String::new(),
+            webhook_secret: String::new(),
+            webhook_tolerance_secs: 300,
+            grace_days: 7,
+            retention_days: 30,
+        }
+    }
 }
 
 /// The node pool: placement rules, the reconciler and the health poller.
@@ -80,6 +149,25 @@ pub struct LocalNodeSettings {
     pub c2s_tls_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub control_listen: SocketAddr,
+}
+
+/// The DNS records customers create, and how the panel checks them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsSettings {
+    /// The provider's zone: every domain gets a stable name `<label>.<provider_zone>` in
+    /// it, which its SRV records point at (the demo's default only works on this machine).
+    pub provider_zone: String,
+    /// The DNS server "Check DNS" asks, over UDP and TCP, e.g. `192.0.2.53:53`. Empty: the
+    /// system resolver from `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
+    /// How long one look-up may take, seconds.
+    pub timeout_secs: u64,
+    /// Ports of every node, used in the SRV records: client STARTTLS, client direct TLS
+    /// (XEP-0368) and server-to-server. The same on all nodes, so a move changes no record.
+    pub c2s_port: u16,
+    pub c2s_tls_port: u16,
+    pub s2s_port: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,6 +214,9 @@ impl Default for Settings {
             secret_key: String::new(),
             provisioning: ProvisioningSettings::default(),
             local_node: LocalNodeSettings::default(),
+            dns: DnsSettings::default(),
+            stripe: StripeSettings::default(),
+            ordering: OrderingSettings::default(),
         }
     }
 }
@@ -155,6 +246,19 @@ impl Default for LocalNodeSettings {
             c2s_tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
             control_listen: SocketAddr::from(([127, 0, 0, 1], 5290)),
+        }
+    }
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            provider_zone: "xmpp.localhost".into(),
+            resolver: None,
+            timeout_secs: 5,
+            c2s_port: 5222,
+            c2s_tls_port: 5223,
+            s2s_port: 5269,
         }
     }
 }
@@ -231,6 +335,16 @@ impl Settings {
             self.login_limits.per_account > 0 && self.login_limits.per_ip > 0,
             "login_limits.per_account and per_ip must be positive"
         );
+        if self.stripe.enabled() {
+            anyhow::ensure!(
+                !self.stripe.webhook_secret.trim().is_empty(),
+                "stripe.webhook_secret is needed when stripe.secret_key is set"
+            );
+        }
+        anyhow::ensure!(
+            self.stripe.grace_days >= 0 && self.stripe.retention_days >= 0,
+            "stripe.grace_days and retention_days cannot be negative"
+        );
         let p = &self.provisioning;
         anyhow::ensure!(
             p.headroom_percent <= 90,
@@ -244,6 +358,7 @@ impl Settings {
             p.down_after_misses > 0 && p.join_token_ttl_secs > 0 && p.max_retry_secs > 0,
             "provisioning.down_after_misses, join_token_ttl_secs and max_retry_secs must be positive"
         );
+        crate::dns::validate_settings(&self.dns).context("dns")?;
         Ok(())
     }
 

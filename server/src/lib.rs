@@ -15,9 +15,11 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod dns;
 pub mod domains;
 pub mod error;
 pub mod mail;

@@ -44,6 +44,15 @@ pub fn notice(code: &str) -> Option<Flash> {
         "member-removed" => (FlashKind::Info, "Member removed."),
         "joined" => (FlashKind::Success, "You have joined the organisation."),
         "plan-created" => (FlashKind::Success, "Plan created."),
+        "account-created" => (
+            FlashKind::Success,
+            "Chat account created. It can log in right away.",
+        ),
+        "account-deleted" => (FlashKind::Info, "Chat account deleted."),
+        "plan-updated" => (
+            FlashKind::Success,
+            "Plan saved. Domains on it get the new limits within seconds.",
+        ),
         "tenant-updated" => (FlashKind::Success, "Organisation updated."),
         "org-created" => (FlashKind::Success, "Organisation created."),
         "node-cordoned" => (

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod browser;
 pub mod db;
+pub mod fake_stripe;
 pub mod node;
 pub mod process;
 pub mod xmpp;

@@ -75,7 +75,41 @@ pub struct PlanForm {
     pub max_accounts: String,
     pub max_sessions: String,
     pub storage_mb: String,
+    pub upload_mb: String,
+    pub archive_days: String,
+    pub stripe_price_id: String,
+    pub public: bool,
     pub errors: FormErrors,
+}
+
+/// The fields of a plan, for the new-plan form and the edit page.
+fn plan_fields(
+    form: PlanForm,
+    csrf: String,
+    action: String,
+    submit: &'static str,
+) -> impl IntoView {
+    let e = form.errors.clone();
+    view! {
+        <FormAlert errors=e.clone()/>
+        <form method="post" action=action class="grid-form">
+            <Csrf token=csrf/>
+            <Field name="name" label="Name" value=form.name.clone() errors=e.clone() required=true/>
+            <Field name="description" label="Description" value=form.description.clone() errors=e.clone()/>
+            <Field name="price" label="Monthly price" value=form.price.clone() errors=e.clone() hint="For example 4.50; 0 for a free plan." required=true/>
+            <Field name="currency" label="Currency" value=form.currency.clone() errors=e.clone() hint="ISO 4217 code, e.g. EUR." required=true/>
+            <Field name="max_accounts" label="Chat accounts" kind="number" value=form.max_accounts.clone() errors=e.clone() required=true/>
+            <Field name="max_sessions" label="Simultaneous connections" kind="number" value=form.max_sessions.clone() errors=e.clone() required=true/>
+            <Field name="storage_mb" label="Storage (MB)" kind="number" value=form.storage_mb.clone() errors=e.clone() required=true/>
+            <Field name="upload_mb" label="File uploads (MB)" kind="number" value=form.upload_mb.clone() errors=e.clone() required=true/>
+            <Field name="archive_days" label="Message archive (days)" kind="number" value=form.archive_days.clone() errors=e.clone() required=true/>
+            <Field name="stripe_price_id" label="Stripe price id" value=form.stripe_price_id.clone() errors=e.clone() hint="price_…; needed for paid plans when billing is on."/>
+            <div class="field checkbox">
+                <label><input type="checkbox" name="public" value="1" checked=form.public/>" Shown on the landing page"</label>
+            </div>
+            <button type="submit" class="button" id="plan-submit">{submit}</button>
+        </form>
+    }
 }
 
 pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
@@ -85,19 +119,20 @@ pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
             view! { <Empty title="No plans yet"><p>"Create the first plan below; it appears on the landing page."</p></Empty> }.into_any()
         } else {
             view! {
-                <table class="table">
+                <table class="table" id="plans">
                     <thead><tr>
                         <th scope="col">"Plan"</th><th scope="col">"Price"</th><th scope="col">"Accounts"</th>
-                        <th scope="col">"Connections"</th><th scope="col">"Storage"</th><th scope="col">"Shown"</th>
+                        <th scope="col">"Connections"</th><th scope="col">"Storage / uploads"</th><th scope="col">"Archive"</th><th scope="col">"Shown"</th>
                     </tr></thead>
                     <tbody>
                         {plans.into_iter().map(|p| view! {
                             <tr>
-                                <td>{p.name.clone()}</td>
+                                <td><a href=format!("/admin/plans/{}", p.id)>{p.name.clone()}</a></td>
                                 <td>{p.price_label()}</td>
                                 <td>{p.max_accounts}</td>
                                 <td>{p.max_sessions}</td>
-                                <td>{format!("{} MB", p.storage_mb)}</td>
+                                <td>{format!("{} MB / {} MB", p.storage_mb, p.upload_mb)}</td>
+                                <td>{format!("{} days", p.archive_days)}</td>
                                 <td>{if p.public { "on landing page" } else { "hidden" }}</td>
                             </tr>
                         }).collect_view()}
@@ -105,25 +140,30 @@ pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
                 </table>
             }.into_any()
         };
-        let e = form.errors.clone();
         view! {
             <Shell ctx=ctx>
                 <h1>"Plans"</h1>
                 {list}
                 <section class="card">
                     <h2>"New plan"</h2>
-                    <FormAlert errors=e.clone()/>
-                    <form method="post" action="/admin/plans" class="grid-form">
-                        <Csrf token=csrf/>
-                        <Field name="name" label="Name" value=form.name.clone() errors=e.clone() required=true/>
-                        <Field name="description" label="Description" value=form.description.clone() errors=e.clone()/>
-                        <Field name="price" label="Monthly price" value=form.price.clone() errors=e.clone() hint="For example 4.50; 0 for a free plan." required=true/>
-                        <Field name="currency" label="Currency" value=form.currency.clone() errors=e.clone() hint="ISO 4217 code, e.g. EUR." required=true/>
-                        <Field name="max_accounts" label="Chat accounts" kind="number" value=form.max_accounts.clone() errors=e.clone() required=true/>
-                        <Field name="max_sessions" label="Simultaneous connections" kind="number" value=form.max_sessions.clone() errors=e.clone() required=true/>
-                        <Field name="storage_mb" label="Storage (MB)" kind="number" value=form.storage_mb.clone() errors=e.clone() required=true/>
-                        <button type="submit" class="button" id="plan-submit">"Create plan"</button>
-                    </form>
+                    {plan_fields(form, csrf, "/admin/plans".into(), "Create plan")}
+                </section>
+            </Shell>
+        }
+    })
+}
+
+/// Editing a plan: changes reach every domain on it.
+pub fn plan_edit(ctx: PageCtx, id: String, domains: i64, form: PlanForm) -> String {
+    render(move || {
+        let csrf = ctx.csrf.clone();
+        view! {
+            <Shell ctx=ctx>
+                <p><a href="/admin/plans">"← Plans"</a></p>
+                <h1>{format!("Plan {}", form.name)}</h1>
+                <p class="muted">{format!("{domains} domain(s) use this plan; new limits reach their servers within seconds of saving.")}</p>
+                <section class="card">
+                    {plan_fields(form, csrf, format!("/admin/plans/{id}"), "Save plan")}
                 </section>
             </Shell>
         }

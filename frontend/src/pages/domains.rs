@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use crate::{
     FormErrors, PageCtx, Shell, render,
-    widgets::{Csrf, Empty, Field, FormAlert},
+    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -37,13 +37,37 @@ fn state_badge(state: &str) -> impl IntoView + use<> {
     view! { <span class=class data-state=state.to_string()>{text}</span> }
 }
 
+/// A plan to choose when adding a domain.
+#[derive(Clone, Debug, Default)]
+pub struct PlanChoice {
+    pub id: String,
+    pub name: String,
+    /// "Free" or "EUR 4.00 / month".
+    pub price: String,
+    /// "10 accounts, 20 connections, 500 MB".
+    pub limits: String,
+}
+
+/// The add-a-domain form as typed.
+#[derive(Clone, Debug, Default)]
+pub struct OrderForm {
+    pub domain: String,
+    pub plan: String,
+    pub errors: FormErrors,
+}
+
 pub fn list(
     ctx: PageCtx,
     org_id: String,
     domains: Vec<DomainView>,
-    domain: String,
-    errors: FormErrors,
+    plans: Vec<PlanChoice>,
+    form: OrderForm,
 ) -> String {
+    let OrderForm {
+        domain,
+        plan: chosen,
+        errors,
+    } = form;
     render(move || {
         let csrf = ctx.csrf.clone();
         let base = format!("/o/{org_id}/domains");
@@ -74,9 +98,29 @@ pub fn list(
                 <section class="card">
                     <h2>"Add a domain"</h2>
                     <FormAlert errors=errors.clone()/>
-                    <form method="post" action=base.clone() class="form-row">
+                    <form method="post" action=base.clone() class="order-form">
                         <Csrf token=csrf/>
-                        <Field name="domain" label="Domain" value=domain errors=errors hint="A domain you own, e.g. chat.example.com." required=true/>
+                        <Field name="domain" label="Domain" value=domain errors=errors.clone() hint="A domain you own, e.g. chat.example.com." required=true/>
+                        {(!plans.is_empty()).then(|| {
+                            let plan_error = errors.get("plan");
+                            let has_error = plan_error.is_some();
+                            view! {
+                                <fieldset class="field plan-choice" class:has-error=has_error>
+                                    <legend>"Plan"</legend>
+                                    {plans.iter().map(|p| {
+                                        let checked = p.id == chosen || (chosen.is_empty() && plans.len() == 1);
+                                        view! {
+                                            <label class="plan-option">
+                                                <input type="radio" name="plan" value=p.id.clone() checked=checked/>
+                                                " " <strong>{p.name.clone()}</strong> " — " {p.price.clone()}
+                                                <span class="muted small">{format!(" ({})", p.limits)}</span>
+                                            </label>
+                                        }
+                                    }).collect_view()}
+                                    {plan_error.map(|e| view! { <p class="field-error" id="f-plan-error">{e}</p> })}
+                                </fieldset>
+                            }
+                        })}
                         <button type="submit" class="button" id="domain-submit">"Add domain"</button>
                     </form>
                 </section>
@@ -92,6 +136,10 @@ pub struct AccountsView {
     pub error: Option<String>,
     pub username: String,
     pub errors: FormErrors,
+    /// A password just set (`address`, password): shown this once.
+    pub shown_once: Option<(String, String)>,
+    /// The plan's account limit, if any.
+    pub limit: Option<i64>,
 }
 
 pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> String {
@@ -99,24 +147,49 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
         let csrf = ctx.csrf.clone();
         let base = format!("/o/{org_id}/domains/{}", d.id);
         let active = d.state == "active";
+        let shown = a.shown_once.clone().map(|(address, password)| view! {
+            <div class="alert alert-success" role="status" id="password-once">
+                <p>{format!("The password of {address} is:")}</p>
+                <p><input class="code" type="text" readonly value=password id="new-password" aria-label="The new password"/></p>
+                <p>"Copy it now: it is not shown again. Give it to the person who uses the account."</p>
+            </div>
+        });
+        let count = a.accounts.as_ref().map(Vec::len).unwrap_or(0) as i64;
+        let limit_line = a.limit.map(|l| view! { <p class="muted" id="account-limit">{format!("{count} of {l} accounts in your plan.")}</p> });
         let accounts = match (&a.accounts, &a.error) {
             (_, Some(e)) => view! { <div class="alert alert-error" role="alert">{e.clone()}</div> }.into_any(),
             (Some(list), None) if list.is_empty() => view! { <p class="muted">"No chat accounts yet."</p> }.into_any(),
             (Some(list), None) => view! {
-                <ul class="account-list" id="accounts">
-                    {list.iter().map(|u| view! { <li>{format!("{u}@{}", d.domain)}</li> }).collect_view()}
-                </ul>
+                <table class="table" id="accounts">
+                    <thead><tr><th scope="col">"Address"</th><th scope="col"><span class="sr-only">"Actions"</span></th></tr></thead>
+                    <tbody>
+                        {list.iter().map(|u| {
+                            let address = format!("{u}@{}", d.domain);
+                            let key = u.clone();
+                            view! {
+                                <tr data-account=key>
+                                    <td>{address}</td>
+                                    <td class="row-actions">
+                                        <ActionButton action=format!("{base}/accounts/{u}/reset") csrf=csrf.clone() label="New password" class="button button-quiet button-small"/>
+                                        <a class="button button-danger button-small" href=format!("{base}/accounts/{u}/delete")>"Delete"</a>
+                                    </td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
             }.into_any(),
             (None, None) => view! { <p class="muted">"Chat accounts can be added once the domain is active."</p> }.into_any(),
         };
         let form = active.then(|| {
             let e = a.errors.clone();
             view! {
+                <h3>"Add an account"</h3>
                 <FormAlert errors=e.clone()/>
                 <form method="post" action=format!("{base}/accounts") class="grid-form">
                     <Csrf token=csrf.clone()/>
                     <Field name="username" label="User name" value=a.username.clone() errors=e.clone() required=true/>
-                    <Field name="password" label="Password" kind="password" errors=e.clone() hint="At least 10 characters." autocomplete="new-password" required=true/>
+                    <Field name="password" label="Password" kind="password" errors=e.clone() hint="At least 10 characters; leave empty to have one made up." autocomplete="new-password"/>
                     <button type="submit" class="button" id="account-submit">"Create account"</button>
                 </form>
             }
@@ -126,16 +199,45 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                 <p><a href=format!("/o/{org_id}/domains")>"← Domains"</a></p>
                 <h1>{d.domain.clone()} " " {state_badge(&d.state)}</h1>
                 {d.waiting.clone().map(|w| view! { <div class="alert alert-info" role="status">{w}</div> })}
+                {shown}
                 <section class="card">
                     <dl class="facts">
                         <dt>"Server"</dt><dd id="server">{d.server.clone().unwrap_or_else(|| "not placed yet".into())}</dd>
                         <dt>"Added"</dt><dd>{d.created.clone()}</dd>
                     </dl>
+                    <p><a href=format!("{base}/dns")>"DNS records for this domain"</a></p>
                 </section>
                 <section class="card">
                     <h2>"Chat accounts"</h2>
+                    {limit_line}
                     {accounts}
                     {form}
+                </section>
+            </Shell>
+        }
+    })
+}
+
+/// Confirming the deletion of a chat account.
+pub fn confirm_delete(
+    ctx: PageCtx,
+    org_id: String,
+    domain_id: String,
+    address: String,
+    username: String,
+) -> String {
+    render(move || {
+        let csrf = ctx.csrf.clone();
+        let back = format!("/o/{org_id}/domains/{domain_id}");
+        view! {
+            <Shell ctx=ctx>
+                <h1>{format!("Delete {address}?")}</h1>
+                <section class="card">
+                    <p>"The account, its contacts and its stored messages are deleted at once and cannot be brought back. Anyone logged in with it is disconnected."</p>
+                    <div class="actions">
+                        <ActionButton action=format!("{back}/accounts/{username}/delete") csrf=csrf label="Delete the account" class="button button-danger" id="confirm-delete"/>
+                        <a class="button button-quiet" href=back>"Keep it"</a>
+                    </div>
                 </section>
             </Shell>
         }

@@ -2,6 +2,7 @@
 //! reset, invitations), a customer organisation's pages, and the platform admin's pages.
 
 pub mod admin;
+pub mod dns;
 pub mod domains;
 pub mod nodes;
 pub mod org;
@@ -23,6 +24,9 @@ pub struct PlanView {
     pub max_accounts: i64,
     pub max_sessions: i64,
     pub storage_mb: i64,
+    pub upload_mb: i64,
+    pub archive_days: i64,
+    pub stripe_price_id: Option<String>,
     pub public: bool,
 }
 

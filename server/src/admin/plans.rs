@@ -1,9 +1,10 @@
-//! Plans customers choose from: name, monthly price, limits. Admins create them here; the
-//! landing page shows the public ones.
+//! Plans customers choose from: name, monthly price, limits (accounts, connections,
+//! storage, uploads, archive) and the Stripe price. Admins create and edit them here; an
+//! edit reaches every domain on the plan through a new vhost spec.
 
 use axum::{
     Form, Router,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
@@ -12,7 +13,7 @@ use rookery_frontend::{
     FormErrors,
     pages::{
         PlanView,
-        admin::{PlanForm, plans as plans_page},
+        admin::{PlanForm, plan_edit, plans as plans_page},
     },
 };
 use serde::Deserialize;
@@ -22,44 +23,63 @@ use crate::{
     auth::session::Admin,
     clock::new_id,
     db::{Pool, is_unique_violation},
-    error::AppResult,
+    error::{AppError, AppResult},
+    nodes::db as nodes,
     pages::{NoticeQuery, ctx},
     state::AppState,
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/plans", get(show_plans).post(create_plan))
+    Router::new()
+        .route("/admin/plans", get(show_plans).post(create_plan))
+        .route("/admin/plans/{id}", get(show_plan).post(update_plan))
+}
+
+const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
+    Ok(PlanView {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        price_cents: r.try_get("price_cents")?,
+        currency: r.try_get("currency")?,
+        max_accounts: r.try_get("max_accounts")?,
+        max_sessions: r.try_get("max_sessions")?,
+        storage_mb: r.try_get("storage_mb")?,
+        upload_mb: r.try_get("upload_mb")?,
+        archive_days: r.try_get("archive_days")?,
+        stripe_price_id: r.try_get("stripe_price_id")?,
+        public: r.try_get::<i64, _>("is_public")? != 0,
+    })
 }
 
 /// Plans, cheapest first; only those on the landing page when `public_only`.
 #[tracing::instrument(skip_all)]
 pub async fn list(db: &Pool, public_only: bool) -> Result<Vec<PlanView>, sqlx::Error> {
-    let sql = format!(
-        "SELECT id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, is_public FROM plans {} ORDER BY price_cents, name",
-        if public_only {
-            "WHERE is_public = 1"
-        } else {
-            ""
-        }
-    );
-    sqlx::query(&sql)
-        .fetch_all(db)
+    let filter = if public_only {
+        "WHERE is_public = 1"
+    } else {
+        ""
+    };
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM plans {filter} ORDER BY price_cents, name"
+    ))
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+pub async fn get_plan(db: &Pool, id: &str) -> Result<Option<PlanView>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM plans WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
         .await?
-        .iter()
-        .map(|r| {
-            Ok(PlanView {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                description: r.try_get("description")?,
-                price_cents: r.try_get("price_cents")?,
-                currency: r.try_get("currency")?,
-                max_accounts: r.try_get("max_accounts")?,
-                max_sessions: r.try_get("max_sessions")?,
-                storage_mb: r.try_get("storage_mb")?,
-                public: r.try_get::<i64, _>("is_public")? != 0,
-            })
-        })
-        .collect()
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 async fn show_plans(
@@ -79,27 +99,121 @@ async fn show_plans(
     .await?;
     let form = PlanForm {
         currency: "EUR".into(),
+        upload_mb: "1024".into(),
+        archive_days: "365".into(),
+        public: true,
         ..Default::default()
     };
     Ok(Html(plans_page(ctx, plans, form)))
 }
 
-#[derive(Deserialize)]
-struct NewPlan {
-    #[serde(default)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PlanInput {
     name: String,
-    #[serde(default)]
     description: String,
-    #[serde(default)]
     price: String,
-    #[serde(default)]
     currency: String,
-    #[serde(default)]
     max_accounts: String,
-    #[serde(default)]
     max_sessions: String,
-    #[serde(default)]
     storage_mb: String,
+    upload_mb: String,
+    archive_days: String,
+    stripe_price_id: String,
+    public: Option<String>,
+}
+
+/// A checked plan, ready to store.
+struct Plan {
+    name: String,
+    description: String,
+    price_cents: i64,
+    currency: String,
+    limits: [i64; 5],
+    stripe_price_id: Option<String>,
+    public: bool,
+}
+
+impl PlanInput {
+    fn check(&self, billing_on: bool) -> Result<Plan, FormErrors> {
+        let mut errors = FormErrors::default();
+        let name = self.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > 60 {
+            errors.add("name", "Enter a name of at most 60 characters.");
+        }
+        if self.description.trim().chars().count() > 300 {
+            errors.add("description", "Keep the description under 300 characters.");
+        }
+        let price = parse_price(&self.price);
+        if price.is_none() {
+            errors.add("price", "Enter a price like 4.50 (or 0 for a free plan).");
+        }
+        let currency = self.currency.trim().to_uppercase();
+        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+            errors.add("currency", "Enter a three-letter currency code like EUR.");
+        }
+        let limits = [
+            ("max_accounts", &self.max_accounts),
+            ("max_sessions", &self.max_sessions),
+            ("storage_mb", &self.storage_mb),
+            ("upload_mb", &self.upload_mb),
+            ("archive_days", &self.archive_days),
+        ]
+        .map(|(field, v)| {
+            let n = positive(v);
+            if n.is_none() {
+                errors.add(field, "Enter a whole number above 0.");
+            }
+            n.unwrap_or_default()
+        });
+        let stripe_price_id =
+            Some(self.stripe_price_id.trim().to_string()).filter(|s| !s.is_empty());
+        if let Some(p) = &stripe_price_id
+            && (!p.starts_with("price_")
+                || p.len() > 100
+                || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            errors.add(
+                "stripe_price_id",
+                "A Stripe price id looks like price_1AbC…; copy it from the Stripe dashboard.",
+            );
+        }
+        if billing_on && price.is_some_and(|p| p > 0) && stripe_price_id.is_none() {
+            errors.add(
+                "stripe_price_id",
+                "A paid plan needs its Stripe price id while billing is on.",
+            );
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Plan {
+            name,
+            description: self.description.trim().to_string(),
+            price_cents: price.unwrap_or_default(),
+            currency,
+            limits,
+            stripe_price_id,
+            public: self.public.is_some(),
+        })
+    }
+
+    fn into_form(self, errors: FormErrors) -> PlanForm {
+        PlanForm {
+            name: self.name,
+            description: self.description,
+            price: self.price,
+            currency: self.currency,
+            max_accounts: self.max_accounts,
+            max_sessions: self.max_sessions,
+            storage_mb: self.storage_mb,
+            upload_mb: self.upload_mb,
+            archive_days: self.archive_days,
+            stripe_price_id: self.stripe_price_id,
+            public: self.public.is_some(),
+            errors,
+        }
+    }
 }
 
 /// `4.50` → 450 cents. At most two decimals, no sign, no exponent.
@@ -128,75 +242,201 @@ fn positive(s: &str) -> Option<i64> {
         .filter(|n| *n > 0 && *n <= 10_000_000)
 }
 
+fn billing_on(state: &AppState) -> bool {
+    state.settings.stripe.enabled()
+}
+
 async fn create_plan(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Form(f): Form<NewPlan>,
+    Form(f): Form<PlanInput>,
 ) -> AppResult<Response> {
-    let mut errors = FormErrors::default();
-    let name = f.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 60 {
-        errors.add("name", "Enter a name of at most 60 characters.");
-    }
-    let price = parse_price(&f.price);
-    if price.is_none() {
-        errors.add("price", "Enter a price like 4.50 (or 0 for free).");
-    }
-    let currency = f.currency.trim().to_uppercase();
-    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
-        errors.add("currency", "Enter a three-letter currency code like EUR.");
-    }
-    let limits = [
-        ("max_accounts", &f.max_accounts),
-        ("max_sessions", &f.max_sessions),
-        ("storage_mb", &f.storage_mb),
-    ]
-    .map(|(field, v)| {
-        let n = positive(v);
-        if n.is_none() {
-            errors.add(field, "Enter a whole number above 0.");
-        }
-        n
-    });
-    if errors.is_empty() {
-        let inserted = sqlx::query(
-            "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, is_public, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
-        )
-        .bind(new_id())
-        .bind(&name)
-        .bind(f.description.trim())
-        .bind(price.unwrap_or_default())
-        .bind(&currency)
-        .bind(limits[0].unwrap_or_default())
-        .bind(limits[1].unwrap_or_default())
-        .bind(limits[2].unwrap_or_default())
-        .bind(state.clock.now())
-        .execute(&state.db)
-        .await;
-        match inserted {
-            Ok(_) => return Ok(Redirect::to("/admin/plans?notice=plan-created").into_response()),
-            Err(e) if is_unique_violation(&e) => {
-                errors.add("name", "A plan with this name exists already.")
+    let mut errors = match f.check(billing_on(&state)) {
+        Ok(p) => {
+            let now = state.clock.now();
+            let inserted = sqlx::query(
+                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+            )
+            .bind(new_id())
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(p.price_cents)
+            .bind(&p.currency)
+            .bind(p.limits[0])
+            .bind(p.limits[1])
+            .bind(p.limits[2])
+            .bind(p.limits[3])
+            .bind(p.limits[4])
+            .bind(&p.stripe_price_id)
+            .bind(i64::from(p.public))
+            .bind(now)
+            .execute(&state.db)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    nodes::audit(
+                        &state.db,
+                        Some(&admin.user.id),
+                        &admin.user.email,
+                        "plan.created",
+                        &p.name,
+                        &format!("{} {}", p.price_cents, p.currency),
+                        now,
+                    )
+                    .await?;
+                    return Ok(Redirect::to("/admin/plans?notice=plan-created").into_response());
+                }
+                Err(e) if is_unique_violation(&e) => {
+                    let mut errors = FormErrors::default();
+                    errors.add("name", "A plan with this name exists already.");
+                    errors
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
+        Err(errors) => errors,
+    };
+    if errors.is_empty() {
+        errors.add("", "The plan could not be saved.");
     }
     let plans = list(&state.db, false).await?;
     let ctx = ctx(&state, &admin.visitor, "Plans", "admin-plans", None, None).await?;
-    let form = PlanForm {
-        name: f.name,
-        description: f.description,
-        price: f.price,
-        currency: f.currency,
-        max_accounts: f.max_accounts,
-        max_sessions: f.max_sessions,
-        storage_mb: f.storage_mb,
-        errors,
-    };
     Ok((
         StatusCode::UNPROCESSABLE_ENTITY,
-        Html(plans_page(ctx, plans, form)),
+        Html(plans_page(ctx, plans, f.into_form(errors))),
+    )
+        .into_response())
+}
+
+fn form_of(p: &PlanView) -> PlanForm {
+    PlanForm {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        price: format!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
+        currency: p.currency.clone(),
+        max_accounts: p.max_accounts.to_string(),
+        max_sessions: p.max_sessions.to_string(),
+        storage_mb: p.storage_mb.to_string(),
+        upload_mb: p.upload_mb.to_string(),
+        archive_days: p.archive_days.to_string(),
+        stripe_price_id: p.stripe_price_id.clone().unwrap_or_default(),
+        public: p.public,
+        errors: FormErrors::default(),
+    }
+}
+
+async fn domains_on(db: &Pool, plan_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) AS n FROM domains WHERE plan_id = $1 AND state <> 'deleted'")
+        .bind(plan_id)
+        .fetch_one(db)
+        .await?
+        .try_get("n")
+}
+
+async fn show_plan(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Query(q): Query<NoticeQuery>,
+) -> AppResult<Html<String>> {
+    let plan = get_plan(&state.db, &id).await?.ok_or(AppError::NotFound)?;
+    let domains = domains_on(&state.db, &id).await?;
+    let ctx = ctx(
+        &state,
+        &admin.visitor,
+        &plan.name,
+        "admin-plan",
+        None,
+        q.notice.as_deref(),
+    )
+    .await?;
+    Ok(Html(plan_edit(ctx, id, domains, form_of(&plan))))
+}
+
+async fn update_plan(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Form(f): Form<PlanInput>,
+) -> AppResult<Response> {
+    let old = get_plan(&state.db, &id).await?.ok_or(AppError::NotFound)?;
+    let errors = match f.check(billing_on(&state)) {
+        Ok(p) => {
+            let now = state.clock.now();
+            let mut tx = state.db.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE plans SET name = $1, description = $2, price_cents = $3, currency = $4, max_accounts = $5, max_sessions = $6,
+                    storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, updated_at = $12 WHERE id = $13",
+            )
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(p.price_cents)
+            .bind(&p.currency)
+            .bind(p.limits[0])
+            .bind(p.limits[1])
+            .bind(p.limits[2])
+            .bind(p.limits[3])
+            .bind(p.limits[4])
+            .bind(&p.stripe_price_id)
+            .bind(i64::from(p.public))
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await;
+            match updated {
+                Ok(_) => {
+                    // Every domain on the plan gets a new spec generation with the new limits.
+                    let moved = sqlx::query(
+                        "UPDATE domains SET generation = generation + 1, next_attempt_at = 0, updated_at = $1
+                         WHERE plan_id = $2 AND state IN ('provisioning', 'active', 'suspended')",
+                    )
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    tx.commit().await?;
+                    state.reconcile_now.notify_one();
+                    let details = format!(
+                        "accounts {}→{}, connections {}→{}, storage {}→{} MB; {moved} domain(s) updated",
+                        old.max_accounts,
+                        p.limits[0],
+                        old.max_sessions,
+                        p.limits[1],
+                        old.storage_mb,
+                        p.limits[2]
+                    );
+                    nodes::audit(
+                        &state.db,
+                        Some(&admin.user.id),
+                        &admin.user.email,
+                        "plan.updated",
+                        &p.name,
+                        &details,
+                        now,
+                    )
+                    .await?;
+                    return Ok(
+                        Redirect::to(&format!("/admin/plans/{id}?notice=plan-updated"))
+                            .into_response(),
+                    );
+                }
+                Err(e) if is_unique_violation(&e) => {
+                    let mut errors = FormErrors::default();
+                    errors.add("name", "A plan with this name exists already.");
+                    errors
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(errors) => errors,
+    };
+    let domains = domains_on(&state.db, &id).await?;
+    let ctx = ctx(&state, &admin.visitor, &old.name, "admin-plan", None, None).await?;
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Html(plan_edit(ctx, id, domains, f.into_form(errors))),
     )
         .into_response())
 }

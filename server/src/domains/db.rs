@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::state::DomainState;
 use crate::{clock::new_id, db::Pool};
 
 /// `pending_payment → provisioning → active ⇄ suspended → deleting → deleted`.
@@ -35,6 +36,12 @@ pub struct DomainRow {
     pub max_accounts: Option<i64>,
     pub max_sessions: Option<i64>,
     pub storage_mb: Option<i64>,
+    pub upload_mb: Option<i64>,
+    pub archive_days: Option<i64>,
+    pub grace_until: Option<i64>,
+    pub delete_after: Option<i64>,
+    pub stripe_subscription_id: Option<String>,
+    pub suspended_by_admin: bool,
     /// Where the domain is served, for the pages.
     pub node_name: Option<String>,
     pub node_host: Option<String>,
@@ -51,7 +58,7 @@ impl DomainRow {
     }
 }
 
-const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port";
+const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port";
 const FROM: &str =
     "FROM domains d LEFT JOIN plans p ON p.id = d.plan_id LEFT JOIN nodes n ON n.id = d.node_id";
 
@@ -75,6 +82,12 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
         max_accounts: r.try_get("max_accounts")?,
         max_sessions: r.try_get("max_sessions")?,
         storage_mb: r.try_get("storage_mb")?,
+        upload_mb: r.try_get("upload_mb")?,
+        archive_days: r.try_get("archive_days")?,
+        grace_until: r.try_get("grace_until")?,
+        delete_after: r.try_get("delete_after")?,
+        stripe_subscription_id: r.try_get("stripe_subscription_id")?,
+        suspended_by_admin: r.try_get::<i64, _>("suspended_by_admin")? != 0,
         node_name: r.try_get("node_name")?,
         node_host: r.try_get("node_host")?,
         node_c2s_port: r.try_get("node_c2s_port")?,
@@ -87,22 +100,29 @@ pub enum CreateError {
     Taken,
 }
 
-/// Adds a domain for an organisation, ready to be placed (`provisioning`).
+/// Adds a domain for an organisation: `provisioning` (placed by the reconciler) or
+/// `pending_payment` (waiting for its first payment).
 pub async fn create(
     db: &Pool,
     org_id: &str,
     domain: &str,
     plan_id: Option<&str>,
+    initial: DomainState,
     now: i64,
 ) -> Result<Result<DomainRow, CreateError>, sqlx::Error> {
+    debug_assert!(matches!(
+        initial,
+        DomainState::Provisioning | DomainState::PendingPayment
+    ));
     let id = new_id();
     let inserted = sqlx::query(
         "INSERT INTO domains (id, org_id, domain, state, plan_id, generation, created_at, updated_at)
-         VALUES ($1, $2, $3, 'provisioning', $4, 1, $5, $5)",
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
     )
     .bind(&id)
     .bind(org_id)
     .bind(domain)
+    .bind(initial.as_str())
     .bind(plan_id)
     .bind(now)
     .execute(db)

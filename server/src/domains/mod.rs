@@ -2,21 +2,23 @@
 //! its state, and its chat accounts, which live on the node that serves it.
 
 pub mod db;
+pub mod state;
 
+use axum::http::StatusCode;
 use axum::{
     Form, Router,
     extract::{Path, State},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use rookery_common::control::NewAccount;
+use rookery_common::control::{NewAccount, NewPassword};
 use rookery_frontend::{
     FormErrors,
-    pages::domains::{self as pages, AccountsView, DomainView},
+    pages::domains::{self as pages, AccountsView, DomainView, OrderForm, PlanChoice},
 };
 use serde::Deserialize;
 
-use self::db::DomainRow;
+use self::{db::DomainRow, state::DomainState};
 use crate::{
     clock::format_ts,
     error::{AppError, AppResult},
@@ -34,10 +36,18 @@ pub fn router() -> Router<AppState> {
             "/o/{org_id}/domains/{domain_id}/accounts",
             post(add_account),
         )
+        .route(
+            "/o/{org_id}/domains/{domain_id}/accounts/{username}/reset",
+            post(reset_password),
+        )
+        .route(
+            "/o/{org_id}/domains/{domain_id}/accounts/{username}/delete",
+            get(confirm_delete).post(delete_account),
+        )
 }
 
-/// A domain as typed, normalised: lower-case, no trailing dot, a valid host name with at
-/// least two labels. (Ordering adds IDNA display and reserved-name rules.)
+/// A domain as typed, normalised with UTS-46 (IDNA): lower-case, Unicode labels, no
+/// trailing dot, a valid host name with at least two labels, not an address.
 pub fn normalize(input: &str) -> Result<String, &'static str> {
     let input = input.trim();
     if input.is_empty() {
@@ -55,6 +65,28 @@ pub fn normalize(input: &str) -> Result<String, &'static str> {
         return Err("This domain is too long.");
     }
     Ok(domain)
+}
+
+/// Whether `domain` is one of `reserved` or under one of them.
+pub fn is_reserved(domain: &str, reserved: &[String]) -> bool {
+    reserved.iter().any(|r| {
+        let r = r.trim().trim_matches('.').to_lowercase();
+        !r.is_empty() && (domain == r || domain.ends_with(&format!(".{r}")))
+    })
+}
+
+/// The reserved names: configured ones plus the provider's own (panel host, DNS zone).
+fn reserved(state: &AppState) -> Vec<String> {
+    let mut list = state.settings.ordering.reserved_domains.clone();
+    if let Ok(url) = url::Url::parse(&state.settings.public_url)
+        && let Some(host) = url.host_str()
+        && host.contains('.')
+        && host.parse::<std::net::IpAddr>().is_err()
+    {
+        list.push(host.to_string());
+    }
+    list.push(state.settings.dns.provider_zone.clone());
+    list
 }
 
 fn view(d: &DomainRow) -> DomainView {
@@ -76,17 +108,38 @@ fn view(d: &DomainRow) -> DomainView {
     }
 }
 
+async fn plan_choices(state: &AppState) -> AppResult<Vec<PlanChoice>> {
+    let billing = state.settings.stripe.enabled();
+    Ok(crate::admin::plans::list(&state.db, true)
+        .await?
+        .into_iter()
+        .map(|p| PlanChoice {
+            price: if billing {
+                p.price_label()
+            } else {
+                "free while billing is off".into()
+            },
+            limits: format!(
+                "{} accounts, {} connections, {} MB",
+                p.max_accounts, p.max_sessions, p.storage_mb
+            ),
+            id: p.id,
+            name: p.name,
+        })
+        .collect())
+}
+
 async fn render_list(
     state: &AppState,
     access: &OrgAccess,
-    typed: String,
-    errors: FormErrors,
+    form: OrderForm,
 ) -> AppResult<Html<String>> {
     let list = db::for_org(&state.db, &access.org.id.0)
         .await?
         .iter()
         .map(view)
         .collect();
+    let plans = plan_choices(state).await?;
     let ctx = ctx(
         state,
         &access.signed_in.visitor,
@@ -100,19 +153,20 @@ async fn render_list(
         ctx,
         access.org.id.0.clone(),
         list,
-        typed,
-        errors,
+        plans,
+        form,
     )))
 }
 
 async fn show_list(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    render_list(&state, &access, String::new(), FormErrors::default()).await
+    render_list(&state, &access, OrderForm::default()).await
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct AddForm {
     domain: String,
+    plan: String,
 }
 
 async fn add(
@@ -122,25 +176,59 @@ async fn add(
 ) -> AppResult<Response> {
     let mut errors = FormErrors::default();
     let domain = match normalize(&f.domain) {
-        Ok(d) => d,
+        Ok(d) if is_reserved(&d, &reserved(&state)) => {
+            errors.add(
+                "domain",
+                "This domain is reserved and cannot be hosted here. Use a domain you own.",
+            );
+            None
+        }
+        Ok(d) => Some(d),
         Err(why) => {
             errors.add("domain", why);
-            return Ok(render_list(&state, &access, f.domain, errors)
-                .await?
-                .into_response());
+            None
         }
+    };
+    let plans = crate::admin::plans::list(&state.db, true).await?;
+    let plan = if plans.is_empty() {
+        None
+    } else {
+        let chosen = plans.iter().find(|p| p.id == f.plan);
+        if chosen.is_none() {
+            errors.add("plan", "Choose a plan.");
+        }
+        chosen
+    };
+    let Some(domain) = domain.filter(|_| errors.is_empty()) else {
+        let form = OrderForm {
+            domain: f.domain,
+            plan: f.plan,
+            errors,
+        };
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            render_list(&state, &access, form).await?,
+        )
+            .into_response());
+    };
+    let needs_payment = state.settings.stripe.enabled() && plan.is_some_and(|p| p.price_cents > 0);
+    let initial = if needs_payment {
+        DomainState::PendingPayment
+    } else {
+        DomainState::Provisioning
     };
     match db::create(
         &state.db,
         &access.org.id.0,
         &domain,
-        None,
+        plan.map(|p| p.id.as_str()),
+        initial,
         state.clock.now(),
     )
     .await?
     {
         Ok(d) => {
-            tracing::info!(domain, org = access.org.id.0, "domain added");
+            tracing::info!(domain, org = access.org.id.0, state = %initial, "domain ordered");
             state.reconcile_now.notify_one();
             Ok(Redirect::to(&format!("/o/{}/domains/{}", access.org.id.0, d.id)).into_response())
         }
@@ -149,8 +237,15 @@ async fn add(
                 "domain",
                 "This domain is already hosted here. If it is yours, contact support.",
             );
-            Ok(render_list(&state, &access, f.domain, errors)
-                .await?
+            let form = OrderForm {
+                domain: f.domain,
+                plan: f.plan,
+                errors,
+            };
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                render_list(&state, &access, form).await?,
+            )
                 .into_response())
         }
     }
@@ -209,6 +304,7 @@ async fn render_detail(
     let fetched = accounts(state, d).await;
     a.accounts = fetched.accounts;
     a.error = a.error.or(fetched.error);
+    a.limit = d.max_accounts;
     let ctx = ctx(
         state,
         &access.signed_in.visitor,
@@ -235,6 +331,40 @@ async fn show_detail(
     render_detail(&state, &access, &d, AccountsView::default()).await
 }
 
+/// A password people can read out and type: 4 groups of 5 from an unambiguous alphabet
+/// (about 100 bits).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    let chars: Vec<char> = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    chars
+        .chunks(5)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The node client for an active domain, or the sentence explaining why there is none.
+async fn node_client(
+    state: &AppState,
+    d: &DomainRow,
+) -> AppResult<Result<crate::nodes::client::NodeClient, &'static str>> {
+    let node = match (&d.applied_node_id, d.state.as_str()) {
+        (Some(n), "active") => nodes::node(&state.db, n).await?,
+        _ => None,
+    };
+    let Some(node) = node else {
+        return Ok(Err("Accounts can be changed once the domain is active."));
+    };
+    Ok(Ok(state.node_clients.get(&node.endpoint(&state.sealer)?)))
+}
+
+const NODE_DOWN: &str = "The server of this domain does not answer right now. Nothing was changed; try again in a minute.";
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct AccountForm {
@@ -251,25 +381,83 @@ async fn add_account(
     let d = domain_of(&state, &access, &id).await?;
     let mut errors = FormErrors::default();
     let username = match rookery_node::store::normalize_username(&d.domain, f.username.trim()) {
-        Ok(u) if !u.is_empty() => Some(u),
+        Ok(u) if !u.is_empty() && u.len() <= 64 => Some(u),
         _ => {
             errors.add(
                 "username",
-                "Use letters, digits and . _ - only, without @ or spaces.",
+                "Use letters, digits and . _ - only (at most 64), without @ or spaces.",
             );
             None
         }
     };
-    if f.password.chars().count() < 10 {
-        errors.add("password", "Use at least 10 characters.");
-    }
-    let node = match (&d.applied_node_id, d.state.as_str()) {
-        (Some(n), "active") => nodes::node(&state.db, n).await?,
-        _ => None,
+    let generated = f.password.is_empty();
+    let password = if generated {
+        generate_password()
+    } else {
+        f.password.clone()
     };
-    let Some(node) = node else {
-        errors.add("", "Accounts can be added once the domain is active.");
-        return Ok(render_detail(
+    if !generated && password.chars().count() < 10 {
+        errors.add(
+            "password",
+            "Use at least 10 characters, or leave it empty to have one made up.",
+        );
+    }
+    if password.len() > 1023 {
+        errors.add("password", "Use at most 1023 bytes.");
+    }
+    let client = match node_client(&state, &d).await? {
+        Ok(c) => c,
+        Err(why) => {
+            errors.add("", why);
+            return Ok(render_detail(
+                &state,
+                &access,
+                &d,
+                AccountsView {
+                    username: f.username,
+                    errors,
+                    ..Default::default()
+                },
+            )
+            .await?
+            .into_response());
+        }
+    };
+    if let (true, Some(username)) = (errors.is_empty(), username) {
+        let req = NewAccount {
+            username: username.clone(),
+            password: password.clone(),
+        };
+        match client.create_account(&d.domain, &req).await {
+            Ok(()) => {
+                tracing::info!(domain = d.domain, username, "chat account created");
+                let shown = generated.then(|| (format!("{username}@{}", d.domain), password));
+                if shown.is_none() {
+                    return Ok(Redirect::to(&format!("/o/{}/domains/{}?notice=account-created", access.org.id.0, d.id)).into_response());
+                }
+                let view = AccountsView { shown_once: shown, ..Default::default() };
+                return Ok(render_detail(&state, &access, &d, view).await?.into_response());
+            }
+            Err(CallError::Refused { error, .. }) => match error.code.as_str() {
+                "account_exists" => errors.add("username", "This account already exists."),
+                "account_limit" => errors.add(
+                    "",
+                    format!(
+                        "Your plan allows {} accounts and they are all in use. Delete one, or move to a bigger plan.",
+                        d.max_accounts.map(|n| n.to_string()).unwrap_or_else(|| "no more".into())
+                    ),
+                ),
+                _ => errors.add("", format!("The server refused the account: {}", error.message)),
+            },
+            Err(e) => {
+                tracing::warn!(domain = d.domain, error = %e, "creating an account failed");
+                errors.add("", NODE_DOWN);
+            }
+        }
+    }
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        render_detail(
             &state,
             &access,
             &d,
@@ -279,37 +467,53 @@ async fn add_account(
                 ..Default::default()
             },
         )
-        .await?
-        .into_response());
-    };
-    if let (true, Some(username)) = (errors.is_empty(), username) {
-        let client = state.node_clients.get(&node.endpoint(&state.sealer)?);
-        let req = NewAccount {
-            username: username.clone(),
-            password: f.password.clone(),
-        };
-        match client.create_account(&d.domain, &req).await {
-            Ok(()) => {
-                tracing::info!(domain = d.domain, username, "chat account created");
-                return Ok(
-                    Redirect::to(&format!("/o/{}/domains/{}", access.org.id.0, d.id))
-                        .into_response(),
-                );
-            }
-            Err(CallError::Refused { error, .. }) => match error.code.as_str() {
-                "account_exists" => errors.add("username", "This account already exists."),
-                "account_limit" => errors.add(
-                    "",
-                    format!("Your plan's account limit is reached: {}", error.message),
-                ),
-                _ => errors.add(
-                    "",
-                    format!("The server refused the account: {}", error.message),
-                ),
-            },
-            Err(e) => {
-                tracing::warn!(domain = d.domain, error = %e, "creating an account failed");
-                errors.add("", "The server of this domain does not answer right now. Nothing was created; try again in a minute.");
+        .await?,
+    )
+        .into_response())
+}
+
+/// A user name from the address bar, checked like a typed one.
+fn username_param(d: &DomainRow, raw: &str) -> AppResult<String> {
+    rookery_node::store::normalize_username(&d.domain, raw).map_err(|_| AppError::NotFound)
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id, username)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let d = domain_of(&state, &access, &id).await?;
+    let username = username_param(&d, &username)?;
+    let mut errors = FormErrors::default();
+    match node_client(&state, &d).await? {
+        Err(why) => errors.add("", why),
+        Ok(client) => {
+            let password = generate_password();
+            match client
+                .set_password(
+                    &d.domain,
+                    &username,
+                    &NewPassword {
+                        password: password.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(domain = d.domain, username, "chat account password reset");
+                    let view = AccountsView {
+                        shown_once: Some((format!("{username}@{}", d.domain), password)),
+                        ..Default::default()
+                    };
+                    return Ok(render_detail(&state, &access, &d, view)
+                        .await?
+                        .into_response());
+                }
+                Err(e) if e.status() == Some(404) => return Err(AppError::NotFound),
+                Err(e) => {
+                    tracing::warn!(domain = d.domain, error = %e, "resetting a password failed");
+                    errors.add("", NODE_DOWN);
+                }
             }
         }
     }
@@ -318,7 +522,71 @@ async fn add_account(
         &access,
         &d,
         AccountsView {
-            username: f.username,
+            errors,
+            ..Default::default()
+        },
+    )
+    .await?
+    .into_response())
+}
+
+async fn confirm_delete(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id, username)): Path<(String, String, String)>,
+) -> AppResult<Html<String>> {
+    let d = domain_of(&state, &access, &id).await?;
+    let username = username_param(&d, &username)?;
+    let address = format!("{username}@{}", d.domain);
+    let ctx = ctx(
+        &state,
+        &access.signed_in.visitor,
+        &format!("Delete {address}"),
+        "account-delete",
+        Some(&access.org),
+        None,
+    )
+    .await?;
+    Ok(Html(pages::confirm_delete(
+        ctx,
+        access.org.id.0.clone(),
+        d.id.clone(),
+        address,
+        username,
+    )))
+}
+
+async fn delete_account(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id, username)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let d = domain_of(&state, &access, &id).await?;
+    let username = username_param(&d, &username)?;
+    let mut errors = FormErrors::default();
+    match node_client(&state, &d).await? {
+        Err(why) => errors.add("", why),
+        Ok(client) => match client.delete_account(&d.domain, &username).await {
+            Ok(()) => {
+                tracing::info!(domain = d.domain, username, "chat account deleted");
+                return Ok(Redirect::to(&format!(
+                    "/o/{}/domains/{}?notice=account-deleted",
+                    access.org.id.0, d.id
+                ))
+                .into_response());
+            }
+            Err(e) if e.status() == Some(404) => return Err(AppError::NotFound),
+            Err(e) => {
+                tracing::warn!(domain = d.domain, error = %e, "deleting an account failed");
+                errors.add("", NODE_DOWN);
+            }
+        },
+    }
+    Ok(render_detail(
+        &state,
+        &access,
+        &d,
+        AccountsView {
             errors,
             ..Default::default()
         },
@@ -330,6 +598,38 @@ async fn add_account(
 #[cfg(test)]
 mod tests {
     use super::normalize;
+
+    #[test]
+    fn generated_passwords_are_long_readable_and_different() {
+        let a = super::generate_password();
+        assert_eq!(a.len(), 23);
+        assert_eq!(a.split('-').count(), 4);
+        assert!(
+            a.chars()
+                .all(|c| c == '-' || c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        assert!(!a.contains(['l', '1', '0', 'o', 'i']));
+        assert_ne!(a, super::generate_password());
+    }
+
+    #[test]
+    fn reserved_names_cover_their_subdomains_only() {
+        let reserved = vec!["localhost".to_string(), "hosting.example.".to_string()];
+        assert!(super::is_reserved("localhost", &reserved));
+        assert!(super::is_reserved("a.b.localhost", &reserved));
+        assert!(super::is_reserved("chat.hosting.example", &reserved));
+        assert!(!super::is_reserved("myhosting.example", &reserved));
+        assert!(!super::is_reserved("chat.example.com", &reserved));
+    }
+
+    #[test]
+    fn international_domains_are_normalised_to_one_form() {
+        assert_eq!(normalize("Bücher.Example").unwrap(), "bücher.example");
+        assert_eq!(
+            normalize("xn--bcher-kva.example").unwrap(),
+            "bücher.example"
+        );
+    }
 
     #[test]
     fn domains_are_normalised_and_checked() {

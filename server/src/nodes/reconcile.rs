@@ -196,6 +196,8 @@ pub fn spec_for(d: &DomainRow, moved_to: Option<String>) -> VhostSpec {
             max_accounts: d.max_accounts,
             max_sessions: d.max_sessions,
             storage_quota_bytes: d.storage_mb.map(|mb| mb * 1024 * 1024),
+            upload_quota_bytes: d.upload_mb.map(|mb| mb * 1024 * 1024),
+            archive_retention_days: d.archive_days,
             ..Default::default()
         },
         features: Default::default(),

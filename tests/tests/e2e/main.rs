@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod dns;
 mod load;
 mod node;
 mod node_control;
@@ -9,3 +10,4 @@ mod node_roster;
 mod panel;
 mod panel_nodes;
 mod provisioning;
+mod stripe_fake;

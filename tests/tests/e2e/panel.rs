@@ -621,6 +621,9 @@ async fn admin_pages_are_for_platform_admins_only() {
                 ("max_accounts", "25"),
                 ("max_sessions", "50"),
                 ("storage_mb", "1024"),
+                ("upload_mb", "2048"),
+                ("archive_days", "90"),
+                ("public", "1"),
             ],
         )
         .await;

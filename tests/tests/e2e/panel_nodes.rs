@@ -254,6 +254,103 @@ async fn a_domain_waits_with_a_reason_when_no_node_fits_and_is_placed_when_one_j
             &[("domain", "Early.Example.org.")],
         )
         .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("already hosted"));
+}
+
+/// Ordering: a plan must be chosen, reserved and malformed names are refused with the
+/// form kept, and a plan edit reaches every domain on it as a new spec generation.
+#[tokio::test]
+async fn ordering_checks_the_name_and_plan_and_plan_edits_reach_the_domains() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let plan = |name: &'static str, accounts: &'static str| {
+        vec![
+            ("name", name),
+            ("description", ""),
+            ("price", "0"),
+            ("currency", "EUR"),
+            ("max_accounts", accounts),
+            ("max_sessions", "10"),
+            ("storage_mb", "100"),
+            ("upload_mb", "100"),
+            ("archive_days", "30"),
+            ("public", "1"),
+        ]
+    };
+    assert_eq!(
+        admin
+            .post_form("/admin/plans", &plan("Small", "5"))
+            .await
+            .status(),
+        303
+    );
+    let plan_id: String = sqlx::query_scalar("SELECT id FROM plans WHERE name = 'Small'")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    // A bad Stripe price id is explained.
+    let mut bad = plan("Odd", "5");
+    bad.push(("stripe_price_id", "prod_123"));
+    let r = admin.post_form("/admin/plans", &bad).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("price_1AbC"));
+
+    let (customer, org) = app.customer(&unique_email("c"), "Orders").await;
+    let domains = format!("{org}/domains");
+    for (domain, plan, expect) in [
+        ("chat.example.org", "", "Choose a plan"),
+        ("printer.local", plan_id.as_str(), "reserved"),
+        ("sub.panel.test", plan_id.as_str(), "reserved"),
+        ("exa mple.org", plan_id.as_str(), "not a valid domain"),
+        ("10.0.0.1", plan_id.as_str(), "not an address"),
+    ] {
+        let r = customer
+            .post_form(&domains, &[("domain", domain), ("plan", plan)])
+            .await;
+        assert_eq!(r.status(), 422, "{domain}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(expect), "{domain}: expected {expect:?}");
+        assert!(
+            html.contains(&format!("value=\"{domain}\"")),
+            "the typed domain is kept"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing half-created");
+
+    let r = customer
+        .post_form(
+            &domains,
+            &[("domain", "Chat.Example.ORG"), ("plan", plan_id.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (state, generation): (String, i64) =
+        sqlx::query_as("SELECT state, generation FROM domains WHERE domain = 'chat.example.org'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(state, "provisioning", "billing is off: no payment step");
+
+    // The admin raises the plan's account limit: the domain gets a new generation whose
+    // spec carries it.
+    let mut edit = plan("Small", "7");
+    edit.push(("stripe_price_id", ""));
+    let r = admin
+        .post_form(&format!("/admin/plans/{plan_id}"), &edit)
+        .await;
+    assert_eq!(r.status(), 303);
+    let row = rookery::domains::db::by_name(&app.state.db, "chat.example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.generation, generation + 1);
+    let spec = rookery::nodes::reconcile::spec_for(&row, None);
+    assert_eq!(spec.limits.max_accounts, Some(7));
+    assert_eq!(spec.limits.upload_quota_bytes, Some(100 * 1024 * 1024));
+    assert!(admin.page("/admin/audit").await.contains("plan.updated"));
 }

@@ -366,7 +366,7 @@ async fn the_demo_panel_serves_a_new_domain_on_its_local_node() {
     let r = customer
         .post_form(&format!("{org}/domains"), &[("domain", "not a domain")])
         .await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("not a valid domain"));
 
     let cert = panel.data_dir().join("node/certs/chat.demo.test.crt");
@@ -386,4 +386,143 @@ async fn the_demo_panel_serves_a_new_domain_on_its_local_node() {
         .await
         .expect("romeo logs in on the local node");
     assert!(session.jid.starts_with("romeo@chat.demo.test/"));
+    drop(session);
+
+    // A made-up password is shown once and works.
+    let r = customer
+        .post_form(
+            &format!("{page}/accounts"),
+            &[("username", "juliet"), ("password", "")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let juliet_password = shown_password(&r.text().await.unwrap());
+    let juliet = Account {
+        user: "juliet".into(),
+        password: juliet_password.clone(),
+    };
+    Session::login(&cfg, &juliet)
+        .await
+        .expect("juliet logs in with the made-up password");
+    assert!(
+        !customer.page(&page).await.contains(&juliet_password),
+        "shown only once"
+    );
+
+    // A new password for romeo: the old one stops working at once.
+    let r = customer
+        .post_form(&format!("{page}/accounts/romeo/reset"), &[])
+        .await;
+    assert_eq!(r.status(), 200);
+    let new_password = shown_password(&r.text().await.unwrap());
+    assert!(
+        Session::login(&cfg, &account).await.is_err(),
+        "the old password is refused"
+    );
+    // A fresh client: the salted-password cache is keyed by salt, not by password.
+    let fresh = LoginConfig {
+        keys: Default::default(),
+        tls: tls_connector(&cert).unwrap(),
+        resource: "demo2".into(),
+        ..cfg
+    };
+    Session::login(
+        &fresh,
+        &Account {
+            user: "romeo".into(),
+            password: new_password,
+        },
+    )
+    .await
+    .expect("the new password works");
+
+    // Deleting asks first, then the account is gone.
+    let confirm = customer
+        .page(&format!("{page}/accounts/juliet/delete"))
+        .await;
+    assert!(confirm.contains("Delete juliet@chat.demo.test?"));
+    let r = customer
+        .post_form(&format!("{page}/accounts/juliet/delete"), &[])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(!customer.page(&page).await.contains("juliet@chat.demo.test"));
+    assert!(
+        Session::login(&fresh, &juliet).await.is_err(),
+        "a deleted account cannot log in"
+    );
+
+    // A plan's account limit is enforced with a clear message.
+    let admin_email = unique_email("admin");
+    let out = panel
+        .cli(
+            &["admin", "create", "--email", &admin_email],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let admin = TestClient::new(&panel.base_url);
+    assert_eq!(admin.login(&admin_email, PASSWORD).await.status(), 303);
+    let r = admin
+        .post_form(
+            "/admin/plans",
+            &[
+                ("name", "Tiny"),
+                ("price", "0"),
+                ("currency", "EUR"),
+                ("max_accounts", "1"),
+                ("max_sessions", "5"),
+                ("storage_mb", "10"),
+                ("upload_mb", "10"),
+                ("archive_days", "7"),
+                ("public", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let html = customer.page(&format!("{org}/domains")).await;
+    let marker = "name=\"plan\" value=\"";
+    let at = html.find(marker).expect("the plan is offered") + marker.len();
+    let plan_id = html[at..at + html[at..].find('"').unwrap()].to_string();
+    let r = customer
+        .post_form(
+            &format!("{org}/domains"),
+            &[("domain", "tiny.demo.test"), ("plan", plan_id.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let tiny = location(&r);
+    eventually(20, || async {
+        customer.page(&tiny).await.contains("data-state=\"active\"")
+    })
+    .await
+    .expect("the tiny domain becomes active");
+    let r = customer
+        .post_form(
+            &format!("{tiny}/accounts"),
+            &[("username", "one"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let r = customer
+        .post_form(
+            &format!("{tiny}/accounts"),
+            &[("username", "two"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Your plan allows 1 accounts"), "{html}");
+    assert!(html.contains("1 of 1 accounts"));
+}
+
+/// The password a page shows once.
+fn shown_password(html: &str) -> String {
+    let at = html
+        .find("id=\"new-password\"")
+        .expect("a password is shown");
+    let tag_start = html[..at].rfind('<').unwrap();
+    let tag = &html[tag_start..tag_start + html[tag_start..].find('>').unwrap()];
+    let v = tag.find("value=\"").unwrap() + "value=\"".len();
+    tag[v..v + tag[v..].find('"').unwrap()].to_string()
 }

@@ -1,0 +1,2 @@
+pub mod stripe;
+pub mod webhook;
