@@ -49,6 +49,14 @@ pub fn notice(code: &str) -> Option<Flash> {
             "Chat account created. It can log in right away.",
         ),
         "account-deleted" => (FlashKind::Info, "Chat account deleted."),
+        "paid" => (
+            FlashKind::Success,
+            "Thank you for your payment. The domain is being set up; this takes a few seconds.",
+        ),
+        "checkout-failed" => (
+            FlashKind::Error,
+            "The payment page could not be opened. Your order is kept: use Pay now to try again.",
+        ),
         "plan-updated" => (
             FlashKind::Success,
             "Plan saved. Domains on it get the new limits within seconds.",

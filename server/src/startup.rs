@@ -178,6 +178,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(nodes::router())
         .merge(domains::router())
+        .merge(crate::billing::router())
+        .merge(crate::dns::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(state.clone(), auth::csrf::middleware))
         .merge(ops::router())

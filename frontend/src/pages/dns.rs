@@ -97,7 +97,7 @@ pub fn page(ctx: PageCtx, org_id: String, v: DnsPageView) -> String {
                     <tr data-record=r.owner.clone() data-type=r.kind.clone()>
                         <td>{copy_field(r.owner.clone(), owner_label)}<p class="muted small">{r.why}</p></td>
                         <td>{r.kind.clone()}</td>
-                        <td>{copy_field(r.value, value_label)}<p class="muted small">{format!("TTL {} seconds, or any", r.ttl)}</p></td>
+                        <td>{copy_field(r.value, value_label)}<p class="muted small">{format!("TTL {} (any value works)", r.ttl)}</p></td>
                         {checked.then(|| view! { <td>{check}</td> })}
                     </tr>
                 }

@@ -19,6 +19,10 @@ pub struct DomainView {
     /// Why it is not active yet, for people.
     pub waiting: Option<String>,
     pub created: String,
+    /// Waiting for payment: offer to pay (again).
+    pub can_pay: bool,
+    /// Billing news: a failed payment's deadline, a cancelled domain's deletion date.
+    pub billing_note: Option<String>,
 }
 
 fn state_label(state: &str) -> (&'static str, &'static str) {
@@ -199,6 +203,14 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                 <p><a href=format!("/o/{org_id}/domains")>"← Domains"</a></p>
                 <h1>{d.domain.clone()} " " {state_badge(&d.state)}</h1>
                 {d.waiting.clone().map(|w| view! { <div class="alert alert-info" role="status">{w}</div> })}
+                {d.can_pay.then(|| view! {
+                    <ActionButton action=format!("{base}/checkout") csrf=csrf.clone() label="Pay now" class="button" id="pay-now"/>
+                })}
+                {d.billing_note.clone().map(|n| view! {
+                    <div class="alert alert-error" role="alert" id="billing-note">
+                        {n} " " <a href=format!("{base}/export")>"Download this domain's data"</a>
+                    </div>
+                })}
                 {shown}
                 <section class="card">
                     <dl class="facts">

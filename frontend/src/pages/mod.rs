@@ -2,6 +2,7 @@
 //! reset, invitations), a customer organisation's pages, and the platform admin's pages.
 
 pub mod admin;
+pub mod billing;
 pub mod dns;
 pub mod domains;
 pub mod nodes;

@@ -371,3 +371,123 @@ pub async fn count_waiting(db: &Pool) -> Result<i64, sqlx::Error> {
     .await?
     .try_get("n")
 }
+
+/// Moves a domain through its state machine (see [`super::state`]). A change of state
+/// bumps the generation, so the node learns of it (a suspension, a resumption); an event
+/// that changes nothing writes nothing. The update only applies if nobody changed the
+/// state meanwhile; `Ok(Err(..))` is an illegal transition, `Ok(Ok(None))` an unknown id.
+pub async fn transition(
+    db: &Pool,
+    id: &str,
+    event: super::state::Event,
+    now: i64,
+) -> Result<Result<Option<DomainState>, super::state::Illegal>, sqlx::Error> {
+    for _ in 0..5 {
+        let Some(row) = sqlx::query("SELECT state FROM domains WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+        else {
+            return Ok(Ok(None));
+        };
+        let current: String = row.try_get("state")?;
+        let Some(from) = DomainState::parse(&current) else {
+            return Ok(Ok(None));
+        };
+        let to = match super::state::next(from, event) {
+            Ok(to) => to,
+            Err(e) => return Ok(Err(e)),
+        };
+        if to == from {
+            return Ok(Ok(Some(to)));
+        }
+        let done = sqlx::query(
+            "UPDATE domains SET state = $1, generation = generation + 1, attempts = 0, next_attempt_at = 0,
+                active_at = CASE WHEN $1 = 'active' AND active_at IS NULL THEN $2 ELSE active_at END, updated_at = $2
+             WHERE id = $3 AND state = $4",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(db)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(Some(to)));
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "the domain's state kept changing; try again".into(),
+    ))
+}
+
+/// Sets billing fields of a domain (None leaves a field as it is).
+pub async fn set_billing(
+    db: &Pool,
+    id: &str,
+    subscription: Option<&str>,
+    checkout: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE domains SET stripe_subscription_id = COALESCE($1, stripe_subscription_id),
+            stripe_checkout_id = COALESCE($2, stripe_checkout_id), updated_at = $3 WHERE id = $4",
+    )
+    .bind(subscription)
+    .bind(checkout)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Starts (or clears, with None) a failed payment's grace period.
+pub async fn set_grace(db: &Pool, id: &str, until: Option<i64>) -> Result<(), sqlx::Error> {
+    let sql = if until.is_some() {
+        // A grace period already running is not extended by a second failure.
+        "UPDATE domains SET grace_until = COALESCE(grace_until, $1) WHERE id = $2"
+    } else {
+        "UPDATE domains SET grace_until = $1 WHERE id = $2"
+    };
+    sqlx::query(sql).bind(until).bind(id).execute(db).await?;
+    Ok(())
+}
+
+pub async fn set_delete_after(db: &Pool, id: &str, at: Option<i64>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE domains SET delete_after = $1 WHERE id = $2")
+        .bind(at)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn by_subscription(
+    db: &Pool,
+    subscription: &str,
+) -> Result<Option<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE d.stripe_subscription_id = $1"
+    ))
+    .bind(subscription)
+    .fetch_optional(db)
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
+}
+
+/// Domains whose grace period or retention period is over.
+pub async fn billing_due(db: &Pool, now: i64) -> Result<Vec<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE (d.grace_until IS NOT NULL AND d.grace_until <= $1 AND d.state IN ('provisioning', 'active'))
+            OR (d.delete_after IS NOT NULL AND d.delete_after <= $1 AND d.state = 'suspended')"
+    ))
+    .bind(now)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}

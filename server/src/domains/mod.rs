@@ -7,7 +7,7 @@ pub mod state;
 use axum::http::StatusCode;
 use axum::{
     Form, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -24,7 +24,7 @@ use crate::{
     error::{AppError, AppResult},
     nodes::{client::CallError, db as nodes},
     orgs::OrgAccess,
-    pages::ctx,
+    pages::{NoticeQuery, ctx},
     state::AppState,
 };
 
@@ -99,12 +99,25 @@ fn view(d: &DomainRow) -> DomainView {
             .as_ref()
             .map(|h| format!("{h}:{}", d.node_c2s_port.unwrap_or(5222))),
         waiting: match d.state.as_str() {
+            "pending_payment" => Some("This domain waits for its first payment.".into()),
             "provisioning" => Some(d.waiting_reason.clone().unwrap_or_else(|| {
                 "Setting up the domain on its server; this takes a few seconds.".into()
             })),
             _ => None,
         },
         created: format_ts(d.created_at),
+        can_pay: d.state == "pending_payment",
+        billing_note: match (d.delete_after, d.grace_until) {
+            (Some(at), _) => Some(format!(
+                "The subscription has ended: the domain is suspended and its data will be deleted after {}.",
+                format_ts(at)
+            )),
+            (None, Some(until)) => Some(format!(
+                "The last payment failed. Unless it is paid, the domain is suspended after {}.",
+                format_ts(until)
+            )),
+            _ => None,
+        },
     }
 }
 
@@ -230,7 +243,24 @@ async fn add(
         Ok(d) => {
             tracing::info!(domain, org = access.org.id.0, state = %initial, "domain ordered");
             state.reconcile_now.notify_one();
-            Ok(Redirect::to(&format!("/o/{}/domains/{}", access.org.id.0, d.id)).into_response())
+            let page = format!("/o/{}/domains/{}", access.org.id.0, d.id);
+            if initial == DomainState::PendingPayment {
+                return Ok(
+                    match crate::billing::start_checkout(&state, &access, &d).await {
+                        Ok(url) => Redirect::to(&url).into_response(),
+                        Err(e) => {
+                            // The order stands; the domain page offers to pay again.
+                            tracing::error!(
+                                domain = d.domain,
+                                error = format!("{e:#}"),
+                                "starting a checkout failed"
+                            );
+                            Redirect::to(&format!("{page}?notice=checkout-failed")).into_response()
+                        }
+                    },
+                );
+            }
+            Ok(Redirect::to(&page).into_response())
         }
         Err(db::CreateError::Taken) => {
             errors.add(
@@ -299,7 +329,17 @@ async fn render_detail(
     state: &AppState,
     access: &OrgAccess,
     d: &DomainRow,
+    a: AccountsView,
+) -> AppResult<Html<String>> {
+    render_detail_with(state, access, d, a, None).await
+}
+
+async fn render_detail_with(
+    state: &AppState,
+    access: &OrgAccess,
+    d: &DomainRow,
     mut a: AccountsView,
+    notice: Option<&str>,
 ) -> AppResult<Html<String>> {
     let fetched = accounts(state, d).await;
     a.accounts = fetched.accounts;
@@ -311,7 +351,7 @@ async fn render_detail(
         &d.domain,
         "domain",
         Some(&access.org),
-        None,
+        notice,
     )
     .await?;
     Ok(Html(pages::detail(
@@ -326,9 +366,17 @@ async fn show_detail(
     State(state): State<AppState>,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    Query(q): Query<NoticeQuery>,
 ) -> AppResult<Html<String>> {
     let d = domain_of(&state, &access, &id).await?;
-    render_detail(&state, &access, &d, AccountsView::default()).await
+    render_detail_with(
+        &state,
+        &access,
+        &d,
+        AccountsView::default(),
+        q.notice.as_deref(),
+    )
+    .await
 }
 
 /// A password people can read out and type: 4 groups of 5 from an unambiguous alphabet

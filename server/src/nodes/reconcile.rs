@@ -29,6 +29,9 @@ const CONCURRENCY: usize = 16;
 pub async fn reconcile_forever(state: AppState) {
     let every = Duration::from_millis(state.settings.provisioning.reconcile_interval_ms);
     loop {
+        if let Err(e) = crate::billing::sweep(&state).await {
+            tracing::warn!(error = format!("{e:#}"), "billing deadlines failed");
+        }
         if let Err(e) = reconcile_once(&state).await {
             tracing::warn!(error = format!("{e:#}"), "reconciling failed");
         }

@@ -42,7 +42,6 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard", get(dashboard_redirect))
         .route("/orgs", post(create_org))
         .route("/o/{org_id}", get(show_dashboard))
-        .route("/o/{org_id}/billing", get(show_billing))
         .route("/o/{org_id}/api-keys", get(show_api_keys))
         .route("/o/{org_id}/team", get(show_team))
         .route("/o/{org_id}/team/invite", post(invite_member))
@@ -249,16 +248,6 @@ async fn show_section(
     )
     .await?;
     Ok(Html(pages::section(ctx, title, empty_title, text)))
-}
-
-async fn show_billing(State(state): State<AppState>, access: OrgAccess) -> AppResult<Html<String>> {
-    let words = (
-        "Billing",
-        "billing",
-        "Nothing to pay",
-        "This organisation has no subscriptions and no invoices.",
-    );
-    show_section(&state, &access, words).await
 }
 
 async fn show_api_keys(

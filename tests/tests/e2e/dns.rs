@@ -260,7 +260,8 @@ fn assert_verdict(html: &str, owner: &str, pass: bool, found: &str) {
 }
 
 async fn customer(app: &TestApp, name: &str) -> (TestClient, String) {
-    let (client, dashboard) = app.customer(&unique_email(name), name).await;
+    let email = unique_email(&name.to_lowercase().replace(' ', "-"));
+    let (client, dashboard) = app.customer(&email, name).await;
     let org_id = dashboard.trim_start_matches("/o/").to_string();
     (client, org_id)
 }

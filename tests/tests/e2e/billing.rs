@@ -1,0 +1,335 @@
+//! Issue 5 end to end with billing on: a real panel process with its local node, a local
+//! fake Stripe that signs its webhooks as Stripe does, and slixmpp. A customer orders a
+//! domain on a paid plan, pays through the fake checkout, the domain becomes active, an
+//! account logs in; a failed payment (no grace period here) suspends the domain and the
+//! client is refused; a later payment brings it back; cancelling schedules deletion. Bad
+//! webhooks are refused, a replayed one is processed once.
+
+use std::time::Duration;
+
+use rookery::billing::webhook;
+use rookery_tests::{
+    app::{PASSWORD, TestClient, eventually, location, unique_email},
+    fake_stripe::FakeStripe,
+    node::run_python,
+    process::{PanelProcess, free_loopback_port},
+};
+
+const WEBHOOK_SECRET: &str = "whsec_rookery_test_secret";
+
+async fn slixmpp_login(
+    port: &str,
+    jid: &str,
+    password: &str,
+    ca: &std::path::Path,
+) -> (bool, String) {
+    let out = run_python(
+        "login_check.py",
+        &["127.0.0.1", port, jid, password, ca.to_str().unwrap()],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("login_check.py runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn domain_state(panel: &PanelProcess, domain: &str) -> String {
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let state: String = sqlx::query_scalar("SELECT state FROM domains WHERE domain = $1")
+        .bind(domain)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    state
+}
+
+#[tokio::test]
+async fn a_paid_domain_goes_live_is_suspended_when_unpaid_and_comes_back_when_paid() {
+    let fake = FakeStripe::start("", WEBHOOK_SECRET)
+        .await
+        .expect("the fake Stripe starts");
+    fake.set_price("price_pro", 450, "eur");
+    let port = || free_loopback_port().unwrap().to_string();
+    let (c2s, tls, http, control) = (port(), port(), port(), port());
+    let addr = |p: &str| format!("127.0.0.1:{p}");
+    let env = [
+        ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
+        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", addr(&c2s)),
+        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", addr(&tls)),
+        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", addr(&http)),
+        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", addr(&control)),
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url().to_string()),
+        (
+            "ROOKERY_STRIPE__SECRET_KEY",
+            FakeStripe::API_KEY.to_string(),
+        ),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
+        ("ROOKERY_STRIPE__GRACE_DAYS", "0".to_string()),
+        (
+            "ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS",
+            "100".to_string(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let panel = PanelProcess::start_with_env(&env)
+        .await
+        .expect("the panel starts");
+    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+
+    // The admin's paid plan.
+    let admin_email = unique_email("admin");
+    let out = panel
+        .cli(
+            &["admin", "create", "--email", &admin_email],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let admin = TestClient::new(&panel.base_url);
+    assert_eq!(admin.login(&admin_email, PASSWORD).await.status(), 303);
+    let plan = [
+        ("name", "Pro"),
+        ("price", "4.50"),
+        ("currency", "EUR"),
+        ("max_accounts", "10"),
+        ("max_sessions", "20"),
+        ("storage_mb", "100"),
+        ("upload_mb", "100"),
+        ("archive_days", "30"),
+        ("public", "1"),
+    ];
+    let r = admin.post_form("/admin/plans", &plan).await;
+    assert_eq!(
+        r.status(),
+        422,
+        "a paid plan needs its Stripe price while billing is on"
+    );
+    let mut with_price = plan.to_vec();
+    with_price.push(("stripe_price_id", "price_pro"));
+    assert_eq!(
+        admin.post_form("/admin/plans", &with_price).await.status(),
+        303
+    );
+
+    // The customer orders and is sent to Stripe Checkout.
+    let customer = TestClient::new(&panel.base_url);
+    let r = customer
+        .post_form(
+            "/signup",
+            &[
+                ("email", unique_email("payer").as_str()),
+                ("password", PASSWORD),
+                ("org_name", "Payers"),
+            ],
+        )
+        .await;
+    let org = location(&r).split('?').next().unwrap().to_string();
+    let html = customer.page(&format!("{org}/domains")).await;
+    assert!(html.contains("EUR 4.50 / month"));
+    let marker = "name=\"plan\" value=\"";
+    let at = html.find(marker).unwrap() + marker.len();
+    let plan_id = html[at..at + html[at..].find('"').unwrap()].to_string();
+    let r = customer
+        .post_form(
+            &format!("{org}/domains"),
+            &[("domain", "paid.demo.test"), ("plan", plan_id.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let checkout = location(&r);
+    assert!(
+        checkout.starts_with(fake.base_url()),
+        "sent to Stripe Checkout: {checkout}"
+    );
+    assert_eq!(
+        domain_state(&panel, "paid.demo.test").await,
+        "pending_payment"
+    );
+    let domain_page = {
+        let id: String = {
+            let pool = rookery_common::db::connect(&panel.database.url, 1)
+                .await
+                .unwrap();
+            let id = sqlx::query_scalar("SELECT id FROM domains WHERE domain = 'paid.demo.test'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            id
+        };
+        format!("{org}/domains/{id}")
+    };
+    assert!(
+        customer
+            .page(&domain_page)
+            .await
+            .contains("waits for its first payment")
+    );
+
+    // Paying on the checkout page: signed webhooks drive the domain to active.
+    let pay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = pay.post(&checkout).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).contains("notice=paid"), "back to the panel");
+    eventually(20, || async {
+        customer
+            .page(&domain_page)
+            .await
+            .contains("data-state=\"active\"")
+    })
+    .await
+    .expect("the paid domain becomes active");
+    let r = customer
+        .post_form(
+            &format!("{domain_page}/accounts"),
+            &[("username", "payer"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let ca = panel.data_dir().join("node/certs/paid.demo.test.crt");
+    let (ok, out) = slixmpp_login(&c2s, "payer@paid.demo.test", PASSWORD, &ca).await;
+    assert!(ok, "slixmpp logs in: {out}");
+
+    // The billing page lists the subscription and the paid invoice.
+    let billing = customer.page(&format!("{org}/billing")).await;
+    assert!(
+        billing.contains("paid.demo.test") && billing.contains("EUR 4.50"),
+        "{billing}"
+    );
+    assert!(billing.contains("id=\"invoices\"") && billing.contains("paid"));
+
+    // A failed payment with no grace period: suspended, and the client is refused.
+    let sub = {
+        let pool = rookery_common::db::connect(&panel.database.url, 1)
+            .await
+            .unwrap();
+        let s: String = sqlx::query_scalar(
+            "SELECT stripe_subscription_id FROM domains WHERE domain = 'paid.demo.test'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        s
+    };
+    fake.fail_payment(&sub).await.unwrap();
+    eventually(20, || async {
+        domain_state(&panel, "paid.demo.test").await == "suspended"
+    })
+    .await
+    .expect("suspended after the grace period");
+    eventually(20, || async {
+        !slixmpp_login(&c2s, "payer@paid.demo.test", PASSWORD, &ca)
+            .await
+            .0
+    })
+    .await
+    .expect("the node refuses the suspended domain");
+    let (_, out) = slixmpp_login(&c2s, "payer@paid.demo.test", PASSWORD, &ca).await;
+    assert!(out.contains("refused"), "{out}");
+
+    // Paying again brings it back.
+    fake.pay_renewal(&sub).await.unwrap();
+    eventually(20, || async {
+        domain_state(&panel, "paid.demo.test").await == "active"
+    })
+    .await
+    .expect("active again after payment");
+    eventually(20, || async {
+        slixmpp_login(&c2s, "payer@paid.demo.test", PASSWORD, &ca)
+            .await
+            .0
+    })
+    .await
+    .expect("logins work again");
+
+    // Cancelling suspends it and schedules deletion; the data can be downloaded first.
+    fake.cancel(&sub).await.unwrap();
+    eventually(20, || async {
+        domain_state(&panel, "paid.demo.test").await == "suspended"
+    })
+    .await
+    .expect("suspended after cancellation");
+    let page = customer.page(&domain_page).await;
+    assert!(page.contains("will be deleted after"), "{page}");
+    let export = customer.get(&format!("{domain_page}/export")).await;
+    assert_eq!(export.status(), 200);
+    let data: serde_json::Value = export.json().await.unwrap();
+    assert_eq!(data["domain"], "paid.demo.test");
+    assert!(
+        data.to_string().contains("payer"),
+        "the export holds the account"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_must_be_signed_fresh_and_are_processed_once() {
+    let panel = PanelProcess::start_with_env(&[
+        ("ROOKERY_STRIPE__API_BASE", "http://127.0.0.1:9"),
+        ("ROOKERY_STRIPE__SECRET_KEY", "sk_test_unused"),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ])
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = panel.url("/webhooks/stripe");
+    let body = br#"{"id":"evt_1","object":"event","type":"invoice.paid","created":1,"data":{"object":{"id":"in_1","object":"invoice"}}}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let send = |sig: Option<String>, body: &'static [u8]| {
+        let mut req = http.post(&url).body(body.to_vec());
+        if let Some(s) = sig {
+            req = req.header("Stripe-Signature", s);
+        }
+        req.send()
+    };
+    assert_eq!(send(None, body).await.unwrap().status(), 400, "unsigned");
+    assert_eq!(
+        send(Some(webhook::sign("whsec_other", now, body)), body)
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "wrong secret"
+    );
+    let altered: &'static [u8] = br#"{"id":"evt_1","object":"event","type":"invoice.paid","created":2,"data":{"object":{"id":"in_1","object":"invoice"}}}"#;
+    assert_eq!(
+        send(Some(webhook::sign(WEBHOOK_SECRET, now, body)), altered)
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "altered body"
+    );
+    assert_eq!(
+        send(Some(webhook::sign(WEBHOOK_SECRET, now - 3600, body)), body)
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "stale"
+    );
+    let first = send(Some(webhook::sign(WEBHOOK_SECRET, now, body)), body)
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let replay = send(Some(webhook::sign(WEBHOOK_SECRET, now, body)), body)
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.text().await.unwrap(), "already processed");
+}
