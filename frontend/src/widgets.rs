@@ -93,3 +93,31 @@ pub fn Empty(title: &'static str, children: Children) -> impl IntoView {
         </div>
     }
 }
+
+/// A small bar chart drawn on the server as SVG: one bar per value, each with a tooltip
+/// (`<title>`), no script and no inline style (the CSP forbids both).
+#[component]
+pub fn BarChart(
+    /// What the chart shows, for screen readers.
+    label: String,
+    /// (tooltip, value) per bar, oldest first.
+    bars: Vec<(String, i64)>,
+) -> impl IntoView {
+    let (width, height, gap) = (300.0_f64, 60.0_f64, 1.0_f64);
+    let max = bars.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1) as f64;
+    let n = bars.len().max(1) as f64;
+    let bar_width = ((width - gap * (n - 1.0)) / n).max(1.0);
+    view! {
+        <svg class="chart" viewBox=format!("0 0 {width} {height}") role="img" aria-label=label preserveAspectRatio="none">
+            {bars.into_iter().enumerate().map(|(i, (tip, v))| {
+                let h = if v > 0 { (v as f64 / max * height).max(1.0) } else { 0.0 };
+                let x = i as f64 * (bar_width + gap);
+                view! {
+                    <rect class="chart-bar" x=format!("{x:.1}") y=format!("{:.1}", height - h) width=format!("{bar_width:.1}") height=format!("{h:.1}")>
+                        <title>{tip}</title>
+                    </rect>
+                }
+            }).collect_view()}
+        </svg>
+    }
+}

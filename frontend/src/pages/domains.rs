@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use crate::{
     FormErrors, PageCtx, Shell, render,
-    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
+    widgets::{ActionButton, BarChart, Csrf, Empty, Field, FormAlert},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -23,6 +23,21 @@ pub struct DomainView {
     pub can_pay: bool,
     /// Billing news: a failed payment's deadline, a cancelled domain's deletion date.
     pub billing_note: Option<String>,
+    pub usage: Option<UsageView>,
+}
+
+/// The domain's usage: today's figures and 30 days of history.
+#[derive(Clone, Debug, Default)]
+pub struct UsageView {
+    pub accounts: i64,
+    pub sessions_now: i64,
+    pub peak_today: i64,
+    pub stanzas_today: i64,
+    pub storage: String,
+    pub updated: String,
+    /// (tooltip, value) per day, oldest first, for the last 30 days.
+    pub stanzas_per_day: Vec<(String, i64)>,
+    pub peak_per_day: Vec<(String, i64)>,
 }
 
 fn state_label(state: &str) -> (&'static str, &'static str) {
@@ -219,6 +234,23 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                     </dl>
                     <p><a href=format!("{base}/dns")>"DNS records for this domain"</a></p>
                 </section>
+                {d.usage.clone().map(|u| view! {
+                    <section class="card" id="usage">
+                        <h2>"Usage"</h2>
+                        <div class="usage-figures">
+                            <div><strong>{u.accounts}</strong>"accounts"</div>
+                            <div><strong>{u.sessions_now}</strong>"connected now"</div>
+                            <div><strong>{u.peak_today}</strong>"peak connections today"</div>
+                            <div><strong>{u.stanzas_today}</strong>"stanzas today"</div>
+                            <div><strong>{u.storage.clone()}</strong>"stored"</div>
+                        </div>
+                        <div class="charts">
+                            <div><h3>"Stanzas per day (messages, presence, requests)"</h3><BarChart label="Stanzas per day over the last 30 days".to_string() bars=u.stanzas_per_day.clone()/></div>
+                            <div><h3>"Peak connections per day"</h3><BarChart label="Peak connections per day over the last 30 days".to_string() bars=u.peak_per_day.clone()/></div>
+                        </div>
+                        <p class="hint">{format!("Last 30 days, UTC. Updated {}.", u.updated)}</p>
+                    </section>
+                })}
                 <section class="card">
                     <h2>"Chat accounts"</h2>
                     {limit_line}

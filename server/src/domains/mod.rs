@@ -14,7 +14,7 @@ use axum::{
 use rookery_common::control::{NewAccount, NewPassword};
 use rookery_frontend::{
     FormErrors,
-    pages::domains::{self as pages, AccountsView, DomainView, OrderForm, PlanChoice},
+    pages::domains::{self as pages, AccountsView, DomainView, OrderForm, PlanChoice, UsageView},
 };
 use serde::Deserialize;
 
@@ -118,7 +118,47 @@ fn view(d: &DomainRow) -> DomainView {
             )),
             _ => None,
         },
+        usage: None,
     }
+}
+
+fn bytes_label(n: i64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.0} kB", n as f64 / 1024.0),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Today's figures and the last 30 days, from the daily roll-up of the nodes' reports.
+async fn usage(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageView>> {
+    let now = state.clock.now();
+    let today = now.div_euclid(86_400);
+    let days = nodes::daily_usage(&state.db, &d.domain, today, 30).await?;
+    let Some(last) = days.last().cloned() else {
+        return Ok(None);
+    };
+    let label = |day: i64| format_ts(day * 86_400).chars().take(10).collect::<String>();
+    let series = |f: fn(&nodes::DayUsage) -> i64, unit: &str| -> Vec<(String, i64)> {
+        (today - 29..=today)
+            .map(|day| {
+                let v = days.iter().find(|u| u.day == day).map(f).unwrap_or(0);
+                (format!("{}: {v} {unit}", label(day)), v)
+            })
+            .collect()
+    };
+    let is_today = last.day == today;
+    Ok(Some(UsageView {
+        accounts: last.accounts,
+        sessions_now: if is_today { last.sessions } else { 0 },
+        peak_today: if is_today { last.peak_sessions } else { 0 },
+        stanzas_today: if is_today { last.messages } else { 0 },
+        storage: bytes_label(last.storage_bytes),
+        updated: format_ts(last.updated_at),
+        stanzas_per_day: series(|u| u.messages, "stanzas"),
+        peak_per_day: series(|u| u.peak_sessions, "connections at the peak"),
+    }))
 }
 
 async fn plan_choices(state: &AppState) -> AppResult<Vec<PlanChoice>> {
@@ -354,12 +394,9 @@ async fn render_detail_with(
         notice,
     )
     .await?;
-    Ok(Html(pages::detail(
-        ctx,
-        access.org.id.0.clone(),
-        view(d),
-        a,
-    )))
+    let mut shown = view(d);
+    shown.usage = usage(state, d).await?;
+    Ok(Html(pages::detail(ctx, access.org.id.0.clone(), shown, a)))
 }
 
 async fn show_detail(

@@ -442,8 +442,81 @@ pub async fn record_usage(
         .bind(u.storage_bytes)
         .execute(&mut *tx)
         .await?;
+        // The day's roll-up: latest counts, highest peak, messages added up.
+        sqlx::query(
+            "INSERT INTO usage_daily (domain, day, accounts, sessions, peak_sessions, messages, storage_bytes, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (domain, day) DO UPDATE SET
+               accounts = excluded.accounts, sessions = excluded.sessions,
+               peak_sessions = CASE WHEN excluded.peak_sessions > usage_daily.peak_sessions
+                                    THEN excluded.peak_sessions ELSE usage_daily.peak_sessions END,
+               messages = usage_daily.messages + excluded.messages,
+               storage_bytes = excluded.storage_bytes, updated_at = excluded.updated_at",
+        )
+        .bind(&u.domain)
+        .bind(now.div_euclid(86_400))
+        .bind(u.accounts)
+        .bind(u.sessions)
+        .bind(u.peak_sessions.max(u.sessions))
+        .bind(u.messages_in + u.messages_out)
+        .bind(u.storage_bytes)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
+}
+
+/// One day of a domain's usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUsage {
+    pub day: i64,
+    pub accounts: i64,
+    pub sessions: i64,
+    pub peak_sessions: i64,
+    pub messages: i64,
+    pub storage_bytes: i64,
+    pub updated_at: i64,
+}
+
+/// The last `days` days of a domain's usage, oldest first (days without data are absent).
+pub async fn daily_usage(
+    db: &Pool,
+    domain: &str,
+    today: i64,
+    days: i64,
+) -> Result<Vec<DayUsage>, sqlx::Error> {
+    sqlx::query(
+        "SELECT day, accounts, sessions, peak_sessions, messages, storage_bytes, updated_at FROM usage_daily
+         WHERE domain = $1 AND day > $2 AND day <= $3 ORDER BY day",
+    )
+    .bind(domain)
+    .bind(today - days)
+    .bind(today)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(DayUsage {
+            day: r.try_get("day")?,
+            accounts: r.try_get("accounts")?,
+            sessions: r.try_get("sessions")?,
+            peak_sessions: r.try_get("peak_sessions")?,
+            messages: r.try_get("messages")?,
+            storage_bytes: r.try_get("storage_bytes")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    })
+    .collect()
+}
+
+/// Drops raw samples older than `keep_secs` (the daily roll-up keeps the history).
+pub async fn prune_samples(db: &Pool, now: i64, keep_secs: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM usage_samples WHERE at < $1")
+        .bind(now - keep_secs)
+        .execute(db)
+        .await?
+        .rows_affected())
 }
 
 // ---- audit log ------------------------------------------------------------------------

@@ -409,6 +409,13 @@ async fn move_step(
 
 /// One round of health and usage polling over every node, concurrently.
 pub async fn poll_once(state: &AppState) -> anyhow::Result<()> {
+    // Raw samples are kept a week (pruned hourly); the daily roll-up keeps the rest.
+    static LAST_PRUNE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = state.clock.now();
+    if now - LAST_PRUNE.load(std::sync::atomic::Ordering::Relaxed) >= 3600 {
+        LAST_PRUNE.store(now, std::sync::atomic::Ordering::Relaxed);
+        nodes::prune_samples(&state.db, now, 7 * 86_400).await?;
+    }
     let pool = nodes::nodes(&state.db).await?;
     let mut tasks = JoinSet::new();
     for node in pool {

@@ -354,3 +354,59 @@ async fn ordering_checks_the_name_and_plan_and_plan_edits_reach_the_domains() {
     assert_eq!(spec.limits.upload_quota_bytes, Some(100 * 1024 * 1024));
     assert!(admin.page("/admin/audit").await.contains("plan.updated"));
 }
+
+/// Usage reports roll up per day; the domain page shows today's figures and 30 days of
+/// bars drawn as SVG on the server.
+#[tokio::test]
+async fn a_domains_usage_is_rolled_up_per_day_and_charted() {
+    use rookery_common::control::VhostUsage;
+    let app = spawn_app().await;
+    let (customer, org) = app.customer(&unique_email("u"), "Usage").await;
+    let r = customer
+        .post_form(&format!("{org}/domains"), &[("domain", "busy.example.org")])
+        .await;
+    let page = rookery_tests::app::location(&r);
+    let report = |sessions, peak, msgs| VhostUsage {
+        domain: "busy.example.org".into(),
+        accounts: 3,
+        sessions,
+        peak_sessions: peak,
+        messages_in: msgs,
+        messages_out: msgs,
+        storage_bytes: 3 * 1024 * 1024,
+    };
+    let db = &app.state.db;
+    let now = app.state.clock.now();
+    // Yesterday, then two reports today.
+    rookery::nodes::db::record_usage(db, "n", 5, &[report(1, 4, 10)], now - 86_400)
+        .await
+        .unwrap();
+    rookery::nodes::db::record_usage(db, "n", 5, &[report(2, 7, 50)], now)
+        .await
+        .unwrap();
+    rookery::nodes::db::record_usage(db, "n", 5, &[report(1, 3, 25)], now)
+        .await
+        .unwrap();
+    let html = customer.page(&page).await;
+    let usage = &html[html.find("id=\"usage\"").expect("a usage card")..];
+    assert!(usage.contains("<strong>3</strong>accounts"), "{usage}");
+    assert!(usage.contains("<strong>1</strong>connected now"));
+    assert!(
+        usage.contains("<strong>7</strong>peak connections today"),
+        "the day's highest peak"
+    );
+    assert!(
+        usage.contains("<strong>150</strong>stanzas today"),
+        "reports add up"
+    );
+    assert!(usage.contains("3.0 MB"));
+    assert_eq!(
+        usage.matches("<rect").count(),
+        60,
+        "30 bars in each of two charts"
+    );
+    assert!(
+        usage.contains("20 stanzas</title>"),
+        "yesterday's bar has its tooltip"
+    );
+}
