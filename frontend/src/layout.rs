@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::{NavUser, PageCtx, STYLESHEET_PATH, widgets::ActionButton};
+use crate::{NavUser, PageCtx, SCRIPT_PATH, STYLESHEET_PATH, widgets::ActionButton};
 
 /// Wraps a page's content in the document and the navigation.
 #[component]
@@ -76,6 +76,7 @@ pub fn Shell(ctx: PageCtx, children: Children) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <title>{title}</title>
                 <link rel="stylesheet" href=STYLESHEET_PATH/>
+                <script src=SCRIPT_PATH defer></script>
             </head>
             <body class:with-nav=signed_in>
                 <a class="skip-link" href="#main">"Skip to content"</a>

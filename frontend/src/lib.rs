@@ -14,6 +14,10 @@ pub use layout::Shell;
 
 /// The panel's one stylesheet, served by the panel itself at [`STYLESHEET_PATH`].
 pub const STYLESHEET: &str = include_str!("../assets/app.css");
+/// The panel's one script: progressive enhancement (copy buttons), never required.
+pub const SCRIPT: &str = include_str!("../assets/app.js");
+/// Where the script is served.
+pub const SCRIPT_PATH: &str = concat!("/assets/app.js?v=", env!("CARGO_PKG_VERSION"));
 /// Where the stylesheet is served; the version busts caches when it changes.
 pub const STYLESHEET_PATH: &str = concat!("/assets/app.css?v=", env!("CARGO_PKG_VERSION"));
 

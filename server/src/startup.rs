@@ -172,6 +172,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(landing))
         .route("/assets/app.css", get(stylesheet))
+        .route("/assets/app.js", get(script))
         .merge(auth::router())
         .merge(account::router())
         .merge(orgs::router())
@@ -214,6 +215,16 @@ async fn stylesheet() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         rookery_frontend::STYLESHEET,
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        rookery_frontend::SCRIPT,
     )
 }
 

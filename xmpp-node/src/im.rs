@@ -11,6 +11,10 @@
 //! the `to`/`both` contacts and the pending subscription requests; directed presence is
 //! remembered per session so its targets hear when the session goes offline, and
 //! [`session_ended`] says so for a connection that closed without a word.
+//!
+//! Vhost limits: writes the store refuses because the domain's storage quota is used up
+//! (an offline message, a new contact, a vCard) are answered with `resource-constraint`;
+//! offline messages past the domain's retention are dropped rather than delivered late.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -28,11 +32,17 @@ use crate::{
     },
     router::{SessionHandle, message_targets},
     store::StoreError,
-    xep::{blocking, vcard},
+    upkeep,
+    xep::{blocking, serverinfo, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
 const ROSTER_FULL: &str = "Your contact list is full; remove a contact before adding another.";
+
+/// The text of the error for a write refused by the domain's storage quota.
+pub fn storage_full_text(domain: &str, what: &str) -> String {
+    format!("The storage of {domain} is full: {what}.")
+}
 
 /// Handles one stanza from `me`'s session.
 pub async fn handle(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
@@ -152,6 +162,18 @@ async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Elemen
             Condition::ServiceUnavailable,
             Some("The recipient's offline storage is full."),
         ),
+        Err(StoreError::StorageFull(domain, quota)) => {
+            tracing::info!(vhost = %domain, quota, "an offline message was refused: the storage quota is used up");
+            bounce(
+                me,
+                &stanza,
+                Condition::ResourceConstraint,
+                Some(&storage_full_text(
+                    &domain,
+                    "the message could not be stored for the offline recipient",
+                )),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "storing an offline message failed");
             bounce(me, &stanza, Condition::InternalServerError, None);
@@ -497,6 +519,10 @@ async fn outbound_subscription(
             tracing::info!(limit = n, "subscription refused: the roster is full");
             return bounce(me, &stanza, Condition::NotAllowed, Some(ROSTER_FULL));
         }
+        Err(StoreError::StorageFull(domain, _)) => {
+            let text = storage_full_text(&domain, "the contact was not added");
+            return bounce(me, &stanza, Condition::ResourceConstraint, Some(&text));
+        }
         Err(e) => {
             tracing::error!(error = %e, "a subscription change failed");
             return bounce(me, &stanza, Condition::InternalServerError, None);
@@ -569,6 +595,10 @@ async fn inbound_subscription(
                 limit = n,
                 "an inbound subscription change was dropped: the roster is full"
             );
+            return;
+        }
+        Err(StoreError::StorageFull(domain, quota)) => {
+            tracing::info!(vhost = %domain, quota, "an inbound subscription change was dropped: the storage quota is used up");
             return;
         }
         Err(e) => {
@@ -673,6 +703,10 @@ async fn roster_iq(node: &Node, me: &Arc<SessionHandle>, iq: Element) {
                 Err(StoreError::RosterFull(_)) => {
                     bounce(me, &iq, Condition::NotAllowed, Some(ROSTER_FULL));
                 }
+                Err(StoreError::StorageFull(domain, _)) => {
+                    let text = storage_full_text(&domain, "the contact was not added");
+                    bounce(me, &iq, Condition::ResourceConstraint, Some(&text));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "a roster set failed");
                     bounce(me, &iq, Condition::InternalServerError, None);
@@ -720,9 +754,17 @@ async fn deliver_offline(node: &Node, me: &SessionHandle) {
     let (Some(username), domain) = (me.jid.node(), me.jid.domain()) else {
         return;
     };
+    // Past the domain's retention a message is dropped, even before upkeep deletes it.
+    let cutoff = node
+        .host(domain)
+        .and_then(|h| h.policy.as_ref()?.offline_retention_days)
+        .map(|days| upkeep::offline_cutoff(crate::node::unix_now(), days));
     match node.store.take_offline(domain, username).await {
         Ok(messages) => {
             for (xml, at) in messages {
+                if cutoff.is_some_and(|c| at < c) {
+                    continue;
+                }
                 match crate::node::parse_stored(&xml) {
                     Ok(mut m) => {
                         // XEP-0203: when it originally arrived.
@@ -862,6 +904,15 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                 ] {
                     q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
                 }
+                // XEP-0157: the domain's contact addresses, from its spec.
+                let domain = target(&iq)
+                    .map_or_else(|| me.jid.domain().to_string(), |t| t.domain().to_string());
+                if let Some(form) = node
+                    .host(&domain)
+                    .and_then(|h| serverinfo::form(&h.policy.as_ref()?.contacts))
+                {
+                    q.append_child(form);
+                }
             } else {
                 q.append_child(
                     Element::new("identity", ns::DISCO_INFO)
@@ -968,5 +1019,230 @@ async fn last_activity(node: &Node, from: &Jid, account: &Jid, iq: &Element) -> 
             tracing::error!(error = %e, "reading last activity failed");
             error_reply(iq, Condition::InternalServerError, None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sqlx::Row;
+
+    use super::*;
+    use crate::node::testing::{apply_spec, bind, delivered, node_with_spec, stanza};
+
+    const DOMAIN: &str = "example.com";
+
+    /// The error of an error reply: (type, condition, text).
+    fn error_of(reply: &Element) -> (String, String, String) {
+        assert_eq!(reply.attr("type"), Some("error"), "{}", reply.to_xml());
+        let error = reply.get_child("error", ns::CLIENT).unwrap();
+        let condition = error
+            .children()
+            .find(|c| c.ns() == ns::STANZAS_ERRORS && c.name() != "text")
+            .unwrap();
+        (
+            error.attr("type").unwrap_or_default().to_string(),
+            condition.name().to_string(),
+            error
+                .child_text("text", ns::STANZAS_ERRORS)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Sets the quota to what the vhost stores now plus `room` bytes (a new generation).
+    async fn leave_room(node: &Node, generation: i64, room: i64) {
+        let stored = node.store.measure_storage(DOMAIN).await.unwrap();
+        apply_spec(
+            node,
+            json!({"domain": DOMAIN, "generation": generation,
+                   "limits": {"storage_quota_bytes": stored + room}}),
+        )
+        .await;
+    }
+
+    fn chat(to: &str, body: &str) -> Element {
+        stanza(&format!(
+            "<message xmlns='jabber:client' from='alice@example.com/desk' to='{to}' type='chat' id='m1'><body>{body}</body></message>"
+        ))
+    }
+
+    #[tokio::test]
+    async fn an_offline_message_past_the_storage_quota_bounces_and_delivery_frees_the_room() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1}),
+            &["alice", "bob"],
+        )
+        .await;
+        leave_room(&node, 2, 400).await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        let body = "x".repeat(150);
+        handle(&node, &alice, chat("bob@example.com", &body)).await;
+        assert!(delivered(&mut to_alice).is_empty(), "the first is stored");
+        handle(&node, &alice, chat("bob@example.com", &body)).await;
+        let bounced = delivered(&mut to_alice);
+        assert_eq!(bounced.len(), 1);
+        let (kind, condition, text) = error_of(&bounced[0]);
+        assert_eq!(
+            (kind.as_str(), condition.as_str()),
+            ("wait", "resource-constraint")
+        );
+        assert!(text.contains("storage of example.com is full"), "{text}");
+        assert_eq!(bounced[0].attr("to"), Some("alice@example.com/desk"));
+
+        // Bob comes online and gets the first: its room is free again.
+        let (bob, mut to_bob) = bind(&node, "bob@example.com/phone");
+        handle(
+            &node,
+            &bob,
+            stanza("<presence xmlns='jabber:client' from='bob@example.com/phone'/>"),
+        )
+        .await;
+        let messages: Vec<_> = delivered(&mut to_bob)
+            .into_iter()
+            .filter(|s| s.name() == "message")
+            .collect();
+        assert_eq!(messages.len(), 1);
+        handle(
+            &node,
+            &bob,
+            stanza(
+                "<presence xmlns='jabber:client' from='bob@example.com/phone' type='unavailable'/>",
+            ),
+        )
+        .await;
+        node.router.unbind(&bob);
+        handle(&node, &alice, chat("bob@example.com", &body)).await;
+        assert!(delivered(&mut to_alice).is_empty(), "stored again");
+    }
+
+    #[tokio::test]
+    async fn a_vcard_that_grows_past_the_storage_quota_is_refused() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        leave_room(&node, 2, 200).await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        let set = |note: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='v'><vCard xmlns='vcard-temp'><NOTE>{note}</NOTE></vCard></iq>"
+            ))
+        };
+        handle(&node, &alice, set("short")).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+        handle(&node, &alice, set(&"long".repeat(100))).await;
+        let (kind, condition, text) = error_of(&delivered(&mut to_alice)[0]);
+        assert_eq!(
+            (kind.as_str(), condition.as_str()),
+            ("wait", "resource-constraint")
+        );
+        assert!(text.contains("vCard was not changed"), "{text}");
+        // A vCard no larger than the stored one still fits.
+        handle(&node, &alice, set("tiny")).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+    }
+
+    #[tokio::test]
+    async fn a_roster_item_past_the_storage_quota_is_refused_and_removing_one_frees_room() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        let add = |jid: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='r'><query xmlns='jabber:iq:roster'><item jid='{jid}' name='A friend'/></query></iq>"
+            ))
+        };
+        handle(&node, &alice, add("first@example.net")).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+        leave_room(&node, 2, 10).await;
+        handle(&node, &alice, add("second@example.net")).await;
+        let (_, condition, _) = error_of(&delivered(&mut to_alice)[0]);
+        assert_eq!(condition, "resource-constraint");
+        // Renaming a stored contact is no new item.
+        handle(&node, &alice, add("first@example.net")).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+        handle(
+            &node,
+            &alice,
+            stanza("<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='x'><query xmlns='jabber:iq:roster'><item jid='first@example.net' subscription='remove'/></query></iq>"),
+        )
+        .await;
+        delivered(&mut to_alice);
+        handle(&node, &alice, add("second@example.net")).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+    }
+
+    #[tokio::test]
+    async fn offline_messages_past_the_retention_are_not_delivered() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1, "limits": {"offline_retention_days": 2}}),
+            &["alice", "bob"],
+        )
+        .await;
+        let (alice, _) = bind(&node, "alice@example.com/desk");
+        handle(&node, &alice, chat("bob@example.com", "old")).await;
+        sqlx::query("UPDATE offline_messages SET created_at = created_at - 3 * 86400")
+            .execute(&node.store.db)
+            .await
+            .unwrap();
+        handle(&node, &alice, chat("bob@example.com", "new")).await;
+        let (bob, mut to_bob) = bind(&node, "bob@example.com/phone");
+        handle(
+            &node,
+            &bob,
+            stanza("<presence xmlns='jabber:client' from='bob@example.com/phone'/>"),
+        )
+        .await;
+        let bodies: Vec<String> = delivered(&mut to_bob)
+            .iter()
+            .filter_map(|s| s.child_text("body", ns::CLIENT))
+            .collect();
+        assert_eq!(bodies, vec!["new".to_string()]);
+        let left: i64 = sqlx::query("SELECT COUNT(*) AS n FROM offline_messages")
+            .fetch_one(&node.store.db)
+            .await
+            .unwrap()
+            .get("n");
+        assert_eq!(left, 0, "the expired one is gone too");
+    }
+
+    #[tokio::test]
+    async fn the_servers_disco_info_carries_the_specs_contact_addresses() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1, "contacts": {
+                "abuse": ["mailto:abuse@example.com"],
+                "support": ["xmpp:help@example.com", "https://example.com/help"]}}),
+            &["alice"],
+        )
+        .await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        let disco = |to: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' from='alice@example.com/desk' {to} type='get' id='d'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            ))
+        };
+        for to in ["to='example.com'", ""] {
+            handle(&node, &alice, disco(to)).await;
+            let reply = delivered(&mut to_alice).remove(0);
+            let query = reply.get_child("query", ns::DISCO_INFO).unwrap();
+            let form = query.get_child("x", ns::DATA_FORMS).unwrap();
+            let vars: Vec<&str> = form.children().filter_map(|f| f.attr("var")).collect();
+            assert_eq!(
+                vars,
+                ["FORM_TYPE", "abuse-addresses", "support-addresses"],
+                "{to}"
+            );
+        }
+        // Not on an account's disco#info, and not once the spec drops the contacts.
+        handle(&node, &alice, disco("to='alice@example.com'")).await;
+        let reply = delivered(&mut to_alice).remove(0);
+        assert!(!reply.to_xml().contains(ns::DATA_FORMS));
+        apply_spec(&node, json!({"domain": DOMAIN, "generation": 2})).await;
+        handle(&node, &alice, disco("to='example.com'")).await;
+        let reply = delivered(&mut to_alice).remove(0);
+        assert!(reply.get_child("query", ns::DISCO_INFO).is_some());
+        assert!(
+            !reply.to_xml().contains(ns::DATA_FORMS),
+            "{}",
+            reply.to_xml()
+        );
     }
 }

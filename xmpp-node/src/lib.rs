@@ -5,6 +5,7 @@
 //! - `store/`: vhosts, accounts and offline messages in SQLite or PostgreSQL;
 //! - `router`, `im`: who is online, and what happens to each stanza;
 //! - `server`: listeners, vhost reloads, `/metrics`, shutdown;
+//! - `upkeep`: once a minute, offline message retention and storage re-measurement;
 //! - `control`: the HTTPS control API the panel drives, and enrollment (`join`).
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod proto;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod upkeep;
 pub mod xep;
 
 /// The node's version, reported to the panel, in disco and on `--version`.

@@ -1,6 +1,8 @@
 //! The running node's shared state: settings, storage, the session router, the set of
 //! hosted domains with their policy and usage counters (reloaded when the store says it
 //! changed, or right after the control API wrote a spec), TLS certificates and metrics.
+//! A reload also hands each vhost's storage quota to the store's meters and measures the
+//! vhosts whose quota is new or changed.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -136,13 +138,31 @@ impl Node {
             .contains(domain)
     }
 
-    /// Loads the vhosts from the store and serves exactly those (certificates and
-    /// policies included). Sessions of a vhost that is gone end with `host-gone`; those of
-    /// a suspended or moved one with `policy-violation` or `see-other-host`.
+    /// Loads the vhosts from the store and serves exactly those (certificates, policies
+    /// and storage quotas included). Sessions of a vhost that is gone end with `host-gone`;
+    /// those of a suspended or moved one with `policy-violation` or `see-other-host`.
     pub async fn reload_vhosts(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let vhosts = self.store.vhosts().await?;
         self.certs.set_vhosts(&vhosts)?;
+        let to_measure = self.store.meters.configure(vhosts.iter().map(|v| {
+            let quota = v.policy.as_ref().and_then(|p| p.storage_quota_bytes);
+            (v.domain.clone(), quota)
+        }));
+        for domain in to_measure {
+            // A failed measurement leaves the count low until upkeep measures again.
+            match self.store.measure_storage(&domain).await {
+                Ok(bytes) => {
+                    if let Some(meter) = self.store.meters.get(&domain) {
+                        meter.set_used(bytes);
+                        tracing::info!(vhost = %domain, stored_bytes = bytes, quota_bytes = ?meter.quota(), "storage quota applied");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(vhost = %domain, error = format!("{e:#}"), "measuring a vhost's storage failed")
+                }
+            }
+        }
         *self.debug_hosts.write().unwrap_or_else(|p| p.into_inner()) = vhosts
             .iter()
             .filter(|v| v.debug_log)
@@ -262,6 +282,82 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A node on a fresh SQLite store for unit tests, not listening anywhere.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc;
+
+    use super::Node;
+    use crate::{
+        config::NodeSettings,
+        control::spec,
+        net::tls::CertResolver,
+        proto::{element::Element, jid::Jid},
+        router::{Delivery, SessionHandle},
+        store::Store,
+    };
+
+    /// A node serving `spec` (a vhost spec as JSON), with the accounts `users` on it.
+    pub async fn node_with_spec(
+        spec: serde_json::Value,
+        users: &[&str],
+    ) -> (Arc<Node>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/node.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        let settings = NodeSettings {
+            data_dir: dir.path().to_path_buf(),
+            ..NodeSettings::default()
+        };
+        let certs = Arc::new(CertResolver::new(dir.path(), None).unwrap());
+        let node = Node::new(settings, store, certs);
+        let domain = apply_spec(&node, spec).await;
+        for user in users {
+            node.store
+                .add_account(&domain, user, "a-password-1", 1)
+                .await
+                .unwrap();
+        }
+        (node, dir)
+    }
+
+    /// Applies a vhost spec (JSON) as the control API does; returns its domain.
+    pub async fn apply_spec(node: &Node, spec: serde_json::Value) -> String {
+        let domain = spec["domain"].as_str().unwrap().to_string();
+        let valid = spec::validate(&domain, serde_json::from_value(spec).unwrap()).unwrap();
+        node.store
+            .apply_spec(&valid.domain, &valid.policy, &valid.stored_json, None)
+            .await
+            .unwrap();
+        node.reload_vhosts().await.unwrap();
+        valid.domain
+    }
+
+    /// A bound session of `jid` and what is delivered to it.
+    pub fn bind(node: &Node, jid: &str) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Delivery>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (node.router.bind(Jid::parse(jid).unwrap(), tx), rx)
+    }
+
+    /// The stanzas delivered so far.
+    pub fn delivered(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Vec<Element> {
+        let mut out = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            if let Delivery::Stanza(s) = d {
+                out.push(*s);
+            }
+        }
+        out
+    }
+
+    /// A stanza from XML text (in the client namespace).
+    pub fn stanza(xml: &str) -> Element {
+        super::parse_stored(xml).unwrap()
+    }
 }
 
 #[cfg(test)]

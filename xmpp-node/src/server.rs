@@ -1,7 +1,8 @@
 //! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
 //! for clients (STARTTLS and direct TLS), for HTTP (`/metrics`) and for the panel (the
 //! control API, once the node has a secret), follows vhost changes made by the CLI while
-//! it runs, and drains on SIGTERM or Ctrl-C.
+//! it runs, runs `upkeep` (offline retention, storage re-measurement) every minute, and
+//! drains on SIGTERM or Ctrl-C.
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use crate::{config::NodeSettings, control, net, node::Node, store::Store};
+use crate::{config::NodeSettings, control, net, node::Node, store::Store, upkeep};
 
 /// A started node: its listeners are bound; `run` serves until `shutdown` fires.
 pub struct Server {
@@ -107,6 +108,7 @@ impl Server {
                 stop_rx.clone(),
             )),
             tokio::spawn(watch_vhosts(node.clone(), stop_rx.clone())),
+            tokio::spawn(upkeep::run(node.clone(), stop_rx.clone())),
             tokio::spawn(serve_http(node.clone(), self.http, stop_rx.clone())),
             control,
         ];

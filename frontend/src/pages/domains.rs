@@ -169,7 +169,7 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
         let shown = a.shown_once.clone().map(|(address, password)| view! {
             <div class="alert alert-success" role="status" id="password-once">
                 <p>{format!("The password of {address} is:")}</p>
-                <p><input class="code" type="text" readonly value=password id="new-password" aria-label="The new password"/></p>
+                <p><input class="code copy" type="text" readonly value=password id="new-password" aria-label="The new password"/></p>
                 <p>"Copy it now: it is not shown again. Give it to the person who uses the account."</p>
             </div>
         });

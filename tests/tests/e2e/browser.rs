@@ -304,3 +304,198 @@ async fn domain_and_pool(
     browser.screenshot("15-audit").await?;
     Ok(())
 }
+
+/// Issue 5 in a browser: a customer orders a domain on a paid plan, pays on the (fake)
+/// Stripe Checkout, watches the domain become active, creates a chat account, and a real
+/// client (slixmpp) logs in; a failed payment then suspends the domain and the client is
+/// refused.
+#[tokio::test]
+async fn a_customer_pays_for_a_domain_in_the_browser_and_an_unpaid_one_is_suspended()
+-> anyhow::Result<()> {
+    use rookery_tests::{app::TestClient, fake_stripe::FakeStripe};
+    const SECRET: &str = "whsec_browser_test";
+    let fake = FakeStripe::start("", SECRET).await?;
+    fake.set_price("price_team", 900, "eur");
+    let port = || rookery_tests::process::free_loopback_port().map(|p| p.to_string());
+    let (c2s, tls, http, control) = (port()?, port()?, port()?, port()?);
+    let at = |p: &str| format!("127.0.0.1:{p}");
+    let env = [
+        ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
+        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", at(&c2s)),
+        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", at(&tls)),
+        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", at(&http)),
+        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", at(&control)),
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url().to_string()),
+        (
+            "ROOKERY_STRIPE__SECRET_KEY",
+            FakeStripe::API_KEY.to_string(),
+        ),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", SECRET.to_string()),
+        ("ROOKERY_STRIPE__GRACE_DAYS", "0".to_string()),
+        ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let panel = PanelProcess::start_with_env(&env).await?;
+    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+
+    // The provider's paid plan.
+    let admin_email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
+    let out = panel
+        .cli(
+            &["admin", "create", "--email", &admin_email],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await?;
+    ensure!(out.status.success());
+    let admin = TestClient::new(&panel.base_url);
+    ensure!(admin.login(&admin_email, PASSWORD).await.status() == 303);
+    let r = admin
+        .post_form(
+            "/admin/plans",
+            &[
+                ("name", "Team"),
+                ("price", "9.00"),
+                ("currency", "EUR"),
+                ("max_accounts", "25"),
+                ("max_sessions", "50"),
+                ("storage_mb", "500"),
+                ("upload_mb", "500"),
+                ("archive_days", "90"),
+                ("stripe_price_id", "price_team"),
+                ("public", "1"),
+            ],
+        )
+        .await;
+    ensure!(r.status() == 303, "plan created");
+
+    let browser = Browser::start().await?;
+    let outcome = pay_in_browser(&panel, &browser, &fake, &c2s).await;
+    if outcome.is_err() {
+        let _ = browser.screenshot("billing-failure").await;
+    }
+    browser.close().await;
+    outcome
+}
+
+async fn pay_in_browser(
+    panel: &PanelProcess,
+    browser: &Browser,
+    fake: &rookery_tests::fake_stripe::FakeStripe,
+    c2s: &str,
+) -> anyhow::Result<()> {
+    let email = format!("lin-{}@example.com", uuid::Uuid::now_v7().simple());
+    browser.client.goto(&panel.url("/signup")).await?;
+    browser.wait_for("main[data-page=signup]").await?;
+    browser.fill("input[name=email]", &email).await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.fill("input[name=org_name]", "Lin & Co").await?;
+    browser.click("#signup-submit").await?;
+    browser.wait_for("main[data-page=dashboard]").await?;
+    click_first_visible(browser, r#"a[href$="/domains"]"#).await?;
+    browser.wait_for("main[data-page=domains]").await?;
+    browser.fill("input[name=domain]", "team.lin.test").await?;
+    browser.click("input[name=plan]").await?;
+    browser.screenshot("20-order").await?;
+    browser.click("#domain-submit").await?;
+
+    // Stripe Checkout (the fake): pay.
+    browser.wait_for("#pay").await?;
+    ensure!(
+        browser
+            .client
+            .current_url()
+            .await?
+            .as_str()
+            .starts_with(fake.base_url()),
+        "the customer is on the checkout page"
+    );
+    browser.screenshot("21-checkout").await?;
+    browser.click("#pay").await?;
+    browser.wait_for("main[data-page=domain]").await?;
+    ensure!(
+        browser
+            .page_text()
+            .await?
+            .contains("Thank you for your payment")
+    );
+    let page = browser.client.current_url().await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while browser.find("#account-submit").await.is_err() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the paid domain did not become active"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        browser.client.goto(page.as_str()).await?;
+        browser.wait_for("main[data-page=domain]").await?;
+    }
+    browser.fill("input[name=username]", "lin").await?;
+    browser.fill("input[name=password]", PASSWORD).await?;
+    browser.click("#account-submit").await?;
+    browser.wait_for("#accounts").await?;
+    browser.screenshot("22-paid-domain").await?;
+
+    // A real client logs in.
+    let ca = panel.data_dir().join("node/certs/team.lin.test.crt");
+    let login = || async {
+        let out = rookery_tests::node::run_python(
+            "login_check.py",
+            &[
+                "127.0.0.1",
+                c2s,
+                "lin@team.lin.test",
+                PASSWORD,
+                ca.to_str().unwrap_or_default(),
+            ],
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+        anyhow::Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        ))
+    };
+    let (ok, said) = login().await?;
+    ensure!(ok, "slixmpp logs in: {said}");
+
+    // The next payment fails (no grace period here): suspended, and the client is refused.
+    let sub = {
+        let pool = rookery_common::db::connect(&panel.database.url, 1).await?;
+        let s: String = sqlx::query_scalar(
+            "SELECT stripe_subscription_id FROM domains WHERE domain = 'team.lin.test'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        s
+    };
+    fake.fail_payment(&sub).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        browser.client.goto(page.as_str()).await?;
+        browser.wait_for("main[data-page=domain]").await?;
+        if browser.find(r#"[data-state="suspended"]"#).await.is_ok() {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the unpaid domain was not suspended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    browser.screenshot("23-suspended").await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ok, said) = login().await?;
+        if !ok {
+            ensure!(said.contains("refused"), "{said}");
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the suspended domain still lets clients in"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    Ok(())
+}

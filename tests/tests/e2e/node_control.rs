@@ -1,14 +1,18 @@
 //! The node's control API as the panel uses it, against real `rookery-node` processes:
-//! specs applied at once and kept across restarts, limits and suspensions enforced on real
-//! XMPP sessions, a domain's data moved from one node to another, and enrollment with
-//! `rookery-node join` against a stand-in panel.
+//! specs applied at once and kept across restarts, limits (sessions, storage quota) and
+//! suspensions enforced on real XMPP sessions, contact addresses in disco#info, a domain's
+//! data moved from one node to another, and enrollment with `rookery-node join` against a
+//! stand-in panel.
 
 use std::{sync::Arc, time::Duration};
 
 use reqwest::{Method, StatusCode};
 use rookery_tests::{
     node::NodeProcess,
-    xmpp::client::{Account, LoginConfig, SaltCache, Session, tls_connector},
+    xmpp::{
+        client::{Account, LoginConfig, SaltCache, Session, tls_connector},
+        xml::El,
+    },
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -304,6 +308,149 @@ async fn binding_beyond_the_session_limit_is_refused_with_resource_constraint() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(again.is_some(), "a freed slot can be used again");
+}
+
+/// The next element the node sends that matches `pick` (others are skipped), within 10 s.
+async fn next_matching(session: &mut Session, pick: impl Fn(&El) -> bool) -> El {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let el = tokio::time::timeout_at(deadline, session.next_element())
+            .await
+            .expect("the node answered within 10 s")
+            .unwrap();
+        if pick(&el) {
+            return el;
+        }
+    }
+}
+
+/// Sends a ping and waits for its answer: everything sent before it was handled.
+async fn round_trip(session: &mut Session, id: &str) {
+    session
+        .send(&format!(
+            "<iq type='get' id='{id}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await
+        .unwrap();
+    next_matching(session, |e| e.name == "iq" && e.attr("id") == Some(id)).await;
+}
+
+#[tokio::test]
+async fn a_full_storage_quota_bounces_offline_messages_until_a_new_spec_raises_it() {
+    let node = NodeProcess::start().await.unwrap();
+    assert_eq!(put_spec(&node, spec(1, json!({}))).await.0, StatusCode::OK);
+    add_account(&node, "alice", "pass-alice-1").await;
+    add_account(&node, "bob", "pass-bob-1").await;
+    let (_, usage) = node.control(Method::GET, "/v1/usage", None).await.unwrap();
+    let stored = usage["vhosts"][0]["storage_bytes"].as_i64().unwrap();
+    // Room for one message of about 650 bytes, not for two.
+    let tiny = spec(2, json!({"limits": {"storage_quota_bytes": stored + 900}}));
+    assert_eq!(put_spec(&node, tiny).await.0, StatusCode::OK);
+
+    let mut alice = login(&node, "alice", "pass-alice-1", "desk").await.unwrap();
+    let filler = "x".repeat(500);
+    for id in ["first", "second"] {
+        alice
+            .send(&format!(
+                "<message to='bob@{DOMAIN}' type='chat' id='{id}'><body>{id} {filler}</body></message>"
+            ))
+            .await
+            .unwrap();
+    }
+    let bounce = next_matching(&mut alice, |e| e.name == "message").await;
+    assert_eq!(
+        (bounce.attr("type"), bounce.attr("id")),
+        (Some("error"), Some("second")),
+        "the first is stored, the second bounces: {bounce:?}"
+    );
+    let error = bounce.child("error").unwrap();
+    assert_eq!(error.attr("type"), Some("wait"), "{bounce:?}");
+    assert!(error.child("resource-constraint").is_some(), "{bounce:?}");
+    let text = &error.child("text").unwrap().text;
+    assert!(
+        text.contains(&format!("storage of {DOMAIN} is full")),
+        "{text}"
+    );
+
+    let roomy = spec(
+        3,
+        json!({"limits": {"storage_quota_bytes": stored + 100_000}}),
+    );
+    assert_eq!(put_spec(&node, roomy).await.0, StatusCode::OK);
+    alice
+        .send(&format!(
+            "<message to='bob@{DOMAIN}' type='chat' id='third'><body>third {filler}</body></message>"
+        ))
+        .await
+        .unwrap();
+    round_trip(&mut alice, "after-third").await;
+
+    let mut bob = login(&node, "bob", "pass-bob-1", "phone").await.unwrap();
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let m = next_matching(&mut bob, |e| e.name == "message").await;
+        assert!(m.child("delay").is_some(), "delivered late: {m:?}");
+        let body = &m.child("body").unwrap().text;
+        bodies.push(body.split(' ').next().unwrap().to_string());
+    }
+    assert_eq!(bodies, ["first", "third"]);
+    // Nothing else waited for bob.
+    round_trip(&mut bob, "after-delivery").await;
+}
+
+#[tokio::test]
+async fn the_specs_contact_addresses_are_in_the_servers_disco_info() {
+    let node = NodeProcess::start().await.unwrap();
+    let contacts = json!({"contacts": {
+        "abuse": ["mailto:abuse@control.test"],
+        "support": ["xmpp:support@control.test", "https://control.test/help"]
+    }});
+    assert_eq!(put_spec(&node, spec(1, contacts)).await.0, StatusCode::OK);
+    add_account(&node, "alice", "pass-alice-1").await;
+    let mut alice = login(&node, "alice", "pass-alice-1", "desk").await.unwrap();
+    let disco = async |alice: &mut Session, id: &str| {
+        alice
+            .send(&format!(
+                "<iq type='get' id='{id}' to='{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+            ))
+            .await
+            .unwrap();
+        let reply = next_matching(alice, |e| e.name == "iq" && e.attr("id") == Some(id)).await;
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+        reply.child("query").unwrap().clone()
+    };
+    let query = disco(&mut alice, "d1").await;
+    let form = query.child("x").expect("a contact form");
+    assert_eq!(form.attr("xmlns"), Some("jabber:x:data"));
+    let fields: Vec<(&str, Vec<&str>)> = form
+        .children
+        .iter()
+        .map(|f| {
+            (
+                f.attr("var").unwrap(),
+                f.children.iter().map(|v| v.text.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("FORM_TYPE", vec!["http://jabber.org/network/serverinfo"]),
+            ("abuse-addresses", vec!["mailto:abuse@control.test"]),
+            (
+                "support-addresses",
+                vec!["xmpp:support@control.test", "https://control.test/help"]
+            ),
+        ]
+    );
+
+    // A spec without contacts: no form.
+    assert_eq!(put_spec(&node, spec(2, json!({}))).await.0, StatusCode::OK);
+    let query = disco(&mut alice, "d2").await;
+    assert!(
+        query.child("identity").is_some() && query.child("x").is_none(),
+        "{query:?}"
+    );
 }
 
 #[tokio::test]

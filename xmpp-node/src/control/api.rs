@@ -205,6 +205,7 @@ impl From<StoreError> for Problem {
             StoreError::AccountLimit(..) => Problem::conflict("account_limit", sentence(&e)),
             StoreError::VhostExists(_) => Problem::conflict("vhost_exists", sentence(&e)),
             StoreError::RosterFull(_) => Problem::conflict("roster_full", sentence(&e)),
+            StoreError::StorageFull(..) => Problem::conflict("storage_full", sentence(&e)),
             StoreError::Internal(e) => Problem::internal(e),
         }
     }
@@ -341,6 +342,8 @@ async fn get_status(State(s): State<ControlState>) -> Json<NodeStatus> {
 async fn get_usage(State(s): State<ControlState>) -> Result<Json<UsageReport>, Problem> {
     let accounts = s.node.store.account_counts().await?;
     let storage = s.node.store.storage_bytes().await?;
+    // The sum is there anyway: it corrects the storage quotas' running counts.
+    s.node.store.meters.set_all(&storage);
     let period_secs = {
         let mut started = s
             .node

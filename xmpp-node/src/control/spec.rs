@@ -144,6 +144,9 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         moved_to: moved_to.clone(),
         max_accounts: spec.limits.max_accounts,
         max_sessions: spec.limits.max_sessions,
+        storage_quota_bytes: spec.limits.storage_quota_bytes,
+        offline_retention_days: spec.limits.offline_retention_days,
+        contacts: spec.contacts.clone(),
     };
     spec.domain = domain.clone();
     spec.moved_to = moved_to;

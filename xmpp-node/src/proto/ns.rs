@@ -21,4 +21,7 @@ pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const LAST: &str = "jabber:iq:last";
 pub const TIME: &str = "urn:xmpp:time";
 pub const DELAY: &str = "urn:xmpp:delay";
+pub const DATA_FORMS: &str = "jabber:x:data";
+/// The FORM_TYPE of XEP-0157 contact addresses.
+pub const SERVER_INFO: &str = "http://jabber.org/network/serverinfo";
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";

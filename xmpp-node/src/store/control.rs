@@ -160,4 +160,30 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Stored bytes of one vhost, counted as [`Store::storage_bytes`] counts them.
+    #[tracing::instrument(skip_all, fields(vhost))]
+    pub async fn measure_storage(&self, vhost: &str) -> Result<i64, StoreError> {
+        let mut total = 0;
+        for table in vhost_data::VHOST_TABLES {
+            total += sqlx::query(&table.vhost_storage_sql())
+                .bind(vhost)
+                .fetch_one(&self.db)
+                .await?
+                .get::<Option<i64>, _>("bytes")
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// Measures a vhost with a storage quota again and sets its meter to what is stored
+    /// (nothing to do for a vhost without a quota, or outside a running node).
+    pub async fn remeasure_storage(&self, vhost: &str) -> Result<(), StoreError> {
+        if let Some(meter) = self.meters.get(vhost)
+            && meter.quota().is_some()
+        {
+            meter.set_used(self.measure_storage(vhost).await?);
+        }
+        Ok(())
+    }
 }

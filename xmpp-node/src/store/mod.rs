@@ -3,18 +3,27 @@
 //! `user add` work whether or not `serve` runs; the server notices vhost changes through
 //! the `change_counter` row. Vhosts the panel manages also have a spec (`control`), and
 //! every table with per-vhost rows is listed once in `vhost_data`, which deletes, exports
-//! and imports a vhost's data table by table.
+//! and imports a vhost's data table by table. A running node counts each vhost's stored
+//! bytes in `quota`, so writes that would pass a vhost's storage quota are refused.
 
 mod control;
 mod profile;
+pub mod quota;
 mod roster;
 pub mod vhost_data;
+
+use std::{collections::BTreeMap, sync::Arc};
 
 pub use control::{Account, SpecWrite, StoredSpec};
 
 use anyhow::Context;
-use rookery_common::db::{self, Pool};
+use rookery_common::{
+    control::VhostLimits,
+    db::{self, Pool},
+};
 use sqlx::{Row, migrate::Migrator};
+
+use self::quota::{StorageMeters, row_bytes};
 
 use crate::proto::{
     jid::Jid,
@@ -28,6 +37,8 @@ pub struct Store {
     pub db: Pool,
     /// The most contacts one roster may hold (RFC 6121 §2.3.3 lets a server limit it).
     pub max_roster_items: i64,
+    /// The bytes each served vhost stores, against its quota (empty outside a running node).
+    pub meters: Arc<StorageMeters>,
 }
 
 /// Contacts per roster unless configured otherwise.
@@ -53,6 +64,12 @@ pub struct VhostPolicy {
     pub moved_to: Option<String>,
     pub max_accounts: Option<i64>,
     pub max_sessions: Option<i64>,
+    /// Writes that would grow the vhost's stored bytes past this are refused.
+    pub storage_quota_bytes: Option<i64>,
+    /// Offline messages older than this many days are deleted, never delivered.
+    pub offline_retention_days: Option<i64>,
+    /// XEP-0157 contact addresses by kind (`abuse`, `admin`, …), served in disco#info.
+    pub contacts: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +92,8 @@ pub enum StoreError {
     NoSuchAccount(String),
     #[error("the roster is full: it holds the most contacts allowed ({0})")]
     RosterFull(i64),
+    #[error("the storage of {0} is full (its quota is {1} bytes)")]
+    StorageFull(String, i64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -101,21 +120,40 @@ async fn bump_vhosts(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sq
 }
 
 /// The vhost columns with the applied spec's policy, if any.
-const VHOST_SELECT: &str = "SELECT v.domain, v.cert_path, v.key_path, v.debug_log, s.generation, s.suspended, s.moved_to, s.max_accounts, s.max_sessions
+const VHOST_SELECT: &str = "SELECT v.domain, v.cert_path, v.key_path, v.debug_log, s.generation, s.suspended, s.moved_to, s.max_accounts, s.max_sessions, s.spec
      FROM vhosts v LEFT JOIN vhost_specs s ON s.domain = v.domain";
 
+/// The parts of a stored spec that have no column of their own (read from its JSON).
+#[derive(Default, serde::Deserialize)]
+struct SpecExtras {
+    #[serde(default)]
+    limits: VhostLimits,
+    #[serde(default)]
+    contacts: BTreeMap<String, Vec<String>>,
+}
+
 fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
-    let policy = r
-        .get::<Option<i64>, _>("generation")
-        .map(|generation| VhostPolicy {
+    let domain: String = r.get("domain");
+    let policy = r.get::<Option<i64>, _>("generation").map(|generation| {
+        let json: Option<String> = r.get("spec");
+        let extras: SpecExtras = serde_json::from_str(json.as_deref().unwrap_or("{}"))
+            .unwrap_or_else(|e| {
+                tracing::warn!(vhost = %domain, error = %e, "the stored spec cannot be read: its quota, retention and contacts are ignored");
+                SpecExtras::default()
+            });
+        VhostPolicy {
             generation,
             suspended: r.get::<Option<i64>, _>("suspended").unwrap_or(0) != 0,
             moved_to: r.get("moved_to"),
             max_accounts: r.get("max_accounts"),
             max_sessions: r.get("max_sessions"),
-        });
+            storage_quota_bytes: extras.limits.storage_quota_bytes,
+            offline_retention_days: extras.limits.offline_retention_days,
+            contacts: extras.contacts,
+        }
+    });
     Vhost {
-        domain: r.get("domain"),
+        domain,
         cert_path: r.get("cert_path"),
         key_path: r.get("key_path"),
         debug_log: r.get::<i64, _>("debug_log") != 0,
@@ -153,6 +191,7 @@ impl Store {
         Ok(Self {
             db,
             max_roster_items: DEFAULT_MAX_ROSTER_ITEMS,
+            meters: Arc::default(),
         })
     }
 
@@ -321,6 +360,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         tx.commit().await?;
+        // Accounts count towards the storage; max_accounts limits them, not the quota.
+        self.meters.add(&vhost, keys.row_bytes(&vhost, &username));
         Ok(Account {
             username,
             created_at,
@@ -370,6 +411,8 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NoSuchAccount(format!("{username}@{vhost}")));
         }
+        // Its roster, vCard, offline messages… went with it: what is left is measured.
+        self.remeasure_storage(&vhost).await?;
         Ok(())
     }
 
@@ -436,6 +479,16 @@ struct Keys {
 }
 
 impl Keys {
+    /// The storage of the account row holding these keys (hex text, two numbers).
+    fn row_bytes(&self, vhost: &str, username: &str) -> i64 {
+        let hex: usize = [&self.salt, &self.sha1.stored_key, &self.sha1.server_key]
+            .into_iter()
+            .chain([&self.sha256.stored_key, &self.sha256.server_key])
+            .map(|k| 2 * k.len())
+            .sum();
+        row_bytes(&[Some(vhost), Some(username)], 2) + hex as i64
+    }
+
     fn derive(password: &str, iterations: u32) -> Result<Self, StoreError> {
         let salt = new_salt();
         let bad = |e: crate::proto::sasl::SaslError| StoreError::BadPassword(e.condition().into());
@@ -463,7 +516,8 @@ impl Store {
         )
     }
 
-    /// Stores a message for later; `false` when the account's offline store is full.
+    /// Stores a message for later; `false` when the account's offline store is full,
+    /// [`StoreError::StorageFull`] when the vhost's storage quota would be passed.
     #[tracing::instrument(skip_all)]
     pub async fn store_offline(
         &self,
@@ -483,14 +537,21 @@ impl Store {
         if count >= limit {
             return Ok(false);
         }
+        let id = uuid::Uuid::now_v7().to_string();
+        let bytes = offline_row_bytes(&id, vhost, username, stanza.chars().count() as i64);
+        let reserved = self
+            .meters
+            .reserve(vhost, bytes)
+            .map_err(|o| StoreError::StorageFull(vhost.to_string(), o.quota))?;
         sqlx::query("INSERT INTO offline_messages (id, vhost, username, stanza, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&id)
             .bind(vhost)
             .bind(username)
             .bind(stanza)
             .bind(now())
             .execute(&self.db)
             .await?;
+        reserved.commit();
         Ok(true)
     }
 
@@ -519,6 +580,204 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        let freed: i64 = rows
+            .iter()
+            .map(|(id, s, _)| offline_row_bytes(id, vhost, username, s.chars().count() as i64))
+            .sum();
+        self.meters.add(vhost, -freed);
         Ok(rows.into_iter().map(|(_, s, t)| (s, t)).collect())
+    }
+
+    /// Deletes up to `batch` of the vhost's offline messages that arrived before `before`
+    /// (Unix seconds), oldest first; returns how many went.
+    #[tracing::instrument(skip_all, fields(vhost))]
+    pub async fn expire_offline(
+        &self,
+        vhost: &str,
+        before: i64,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query(
+            "SELECT id, username, CAST(LENGTH(stanza) AS BIGINT) AS chars FROM offline_messages
+             WHERE vhost = $1 AND created_at < $2 ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(vhost)
+        .bind(before)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| (r.get("id"), r.get("username"), r.get("chars")))
+        .collect();
+        let mut freed = 0;
+        for (id, username, chars) in &rows {
+            sqlx::query("DELETE FROM offline_messages WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            freed += offline_row_bytes(id, vhost, username, *chars);
+        }
+        tx.commit().await?;
+        self.meters.add(vhost, -freed);
+        Ok(rows.len() as u64)
+    }
+}
+
+/// The storage an offline message row takes (see `quota::row_bytes`).
+fn offline_row_bytes(id: &str, vhost: &str, username: &str, stanza_chars: i64) -> i64 {
+    row_bytes(&[Some(id), Some(vhost), Some(username)], 1) + stanza_chars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::roster::{Contact, Edit};
+
+    const DOMAIN: &str = "example.com";
+
+    /// A store with one vhost and two accounts, its meter set to `room` bytes more than
+    /// it stores (as a running node sets it).
+    async fn store_with_room(room: i64) -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/node.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        store.add_vhost(DOMAIN, None).await.unwrap();
+        for user in ["juliet", "romeo"] {
+            store
+                .add_account(DOMAIN, user, "a-password-1", 1)
+                .await
+                .unwrap();
+        }
+        let stored = store.measure_storage(DOMAIN).await.unwrap();
+        store
+            .meters
+            .configure([(DOMAIN.to_string(), Some(stored + room))]);
+        store.remeasure_storage(DOMAIN).await.unwrap();
+        (store, dir)
+    }
+
+    /// The meter's count equals a fresh measurement of the database.
+    async fn assert_counted_exactly(store: &Store) {
+        assert_eq!(
+            store.meters.get(DOMAIN).unwrap().used(),
+            store.measure_storage(DOMAIN).await.unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn accounts_offline_messages_and_vcards_are_counted_as_the_usage_report_counts() {
+        let (store, _dir) = store_with_room(1_000_000).await;
+        assert_counted_exactly(&store).await;
+        store
+            .add_account(DOMAIN, "mercutio", "a-password-1", 1)
+            .await
+            .unwrap();
+        assert_counted_exactly(&store).await;
+        store
+            .store_offline(
+                DOMAIN,
+                "juliet",
+                "<message><body>héllo</body></message>",
+                10,
+            )
+            .await
+            .unwrap();
+        assert_counted_exactly(&store).await;
+        store
+            .set_vcard(DOMAIN, "juliet", "<vCard><FN>Juliet</FN></vCard>")
+            .await
+            .unwrap();
+        assert_counted_exactly(&store).await;
+        store
+            .set_vcard(DOMAIN, "juliet", "<vCard><FN>J</FN></vCard>")
+            .await
+            .unwrap();
+        assert_counted_exactly(&store).await;
+        store.take_offline(DOMAIN, "juliet").await.unwrap();
+        assert_counted_exactly(&store).await;
+        let usage = store.storage_bytes().await.unwrap();
+        assert_eq!(usage[DOMAIN], store.measure_storage(DOMAIN).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn writes_past_the_quota_are_refused_and_deletions_free_room() {
+        let (store, _dir) = store_with_room(300).await;
+        let message = format!("<message><body>{}</body></message>", "x".repeat(150));
+        assert!(
+            store
+                .store_offline(DOMAIN, "juliet", &message, 10)
+                .await
+                .unwrap()
+        );
+        let refused = store.store_offline(DOMAIN, "juliet", &message, 10).await;
+        assert!(
+            matches!(&refused, Err(StoreError::StorageFull(d, _)) if d == DOMAIN),
+            "{refused:?}"
+        );
+        assert!(
+            matches!(
+                store.set_vcard(DOMAIN, "romeo", &"v".repeat(200)).await,
+                Err(StoreError::StorageFull(..))
+            ),
+            "a vCard too"
+        );
+        let me = Jid::parse("romeo@example.com").unwrap();
+        let contact = Jid::parse(&format!("{}@example.net", "c".repeat(200))).unwrap();
+        let added = store
+            .update_contact(&me, &contact, |_| {
+                let mut c = Contact::new(contact.clone());
+                c.listed = true;
+                (Edit::Save(c), ())
+            })
+            .await;
+        assert!(
+            matches!(added, Err(StoreError::StorageFull(..))),
+            "{added:?}"
+        );
+        assert!(
+            store.roster(&me).await.unwrap().1.is_empty(),
+            "nothing was written"
+        );
+        assert_counted_exactly(&store).await;
+
+        // Taking the message frees its room.
+        assert_eq!(store.take_offline(DOMAIN, "juliet").await.unwrap().len(), 1);
+        assert!(
+            store
+                .store_offline(DOMAIN, "juliet", &message, 10)
+                .await
+                .unwrap()
+        );
+        // So does deleting an account, with everything it stored.
+        store.remove_account(DOMAIN, "juliet").await.unwrap();
+        assert_counted_exactly(&store).await;
+        store
+            .set_vcard(DOMAIN, "romeo", &"v".repeat(200))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stored_spec_brings_back_its_quota_retention_and_contacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/node.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        let spec = serde_json::json!({"domain": DOMAIN, "generation": 3,
+            "limits": {"storage_quota_bytes": 5000, "offline_retention_days": 30},
+            "contacts": {"abuse": ["mailto:abuse@example.com"]}});
+        let valid =
+            crate::control::spec::validate(DOMAIN, serde_json::from_value(spec).unwrap()).unwrap();
+        store
+            .apply_spec(DOMAIN, &valid.policy, &valid.stored_json, None)
+            .await
+            .unwrap();
+        let policy = store.vhost(DOMAIN).await.unwrap().unwrap().policy.unwrap();
+        assert_eq!(policy, valid.policy);
+        assert_eq!(
+            (policy.storage_quota_bytes, policy.offline_retention_days),
+            (Some(5000), Some(30))
+        );
+        assert_eq!(policy.contacts["abuse"], vec!["mailto:abuse@example.com"]);
     }
 }

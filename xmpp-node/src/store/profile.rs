@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, now, quota::row_bytes};
 
 impl Store {
     #[tracing::instrument(skip_all)]
@@ -18,6 +18,8 @@ impl Store {
         )
     }
 
+    /// Stores the account's vCard in place of any earlier one;
+    /// [`StoreError::StorageFull`] when a larger one would pass the vhost's storage quota.
     #[tracing::instrument(skip_all)]
     pub async fn set_vcard(
         &self,
@@ -25,6 +27,23 @@ impl Store {
         username: &str,
         vcard: &str,
     ) -> Result<(), StoreError> {
+        let old: Option<i64> = sqlx::query(
+            "SELECT CAST(LENGTH(vcard) AS BIGINT) AS chars FROM vcards WHERE vhost = $1 AND username = $2",
+        )
+        .bind(vhost)
+        .bind(username)
+        .fetch_optional(&self.db)
+        .await?
+        .map(|r| r.get("chars"));
+        let new = vcard.chars().count() as i64;
+        let growth = match old {
+            Some(old) => new - old,
+            None => row_bytes(&[Some(vhost), Some(username), Some(vcard)], 1),
+        };
+        let reserved = self
+            .meters
+            .reserve(vhost, growth)
+            .map_err(|o| StoreError::StorageFull(vhost.to_string(), o.quota))?;
         sqlx::query(
             "INSERT INTO vcards (vhost, username, vcard, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (vhost, username) DO UPDATE SET vcard = excluded.vcard, updated_at = excluded.updated_at",
@@ -35,6 +54,7 @@ impl Store {
         .bind(now())
         .execute(&self.db)
         .await?;
+        reserved.commit();
         Ok(())
     }
 

@@ -6,11 +6,13 @@
 //! the contact, lets a pure function from `proto::roster` decide, and writes the result in
 //! the same transaction. Changes to one roster are therefore serialised without any lock
 //! in the process, and a change that decides nothing is rolled back, version included.
+//! A new contact is refused when the roster is full, or when its row would pass the
+//! vhost's storage quota; changes to stored contacts and deletions are only counted.
 
 use anyhow::Context;
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, now, quota::row_bytes};
 use crate::proto::{
     jid::Jid,
     roster::{Contact, Edit, RosterVersion, State, Subscription},
@@ -140,7 +142,16 @@ impl Store {
         .map(contact_from_row)
         .transpose()?;
         let is_new = current.is_none();
+        let stored_bytes = current
+            .as_ref()
+            .map_or(0, |c| contact_row_bytes(vhost, username, &contact_key, c));
         let (edit, out) = decide(current);
+        let growth = match &edit {
+            Edit::Save(c) => contact_row_bytes(vhost, username, &contact_key, c) - stored_bytes,
+            Edit::Delete => -stored_bytes,
+            Edit::Keep => 0,
+        };
+        let mut reserved = None;
         if is_new && matches!(edit, Edit::Save(_)) {
             let count: i64 = sqlx::query(
                 "SELECT COUNT(*) AS n FROM roster_contacts WHERE vhost = $1 AND username = $2",
@@ -153,6 +164,13 @@ impl Store {
             if count >= self.max_roster_items {
                 tx.rollback().await?;
                 return Err(StoreError::RosterFull(self.max_roster_items));
+            }
+            match self.meters.reserve(vhost, growth) {
+                Ok(r) => reserved = Some(r),
+                Err(over) => {
+                    tx.rollback().await?;
+                    return Err(StoreError::StorageFull(vhost.to_string(), over.quota));
+                }
             }
         }
         match edit {
@@ -197,8 +215,29 @@ impl Store {
             }
         }
         tx.commit().await?;
+        match reserved {
+            Some(r) => r.commit(),
+            None => self.meters.add(vhost, growth),
+        }
         Ok((out, Some(version)))
     }
+}
+
+/// The storage of a contact's row (see `quota::row_bytes`): seven text columns, five numbers.
+fn contact_row_bytes(vhost: &str, username: &str, contact: &str, c: &Contact) -> i64 {
+    let groups = join_groups(&c.groups);
+    row_bytes(
+        &[
+            Some(vhost),
+            Some(username),
+            Some(contact),
+            c.name.as_deref(),
+            Some(&groups),
+            Some(c.state.subscription.as_str()),
+            c.request.as_deref(),
+        ],
+        5,
+    )
 }
 
 fn contact_from_row(r: &AnyRow) -> Result<Contact, StoreError> {

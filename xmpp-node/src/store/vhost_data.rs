@@ -71,19 +71,32 @@ impl VhostTable {
         )
     }
 
-    /// `vhost, bytes` for every vhost with rows in this table.
-    pub(super) fn storage_sql(&self) -> String {
-        let terms = self
-            .columns
+    /// What one row stores: the lengths of its text, 8 bytes per number.
+    fn row_bytes_sql(&self) -> String {
+        self.columns
             .iter()
             .map(|(c, t)| match t {
                 Text => format!("COALESCE(LENGTH({c}), 0)"),
                 Int => "8".to_string(),
             })
             .collect::<Vec<_>>()
-            .join(" + ");
+            .join(" + ")
+    }
+
+    /// `vhost, bytes` for every vhost with rows in this table.
+    pub(super) fn storage_sql(&self) -> String {
         format!(
-            "SELECT vhost, SUM({terms}) AS bytes FROM {} GROUP BY vhost",
+            "SELECT vhost, SUM({}) AS bytes FROM {} GROUP BY vhost",
+            self.row_bytes_sql(),
+            self.name
+        )
+    }
+
+    /// `bytes` (NULL when there are no rows) of the vhost `$1` in this table.
+    pub(super) fn vhost_storage_sql(&self) -> String {
+        format!(
+            "SELECT SUM({}) AS bytes FROM {} WHERE vhost = $1",
+            self.row_bytes_sql(),
             self.name
         )
     }
@@ -240,6 +253,7 @@ impl Store {
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.remeasure_storage(domain).await?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! XEP-0054 vcard-temp: each account stores one vCard, which it sets and anyone on the node
-//! can read (an empty `<vCard/>` when none is set).
+//! can read (an empty `<vCard/>` when none is set). A set that would pass the domain's
+//! storage quota is refused with `resource-constraint`.
 
 use crate::{
     node::Node,
@@ -9,6 +10,7 @@ use crate::{
         ns,
         stanza::{Condition, error_reply, iq_result},
     },
+    store::StoreError,
 };
 
 /// The largest vCard stored (avatars belong in PEP, XEP-0084).
@@ -53,6 +55,14 @@ pub async fn handle(node: &Node, from: &Jid, owner: &Jid, iq: &Element) -> Eleme
             }
             match node.store.set_vcard(domain, username, &xml).await {
                 Ok(()) => iq_result(iq),
+                Err(StoreError::StorageFull(domain, _)) => error_reply(
+                    iq,
+                    Condition::ResourceConstraint,
+                    Some(&crate::im::storage_full_text(
+                        &domain,
+                        "the vCard was not changed",
+                    )),
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "storing a vCard failed");
                     error_reply(iq, Condition::InternalServerError, None)
