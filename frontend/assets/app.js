@@ -21,6 +21,10 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       setTimeout(() => { button.textContent = "Copy"; }, 2000);
     });
-    field.insertAdjacentElement("afterend", button);
+    // Field and button side by side.
+    const row = document.createElement("span");
+    row.className = "copy-row";
+    field.replaceWith(row);
+    row.append(field, button);
   }
 });

@@ -262,6 +262,11 @@ async fn domain_and_pool(
     browser.wait_for("#accounts").await?;
     ensure!(browser.page_text().await?.contains("ada@chat.harbour.test"));
     browser.screenshot("11-domain-active").await?;
+    // The DNS page lists the records to create, each with a copy button (from app.js).
+    browser.click(r#"a[href$="/dns"]"#).await?;
+    browser.wait_for("main[data-page=domain-dns]").await?;
+    browser.wait_for(".copy-button").await?;
+    browser.screenshot("11b-dns").await?;
     log_out(browser).await?;
 
     // The admin's view of the pool.
