@@ -503,7 +503,9 @@ impl Connection {
                     queue.extend(self.c2s.on_bound(jid, &iq_id));
                 }
                 Output::Stanza(stanza) => {
-                    if let Some(me) = self.session.clone() {
+                    if let Some(me) = self.session.clone()
+                        && let Err(stanza) = im::route_fast(&self.node, &me, stanza)
+                    {
                         // Boxed: inline, its ~4 KiB state would be part of every idle session.
                         Box::pin(im::handle(&self.node, &me, stanza)).await;
                     }

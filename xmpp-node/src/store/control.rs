@@ -186,4 +186,16 @@ impl Store {
         }
         Ok(())
     }
+
+    /// [`Store::remeasure_storage`] after a write that has committed: a failure is logged
+    /// (upkeep measures again within a minute), not reported as the write's.
+    pub(super) async fn remeasure_after_write(&self, vhost: &str) {
+        if let Err(e) = self.remeasure_storage(vhost).await {
+            tracing::warn!(
+                vhost,
+                error = format!("{e:#}"),
+                "measuring a vhost's storage failed"
+            );
+        }
+    }
 }

@@ -412,7 +412,7 @@ impl Store {
             return Err(StoreError::NoSuchAccount(format!("{username}@{vhost}")));
         }
         // Its roster, vCard, offline messages… went with it: what is left is measured.
-        self.remeasure_storage(&vhost).await?;
+        self.remeasure_after_write(&vhost).await;
         Ok(())
     }
 

@@ -253,7 +253,7 @@ impl Store {
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
-        self.remeasure_storage(domain).await?;
+        self.remeasure_after_write(domain).await;
         Ok(())
     }
 }

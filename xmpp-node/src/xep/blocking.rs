@@ -30,6 +30,11 @@ pub struct BlockCache {
 }
 
 impl BlockCache {
+    /// The account's list if it is in memory (loaded at bind), without touching the store.
+    pub fn cached(&self, owner: &Jid) -> Option<Arc<HashSet<Jid>>> {
+        self.get(owner)
+    }
+
     fn get(&self, owner: &Jid) -> Option<Arc<HashSet<Jid>>> {
         self.lists
             .read()
