@@ -27,6 +27,15 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Name of the file in the data folder that takes the panel's output when `TEST_LOG` is off.
 const OUTPUT_FILE: &str = "panel-output.log";
 
+/// Where the demo's local node listens (see [`PanelProcess::start_demo`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalNodePorts {
+    pub c2s: u16,
+    pub c2s_tls: u16,
+    pub http: u16,
+    pub control: u16,
+}
+
 /// A running `rookery serve` with its own database and data folder; killed when dropped.
 #[derive(Debug)]
 pub struct PanelProcess {
@@ -79,6 +88,65 @@ impl PanelProcess {
             }
         }
         Err(last_error.expect("at least one attempt ran"))
+    }
+
+    /// The README's demo: the panel with its in-process local node, on free loopback ports,
+    /// plus `extra_env`. Returns where the local node listens.
+    pub async fn start_demo(
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<(PanelProcess, LocalNodePorts)> {
+        let ports = LocalNodePorts {
+            c2s: free_loopback_port()?,
+            c2s_tls: free_loopback_port()?,
+            http: free_loopback_port()?,
+            control: free_loopback_port()?,
+        };
+        let at = |p: u16| format!("127.0.0.1:{p}");
+        let owned = [
+            ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
+            ("ROOKERY_LOCAL_NODE__C2S_LISTEN", at(ports.c2s)),
+            ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", at(ports.c2s_tls)),
+            ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", at(ports.http)),
+            ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", at(ports.control)),
+            // Poll the local node often, so pages show its heartbeat and usage quickly.
+            ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1".to_string()),
+        ];
+        let mut env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra_env);
+        Ok((Self::start_with_env(&env).await?, ports))
+    }
+
+    /// Creates a platform admin with `rookery admin create` (the password, [`PASSWORD`]
+    /// of the app module, on standard input) and returns their email address.
+    ///
+    /// [`PASSWORD`]: crate::app::PASSWORD
+    pub async fn create_admin(&self) -> anyhow::Result<String> {
+        let email = crate::app::unique_email("admin");
+        let out = self
+            .cli(
+                &["admin", "create", "--email", &email],
+                Some(&format!("{}\n", crate::app::PASSWORD)),
+            )
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "rookery admin create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(email)
+    }
+
+    /// A new platform admin (see [`PanelProcess::create_admin`]) and a client logged in as them.
+    pub async fn admin_client(&self) -> anyhow::Result<crate::app::TestClient> {
+        let email = self.create_admin().await?;
+        let admin = crate::app::TestClient::new(&self.base_url);
+        let r = admin.login(&email, crate::app::PASSWORD).await;
+        anyhow::ensure!(
+            r.status() == 303,
+            "the new admin cannot log in: {}",
+            r.status()
+        );
+        Ok(admin)
     }
 
     /// The full URL of `path` (which starts with `/`) on this panel.

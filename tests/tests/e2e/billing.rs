@@ -12,7 +12,7 @@ use rookery_tests::{
     app::{PASSWORD, TestClient, eventually, location, unique_email},
     fake_stripe::FakeStripe,
     node::run_python,
-    process::{PanelProcess, free_loopback_port},
+    process::PanelProcess,
 };
 
 const WEBHOOK_SECRET: &str = "whsec_rookery_test_secret";
@@ -57,45 +57,20 @@ async fn a_paid_domain_goes_live_is_suspended_when_unpaid_and_comes_back_when_pa
         .await
         .expect("the fake Stripe starts");
     fake.set_price("price_pro", 450, "eur");
-    let port = || free_loopback_port().unwrap().to_string();
-    let (c2s, tls, http, control) = (port(), port(), port(), port());
-    let addr = |p: &str| format!("127.0.0.1:{p}");
-    let env = [
-        ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
-        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", addr(&c2s)),
-        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", addr(&tls)),
-        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", addr(&http)),
-        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", addr(&control)),
-        ("ROOKERY_STRIPE__API_BASE", fake.base_url().to_string()),
-        (
-            "ROOKERY_STRIPE__SECRET_KEY",
-            FakeStripe::API_KEY.to_string(),
-        ),
-        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
-        ("ROOKERY_STRIPE__GRACE_DAYS", "0".to_string()),
-        (
-            "ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS",
-            "100".to_string(),
-        ),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let panel = PanelProcess::start_with_env(&env)
-        .await
-        .expect("the panel starts");
+    let (panel, ports) = PanelProcess::start_demo(&[
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
+        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("ROOKERY_STRIPE__GRACE_DAYS", "0"),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ])
+    .await
+    .expect("the panel starts");
+    let c2s = ports.c2s.to_string();
     fake.set_webhook_url(&panel.url("/webhooks/stripe"));
 
     // The admin's paid plan.
-    let admin_email = unique_email("admin");
-    let out = panel
-        .cli(
-            &["admin", "create", "--email", &admin_email],
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    let admin = TestClient::new(&panel.base_url);
-    assert_eq!(admin.login(&admin_email, PASSWORD).await.status(), 303);
+    let admin = panel.admin_client().await.expect("an admin");
     let plan = [
         ("name", "Pro"),
         ("price", "4.50"),

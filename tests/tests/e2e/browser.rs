@@ -179,29 +179,9 @@ async fn click_first_visible(browser: &Browser, css: &str) -> anyhow::Result<()>
 /// node; an admin sees the node pool, the node's page and the audit log.
 #[tokio::test]
 async fn a_customer_adds_a_domain_and_an_admin_sees_it_on_the_node_pool() -> anyhow::Result<()> {
-    let port = || rookery_tests::process::free_loopback_port().map(|p| format!("127.0.0.1:{p}"));
-    let (c2s, tls, http, control) = (port()?, port()?, port()?, port()?);
-    let panel = PanelProcess::start_with_env(&[
-        ("ROOKERY_LOCAL_NODE__ENABLED", "true"),
-        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", &c2s),
-        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", &tls),
-        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", &http),
-        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", &control),
-        ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1"),
-    ])
-    .await?;
-    let admin_email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
-    let out = panel
-        .cli(
-            &["admin", "create", "--email", &admin_email],
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .await?;
-    ensure!(
-        out.status.success(),
-        "admin create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (panel, ports) = PanelProcess::start_demo(&[]).await?;
+    let c2s = format!("127.0.0.1:{}", ports.c2s);
+    let admin_email = panel.create_admin().await?;
     let browser = Browser::start().await?;
     let outcome = domain_and_pool(&panel, &browser, &admin_email, &c2s).await;
     if outcome.is_err() {
@@ -317,43 +297,22 @@ async fn domain_and_pool(
 #[tokio::test]
 async fn a_customer_pays_for_a_domain_in_the_browser_and_an_unpaid_one_is_suspended()
 -> anyhow::Result<()> {
-    use rookery_tests::{app::TestClient, fake_stripe::FakeStripe};
+    use rookery_tests::fake_stripe::FakeStripe;
     const SECRET: &str = "whsec_browser_test";
     let fake = FakeStripe::start("", SECRET).await?;
     fake.set_price("price_team", 900, "eur");
-    let port = || rookery_tests::process::free_loopback_port().map(|p| p.to_string());
-    let (c2s, tls, http, control) = (port()?, port()?, port()?, port()?);
-    let at = |p: &str| format!("127.0.0.1:{p}");
-    let env = [
-        ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
-        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", at(&c2s)),
-        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", at(&tls)),
-        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", at(&http)),
-        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", at(&control)),
-        ("ROOKERY_STRIPE__API_BASE", fake.base_url().to_string()),
-        (
-            "ROOKERY_STRIPE__SECRET_KEY",
-            FakeStripe::API_KEY.to_string(),
-        ),
-        ("ROOKERY_STRIPE__WEBHOOK_SECRET", SECRET.to_string()),
-        ("ROOKERY_STRIPE__GRACE_DAYS", "0".to_string()),
-        ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1".to_string()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let panel = PanelProcess::start_with_env(&env).await?;
+    let (panel, ports) = PanelProcess::start_demo(&[
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
+        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", SECRET),
+        ("ROOKERY_STRIPE__GRACE_DAYS", "0"),
+    ])
+    .await?;
+    let c2s = ports.c2s.to_string();
     fake.set_webhook_url(&panel.url("/webhooks/stripe"));
 
     // The provider's paid plan.
-    let admin_email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
-    let out = panel
-        .cli(
-            &["admin", "create", "--email", &admin_email],
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .await?;
-    ensure!(out.status.success());
-    let admin = TestClient::new(&panel.base_url);
-    ensure!(admin.login(&admin_email, PASSWORD).await.status() == 303);
+    let admin = panel.admin_client().await?;
     let r = admin
         .post_form(
             "/admin/plans",

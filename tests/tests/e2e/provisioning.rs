@@ -24,23 +24,7 @@ const PANEL_ENV: &[(&str, &str)] = &[
 ];
 
 async fn admin_client(panel: &PanelProcess) -> TestClient {
-    let email = unique_email("admin");
-    let out = panel
-        .cli(
-            &["admin", "create", "--email", &email],
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .await
-        .expect("rookery admin create runs");
-    assert!(
-        out.status.success(),
-        "admin create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let admin = TestClient::new(&panel.base_url);
-    let r = admin.login(&email, PASSWORD).await;
-    assert_eq!(r.status(), 303, "the admin logs in");
-    admin
+    panel.admin_client().await.expect("an admin logs in")
 }
 
 /// Creates a join token through the pool page and reads it off the page (shown once).
@@ -301,28 +285,12 @@ async fn domains_are_placed_spread_cordoned_drained_and_survive_a_panel_crash() 
 /// creates a chat account, and a real client logs in on the local node.
 #[tokio::test]
 async fn the_demo_panel_serves_a_new_domain_on_its_local_node() {
-    let port = |_: ()| {
-        rookery_tests::process::free_loopback_port()
-            .unwrap()
-            .to_string()
-    };
-    let (c2s, tls, http, control) = (port(()), port(()), port(()), port(()));
+    let (panel, ports) =
+        PanelProcess::start_demo(&[("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100")])
+            .await
+            .expect("the demo starts");
+    let c2s = ports.c2s.to_string();
     let addr = |p: &str| format!("127.0.0.1:{p}");
-    let env = [
-        ("ROOKERY_LOCAL_NODE__ENABLED", "true".to_string()),
-        ("ROOKERY_LOCAL_NODE__C2S_LISTEN", addr(&c2s)),
-        ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", addr(&tls)),
-        ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", addr(&http)),
-        ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", addr(&control)),
-        (
-            "ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS",
-            "100".to_string(),
-        ),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let panel = PanelProcess::start_with_env(&env)
-        .await
-        .expect("the demo starts");
     let customer = TestClient::new(&panel.base_url);
     let r = customer
         .post_form(
@@ -452,17 +420,7 @@ async fn the_demo_panel_serves_a_new_domain_on_its_local_node() {
     );
 
     // A plan's account limit is enforced with a clear message.
-    let admin_email = unique_email("admin");
-    let out = panel
-        .cli(
-            &["admin", "create", "--email", &admin_email],
-            Some(&format!("{PASSWORD}\n")),
-        )
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    let admin = TestClient::new(&panel.base_url);
-    assert_eq!(admin.login(&admin_email, PASSWORD).await.status(), 303);
+    let admin = panel.admin_client().await.expect("an admin");
     let r = admin
         .post_form(
             "/admin/plans",
