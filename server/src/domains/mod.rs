@@ -562,6 +562,22 @@ fn username_param(d: &DomainRow, raw: &str) -> AppResult<String> {
     rookery_node::store::normalize_username(&d.domain, raw).map_err(|_| AppError::NotFound)
 }
 
+/// The domain page again, saying what went wrong.
+async fn detail_with_error(
+    state: &AppState,
+    access: &OrgAccess,
+    d: &DomainRow,
+    why: &str,
+) -> AppResult<Response> {
+    let mut errors = FormErrors::default();
+    errors.add("", why);
+    let view = AccountsView {
+        errors,
+        ..Default::default()
+    };
+    Ok(render_detail(state, access, d, view).await?.into_response())
+}
+
 async fn reset_password(
     State(state): State<AppState>,
     access: OrgAccess,
@@ -569,50 +585,37 @@ async fn reset_password(
 ) -> AppResult<Response> {
     let d = domain_of(&state, &access, &id).await?;
     let username = username_param(&d, &username)?;
-    let mut errors = FormErrors::default();
-    match node_client(&state, &d).await? {
-        Err(why) => errors.add("", why),
-        Ok(client) => {
-            let password = generate_password();
-            match client
-                .set_password(
-                    &d.domain,
-                    &username,
-                    &NewPassword {
-                        password: password.clone(),
-                    },
-                )
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(domain = d.domain, username, "chat account password reset");
-                    let view = AccountsView {
-                        shown_once: Some((format!("{username}@{}", d.domain), password)),
-                        ..Default::default()
-                    };
-                    return Ok(render_detail(&state, &access, &d, view)
-                        .await?
-                        .into_response());
-                }
-                Err(e) if e.status() == Some(404) => return Err(AppError::NotFound),
-                Err(e) => {
-                    tracing::warn!(domain = d.domain, error = %e, "resetting a password failed");
-                    errors.add("", NODE_DOWN);
-                }
-            }
+    let client = match node_client(&state, &d).await? {
+        Ok(c) => c,
+        Err(why) => return detail_with_error(&state, &access, &d, why).await,
+    };
+    let password = generate_password();
+    match client
+        .set_password(
+            &d.domain,
+            &username,
+            &NewPassword {
+                password: password.clone(),
+            },
+        )
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(domain = d.domain, username, "chat account password reset");
+            let view = AccountsView {
+                shown_once: Some((format!("{username}@{}", d.domain), password)),
+                ..Default::default()
+            };
+            Ok(render_detail(&state, &access, &d, view)
+                .await?
+                .into_response())
+        }
+        Err(e) if e.status() == Some(404) => Err(AppError::NotFound),
+        Err(e) => {
+            tracing::warn!(domain = d.domain, error = %e, "resetting a password failed");
+            detail_with_error(&state, &access, &d, NODE_DOWN).await
         }
     }
-    Ok(render_detail(
-        &state,
-        &access,
-        &d,
-        AccountsView {
-            errors,
-            ..Default::default()
-        },
-    )
-    .await?
-    .into_response())
 }
 
 async fn confirm_delete(
@@ -648,36 +651,25 @@ async fn delete_account(
 ) -> AppResult<Response> {
     let d = domain_of(&state, &access, &id).await?;
     let username = username_param(&d, &username)?;
-    let mut errors = FormErrors::default();
-    match node_client(&state, &d).await? {
-        Err(why) => errors.add("", why),
-        Ok(client) => match client.delete_account(&d.domain, &username).await {
-            Ok(()) => {
-                tracing::info!(domain = d.domain, username, "chat account deleted");
-                return Ok(Redirect::to(&format!(
-                    "/o/{}/domains/{}?notice=account-deleted",
-                    access.org.id.0, d.id
-                ))
-                .into_response());
-            }
-            Err(e) if e.status() == Some(404) => return Err(AppError::NotFound),
-            Err(e) => {
-                tracing::warn!(domain = d.domain, error = %e, "deleting an account failed");
-                errors.add("", NODE_DOWN);
-            }
-        },
+    let client = match node_client(&state, &d).await? {
+        Ok(c) => c,
+        Err(why) => return detail_with_error(&state, &access, &d, why).await,
+    };
+    match client.delete_account(&d.domain, &username).await {
+        Ok(()) => {
+            tracing::info!(domain = d.domain, username, "chat account deleted");
+            let page = format!(
+                "/o/{}/domains/{}?notice=account-deleted",
+                access.org.id.0, d.id
+            );
+            Ok(Redirect::to(&page).into_response())
+        }
+        Err(e) if e.status() == Some(404) => Err(AppError::NotFound),
+        Err(e) => {
+            tracing::warn!(domain = d.domain, error = %e, "deleting an account failed");
+            detail_with_error(&state, &access, &d, NODE_DOWN).await
+        }
     }
-    Ok(render_detail(
-        &state,
-        &access,
-        &d,
-        AccountsView {
-            errors,
-            ..Default::default()
-        },
-    )
-    .await?
-    .into_response())
 }
 
 #[cfg(test)]
