@@ -140,6 +140,10 @@ pub struct VhostSummary {
 pub struct NewAccount {
     pub username: String,
     pub password: String,
+    /// An account the platform uses (the uptime prober's): left out of account lists and
+    /// of the plan's account limit.
+    #[serde(default)]
+    pub system: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ pub mod nodes;
 pub mod ops;
 pub mod orgs;
 pub mod pages;
+pub mod probe;
 pub mod seal;
 pub mod startup;
 pub mod state;

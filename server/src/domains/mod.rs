@@ -512,6 +512,7 @@ async fn add_account(
         let req = NewAccount {
             username: username.clone(),
             password: password.clone(),
+            system: false,
         };
         match client.create_account(&d.domain, &req).await {
             Ok(()) => {

@@ -10,5 +10,6 @@ mod node_control;
 mod node_roster;
 mod panel;
 mod panel_nodes;
+mod probe;
 mod provisioning;
 mod stripe_fake;

@@ -572,11 +572,16 @@ async fn create_account(
 ) -> Result<(StatusCode, Json<AccountInfo>), Problem> {
     check_password(&body.password).map_err(|m| Problem::unprocessable("invalid_account", m))?;
     let iterations = s.node.settings.node.scram_iterations;
-    let account = s
-        .node
-        .store
-        .add_account(&domain, &body.username, &body.password, iterations)
-        .await?;
+    let store = &s.node.store;
+    let account = if body.system {
+        store
+            .add_system_account(&domain, &body.username, &body.password, iterations)
+            .await?
+    } else {
+        store
+            .add_account(&domain, &body.username, &body.password, iterations)
+            .await?
+    };
     Ok((
         StatusCode::CREATED,
         Json(AccountInfo {

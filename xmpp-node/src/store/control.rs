@@ -116,7 +116,7 @@ impl Store {
             return Err(StoreError::NoSuchVhost(vhost));
         }
         Ok(sqlx::query(
-            "SELECT username, created_at FROM accounts WHERE vhost = $1 AND username > $2
+            "SELECT username, created_at FROM accounts WHERE vhost = $1 AND system = 0 AND username > $2
              ORDER BY username LIMIT $3",
         )
         .bind(&vhost)
@@ -132,16 +132,18 @@ impl Store {
         .collect())
     }
 
-    /// Accounts per vhost.
+    /// Customer accounts per vhost (system accounts left out).
     #[tracing::instrument(skip_all)]
     pub async fn account_counts(&self) -> Result<HashMap<String, i64>, StoreError> {
         Ok(
-            sqlx::query("SELECT vhost, COUNT(*) AS n FROM accounts GROUP BY vhost")
-                .fetch_all(&self.db)
-                .await?
-                .iter()
-                .map(|r| (r.get("vhost"), r.get("n")))
-                .collect(),
+            sqlx::query(
+                "SELECT vhost, COUNT(*) AS n FROM accounts WHERE system = 0 GROUP BY vhost",
+            )
+            .fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|r| (r.get("vhost"), r.get("n")))
+            .collect(),
         )
     }
 

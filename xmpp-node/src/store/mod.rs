@@ -308,6 +308,32 @@ impl Store {
         password: &str,
         iterations: u32,
     ) -> Result<Account, StoreError> {
+        self.insert_account(vhost, username, password, iterations, false)
+            .await
+    }
+
+    /// Creates an account the platform uses (the uptime prober's): not listed with the
+    /// customer's accounts and not counted against the account limit.
+    #[tracing::instrument(skip_all, fields(vhost, username))]
+    pub async fn add_system_account(
+        &self,
+        vhost: &str,
+        username: &str,
+        password: &str,
+        iterations: u32,
+    ) -> Result<Account, StoreError> {
+        self.insert_account(vhost, username, password, iterations, true)
+            .await
+    }
+
+    async fn insert_account(
+        &self,
+        vhost: &str,
+        username: &str,
+        password: &str,
+        iterations: u32,
+        system: bool,
+    ) -> Result<Account, StoreError> {
         let vhost = normalize_domain(vhost)?;
         let username = normalize_username(&vhost, username)?;
         let Some(v) = self.vhost(&vhost).await? else {
@@ -316,7 +342,7 @@ impl Store {
         let keys = Keys::derive(password, iterations)?;
         let created_at = now();
         let mut tx = self.db.begin().await?;
-        if let Some(max) = v.policy.and_then(|p| p.max_accounts) {
+        if let Some(max) = v.policy.and_then(|p| p.max_accounts).filter(|_| !system) {
             // An account that exists is that, whether or not the domain is full.
             let exists =
                 sqlx::query("SELECT 1 AS one FROM accounts WHERE vhost = $1 AND username = $2")
@@ -328,18 +354,19 @@ impl Store {
             if exists {
                 return Err(StoreError::AccountExists(format!("{username}@{vhost}")));
             }
-            let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE vhost = $1")
-                .bind(&vhost)
-                .fetch_one(&mut *tx)
-                .await?
-                .get("n");
+            let count: i64 =
+                sqlx::query("SELECT COUNT(*) AS n FROM accounts WHERE vhost = $1 AND system = 0")
+                    .bind(&vhost)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .get("n");
             if count >= max {
                 return Err(StoreError::AccountLimit(vhost, max));
             }
         }
         let inserted = sqlx::query(
-            "INSERT INTO accounts (vhost, username, scram_salt, scram_iterations, sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO accounts (vhost, username, scram_salt, scram_iterations, sha1_stored_key, sha1_server_key, sha256_stored_key, sha256_server_key, created_at, system)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&vhost)
         .bind(&username)
@@ -350,6 +377,7 @@ impl Store {
         .bind(hex::encode(&keys.sha256.stored_key))
         .bind(hex::encode(&keys.sha256.server_key))
         .bind(created_at)
+        .bind(i64::from(system))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -422,15 +450,15 @@ impl Store {
         if self.vhost(&vhost).await?.is_none() {
             return Err(StoreError::NoSuchVhost(vhost));
         }
-        Ok(
-            sqlx::query("SELECT username FROM accounts WHERE vhost = $1 ORDER BY username")
-                .bind(&vhost)
-                .fetch_all(&self.db)
-                .await?
-                .iter()
-                .map(|r| r.get("username"))
-                .collect(),
+        Ok(sqlx::query(
+            "SELECT username FROM accounts WHERE vhost = $1 AND system = 0 ORDER BY username",
         )
+        .bind(&vhost)
+        .fetch_all(&self.db)
+        .await?
+        .iter()
+        .map(|r| r.get("username"))
+        .collect())
     }
 
     /// The SCRAM keys of an account for one hash, if the account exists.
@@ -479,14 +507,15 @@ struct Keys {
 }
 
 impl Keys {
-    /// The storage of the account row holding these keys (hex text, two numbers).
+    /// The storage of the account row holding these keys (hex text; three numbers:
+    /// iterations, creation time, the system flag).
     fn row_bytes(&self, vhost: &str, username: &str) -> i64 {
         let hex: usize = [&self.salt, &self.sha1.stored_key, &self.sha1.server_key]
             .into_iter()
             .chain([&self.sha256.stored_key, &self.sha256.server_key])
             .map(|k| 2 * k.len())
             .sum();
-        row_bytes(&[Some(vhost), Some(username)], 2) + hex as i64
+        row_bytes(&[Some(vhost), Some(username)], 3) + hex as i64
     }
 
     fn derive(password: &str, iterations: u32) -> Result<Self, StoreError> {
@@ -662,6 +691,44 @@ mod tests {
         assert_eq!(
             store.meters.get(DOMAIN).unwrap().used(),
             store.measure_storage(DOMAIN).await.unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn system_accounts_are_not_listed_and_not_counted_against_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/node.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        let policy = VhostPolicy {
+            generation: 1,
+            max_accounts: Some(1),
+            ..Default::default()
+        };
+        store.apply_spec(DOMAIN, &policy, "{}", None).await.unwrap();
+        store
+            .add_system_account(DOMAIN, "probe", "a-password-1", 4096)
+            .await
+            .unwrap();
+        // The customer's one account still fits; a second does not.
+        store
+            .add_account(DOMAIN, "juliet", "a-password-1", 4096)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .add_account(DOMAIN, "romeo", "a-password-1", 4096)
+                .await,
+            Err(StoreError::AccountLimit(..))
+        ));
+        assert_eq!(store.accounts(DOMAIN).await.unwrap(), vec!["juliet"]);
+        assert_eq!(store.account_counts().await.unwrap()[DOMAIN], 1);
+        // It logs in like any account.
+        assert!(
+            store
+                .credentials(DOMAIN, "probe", ScramHash::Sha256)
+                .await
+                .unwrap()
+                .is_some()
         );
     }
 

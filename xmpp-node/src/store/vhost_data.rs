@@ -33,7 +33,7 @@ use Col::{Int, Text};
 /// Parents before children: imports insert in this order, deletions run backwards.
 #[rustfmt::skip]
 pub const VHOST_TABLES: &[VhostTable] = &[
-    VhostTable { name: "accounts", columns: &[("vhost", Text), ("username", Text), ("scram_salt", Text), ("scram_iterations", Int), ("sha1_stored_key", Text), ("sha1_server_key", Text), ("sha256_stored_key", Text), ("sha256_server_key", Text), ("created_at", Int)] },
+    VhostTable { name: "accounts", columns: &[("vhost", Text), ("username", Text), ("scram_salt", Text), ("scram_iterations", Int), ("sha1_stored_key", Text), ("sha1_server_key", Text), ("sha256_stored_key", Text), ("sha256_server_key", Text), ("created_at", Int), ("system", Int)] },
     VhostTable { name: "offline_messages", columns: &[("id", Text), ("vhost", Text), ("username", Text), ("stanza", Text), ("created_at", Int)] },
     VhostTable { name: "roster_contacts", columns: &[("vhost", Text), ("username", Text), ("contact", Text), ("listed", Int), ("name", Text), ("group_names", Text), ("subscription", Text), ("pending_out", Int), ("pending_in", Int), ("request", Text), ("approved", Int), ("updated_at", Int)] },
     VhostTable { name: "roster_versions", columns: &[("vhost", Text), ("username", Text), ("epoch", Text), ("counter", Int)] },
