@@ -45,6 +45,46 @@ pub struct Settings {
     pub dns: DnsSettings,
     pub stripe: StripeSettings,
     pub ordering: OrderingSettings,
+    pub probe: ProbeSettings,
+}
+
+/// The uptime prober: a real XMPP login to every active domain each interval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeSettings {
+    pub enabled: bool,
+    /// Seconds between two probes of one domain (down to 1 for tests).
+    pub interval_secs: u64,
+    /// A probe taking longer fails with the stage `timeout`.
+    pub timeout_secs: u64,
+    /// Probes in progress at once.
+    pub concurrency: usize,
+    /// This prober's name in the results.
+    pub location: String,
+    /// PEM files of the CAs (or certificates) probes trust; empty: the public web PKI, plus,
+    /// when the local node runs, its generated certificates (the demo).
+    pub trust_roots: Vec<PathBuf>,
+    /// Consecutive failed rounds that open an incident, and good ones that close it.
+    pub open_after: usize,
+    pub close_after: usize,
+    /// Days raw results are kept (daily roll-ups are kept for good).
+    pub retention_days: i64,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 60,
+            timeout_secs: 10,
+            concurrency: 32,
+            location: "panel".into(),
+            trust_roots: Vec::new(),
+            open_after: 3,
+            close_after: 2,
+            retention_days: 30,
+        }
+    }
 }
 
 /// What customers may order.
@@ -217,6 +257,7 @@ impl Default for Settings {
             dns: DnsSettings::default(),
             stripe: StripeSettings::default(),
             ordering: OrderingSettings::default(),
+            probe: ProbeSettings::default(),
         }
     }
 }
@@ -344,6 +385,16 @@ impl Settings {
         anyhow::ensure!(
             self.stripe.grace_days >= 0 && self.stripe.retention_days >= 0,
             "stripe.grace_days and retention_days cannot be negative"
+        );
+        anyhow::ensure!(
+            self.probe.interval_secs > 0
+                && self.probe.timeout_secs > 0
+                && self.probe.concurrency > 0,
+            "probe.interval_secs, timeout_secs and concurrency must be positive"
+        );
+        anyhow::ensure!(
+            self.probe.open_after > 0 && self.probe.close_after > 0,
+            "probe.open_after and close_after must be positive"
         );
         let p = &self.provisioning;
         anyhow::ensure!(

@@ -32,6 +32,7 @@ pub mod seal;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod uptime;
 
 pub use startup::Application;
 pub use state::AppState;

@@ -86,6 +86,7 @@ impl Application {
             tokio::spawn(sweep_forever(self.state.clone())),
             tokio::spawn(nodes::reconcile::reconcile_forever(self.state.clone())),
             tokio::spawn(nodes::reconcile::poll_forever(self.state.clone())),
+            tokio::spawn(probe_forever(self.state.clone())),
         ];
         tracing::info!("panel listening on http://{}", self.local_addr());
         let served = axum::serve(
@@ -245,6 +246,13 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         })
         .inc();
     response
+}
+
+/// The uptime prober, when enabled (it is by default).
+async fn probe_forever(state: AppState) {
+    if state.settings.probe.enabled {
+        crate::probe::scheduler::run_forever(state).await;
+    }
 }
 
 async fn sweep_forever(state: AppState) {

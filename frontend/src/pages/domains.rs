@@ -24,6 +24,45 @@ pub struct DomainView {
     /// Billing news: a failed payment's deadline, a cancelled domain's deletion date.
     pub billing_note: Option<String>,
     pub usage: Option<UsageView>,
+    pub uptime: Option<UptimeView>,
+}
+
+/// What the prober saw: the current status, uptime over windows, 90 days of bars and the
+/// incidents.
+#[derive(Clone, Debug, Default)]
+pub struct UptimeView {
+    /// "up", "down" or "unknown".
+    pub status: String,
+    pub detail: String,
+    /// ("24 hours", "99.95 %"), …
+    pub windows: Vec<(String, String)>,
+    /// (tooltip, class) per day, oldest first: classes nodata, ok, degraded, down.
+    pub days: Vec<(String, String)>,
+    pub incidents: Vec<IncidentView>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct IncidentView {
+    pub started: String,
+    pub ended: String,
+    pub duration: String,
+    pub stage: String,
+}
+
+/// One bar per day, coloured by that day's uptime, each with a tooltip.
+fn uptime_bars(days: Vec<(String, String)>) -> impl IntoView {
+    let n = days.len().max(1) as f64;
+    let (width, height) = (450.0_f64, 34.0_f64);
+    let w = width / n;
+    view! {
+        <svg class="uptime-bars" viewBox=format!("0 0 {width} {height}") role="img" aria-label="Uptime per day over the last 90 days" preserveAspectRatio="none">
+            {days.into_iter().enumerate().map(|(i, (tip, class))| view! {
+                <rect class=format!("day day-{class}") x=format!("{:.2}", i as f64 * w + 0.5) y="0" width=format!("{:.2}", (w - 1.0).max(0.5)) height=format!("{height}")>
+                    <title>{tip}</title>
+                </rect>
+            }).collect_view()}
+        </svg>
+    }
 }
 
 /// The domain's usage: today's figures and 30 days of history.
@@ -234,6 +273,30 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                     </dl>
                     <p><a href=format!("{base}/dns")>"DNS records for this domain"</a></p>
                 </section>
+                {d.uptime.clone().map(|u| {
+                    let badge = match u.status.as_str() { "up" => "badge badge-ok", "down" => "badge badge-err", _ => "badge" };
+                    view! {
+                        <section class="card" id="uptime">
+                            <h2>"Uptime " <span class=badge data-probe-status=u.status.clone()>{u.status.clone()}</span></h2>
+                            <p class="muted">{u.detail.clone()}</p>
+                            <div class="usage-figures">
+                                {u.windows.iter().map(|(label, pct)| view! { <div><strong>{pct.clone()}</strong>{label.clone()}</div> }).collect_view()}
+                            </div>
+                            {uptime_bars(u.days.clone())}
+                            {(!u.incidents.is_empty()).then(|| view! {
+                                <h3>"Incidents"</h3>
+                                <table class="table" id="incidents">
+                                    <thead><tr><th scope="col">"Started"</th><th scope="col">"Ended"</th><th scope="col">"Lasted"</th><th scope="col">"Failing step"</th></tr></thead>
+                                    <tbody>
+                                        {u.incidents.iter().map(|i| view! {
+                                            <tr><td>{i.started.clone()}</td><td>{i.ended.clone()}</td><td>{i.duration.clone()}</td><td>{i.stage.clone()}</td></tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            })}
+                        </section>
+                    }
+                })}
                 {d.usage.clone().map(|u| view! {
                     <section class="card" id="usage">
                         <h2>"Usage"</h2>

@@ -14,7 +14,10 @@ use axum::{
 use rookery_common::control::{NewAccount, NewPassword};
 use rookery_frontend::{
     FormErrors,
-    pages::domains::{self as pages, AccountsView, DomainView, OrderForm, PlanChoice, UsageView},
+    pages::domains::{
+        self as pages, AccountsView, DomainView, IncidentView, OrderForm, PlanChoice, UptimeView,
+        UsageView,
+    },
 };
 use serde::Deserialize;
 
@@ -119,7 +122,105 @@ fn view(d: &DomainRow) -> DomainView {
             _ => None,
         },
         usage: None,
+        uptime: None,
     }
+}
+
+fn percent(up: i64, down: i64) -> String {
+    if up + down == 0 {
+        "no data".into()
+    } else {
+        let p = up as f64 * 100.0 / (up + down) as f64;
+        if p >= 99.995 {
+            "100 %".into()
+        } else {
+            format!("{p:.2} %")
+        }
+    }
+}
+
+fn lasted(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{:.1} h", s as f64 / 3600.0),
+    }
+}
+
+/// The prober's view of a domain: status, uptime windows, 90 daily bars, incidents.
+async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>> {
+    use crate::probe::db as probes;
+    let now = state.clock.now();
+    let Some(last) = probes::latest(&state.db, &d.id).await? else {
+        return Ok(None);
+    };
+    let today = now.div_euclid(86_400);
+    let days = probes::daily(&state.db, &d.id, today - 90, today).await?;
+    let window = |n: i64| {
+        let (up, down) = days
+            .iter()
+            .filter(|(day, _, _)| *day > today - n)
+            .fold((0, 0), |a, (_, u, dn)| (a.0 + u, a.1 + dn));
+        percent(up, down)
+    };
+    let (up24, down24) = probes::counts_since(&state.db, &d.id, now - 86_400).await?;
+    let bars = (today - 89..=today)
+        .map(|day| {
+            let date = format_ts(day * 86_400).chars().take(10).collect::<String>();
+            match days.iter().find(|(x, _, _)| *x == day) {
+                Some((_, u, dn)) if u + dn > 0 => {
+                    let p = *u as f64 / (u + dn) as f64;
+                    let class = crate::uptime::calc::day_class(Some(p));
+                    (
+                        format!("{date}: {} up ({u} of {} checks)", percent(*u, *dn), u + dn),
+                        class.to_string(),
+                    )
+                }
+                _ => (format!("{date}: no data"), "nodata".to_string()),
+            }
+        })
+        .collect();
+    let incidents = probes::incidents(&state.db, &d.id, 20)
+        .await?
+        .into_iter()
+        .map(|i| IncidentView {
+            started: format_ts(i.started_at),
+            ended: i
+                .ended_at
+                .map(format_ts)
+                .unwrap_or_else(|| "ongoing".into()),
+            duration: lasted(i.ended_at.unwrap_or(now) - i.started_at),
+            stage: match i.error {
+                Some(e) => format!("{}: {e}", i.stage),
+                None => i.stage,
+            },
+        })
+        .collect();
+    Ok(Some(UptimeView {
+        status: if last.ok { "up" } else { "down" }.into(),
+        detail: if last.ok {
+            format!(
+                "Last check {} ago: a full login took {} ms.",
+                lasted(now - last.at),
+                last.total_ms
+            )
+        } else {
+            format!(
+                "Last check {} ago failed at the {} step: {}.",
+                lasted(now - last.at),
+                last.stage.unwrap_or_default(),
+                last.error.unwrap_or_default()
+            )
+        },
+        windows: vec![
+            ("last 24 hours".into(), percent(up24, down24)),
+            ("7 days".into(), window(7)),
+            ("30 days".into(), window(30)),
+            ("90 days".into(), window(90)),
+        ],
+        days: bars,
+        incidents,
+    }))
 }
 
 fn bytes_label(n: i64) -> String {
@@ -396,6 +497,7 @@ async fn render_detail_with(
     .await?;
     let mut shown = view(d);
     shown.usage = usage(state, d).await?;
+    shown.uptime = uptime(state, d).await?;
     Ok(Html(pages::detail(ctx, access.org.id.0.clone(), shown, a)))
 }
 

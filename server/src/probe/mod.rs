@@ -23,6 +23,8 @@
 //! rules for what a result says are unit tested without a network.
 
 mod client;
+pub mod db;
+pub mod scheduler;
 pub mod scram;
 mod tls;
 

@@ -255,7 +255,11 @@ async fn domain_and_pool(
     browser.fill("input[name=email]", admin_email).await?;
     browser.fill("input[name=password]", PASSWORD).await?;
     browser.click("#login-submit").await?;
-    browser.wait_for("main[data-page]").await?;
+    // Wait until the log-in page is gone: its own `main` would match anything broader, and
+    // the redirect after log-in could then land on top of the next navigation.
+    browser
+        .wait_for(r#"main[data-page]:not([data-page="login"])"#)
+        .await?;
     // The local node is polled every second: wait for its first heartbeat.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {

@@ -13,3 +13,4 @@ mod panel_nodes;
 mod probe;
 mod provisioning;
 mod stripe_fake;
+mod uptime;
