@@ -184,7 +184,7 @@ pub async fn counts_since(
     since: i64,
 ) -> Result<(i64, i64), sqlx::Error> {
     let r = sqlx::query(
-        "SELECT COALESCE(SUM(ok), 0) AS up, COUNT(*) AS total FROM probe_results WHERE domain_id = $1 AND at >= $2",
+        "SELECT CAST(COALESCE(SUM(ok), 0) AS BIGINT) AS up, COUNT(*) AS total FROM probe_results WHERE domain_id = $1 AND at >= $2",
     )
     .bind(domain_id)
     .bind(since)
