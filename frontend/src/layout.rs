@@ -149,6 +149,7 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
             <p class="nav-heading">"Platform"</p>
             <ul>
                 {link("/admin/nodes".into(), "Nodes", "admin-nodes")}
+                {link("/admin/uptime".into(), "Uptime", "admin-uptime")}
                 {link("/admin/tenants".into(), "Tenants", "admin-tenants")}
                 {link("/admin/plans".into(), "Plans", "admin-plans")}
                 {link("/admin/outbox".into(), "Outbox", "admin-outbox")}

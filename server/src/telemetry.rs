@@ -44,6 +44,17 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainLabels {
+    pub domain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub domain: String,
+    pub outcome: &'static str,
+}
+
 /// The panel's metrics, registered once per application.
 pub struct Metrics {
     pub registry: Registry,
@@ -53,6 +64,12 @@ pub struct Metrics {
     pub signups: Counter,
     pub mail: Family<OutcomeLabels, Counter>,
     pub active_sessions: Gauge,
+    /// Probes by domain and outcome (ok, or the failing stage).
+    pub probes: Family<ProbeLabels, Counter>,
+    /// 1 when the domain's last probe succeeded, 0 when it failed.
+    pub probe_up: Family<DomainLabels, Gauge>,
+    /// The last probe's duration (a full login), milliseconds.
+    pub probe_duration_ms: Family<DomainLabels, Gauge>,
 }
 
 impl Metrics {
@@ -88,8 +105,29 @@ impl Metrics {
             "Unexpired browser sessions (sampled at scrape)",
             active_sessions.clone(),
         );
+        let probes = Family::<ProbeLabels, Counter>::default();
+        let probe_up = Family::<DomainLabels, Gauge>::default();
+        let probe_duration_ms = Family::<DomainLabels, Gauge>::default();
+        registry.register(
+            "probes",
+            "Uptime probes by domain and outcome (ok or the failing stage)",
+            probes.clone(),
+        );
+        registry.register(
+            "probe_up",
+            "1 when the domain's last probe logged in, 0 when it failed",
+            probe_up.clone(),
+        );
+        registry.register(
+            "probe_duration_milliseconds",
+            "Duration of the domain's last probe (a full XMPP login)",
+            probe_duration_ms.clone(),
+        );
         Arc::new(Self {
             registry,
+            probes,
+            probe_up,
+            probe_duration_ms,
             http_requests,
             http_duration,
             logins,

@@ -286,3 +286,53 @@ pub fn audit(ctx: PageCtx, rows: Vec<AuditView>) -> String {
         }
     })
 }
+
+#[derive(Clone, Debug, Default)]
+pub struct UptimeRow {
+    pub domain: String,
+    pub node: String,
+    /// "incident", "down", "up" or "unknown".
+    pub status: String,
+    pub detail: String,
+    pub uptime_24h: String,
+}
+
+/// Every domain's status, worst first.
+pub fn uptime_overview(ctx: PageCtx, rows: Vec<UptimeRow>) -> String {
+    render(move || {
+        let list = if rows.is_empty() {
+            view! { <Empty title="No domains yet"><p>"Domains appear here once they are placed on a node."</p></Empty> }.into_any()
+        } else {
+            view! {
+                <table class="table" id="uptime-overview">
+                    <thead><tr><th scope="col">"Domain"</th><th scope="col">"Status"</th><th scope="col">"Last 24 hours"</th><th scope="col">"Node"</th></tr></thead>
+                    <tbody>
+                        {rows.into_iter().map(|r| {
+                            let class = match r.status.as_str() {
+                                "up" => "badge badge-ok",
+                                "incident" | "down" => "badge badge-err",
+                                _ => "badge",
+                            };
+                            let key = r.domain.clone();
+                            view! {
+                                <tr data-domain=key>
+                                    <td>{r.domain}</td>
+                                    <td><span class=class>{r.status}</span><br/><span class="muted small">{r.detail}</span></td>
+                                    <td>{r.uptime_24h}</td>
+                                    <td>{r.node}</td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        };
+        view! {
+            <Shell ctx=ctx>
+                <h1>"Uptime"</h1>
+                <p class="muted">"Every domain as the prober sees it, worst first: open incidents, failing, then by the last 24 hours. Node heartbeats are on the Nodes page."</p>
+                {list}
+            </Shell>
+        }
+    })
+}

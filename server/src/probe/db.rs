@@ -297,3 +297,129 @@ pub async fn recent(
     })
     .collect()
 }
+
+/// One line of the admin's uptime overview.
+#[derive(Debug, Clone)]
+pub struct OverviewRow {
+    pub domain_id: String,
+    pub domain: String,
+    pub state: String,
+    pub node: Option<String>,
+    pub last_at: Option<i64>,
+    pub last_ok: Option<bool>,
+    pub last_stage: Option<String>,
+    pub open_incident_since: Option<i64>,
+    /// Up and down results over the last 24 hours.
+    pub up: i64,
+    pub down: i64,
+}
+
+/// Every placed domain with its latest result, open incident and 24-hour counts.
+pub async fn overview(db: &Pool, since: i64) -> Result<Vec<OverviewRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT d.id, d.domain, d.state, n.name AS node,
+            (SELECT at FROM probe_results r WHERE r.domain_id = d.id ORDER BY at DESC LIMIT 1) AS last_at,
+            (SELECT ok FROM probe_results r WHERE r.domain_id = d.id ORDER BY at DESC LIMIT 1) AS last_ok,
+            (SELECT stage FROM probe_results r WHERE r.domain_id = d.id ORDER BY at DESC LIMIT 1) AS last_stage,
+            (SELECT MIN(started_at) FROM incidents i WHERE i.domain_id = d.id AND i.ended_at IS NULL) AS open_since,
+            (SELECT COUNT(*) FROM probe_results r WHERE r.domain_id = d.id AND r.at >= $1 AND r.ok = 1) AS up,
+            (SELECT COUNT(*) FROM probe_results r WHERE r.domain_id = d.id AND r.at >= $1 AND r.ok = 0) AS down
+         FROM domains d LEFT JOIN nodes n ON n.id = d.applied_node_id
+         WHERE d.state IN ('provisioning', 'active', 'suspended')",
+    )
+    .bind(since)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(OverviewRow {
+            domain_id: r.try_get("id")?,
+            domain: r.try_get("domain")?,
+            state: r.try_get("state")?,
+            node: r.try_get("node")?,
+            last_at: r.try_get("last_at")?,
+            last_ok: r.try_get::<Option<i64>, _>("last_ok")?.map(|v| v != 0),
+            last_stage: r.try_get("last_stage")?,
+            open_incident_since: r.try_get("open_since")?,
+            up: r.try_get("up")?,
+            down: r.try_get("down")?,
+        })
+    })
+    .collect()
+}
+
+/// Worst first: open incidents (oldest first), then failing, then by 24-hour uptime,
+/// then unprobed, then by name.
+pub fn worst_first(rows: &mut [OverviewRow]) {
+    let rank = |r: &OverviewRow| -> (u8, i64, u64, String) {
+        let uptime = if r.up + r.down == 0 {
+            1.0
+        } else {
+            r.up as f64 / (r.up + r.down) as f64
+        };
+        let group = match (r.open_incident_since, r.last_ok) {
+            (Some(_), _) => 0,
+            (None, Some(false)) => 1,
+            (None, Some(true)) => 2,
+            (None, None) => 3,
+        };
+        (
+            group,
+            r.open_incident_since.unwrap_or(i64::MAX),
+            (uptime * 1_000_000.0) as u64,
+            r.domain.clone(),
+        )
+    };
+    rows.sort_by_key(rank);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        domain: &str,
+        ok: Option<bool>,
+        incident: Option<i64>,
+        up: i64,
+        down: i64,
+    ) -> OverviewRow {
+        OverviewRow {
+            domain_id: domain.into(),
+            domain: domain.into(),
+            state: "active".into(),
+            node: None,
+            last_at: ok.map(|_| 0),
+            last_ok: ok,
+            last_stage: None,
+            open_incident_since: incident,
+            up,
+            down,
+        }
+    }
+
+    #[test]
+    fn the_overview_puts_incidents_then_failures_then_the_lowest_uptime_first() {
+        let mut rows = vec![
+            row("never", None, None, 0, 0),
+            row("fine", Some(true), None, 100, 0),
+            row("shaky", Some(true), None, 90, 10),
+            row("failing", Some(false), None, 99, 1),
+            row("new-incident", Some(false), Some(200), 50, 50),
+            row("old-incident", Some(false), Some(100), 80, 20),
+        ];
+        worst_first(&mut rows);
+        let order: Vec<&str> = rows.iter().map(|r| r.domain.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "old-incident",
+                "new-incident",
+                "failing",
+                "shaky",
+                "fine",
+                "never"
+            ]
+        );
+    }
+}

@@ -19,6 +19,7 @@ use super::{ProbeTarget, db, probe, tls_config_webpki, tls_config_with_roots};
 use crate::{
     nodes::db as nodes,
     state::AppState,
+    telemetry::{DomainLabels, ProbeLabels},
     uptime::calc::{IncidentTracker, Round, TrackerState, Transition, UNKNOWN_STAGE, Verdict},
 };
 
@@ -230,6 +231,21 @@ pub async fn run_forever(state: AppState) {
                 if !result.ok {
                     tracing::info!(domain = t.domain, stage = ?result.failed_stage, error = ?result.error, "probe failed");
                 }
+                let m = &state.metrics;
+                let outcome = result.failed_stage.map(|s| s.as_str()).unwrap_or("ok");
+                m.probes
+                    .get_or_create(&ProbeLabels {
+                        domain: t.domain.clone(),
+                        outcome,
+                    })
+                    .inc();
+                let label = DomainLabels {
+                    domain: t.domain.clone(),
+                };
+                m.probe_up.get_or_create(&label).set(i64::from(result.ok));
+                m.probe_duration_ms
+                    .get_or_create(&label)
+                    .set(i64::try_from(result.total.as_millis()).unwrap_or(i64::MAX));
                 let stage = result.failed_stage.map(|s| s.as_str().to_string());
                 let _ = done.send((
                     t.domain_id.clone(),

@@ -87,6 +87,21 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
         "the node saw successful logins: {metrics}"
     );
 
+    // The panel exports the probe for Prometheus.
+    let panel_metrics = reqwest::get(panel.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        panel_metrics.contains("rookery_probe_up{domain=\"watched.demo.test\"} 1"),
+        "{panel_metrics}"
+    );
+    assert!(
+        panel_metrics.contains("rookery_probes_total{domain=\"watched.demo.test\",outcome=\"ok\"}")
+    );
+
     // Suspended: logins are refused at the first step, an incident opens.
     set_state(&panel, "watched.demo.test", "suspended").await;
     eventually(30, || async {
@@ -101,6 +116,22 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
         html.contains("tls: policy-violation"),
         "the failing step and reason: {html}"
     );
+
+    // The admin overview puts the domain with an open incident first.
+    let admin = panel.admin_client().await.unwrap();
+    let r = customer
+        .post_form(&format!("{org}/domains"), &[("domain", "calm.demo.test")])
+        .await;
+    assert_eq!(r.status(), 303);
+    let overview = admin.page("/admin/uptime").await;
+    let watched = overview
+        .find("data-domain=\"watched.demo.test\"")
+        .expect("listed");
+    let calm = overview
+        .find("data-domain=\"calm.demo.test\"")
+        .expect("listed");
+    assert!(watched < calm, "worst first: {overview}");
+    assert!(overview.contains(">incident<"));
 
     // Back: the incident closes.
     set_state(&panel, "watched.demo.test", "active").await;
