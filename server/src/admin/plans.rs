@@ -134,6 +134,26 @@ struct Plan {
     public: bool,
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl Plan {
+    /// Binds the plan's eleven columns in table order: name, description, price_cents,
+    /// currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days,
+    /// stripe_price_id, is_public.
+    fn bind_fields<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        let q = q
+            .bind(&self.name)
+            .bind(&self.description)
+            .bind(self.price_cents)
+            .bind(&self.currency);
+        self.limits
+            .iter()
+            .fold(q, |q, n| q.bind(*n))
+            .bind(&self.stripe_price_id)
+            .bind(i64::from(self.public))
+    }
+}
+
 impl PlanInput {
     fn check(&self, billing_on: bool) -> Result<Plan, FormErrors> {
         let mut errors = FormErrors::default();
@@ -258,21 +278,8 @@ async fn create_plan(
                 "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
             )
-            .bind(new_id())
-            .bind(&p.name)
-            .bind(&p.description)
-            .bind(p.price_cents)
-            .bind(&p.currency)
-            .bind(p.limits[0])
-            .bind(p.limits[1])
-            .bind(p.limits[2])
-            .bind(p.limits[3])
-            .bind(p.limits[4])
-            .bind(&p.stripe_price_id)
-            .bind(i64::from(p.public))
-            .bind(now)
-            .execute(&state.db)
-            .await;
+            .bind(new_id());
+            let inserted = p.bind_fields(inserted).bind(now).execute(&state.db).await;
             match inserted {
                 Ok(_) => {
                     nodes::audit(
@@ -368,22 +375,13 @@ async fn update_plan(
             let updated = sqlx::query(
                 "UPDATE plans SET name = $1, description = $2, price_cents = $3, currency = $4, max_accounts = $5, max_sessions = $6,
                     storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, updated_at = $12 WHERE id = $13",
-            )
-            .bind(&p.name)
-            .bind(&p.description)
-            .bind(p.price_cents)
-            .bind(&p.currency)
-            .bind(p.limits[0])
-            .bind(p.limits[1])
-            .bind(p.limits[2])
-            .bind(p.limits[3])
-            .bind(p.limits[4])
-            .bind(&p.stripe_price_id)
-            .bind(i64::from(p.public))
-            .bind(now)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await;
+            );
+            let updated = p
+                .bind_fields(updated)
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await;
             match updated {
                 Ok(_) => {
                     // Every domain on the plan gets a new spec generation with the new limits.

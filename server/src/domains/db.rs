@@ -94,6 +94,28 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
     })
 }
 
+/// The domain matching `filter` (SQL over `d`, with `$1` bound to `value`), if any.
+async fn one(db: &Pool, filter: &str, value: &str) -> Result<Option<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE {filter}"))
+        .bind(value)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// The domains matching `filter` (SQL over `d`, ordering included, `$1` bound to `value`).
+async fn many(db: &Pool, filter: &str, value: &str) -> Result<Vec<DomainRow>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE {filter}"))
+        .bind(value)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
 /// Why a domain could not be added.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateError {
@@ -136,49 +158,27 @@ pub async fn create(
 }
 
 pub async fn get(db: &Pool, id: &str) -> Result<Option<DomainRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE d.id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    one(db, "d.id = $1", id).await
 }
 
 pub async fn by_name(db: &Pool, domain: &str) -> Result<Option<DomainRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE d.domain = $1"))
-        .bind(domain)
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    one(db, "d.domain = $1", domain).await
 }
 
 /// An organisation's domains (deleted ones left out), by name.
 pub async fn for_org(db: &Pool, org_id: &str) -> Result<Vec<DomainRow>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} {FROM} WHERE d.org_id = $1 AND d.state <> 'deleted' ORDER BY d.domain"
-    ))
-    .bind(org_id)
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    many(
+        db,
+        "d.org_id = $1 AND d.state <> 'deleted' ORDER BY d.domain",
+        org_id,
+    )
+    .await
 }
 
 /// Domains placed on (or moving away from) a node.
 pub async fn on_node(db: &Pool, node_id: &str) -> Result<Vec<DomainRow>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} {FROM} WHERE d.state <> 'deleted' AND (d.node_id = $1 OR d.applied_node_id = $1 OR d.move_from_node_id = $1) ORDER BY d.domain"
-    ))
-    .bind(node_id)
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let filter = "d.state <> 'deleted' AND (d.node_id = $1 OR d.applied_node_id = $1 OR d.move_from_node_id = $1) ORDER BY d.domain";
+    many(db, filter, node_id).await
 }
 
 /// Domains the reconciler has something to do for, oldest first.
@@ -467,15 +467,7 @@ pub async fn by_subscription(
     db: &Pool,
     subscription: &str,
 ) -> Result<Option<DomainRow>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} {FROM} WHERE d.stripe_subscription_id = $1"
-    ))
-    .bind(subscription)
-    .fetch_optional(db)
-    .await?
-    .as_ref()
-    .map(from_row)
-    .transpose()
+    one(db, "d.stripe_subscription_id = $1", subscription).await
 }
 
 /// Domains whose grace period or retention period is over.

@@ -129,6 +129,7 @@ pub async fn run_forever(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut second: u64 = 0;
     let mut tried = HashMap::new();
+    let mut trusted: Option<(std::time::Instant, Arc<rustls::ClientConfig>)> = None;
     loop {
         tick.tick().await;
         second += 1;
@@ -171,15 +172,25 @@ pub async fn run_forever(state: AppState) {
         if due.is_empty() {
             continue;
         }
-        let tls = match trust(&state) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "the probe's trust roots cannot be loaded"
-                );
-                continue;
+        // The trust roots are read again every 30 s (new local-node certificates appear
+        // as domains are added), not on every tick.
+        if trusted
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(30))
+        {
+            match trust(&state) {
+                Ok(t) => trusted = Some((std::time::Instant::now(), t)),
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "the probe's trust roots cannot be loaded"
+                    );
+                    continue;
+                }
             }
+        }
+        let Some((_, tls)) = trusted.clone() else {
+            continue;
         };
         for t in due {
             // A domain still being probed from the last round is not probed twice.
