@@ -91,10 +91,20 @@ impl NodeProcess {
     }
 
     async fn launch(secret: Option<String>, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut node = Self::prepare(secret, extra).await?;
-        node.child = Some(node.spawn()?);
-        node.wait_healthy().await?;
-        Ok(node)
+        let mut attempt = 1;
+        loop {
+            let mut node = Self::prepare(secret.clone(), extra).await?;
+            node.child = Some(node.spawn()?);
+            match node.wait_healthy().await {
+                Ok(()) => return Ok(node),
+                // Another process took a port between picking and binding: new ports.
+                Err(error) if attempt < 3 && node.output().contains("Address already in use") => {
+                    eprintln!("retrying the node on other ports: {error:#}");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Ports, database and data folder for a node, not started yet.
@@ -140,9 +150,17 @@ impl NodeProcess {
         command.spawn().context("starting rookery-node")
     }
 
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
+    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "the node exited with {status} before it was healthy; its output:\n{}",
+                    self.output()
+                );
+            }
             if let Ok(r) =
                 reqwest::get(format!("http://127.0.0.1:{}/healthz", self.http_port)).await
                 && r.status() == 200

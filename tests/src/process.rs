@@ -321,11 +321,33 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A loopback TCP port that was free a moment ago.
+/// Where test ports come from: below Linux's ephemeral range (32768–60999), so that no
+/// outgoing connection of any process can take a port between the moment a test picks it
+/// and the moment its server binds it (that race, with ports from `bind(0)`, made a node
+/// fail with "Address already in use" once in a while).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback TCP port that was free a moment ago, never handed out twice by this process.
 pub fn free_loopback_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .context("binding a loopback port to find a free one")?;
-    Ok(listener.local_addr()?.port())
+    use std::hash::BuildHasher;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let random = std::collections::hash_map::RandomState::new();
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for attempt in 0u64..1_000 {
+        let port = TEST_PORTS.start + (random.hash_one(attempt) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {TEST_PORTS:?} after 1,000 tries")
 }
 
 /// Whether the test run asked for the output of the processes it starts (`TEST_LOG=1`).
