@@ -123,6 +123,7 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
                     {link(base.clone(), "Dashboard", "dashboard")}
                     {link(format!("{base}/domains"), "Domains", "domains")}
                     {link(format!("{base}/billing"), "Billing", "billing")}
+                    {link(format!("{base}/alerts"), "Alerts", "alerts")}
                     {link(format!("{base}/api-keys"), "API keys", "api-keys")}
                     {link(format!("{base}/team"), "Team", "team")}
                 </ul>
@@ -153,6 +154,7 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
                 {link("/admin/tenants".into(), "Tenants", "admin-tenants")}
                 {link("/admin/plans".into(), "Plans", "admin-plans")}
                 {link("/admin/outbox".into(), "Outbox", "admin-outbox")}
+                {link("/admin/deliveries".into(), "Deliveries", "admin-deliveries")}
                 {link("/admin/audit".into(), "Audit log", "admin-audit")}
             </ul>
         }

@@ -59,16 +59,24 @@ pub struct ProbeSettings {
     pub timeout_secs: u64,
     /// Probes in progress at once.
     pub concurrency: usize,
-    /// This prober's name in the results.
+    /// Whether the panel itself probes (as one location); remote `rookery probe` processes
+    /// are more locations.
+    pub panel_probes: bool,
+    /// The panel's location name in the results.
     pub location: String,
+    /// Locations that must see a domain fail for a round to count as down; 0: a majority
+    /// of the active locations.
+    pub quorum: usize,
     /// PEM files of the CAs (or certificates) probes trust; empty: the public web PKI, plus,
     /// when the local node runs, its generated certificates (the demo).
     pub trust_roots: Vec<PathBuf>,
     /// Consecutive failed rounds that open an incident, and good ones that close it.
     pub open_after: usize,
     pub close_after: usize,
-    /// Days raw results are kept (daily roll-ups are kept for good).
+    /// Days raw results and rounds are kept (daily roll-ups are kept for good).
     pub retention_days: i64,
+    /// Days hourly roll-ups are kept (the 24-hour and 7-day figures need 8).
+    pub hourly_retention_days: i64,
 }
 
 impl Default for ProbeSettings {
@@ -78,11 +86,14 @@ impl Default for ProbeSettings {
             interval_secs: 60,
             timeout_secs: 10,
             concurrency: 32,
+            panel_probes: true,
             location: "panel".into(),
+            quorum: 0,
             trust_roots: Vec::new(),
             open_after: 3,
             close_after: 2,
             retention_days: 30,
+            hourly_retention_days: 35,
         }
     }
 }

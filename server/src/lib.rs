@@ -7,6 +7,7 @@
 //! - `account`: the signed-in person's own settings;
 //! - `admin`: the platform admin's pages and the `rookery admin` commands;
 //! - `domains`: customer domains and their chat accounts;
+//! - `status_page`: a domain's optional public status page;
 //! - `nodes`: the node pool, enrollment, placement, the reconciler and the poller;
 //! - `seal`: secrets the panel keeps, sealed under its secret key;
 //! - `mail`: outgoing mail (SMTP, or the log and the admin outbox);
@@ -31,6 +32,7 @@ pub mod probe;
 pub mod seal;
 pub mod startup;
 pub mod state;
+pub mod status_page;
 pub mod telemetry;
 pub mod uptime;
 

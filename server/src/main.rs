@@ -27,6 +27,19 @@ struct Cli {
 enum Command {
     /// Run the panel (the default).
     Serve,
+    /// Probe every monitored domain from here, as a probe location of the panel at
+    /// `--panel` (an admin creates the location and its token on the panel's Uptime page).
+    Probe {
+        /// The panel's URL, e.g. https://panel.example.net
+        #[arg(long)]
+        panel: String,
+        /// The location's token (`rkp_…`); also read from ROOKERY_PROBE_TOKEN.
+        #[arg(long, env = "ROOKERY_PROBE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A PEM file with the CA of the panel's HTTPS certificate (default: the web PKI).
+        #[arg(long)]
+        panel_ca: Option<PathBuf>,
+    },
     /// Manage platform admins.
     Admin {
         #[command(subcommand)]
@@ -57,8 +70,24 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // A probe location needs none of the panel's settings (nor its database).
+    if let Command::Probe {
+        panel,
+        token,
+        panel_ca,
+    } = command
+    {
+        return rookery::probe::remote::run(rookery::probe::remote::RemoteOptions {
+            panel,
+            token: token.into(),
+            panel_ca,
+        })
+        .await;
+    }
     let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Probe { .. } => unreachable!("handled above"),
         Command::Serve => {
             let app = Application::build(settings).await?;
             if rookery::auth::db::count_admins(&app.state.db).await? == 0 {

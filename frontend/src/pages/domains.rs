@@ -25,13 +25,23 @@ pub struct DomainView {
     pub billing_note: Option<String>,
     pub usage: Option<UsageView>,
     pub uptime: Option<UptimeView>,
+    /// The public status page switch, on the domain's own page.
+    pub status_page: Option<StatusPageSwitch>,
+}
+
+/// Whether the domain's public status page is on, and where it is.
+#[derive(Clone, Debug, Default)]
+pub struct StatusPageSwitch {
+    pub public: bool,
+    /// `<public_url>/status/<ASCII domain>`.
+    pub url: String,
 }
 
 /// What the prober saw: the current status, uptime over windows, 90 days of bars and the
-/// incidents.
+/// incidents. A view for the public status page carries no error texts, only steps.
 #[derive(Clone, Debug, Default)]
 pub struct UptimeView {
-    /// "up", "down" or "unknown".
+    /// "up", "down" or "unknown" (not checked yet).
     pub status: String,
     pub detail: String,
     /// ("24 hours", "99.95 %"), …
@@ -44,9 +54,59 @@ pub struct UptimeView {
 #[derive(Clone, Debug, Default)]
 pub struct IncidentView {
     pub started: String,
+    /// When it ended, or "ongoing".
     pub ended: String,
     pub duration: String,
+    /// The failing step ("tls"), with the error after it for the domain's team.
     pub stage: String,
+}
+
+/// The uptime card: the current status, uptime over the windows, a bar per day and the
+/// incidents. The domain page shows it to the domain's team; with `public`, the public
+/// status page shows it to anyone (the wording differs; the server leaves the error texts
+/// out of a public view).
+#[component]
+pub fn UptimeCard(uptime: UptimeView, #[prop(optional)] public: bool) -> impl IntoView {
+    let (badge, label) = match uptime.status.as_str() {
+        "up" => ("badge badge-ok", "up"),
+        "down" => ("badge badge-err", "down"),
+        _ => ("badge", "not checked yet"),
+    };
+    let (heading, incidents_heading) = if public {
+        ("Status", "Recent incidents")
+    } else {
+        ("Uptime", "Incidents")
+    };
+    let incidents = if uptime.incidents.is_empty() {
+        view! { <p class="muted" id="no-incidents">"No incidents recorded."</p> }.into_any()
+    } else {
+        view! {
+            <div class="table-scroll">
+                <table class="table incidents" id="incidents">
+                    <thead><tr><th scope="col">"Started"</th><th scope="col">"Ended"</th><th scope="col">"Lasted"</th><th scope="col">"Failing step"</th></tr></thead>
+                    <tbody>
+                        {uptime.incidents.into_iter().map(|i| view! {
+                            <tr><td>{i.started}</td><td>{i.ended}</td><td>{i.duration}</td><td>{i.stage}</td></tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        }
+        .into_any()
+    };
+    view! {
+        <section class="card" id="uptime">
+            <h2>{heading} " " <span class=badge data-probe-status=uptime.status.clone()>{label}</span></h2>
+            <p class="muted">{uptime.detail}</p>
+            <div class="usage-figures">
+                {uptime.windows.into_iter().map(|(label, pct)| view! { <div><strong>{pct}</strong>{label}</div> }).collect_view()}
+            </div>
+            {uptime_bars(uptime.days)}
+            <div class="uptime-axis muted small" aria-hidden="true"><span>"90 days ago"</span><span>"today"</span></div>
+            <h3>{incidents_heading}</h3>
+            {incidents}
+        </section>
+    }
 }
 
 /// One bar per day, coloured by that day's uptime, each with a tooltip.
@@ -273,30 +333,8 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                     </dl>
                     <p><a href=format!("{base}/dns")>"DNS records for this domain"</a></p>
                 </section>
-                {d.uptime.clone().map(|u| {
-                    let badge = match u.status.as_str() { "up" => "badge badge-ok", "down" => "badge badge-err", _ => "badge" };
-                    view! {
-                        <section class="card" id="uptime">
-                            <h2>"Uptime " <span class=badge data-probe-status=u.status.clone()>{u.status.clone()}</span></h2>
-                            <p class="muted">{u.detail.clone()}</p>
-                            <div class="usage-figures">
-                                {u.windows.iter().map(|(label, pct)| view! { <div><strong>{pct.clone()}</strong>{label.clone()}</div> }).collect_view()}
-                            </div>
-                            {uptime_bars(u.days.clone())}
-                            {(!u.incidents.is_empty()).then(|| view! {
-                                <h3>"Incidents"</h3>
-                                <table class="table" id="incidents">
-                                    <thead><tr><th scope="col">"Started"</th><th scope="col">"Ended"</th><th scope="col">"Lasted"</th><th scope="col">"Failing step"</th></tr></thead>
-                                    <tbody>
-                                        {u.incidents.iter().map(|i| view! {
-                                            <tr><td>{i.started.clone()}</td><td>{i.ended.clone()}</td><td>{i.duration.clone()}</td><td>{i.stage.clone()}</td></tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            })}
-                        </section>
-                    }
-                })}
+                {d.uptime.clone().map(|u| view! { <UptimeCard uptime=u/> })}
+                {d.status_page.clone().map(|p| status_page_switch(&base, &csrf, p))}
                 {d.usage.clone().map(|u| view! {
                     <section class="card" id="usage">
                         <h2>"Usage"</h2>
@@ -323,6 +361,34 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
             </Shell>
         }
     })
+}
+
+/// "Public status page: off", with a button to turn it on (or the other way round), and
+/// the page's address while it is on.
+fn status_page_switch(base: &str, csrf: &str, p: StatusPageSwitch) -> impl IntoView + use<> {
+    let (now, set, button) = if p.public {
+        ("on", "off", "Turn off")
+    } else {
+        ("off", "on", "Turn on")
+    };
+    view! {
+        <section class="card" id="status-page">
+            <h2>"Public status page: " <span data-status-page=now>{now}</span></h2>
+            {if p.public {
+                view! {
+                    <p>"Anyone with this address sees the domain's status, uptime and incidents (the failing step, never the error messages): "
+                        <a href=p.url.clone() id="status-page-url">{p.url.clone()}</a></p>
+                }.into_any()
+            } else {
+                view! { <p class="muted">"Off: only your team sees this domain's uptime. Turn it on to give your users a page with the domain's status, uptime and incidents."</p> }.into_any()
+            }}
+            <form method="post" action=format!("{base}/status-page") class="inline-form">
+                <Csrf token=csrf.to_string()/>
+                <input type="hidden" name="public" value=set/>
+                <button type="submit" class="button button-quiet" id="status-page-submit">{button}</button>
+            </form>
+        </section>
+    }
 }
 
 /// Confirming the deletion of a chat account.

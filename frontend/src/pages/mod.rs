@@ -2,12 +2,14 @@
 //! reset, invitations), a customer organisation's pages, and the platform admin's pages.
 
 pub mod admin;
+pub mod alerts;
 pub mod billing;
 pub mod dns;
 pub mod domains;
 pub mod nodes;
 pub mod org;
 pub mod public;
+pub mod status;
 
 use leptos::prelude::*;
 

@@ -287,39 +287,81 @@ pub fn audit(ctx: PageCtx, rows: Vec<AuditView>) -> String {
     })
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct UptimeRow {
     pub domain: String,
     pub node: String,
+    /// The node's health from its heartbeats, e.g. "up · heartbeat 4 s ago".
+    pub node_health: String,
+    /// "up", "down" or "" (unknown), for the node badge.
+    pub node_status: String,
     /// "incident", "down", "up" or "unknown".
     pub status: String,
     pub detail: String,
     pub uptime_24h: String,
 }
 
-/// Every domain's status, worst first.
-pub fn uptime_overview(ctx: PageCtx, rows: Vec<UptimeRow>) -> String {
+/// A probe location on the Uptime page.
+#[derive(Clone, Debug)]
+pub struct LocationView {
+    pub id: String,
+    pub name: String,
+    /// "panel" for the panel's own prober, else "remote".
+    pub kind: String,
+    pub token_prefix: String,
+    pub last_seen: String,
+    pub address: String,
+    /// "active", "silent" (not heard from lately, not counted) or "revoked".
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UptimeOverview {
+    pub rows: Vec<UptimeRow>,
+    /// Domains in each status, over all pages: (incident, down, up, unknown).
+    pub counts: (usize, usize, usize, usize),
+    pub page: usize,
+    pub pages: usize,
+    pub locations: Vec<LocationView>,
+    /// "A round is down when 2 of the 3 active locations fail."
+    pub quorum: String,
+    /// A location just created: (name, token, command line).
+    pub new_location: Option<(String, String, String)>,
+    pub error: Option<String>,
+    /// The name the admin typed (kept when it was refused).
+    pub name_input: String,
+}
+
+/// Every domain's status, worst first, beside its node's heartbeat; the probe locations.
+pub fn uptime_overview(ctx: PageCtx, v: UptimeOverview) -> String {
     render(move || {
-        let list = if rows.is_empty() {
+        let csrf = ctx.csrf.clone();
+        let list = if v.rows.is_empty() {
             view! { <Empty title="No domains yet"><p>"Domains appear here once they are placed on a node."</p></Empty> }.into_any()
         } else {
             view! {
                 <table class="table" id="uptime-overview">
-                    <thead><tr><th scope="col">"Domain"</th><th scope="col">"Status"</th><th scope="col">"Last 24 hours"</th><th scope="col">"Node"</th></tr></thead>
+                    <thead><tr><th scope="col">"Domain"</th><th scope="col">"Status"</th><th scope="col">"Last 24 hours"</th><th scope="col">"Node and its heartbeat"</th></tr></thead>
                     <tbody>
-                        {rows.into_iter().map(|r| {
+                        {v.rows.into_iter().map(|r| {
                             let class = match r.status.as_str() {
                                 "up" => "badge badge-ok",
                                 "incident" | "down" => "badge badge-err",
                                 _ => "badge",
                             };
+                            let node_class = match r.node_status.as_str() {
+                                "up" => "badge badge-ok",
+                                "down" => "badge badge-err",
+                                _ => "badge",
+                            };
                             let key = r.domain.clone();
+                            let node_key = r.node_status.clone();
                             view! {
                                 <tr data-domain=key>
                                     <td>{r.domain}</td>
                                     <td><span class=class>{r.status}</span><br/><span class="muted small">{r.detail}</span></td>
                                     <td>{r.uptime_24h}</td>
-                                    <td>{r.node}</td>
+                                    <td data-node-health=node_key>{r.node}" "<span class=node_class>{r.node_health}</span></td>
                                 </tr>
                             }
                         }).collect_view()}
@@ -327,11 +369,71 @@ pub fn uptime_overview(ctx: PageCtx, rows: Vec<UptimeRow>) -> String {
                 </table>
             }.into_any()
         };
+        let (incident, down, up, unknown) = v.counts;
+        let pager = (v.pages > 1).then(|| view! {
+            <nav class="pager" aria-label="Pages">
+                {(v.page > 1).then(|| view! { <a href=format!("/admin/uptime?page={}", v.page - 1) rel="prev">"Previous"</a> })}
+                <span class="muted">{format!(" Page {} of {} ", v.page, v.pages)}</span>
+                {(v.page < v.pages).then(|| view! { <a href=format!("/admin/uptime?page={}", v.page + 1) rel="next">"Next"</a> })}
+            </nav>
+        });
+        let new_location = v.new_location.clone().map(|(name, token, command)| {
+            view! {
+                <section class="card" id="new-location">
+                    <h2>{format!("Probe location “{name}” created")}</h2>
+                    <p>"Copy the token now: it is shown only once."</p>
+                    <pre class="code" id="location-token">{token}</pre>
+                    <p>"On the machine that probes from there, run:"</p>
+                    <pre class="code" id="location-command">{command}</pre>
+                </section>
+            }
+        });
+        let error = v.error.clone().map(
+            |e| view! { <div class="alert alert-error" role="alert" id="location-error">{e}</div> },
+        );
+        let locations = view! {
+            <table class="table" id="locations">
+                <thead><tr><th scope="col">"Location"</th><th scope="col">"Status"</th><th scope="col">"Last seen"</th><th scope="col"></th></tr></thead>
+                <tbody>
+                    {v.locations.iter().cloned().map(|l| {
+                        let class = match l.status.as_str() { "active" => "badge badge-ok", "revoked" => "badge", _ => "badge badge-err" };
+                        let revoke = (l.kind == "remote" && l.status != "revoked").then(|| view! {
+                            <ActionButton action=format!("/admin/uptime/locations/{}/revoke", l.id) csrf=csrf.clone() label="Revoke" class="button button-quiet" id="revoke-location"/>
+                        });
+                        view! {
+                            <tr data-location=l.name.clone()>
+                                <td>{l.name.clone()}<br/><span class="muted small">{if l.kind == "panel" { "the panel's own prober".to_string() } else { format!("remote · token {}…", l.token_prefix) }}</span></td>
+                                <td><span class=class>{l.status.clone()}</span></td>
+                                <td>{l.last_seen.clone()}<br/><span class="muted small">{l.address.clone()}</span></td>
+                                <td>{revoke}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        };
         view! {
             <Shell ctx=ctx>
                 <h1>"Uptime"</h1>
-                <p class="muted">"Every domain as the prober sees it, worst first: open incidents, failing, then by the last 24 hours. Node heartbeats are on the Nodes page."</p>
+                <p class="muted">"Every domain as the prober sees it, worst first: open incidents, failing, then by the last 24 hours; beside it, its node's health from the node's own heartbeats, so a whole node down shows apart from a single domain."</p>
+                <p id="uptime-counts">{format!("{incident} with an open incident · {down} failing · {up} up · {unknown} not checked yet")}</p>
                 {list}
+                {pager}
+                <section class="card" id="probe-locations">
+                    <h2>"Probe locations"</h2>
+                    <p class="muted">{v.quorum.clone()}</p>
+                    {new_location}
+                    {error}
+                    {locations}
+                    <form method="post" action="/admin/uptime/locations" class="form-row">
+                        <Csrf token=csrf.clone()/>
+                        <div class="field">
+                            <label for="f-location">"New location"</label>
+                            <input id="f-location" name="name" type="text" maxlength="40" value=v.name_input.clone() placeholder="e.g. eu-west" required/>
+                        </div>
+                        <button type="submit" class="button" id="location-submit">"Create location and token"</button>
+                    </form>
+                </section>
             </Shell>
         }
     })

@@ -123,6 +123,7 @@ fn view(d: &DomainRow) -> DomainView {
         },
         usage: None,
         uptime: None,
+        status_page: None,
     }
 }
 
@@ -147,15 +148,36 @@ fn lasted(secs: i64) -> String {
     }
 }
 
-/// The prober's view of a domain: status, uptime windows, 90 daily bars, incidents.
+/// Who an uptime view is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// The domain's team, on its page: the probe's error texts included.
+    Team,
+    /// Anyone, on the public status page: the failing steps only (an error text can name
+    /// internal hosts), and a view even before the first check.
+    Public,
+}
+
+/// The prober's view of a domain for its team; `None` before the first check.
 async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>> {
+    uptime_for(state, &d.id, Audience::Team).await
+}
+
+/// The prober's view of a domain: status, uptime windows, 90 daily bars, incidents.
+pub async fn uptime_for(
+    state: &AppState,
+    domain_id: &str,
+    audience: Audience,
+) -> AppResult<Option<UptimeView>> {
     use crate::probe::db as probes;
     let now = state.clock.now();
-    let Some(last) = probes::latest(&state.db, &d.id).await? else {
+    let public = audience == Audience::Public;
+    let last = probes::latest(&state.db, domain_id).await?;
+    if last.is_none() && !public {
         return Ok(None);
-    };
+    }
     let today = now.div_euclid(86_400);
-    let days = probes::daily(&state.db, &d.id, today - 90, today).await?;
+    let days = probes::daily(&state.db, domain_id, today - 90, today).await?;
     let window = |n: i64| {
         let (up, down) = days
             .iter()
@@ -163,7 +185,8 @@ async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>
             .fold((0, 0), |a, (_, u, dn)| (a.0 + u, a.1 + dn));
         percent(up, down)
     };
-    let (up24, down24) = probes::counts_since(&state.db, &d.id, now - 86_400).await?;
+    let (up24, down24) = probes::counts_since(&state.db, domain_id, now - 86_400).await?;
+    let (up7, down7) = probes::counts_since(&state.db, domain_id, now - 7 * 86_400).await?;
     let bars = (today - 89..=today)
         .map(|day| {
             let date = format_ts(day * 86_400).chars().take(10).collect::<String>();
@@ -172,7 +195,7 @@ async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>
                     let p = *u as f64 / (u + dn) as f64;
                     let class = crate::uptime::calc::day_class(Some(p));
                     (
-                        format!("{date}: {} up ({u} of {} checks)", percent(*u, *dn), u + dn),
+                        format!("{date}: {} up ({u} of {} rounds)", percent(*u, *dn), u + dn),
                         class.to_string(),
                     )
                 }
@@ -180,7 +203,7 @@ async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>
             }
         })
         .collect();
-    let incidents = probes::incidents(&state.db, &d.id, 20)
+    let incidents = probes::incidents(&state.db, domain_id, 20)
         .await?
         .into_iter()
         .map(|i| IncidentView {
@@ -191,30 +214,48 @@ async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>
                 .unwrap_or_else(|| "ongoing".into()),
             duration: lasted(i.ended_at.unwrap_or(now) - i.started_at),
             stage: match i.error {
-                Some(e) => format!("{}: {e}", i.stage),
-                None => i.stage,
+                Some(e) if !public => format!("{}: {e}", i.stage),
+                _ => i.stage,
             },
         })
         .collect();
-    Ok(Some(UptimeView {
-        status: if last.ok { "up" } else { "down" }.into(),
-        detail: if last.ok {
+    let (status, detail) = match last {
+        None => (
+            "unknown",
+            "This domain has not been checked yet.".to_string(),
+        ),
+        Some(last) if last.ok => (
+            "up",
             format!(
                 "Last check {} ago: a full login took {} ms.",
                 lasted(now - last.at),
                 last.total_ms
-            )
-        } else {
+            ),
+        ),
+        Some(last) if public => (
+            "down",
+            format!(
+                "Last check {} ago failed at the {} step.",
+                lasted(now - last.at),
+                last.stage.unwrap_or_default()
+            ),
+        ),
+        Some(last) => (
+            "down",
             format!(
                 "Last check {} ago failed at the {} step: {}.",
                 lasted(now - last.at),
                 last.stage.unwrap_or_default(),
                 last.error.unwrap_or_default()
-            )
-        },
+            ),
+        ),
+    };
+    Ok(Some(UptimeView {
+        status: status.into(),
+        detail,
         windows: vec![
             ("last 24 hours".into(), percent(up24, down24)),
-            ("7 days".into(), window(7)),
+            ("7 days".into(), percent(up7, down7)),
             ("30 days".into(), window(30)),
             ("90 days".into(), window(90)),
         ],
@@ -422,7 +463,12 @@ async fn add(
     }
 }
 
-async fn domain_of(state: &AppState, access: &OrgAccess, id: &str) -> AppResult<DomainRow> {
+/// The organisation's domain `id` (not deleted), or the 404 of pages that do not exist.
+pub(crate) async fn domain_of(
+    state: &AppState,
+    access: &OrgAccess,
+    id: &str,
+) -> AppResult<DomainRow> {
     match db::get(&state.db, id).await? {
         Some(d) if d.org_id == access.org.id.0 && d.state != "deleted" => Ok(d),
         _ => Err(AppError::NotFound),
@@ -498,6 +544,7 @@ async fn render_detail_with(
     let mut shown = view(d);
     shown.usage = usage(state, d).await?;
     shown.uptime = uptime(state, d).await?;
+    shown.status_page = Some(crate::status_page::switch(state, &access.org.id, d).await?);
     Ok(Html(pages::detail(ctx, access.org.id.0.clone(), shown, a)))
 }
 

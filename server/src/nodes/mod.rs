@@ -17,7 +17,7 @@ use axum::{
 };
 use rookery_common::control::{ApiError, JoinRequest, JoinResponse};
 use rookery_frontend::pages::nodes::{
-    self as pages, AuditView, NodeDomainView, NodeView, PoolView, TokenView, UptimeRow,
+    self as pages, AuditView, NodeDomainView, NodeView, PoolView, TokenView,
 };
 use serde::Deserialize;
 
@@ -43,7 +43,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/nodes/{id}", get(show_node))
         .route("/admin/nodes/{id}/{action}", post(node_action))
         .route("/admin/audit", get(show_audit))
-        .route("/admin/uptime", get(show_uptime))
 }
 
 fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -496,57 +495,6 @@ async fn show_audit(State(state): State<AppState>, Admin(admin): Admin) -> AppRe
     )
     .await?;
     Ok(Html(pages::audit(ctx, rows)))
-}
-
-/// Every domain's probe status, worst first.
-async fn show_uptime(
-    State(state): State<AppState>,
-    Admin(admin): Admin,
-) -> AppResult<Html<String>> {
-    use crate::probe::db as probes;
-    let now = state.clock.now();
-    let mut rows = probes::overview(&state.db, now - 86_400).await?;
-    probes::worst_first(&mut rows);
-    let rows = rows
-        .into_iter()
-        .map(|r| {
-            let (status, detail) = match (r.open_incident_since, r.last_ok) {
-                (Some(since), _) => (
-                    "incident",
-                    format!(
-                        "since {}{}",
-                        format_ts(since),
-                        r.last_stage
-                            .as_ref()
-                            .map(|s| format!(", failing at {s}"))
-                            .unwrap_or_default()
-                    ),
-                ),
-                (None, Some(false)) => (
-                    "down",
-                    format!(
-                        "last check failed at {}",
-                        r.last_stage.clone().unwrap_or_default()
-                    ),
-                ),
-                (None, Some(true)) => ("up", format!("checked {}", ago(now, r.last_at))),
-                (None, None) => ("unknown", format!("not probed yet ({})", r.state)),
-            };
-            UptimeRow {
-                domain: r.domain,
-                node: r.node.unwrap_or_else(|| "not placed".into()),
-                status: status.into(),
-                detail,
-                uptime_24h: if r.up + r.down == 0 {
-                    "no data".into()
-                } else {
-                    format!("{:.2} %", r.up as f64 * 100.0 / (r.up + r.down) as f64)
-                },
-            }
-        })
-        .collect();
-    let ctx = ctx(&state, &admin.visitor, "Uptime", "admin-uptime", None, None).await?;
-    Ok(Html(pages::uptime_overview(ctx, rows)))
 }
 
 #[cfg(test)]

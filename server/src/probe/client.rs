@@ -384,6 +384,93 @@ async fn message_to_self<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Logs in as `target`'s account (the probe's steps: TCP, STARTTLS with the certificate
+/// verified, SCRAM-SHA-256, bind), sends one `<message type='chat'>` with `body` to `to`,
+/// and closes the stream cleanly: how XMPP alerts are sent. The error is a short reason
+/// for a delivery log; the whole exchange is bounded by `timeout`.
+pub async fn send_message(
+    target: &ProbeTarget,
+    to: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let exchange = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = starttls(tcp, target).await?;
+        let mut xml = XmlStream::new(tls);
+        authenticate(&mut xml, target).await.map_err(|e| {
+            format!(
+                "logging in as {}@{} failed: {e}",
+                target.username, target.domain
+            )
+        })?;
+        bind(&mut xml, target).await?;
+        deliver_message(&mut xml, &target.domain, to, body).await?;
+        xml.close().await;
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no answer from {} within {}",
+            target.host,
+            super::human_duration(timeout)
+        )),
+    }
+}
+
+/// Sends the message, then a ping to the domain: the server answers the ping after it has
+/// handled the message, so a bounce that comes at once arrives before the ping's answer.
+async fn deliver_message<S: AsyncRead + AsyncWrite + Unpin>(
+    xml: &mut XmlStream<S>,
+    domain: &str,
+    to: &str,
+    body: &str,
+) -> Result<(), String> {
+    let id = random_id("alert");
+    xml.send(
+        &Element::new("message", ns::CLIENT)
+            .with_attr("type", "chat")
+            .with_attr("id", &id)
+            .with_attr("to", to)
+            .with_child(Element::new("body", ns::CLIENT).with_text(body)),
+    )
+    .await?;
+    let ping_id = random_id("ping");
+    xml.send(
+        &Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", &ping_id)
+            .with_attr("to", domain)
+            .with_child(Element::new("ping", ns::PING)),
+    )
+    .await?;
+    let mut unrelated = 0;
+    loop {
+        let stanza = xml.next_element().await?;
+        if stanza.is("message", ns::CLIENT)
+            && stanza.attr("id") == Some(id.as_str())
+            && stanza.attr("type") == Some("error")
+        {
+            return Err(format!(
+                "the message to {} bounced: {}",
+                clip(to),
+                describe_stanza_error(&stanza)
+            ));
+        }
+        if stanza.is("iq", ns::CLIENT)
+            && stanza.attr("id") == Some(ping_id.as_str())
+            && matches!(stanza.attr("type"), Some("result" | "error"))
+        {
+            return Ok(());
+        }
+        xml.skip_unrelated(&stanza, &mut unrelated).await?;
+    }
+}
+
 /// A byte stream read as XMPP: bounded reads into the node's stream parser.
 struct XmlStream<S> {
     io: S,
@@ -832,6 +919,39 @@ mod tests {
             Ok(())
         })
         .await
+    }
+
+    /// Logs in to the scripted server and sends an alert message to `to`.
+    async fn scripted_alert(script: Script, to: &str) -> Result<(), String> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(server, script));
+        let target = target();
+        let mut xml = XmlStream::new(client);
+        authenticate(&mut xml, &target).await?;
+        bind(&mut xml, &target).await?;
+        deliver_message(&mut xml, &target.domain, to, "example.com is down").await?;
+        xml.close().await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_alert_message_is_sent_and_confirmed_by_the_ping_after_it() {
+        // The scripted server echoes the message (not an error) and answers the ping.
+        assert_eq!(
+            scripted_alert(Script::Normal, "ops@example.com").await,
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bounced_alert_message_is_an_error_naming_the_condition() {
+        let err = scripted_alert(Script::BounceMessage, "ops@example.com")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "the message to ops@example.com bounced: recipient-unavailable"
+        );
     }
 
     #[tokio::test]

@@ -81,54 +81,198 @@ pub async fn set_account(
     Ok(())
 }
 
-/// Stores a result and counts it in its day's roll-up.
-pub async fn record(
+/// One probe result as stored: from the panel's own prober or a remote location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    pub domain_id: String,
+    pub location: String,
+    pub at: i64,
+    pub ok: bool,
+    pub stage: Option<String>,
+    pub error: Option<String>,
+    pub total_ms: i64,
+    /// Per-stage latency in milliseconds, by stage name.
+    pub stages: Vec<(String, f64)>,
+}
+
+impl StoredResult {
+    pub fn new(domain_id: &str, location: &str, at: i64, r: &ProbeResult) -> Self {
+        Self {
+            domain_id: domain_id.into(),
+            location: location.into(),
+            at,
+            ok: r.ok,
+            stage: r.failed_stage.map(|s| Stage::as_str(s).to_string()),
+            error: r.error.clone(),
+            total_ms: i64::try_from(r.total.as_millis()).unwrap_or(i64::MAX),
+            stages: r
+                .stages
+                .iter()
+                .map(|(s, d)| (s.as_str().to_string(), d.as_secs_f64() * 1000.0))
+                .collect(),
+        }
+    }
+}
+
+/// Stores results; `received_at` is the panel's clock, for the round keeper.
+pub async fn insert_results(
     db: &Pool,
-    domain_id: &str,
-    location: &str,
-    at: i64,
-    r: &ProbeResult,
+    results: &[StoredResult],
+    received_at: i64,
 ) -> Result<(), sqlx::Error> {
-    let stages: serde_json::Map<String, serde_json::Value> = r
-        .stages
-        .iter()
-        .map(|(s, d)| {
-            (
-                s.as_str().to_string(),
-                serde_json::json!(d.as_secs_f64() * 1000.0),
-            )
-        })
-        .collect();
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO probe_results (id, domain_id, location, at, ok, stage, error, total_ms, stages)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(new_id())
-    .bind(domain_id)
-    .bind(location)
-    .bind(at)
-    .bind(i64::from(r.ok))
-    .bind(r.failed_stage.map(Stage::as_str))
-    .bind(&r.error)
-    .bind(i64::try_from(r.total.as_millis()).unwrap_or(i64::MAX))
-    .bind(serde_json::Value::Object(stages).to_string())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO probe_daily (domain_id, day, up, down) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (domain_id, day) DO UPDATE SET up = probe_daily.up + excluded.up, down = probe_daily.down + excluded.down",
-    )
-    .bind(domain_id)
-    .bind(at.div_euclid(86_400))
-    .bind(i64::from(r.ok))
-    .bind(i64::from(!r.ok))
-    .execute(&mut *tx)
-    .await?;
+    for r in results {
+        let stages: serde_json::Map<String, serde_json::Value> = r
+            .stages
+            .iter()
+            .map(|(s, ms)| (s.clone(), serde_json::json!(ms)))
+            .collect();
+        sqlx::query(
+            "INSERT INTO probe_results (id, domain_id, location, at, ok, stage, error, total_ms, stages, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(new_id())
+        .bind(&r.domain_id)
+        .bind(&r.location)
+        .bind(r.at)
+        .bind(i64::from(r.ok))
+        .bind(&r.stage)
+        .bind(&r.error)
+        .bind(r.total_ms)
+        .bind(serde_json::Value::Object(stages).to_string())
+        .bind(received_at)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await
 }
 
-/// The latest result of a domain: (at, ok, stage, error, total ms).
+/// A stored result as the round keeper reads it back.
+#[derive(Debug, Clone)]
+pub struct ReceivedResult {
+    pub id: String,
+    pub received_at: i64,
+    pub result: StoredResult,
+}
+
+/// Results the panel stored at or after `since` (its own clock), oldest first.
+pub async fn received_since(db: &Pool, since: i64) -> Result<Vec<ReceivedResult>, sqlx::Error> {
+    sqlx::query(
+        "SELECT id, received_at, domain_id, location, at, ok, stage, error, total_ms FROM probe_results
+         WHERE received_at >= $1 ORDER BY received_at, at",
+    )
+    .bind(since)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(ReceivedResult {
+            id: r.try_get("id")?,
+            received_at: r.try_get("received_at")?,
+            result: StoredResult {
+                domain_id: r.try_get("domain_id")?,
+                location: r.try_get("location")?,
+                at: r.try_get("at")?,
+                ok: r.try_get::<i64, _>("ok")? != 0,
+                stage: r.try_get("stage")?,
+                error: r.try_get("error")?,
+                total_ms: r.try_get("total_ms")?,
+                stages: Vec::new(),
+            },
+        })
+    })
+    .collect()
+}
+
+/// A decided round of one domain, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRow {
+    pub round_start: i64,
+    pub up: bool,
+    pub stage: Option<String>,
+    /// The error of a failing location (for the dashboard), `None` when up.
+    pub error: Option<String>,
+    /// The fastest full login among the locations that passed.
+    pub total_ms: Option<i64>,
+    /// The latest probe time among the round's results.
+    pub checked_at: i64,
+    pub reporting: i64,
+    pub failing: i64,
+}
+
+/// Stores a decided round once: counts it in its hour and day, and makes it the domain's
+/// current status when it is the newest. Returns false when the round was stored before
+/// (a restarted panel reads recent results again).
+pub async fn store_round(db: &Pool, domain_id: &str, r: &RoundRow) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO probe_rounds (domain_id, round_start, up, stage, reporting, failing)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (domain_id, round_start) DO NOTHING",
+    )
+    .bind(domain_id)
+    .bind(r.round_start)
+    .bind(i64::from(r.up))
+    .bind(&r.stage)
+    .bind(r.reporting)
+    .bind(r.failing)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let (up, down) = (i64::from(r.up), i64::from(!r.up));
+    let hour = r.round_start.div_euclid(3600);
+    for (table, unit, key) in [
+        ("probe_hourly", "hour", hour),
+        ("probe_daily", "day", r.round_start.div_euclid(86_400)),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (domain_id, {unit}, up, down) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (domain_id, {unit}) DO UPDATE SET up = {table}.up + excluded.up, down = {table}.down + excluded.down"
+        ))
+        .bind(domain_id)
+        .bind(key)
+        .bind(up)
+        .bind(down)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let counts = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(up), 0) AS BIGINT) AS up, CAST(COALESCE(SUM(down), 0) AS BIGINT) AS down
+         FROM probe_hourly WHERE domain_id = $1 AND hour > $2",
+    )
+    .bind(domain_id)
+    .bind(hour - 24)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (up_24h, down_24h): (i64, i64) = (counts.try_get("up")?, counts.try_get("down")?);
+    sqlx::query(
+        "INSERT INTO probe_status (domain_id, round_start, checked_at, up, stage, error, total_ms, reporting, failing, up_24h, down_24h)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (domain_id) DO UPDATE SET round_start = excluded.round_start, checked_at = excluded.checked_at,
+            up = excluded.up, stage = excluded.stage, error = excluded.error, total_ms = excluded.total_ms,
+            reporting = excluded.reporting, failing = excluded.failing, up_24h = excluded.up_24h, down_24h = excluded.down_24h
+         WHERE probe_status.round_start <= excluded.round_start",
+    )
+    .bind(domain_id)
+    .bind(r.round_start)
+    .bind(r.checked_at)
+    .bind(i64::from(r.up))
+    .bind(&r.stage)
+    .bind(&r.error)
+    .bind(r.total_ms)
+    .bind(r.reporting)
+    .bind(r.failing)
+    .bind(up_24h)
+    .bind(down_24h)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A domain's current status: its latest decided round.
 #[derive(Debug, Clone)]
 pub struct Latest {
     pub at: i64,
@@ -136,28 +280,33 @@ pub struct Latest {
     pub stage: Option<String>,
     pub error: Option<String>,
     pub total_ms: i64,
+    /// Locations that reported in that round, and how many of them failed.
+    pub reporting: i64,
+    pub failing: i64,
 }
 
 pub async fn latest(db: &Pool, domain_id: &str) -> Result<Option<Latest>, sqlx::Error> {
     sqlx::query(
-        "SELECT at, ok, stage, error, total_ms FROM probe_results WHERE domain_id = $1 ORDER BY at DESC, id DESC LIMIT 1",
+        "SELECT checked_at, up, stage, error, total_ms, reporting, failing FROM probe_status WHERE domain_id = $1",
     )
     .bind(domain_id)
     .fetch_optional(db)
     .await?
     .map(|r| {
         Ok(Latest {
-            at: r.try_get("at")?,
-            ok: r.try_get::<i64, _>("ok")? != 0,
+            at: r.try_get("checked_at")?,
+            ok: r.try_get::<i64, _>("up")? != 0,
             stage: r.try_get("stage")?,
             error: r.try_get("error")?,
-            total_ms: r.try_get("total_ms")?,
+            total_ms: r.try_get::<Option<i64>, _>("total_ms")?.unwrap_or(0),
+            reporting: r.try_get("reporting")?,
+            failing: r.try_get("failing")?,
         })
     })
     .transpose()
 }
 
-/// (day, up, down) for days in (from_day, to_day], oldest first.
+/// (day, up, down) rounds for days in (from_day, to_day], oldest first.
 pub async fn daily(
     db: &Pool,
     domain_id: &str,
@@ -177,31 +326,39 @@ pub async fn daily(
     .collect()
 }
 
-/// Up and down results since `since` (for the 24-hour figure).
+/// Up and down rounds in the hours from the one holding `since` on (the 24-hour and 7-day
+/// figures, from the hourly roll-up).
 pub async fn counts_since(
     db: &Pool,
     domain_id: &str,
     since: i64,
 ) -> Result<(i64, i64), sqlx::Error> {
     let r = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(ok), 0) AS BIGINT) AS up, COUNT(*) AS total FROM probe_results WHERE domain_id = $1 AND at >= $2",
+        "SELECT CAST(COALESCE(SUM(up), 0) AS BIGINT) AS up, CAST(COALESCE(SUM(down), 0) AS BIGINT) AS down
+         FROM probe_hourly WHERE domain_id = $1 AND hour >= $2",
     )
     .bind(domain_id)
-    .bind(since)
+    .bind(since.div_euclid(3600))
     .fetch_one(db)
     .await?;
-    let up: i64 = r.try_get("up")?;
-    let total: i64 = r.try_get("total")?;
-    Ok((up, total - up))
+    Ok((r.try_get("up")?, r.try_get("down")?))
 }
 
-/// Drops raw results older than `before` (the daily roll-up stays).
-pub async fn prune(db: &Pool, before: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM probe_results WHERE at < $1")
-        .bind(before)
-        .execute(db)
-        .await?
-        .rows_affected())
+/// Drops raw results and rounds older than `before`, and hourly roll-ups older than
+/// `hours_before` (the daily roll-up stays).
+pub async fn prune(db: &Pool, before: i64, hours_before: i64) -> Result<u64, sqlx::Error> {
+    let mut n = 0;
+    for (sql, at) in [
+        ("DELETE FROM probe_results WHERE at < $1", before),
+        ("DELETE FROM probe_rounds WHERE round_start < $1", before),
+        (
+            "DELETE FROM probe_hourly WHERE hour < $1",
+            hours_before.div_euclid(3600),
+        ),
+    ] {
+        n += sqlx::query(sql).bind(at).execute(db).await?.rows_affected();
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone)]
@@ -305,29 +462,28 @@ pub struct OverviewRow {
     pub domain: String,
     pub state: String,
     pub node: Option<String>,
+    /// The node's health from its heartbeats (`up`, `down`, …) and its last heartbeat.
+    pub node_health: Option<String>,
+    pub node_heartbeat_at: Option<i64>,
     pub last_at: Option<i64>,
     pub last_ok: Option<bool>,
     pub last_stage: Option<String>,
     pub open_incident_since: Option<i64>,
-    /// Up and down results over the last 24 hours.
+    /// Up and down rounds over the last 24 hours.
     pub up: i64,
     pub down: i64,
 }
 
-/// Every placed domain with its latest result, open incident and 24-hour counts.
-pub async fn overview(db: &Pool, since: i64) -> Result<Vec<OverviewRow>, sqlx::Error> {
+/// Every placed domain with its current status, its node's heartbeat, open incident and
+/// 24-hour counts: one row a domain from `probe_status`, no scan of results.
+pub async fn overview(db: &Pool) -> Result<Vec<OverviewRow>, sqlx::Error> {
     sqlx::query(
-        "SELECT d.id, d.domain, d.state, n.name AS node,
-            (SELECT at FROM probe_results r WHERE r.domain_id = d.id ORDER BY at DESC LIMIT 1) AS last_at,
-            (SELECT ok FROM probe_results r WHERE r.domain_id = d.id ORDER BY at DESC LIMIT 1) AS last_ok,
-            (SELECT stage FROM probe_results r WHERE r.domain_id = d.id ORDER BY at DESC LIMIT 1) AS last_stage,
-            (SELECT MIN(started_at) FROM incidents i WHERE i.domain_id = d.id AND i.ended_at IS NULL) AS open_since,
-            (SELECT COUNT(*) FROM probe_results r WHERE r.domain_id = d.id AND r.at >= $1 AND r.ok = 1) AS up,
-            (SELECT COUNT(*) FROM probe_results r WHERE r.domain_id = d.id AND r.at >= $1 AND r.ok = 0) AS down
-         FROM domains d LEFT JOIN nodes n ON n.id = d.applied_node_id
+        "SELECT d.id, d.domain, d.state, n.name AS node, n.health AS node_health, n.last_heartbeat_at,
+            s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h,
+            (SELECT MIN(started_at) FROM incidents i WHERE i.domain_id = d.id AND i.ended_at IS NULL) AS open_since
+         FROM domains d LEFT JOIN nodes n ON n.id = d.applied_node_id LEFT JOIN probe_status s ON s.domain_id = d.id
          WHERE d.state IN ('provisioning', 'active', 'suspended')",
     )
-    .bind(since)
     .fetch_all(db)
     .await?
     .iter()
@@ -337,15 +493,145 @@ pub async fn overview(db: &Pool, since: i64) -> Result<Vec<OverviewRow>, sqlx::E
             domain: r.try_get("domain")?,
             state: r.try_get("state")?,
             node: r.try_get("node")?,
-            last_at: r.try_get("last_at")?,
+            node_health: r.try_get("node_health")?,
+            node_heartbeat_at: r.try_get("last_heartbeat_at")?,
+            last_at: r.try_get("checked_at")?,
             last_ok: r.try_get::<Option<i64>, _>("last_ok")?.map(|v| v != 0),
-            last_stage: r.try_get("last_stage")?,
+            last_stage: r.try_get("stage")?,
             open_incident_since: r.try_get("open_since")?,
-            up: r.try_get("up")?,
-            down: r.try_get("down")?,
+            up: r.try_get::<Option<i64>, _>("up_24h")?.unwrap_or(0),
+            down: r.try_get::<Option<i64>, _>("down_24h")?.unwrap_or(0),
         })
     })
     .collect()
+}
+
+/// A probe location besides the panel's own.
+#[derive(Debug, Clone)]
+pub struct LocationRow {
+    pub id: String,
+    pub name: String,
+    pub token_prefix: String,
+    pub created_at: i64,
+    pub last_seen_at: Option<i64>,
+    pub last_address: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+fn location_row(r: &sqlx::any::AnyRow) -> Result<LocationRow, sqlx::Error> {
+    Ok(LocationRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        token_prefix: r.try_get("token_prefix")?,
+        created_at: r.try_get("created_at")?,
+        last_seen_at: r.try_get("last_seen_at")?,
+        last_address: r.try_get("last_address")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const LOCATION_COLUMNS: &str =
+    "id, name, token_prefix, created_at, last_seen_at, last_address, revoked_at";
+
+/// The SHA-256 of a probe token, as stored.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Adds a location and returns its token (shown once). `None` when the name is taken.
+pub async fn create_location(
+    db: &Pool,
+    name: &str,
+    created_by: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let token = format!("rkp_{}", crate::clock::new_token());
+    let done = sqlx::query(
+        "INSERT INTO probe_locations (id, name, token_hash, token_prefix, created_at, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(new_id())
+    .bind(name)
+    .bind(token_hash(&token))
+    .bind(token.chars().take(10).collect::<String>())
+    .bind(now)
+    .bind(created_by)
+    .execute(db)
+    .await?;
+    Ok((done.rows_affected() == 1).then_some(token))
+}
+
+pub async fn locations(db: &Pool) -> Result<Vec<LocationRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {LOCATION_COLUMNS} FROM probe_locations ORDER BY revoked_at IS NOT NULL, name"
+    ))
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(location_row)
+    .collect()
+}
+
+/// The unrevoked location a token belongs to; notes that it was seen (and from where).
+pub async fn location_by_token(
+    db: &Pool,
+    token: &str,
+    now: i64,
+    address: &str,
+) -> Result<Option<LocationRow>, sqlx::Error> {
+    let hash = token_hash(token);
+    let row = sqlx::query(&format!(
+        "SELECT {LOCATION_COLUMNS} FROM probe_locations WHERE token_hash = $1 AND revoked_at IS NULL"
+    ))
+    .bind(&hash)
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    sqlx::query(
+        "UPDATE probe_locations SET last_seen_at = $1, last_address = $2 WHERE token_hash = $3",
+    )
+    .bind(now)
+    .bind(address)
+    .bind(&hash)
+    .execute(db)
+    .await?;
+    location_row(&row).map(Some)
+}
+
+/// Revokes a location: its token stops working and it no longer counts for quorum.
+pub async fn revoke_location(db: &Pool, id: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE probe_locations SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING name",
+    )
+    .bind(now)
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| r.try_get("name")).transpose()
+}
+
+/// Names of the remote locations seen since `since` and not revoked.
+pub async fn active_locations(db: &Pool, since: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT name FROM probe_locations WHERE revoked_at IS NULL AND last_seen_at >= $1 ORDER BY name",
+    )
+    .bind(since)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| r.try_get("name"))
+    .collect()
+}
+
+/// Active and suspended domains by id, for validating a remote location's results.
+pub async fn probed_domain_ids(db: &Pool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("SELECT id FROM domains WHERE state IN ('active', 'suspended')")
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect()
 }
 
 /// Worst first: open incidents (oldest first), then failing, then by 24-hour uptime,
@@ -389,6 +675,8 @@ mod tests {
             domain: domain.into(),
             state: "active".into(),
             node: None,
+            node_health: None,
+            node_heartbeat_at: None,
             last_at: ok.map(|_| 0),
             last_ok: ok,
             last_stage: None,

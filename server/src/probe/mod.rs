@@ -24,6 +24,9 @@
 
 mod client;
 pub mod db;
+pub mod remote;
+pub mod rounds;
+pub mod runner;
 pub mod scheduler;
 pub mod scram;
 mod tls;
@@ -33,8 +36,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-pub use client::probe;
-pub use tls::{tls_config_webpki, tls_config_with_roots};
+pub use client::{probe, send_message};
+pub use tls::{tls_config_webpki, tls_config_with_pems, tls_config_with_roots};
 
 /// A step of the probe, in the order they run; [`Stage::Timeout`] is the failure when
 /// the probe as a whole ran out of time.
@@ -71,6 +74,14 @@ impl Stage {
             Stage::Message => "message",
             Stage::Timeout => "timeout",
         }
+    }
+
+    /// The stage with this name (`"connect"`, … `"timeout"`).
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL
+            .into_iter()
+            .chain([Stage::Timeout])
+            .find(|s| s.as_str() == name)
     }
 
     /// What the stage is waiting for, as the end of "no … within 10 s".

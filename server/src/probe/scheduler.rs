@@ -1,21 +1,19 @@
-//! The prober inside the panel: every active domain is probed once per interval, the
-//! domains spread evenly over the interval (each at its own offset), at most
-//! `concurrency` probes at a time, each in its own task so a slow domain never delays the
-//! others. It also creates each domain's probe account (a system account on the node) and
-//! opens and closes incidents from consecutive results.
+//! The prober inside the panel: the panel's own probes (through [`Runner`]: every active
+//! domain once per interval at its own offset, bounded concurrency, a task each), the probe
+//! accounts (a system account on each domain's node), and the round keeper: it reads every
+//! location's stored results, decides rounds by quorum ([`Keeper`]), stores them with their
+//! hourly and daily roll-ups, and opens and closes incidents from consecutive rounds.
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use secrecy::SecretString;
-use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
-use super::{ProbeTarget, db, probe, tls_config_webpki, tls_config_with_roots};
+use super::{
+    db,
+    rounds::Keeper,
+    runner::{Finished, RunTarget, Runner},
+    tls_config_webpki, tls_config_with_roots,
+};
 use crate::{
     nodes::db as nodes,
     state::AppState,
@@ -26,20 +24,12 @@ use crate::{
 /// The probe account's user name on every vhost.
 pub const PROBE_USERNAME: &str = "rookery-probe";
 
-/// Where in the interval a domain is probed: a stable offset from its id.
-pub fn offset(domain_id: &str, interval: u64) -> u64 {
-    let h = Sha256::digest(domain_id.as_bytes());
-    u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) % interval.max(1)
-}
-
-/// The trust roots: configured PEM files, else the public web PKI plus the local node's
-/// generated certificates (the demo's domains have self-signed ones).
-fn trust(state: &AppState) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+/// The trust roots' PEM files: the configured ones, else (when the local node runs) the
+/// local node's generated certificates (the demo's domains have self-signed ones); empty
+/// means the public web PKI.
+pub fn trust_files(state: &AppState) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = state.settings.probe.trust_roots.clone();
-    if files.is_empty() {
-        if !state.settings.local_node.enabled {
-            return Ok(tls_config_webpki());
-        }
+    if files.is_empty() && state.settings.local_node.enabled {
         let dir = state
             .settings
             .local_node
@@ -52,9 +42,15 @@ fn trust(state: &AppState) -> anyhow::Result<Arc<rustls::ClientConfig>> {
                 p.extension().is_some_and(|x| x == "crt") && !p.ends_with("_control.crt")
             }));
         }
-        if files.is_empty() {
-            return Ok(tls_config_webpki());
-        }
+        files.sort();
+    }
+    files
+}
+
+fn trust(state: &AppState) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let files = trust_files(state);
+    if files.is_empty() {
+        return Ok(tls_config_webpki());
     }
     tls_config_with_roots(&files)
 }
@@ -113,50 +109,59 @@ pub async fn ensure_accounts(
     Ok(())
 }
 
-/// Runs forever: each second, the domains whose turn it is are probed.
+/// Runs forever: the probe accounts, the panel's own probes (unless `panel_probes` is
+/// off), and the round keeper that decides rounds from every location's results.
 pub async fn run_forever(state: AppState) {
-    let interval = state.settings.probe.interval_secs.max(1);
-    let permits = Arc::new(Semaphore::new(state.settings.probe.concurrency.max(1)));
-    let in_flight: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
-    let mut streaks: HashMap<String, Streak> = HashMap::new();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(
-        String,
-        bool,
-        Option<String>,
-        Option<String>,
-        i64,
-    )>();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut second: u64 = 0;
+    tokio::spawn(accounts_forever(state.clone()));
+    if state.settings.probe.panel_probes {
+        tokio::spawn(probes_forever(state.clone()));
+    }
+    rounds_forever(state).await;
+}
+
+/// Creates missing probe accounts every few seconds (in its own task, so a slow node API
+/// never delays a probe).
+async fn accounts_forever(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut tried = HashMap::new();
-    let mut trusted: Option<(std::time::Instant, Arc<rustls::ClientConfig>)> = None;
     loop {
         tick.tick().await;
-        second += 1;
         if let Err(e) = ensure_accounts(&state, &mut tried, 30).await {
             tracing::warn!(error = format!("{e:#}"), "probe accounts");
         }
-        // Results that came in: incidents.
-        while let Ok((domain_id, ok, stage, error, at)) = done_rx.try_recv() {
-            if !streaks.contains_key(&domain_id) {
-                match Streak::new(&state, &domain_id).await {
-                    Ok(s) => {
-                        streaks.insert(domain_id.clone(), s);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = format!("{e:#}"), "incident bookkeeping failed");
-                        continue;
-                    }
+    }
+}
+
+/// Each second, the panel's own probes of the domains whose turn it is; results are
+/// stored as they finish (in batches) with the panel's location.
+async fn probes_forever(state: AppState) {
+    let p = &state.settings.probe;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    let runner = Runner::new(
+        p.interval_secs,
+        Duration::from_secs(p.timeout_secs),
+        p.concurrency,
+        done_tx,
+    );
+    let recorder = {
+        let state = state.clone();
+        async move {
+            let mut batch = Vec::new();
+            while let Some(first) = done_rx.recv().await {
+                batch.push(first);
+                while let Ok(more) = done_rx.try_recv() {
+                    batch.push(more);
                 }
-            }
-            if let Some(streak) = streaks.get_mut(&domain_id)
-                && let Err(e) = streak
-                    .observe(&state, &domain_id, ok, stage, error, at)
-                    .await
-            {
-                tracing::warn!(error = format!("{e:#}"), "incident bookkeeping failed");
+                record_local(&state, std::mem::take(&mut batch)).await;
             }
         }
+    };
+    tokio::spawn(recorder);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut trusted: Option<(std::time::Instant, Arc<rustls::ClientConfig>)> = None;
+    loop {
+        tick.tick().await;
+        let now = state.clock.now();
         let targets = match db::targets(&state.db).await {
             Ok(t) => t,
             Err(e) => {
@@ -164,10 +169,9 @@ pub async fn run_forever(state: AppState) {
                 continue;
             }
         };
-        let now_s = u64::try_from(state.clock.now()).unwrap_or(second);
         let due: Vec<db::Target> = targets
             .into_iter()
-            .filter(|t| now_s % interval == offset(&t.domain_id, interval))
+            .filter(|t| runner.is_due(&t.domain_id, now))
             .collect();
         if due.is_empty() {
             continue;
@@ -193,87 +197,146 @@ pub async fn run_forever(state: AppState) {
             continue;
         };
         for t in due {
-            // A domain still being probed from the last round is not probed twice.
-            if !in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(t.domain_id.clone())
+            let password = match state
+                .sealer
+                .open(&db::password_context(&t.domain_id), &t.password_sealed)
             {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(domain = t.domain, error = %e, "the probe password cannot be opened");
+                    continue;
+                }
+            };
+            runner.launch(
+                RunTarget {
+                    domain_id: t.domain_id,
+                    domain: t.domain,
+                    host: t.host,
+                    port: t.port,
+                    username: t.username,
+                    password: SecretString::from(password),
+                },
+                tls.clone(),
+                now,
+            );
+        }
+    }
+}
+
+/// Stores the panel's own results and exports them as metrics.
+async fn record_local(state: &AppState, batch: Vec<Finished>) {
+    let location = &state.settings.probe.location;
+    let rows: Vec<db::StoredResult> = batch
+        .iter()
+        .map(|f| db::StoredResult::new(&f.domain_id, location, f.at, &f.result))
+        .collect();
+    if let Err(e) = db::insert_results(&state.db, &rows, state.clock.now()).await {
+        tracing::warn!(error = %e, results = rows.len(), "recording probe results failed");
+    }
+    for f in batch {
+        let result = &f.result;
+        if !result.ok {
+            tracing::info!(domain = f.domain, stage = ?result.failed_stage, error = ?result.error, "probe failed");
+        }
+        let m = &state.metrics;
+        let outcome = result.failed_stage.map(|s| s.as_str()).unwrap_or("ok");
+        m.probes
+            .get_or_create(&ProbeLabels {
+                domain: f.domain.clone(),
+                outcome,
+            })
+            .inc();
+        let label = DomainLabels { domain: f.domain };
+        m.probe_up.get_or_create(&label).set(i64::from(result.ok));
+        m.probe_duration_ms
+            .get_or_create(&label)
+            .set(i64::try_from(result.total.as_millis()).unwrap_or(i64::MAX));
+    }
+}
+
+/// The remote locations that count now: not revoked and heard from within two intervals
+/// and a probe's timeout (a stopped `rookery probe` stops holding rounds back).
+pub async fn active_locations(state: &AppState, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    let p = &state.settings.probe;
+    let window = i64::try_from(2 * p.interval_secs.max(1) + p.timeout_secs + 10).unwrap_or(300);
+    let mut active = db::active_locations(&state.db, now - window).await?;
+    if p.panel_probes {
+        active.push(p.location.clone());
+    }
+    active.sort();
+    active.dedup();
+    Ok(active)
+}
+
+/// Each second: reads the results stored since the last look (the panel's own and the
+/// remote locations'), decides the rounds that are complete or overdue, stores them with
+/// their roll-ups, and opens and closes incidents. Prunes old data once an hour.
+async fn rounds_forever(state: AppState) {
+    let p = state.settings.probe.clone();
+    let interval = i64::try_from(p.interval_secs.max(1)).unwrap_or(60);
+    let grace = i64::try_from(p.timeout_secs).unwrap_or(10) + 5;
+    let mut keeper = Keeper::new(interval, grace, state.clock.now());
+    let mut streaks: HashMap<String, Streak> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_prune = 0;
+    loop {
+        tick.tick().await;
+        let now = state.clock.now();
+        match db::received_since(&state.db, keeper.since()).await {
+            Ok(results) => keeper.add(results),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading probe results failed");
                 continue;
             }
-            let (state, permits, in_flight, tls, done) = (
-                state.clone(),
-                permits.clone(),
-                in_flight.clone(),
-                tls.clone(),
-                done_tx.clone(),
-            );
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let password = state
-                    .sealer
-                    .open(&db::password_context(&t.domain_id), &t.password_sealed)
-                    .unwrap_or_default();
-                let target = ProbeTarget {
-                    host: t.host.clone(),
-                    port: t.port,
-                    domain: t.domain.clone(),
-                    username: t.username.clone(),
-                    password: SecretString::from(password),
-                    tls,
-                };
-                let at = state.clock.now();
-                let result = probe(
-                    &target,
-                    Duration::from_secs(state.settings.probe.timeout_secs),
-                )
-                .await;
-                if let Err(e) = db::record(
-                    &state.db,
-                    &t.domain_id,
-                    &state.settings.probe.location,
-                    at,
-                    &result,
-                )
-                .await
-                {
-                    tracing::warn!(domain = t.domain, error = %e, "recording a probe result failed");
-                }
-                if !result.ok {
-                    tracing::info!(domain = t.domain, stage = ?result.failed_stage, error = ?result.error, "probe failed");
-                }
-                let m = &state.metrics;
-                let outcome = result.failed_stage.map(|s| s.as_str()).unwrap_or("ok");
-                m.probes
-                    .get_or_create(&ProbeLabels {
-                        domain: t.domain.clone(),
-                        outcome,
-                    })
-                    .inc();
-                let label = DomainLabels {
-                    domain: t.domain.clone(),
-                };
-                m.probe_up.get_or_create(&label).set(i64::from(result.ok));
-                m.probe_duration_ms
-                    .get_or_create(&label)
-                    .set(i64::try_from(result.total.as_millis()).unwrap_or(i64::MAX));
-                let stage = result.failed_stage.map(|s| s.as_str().to_string());
-                let _ = done.send((
-                    t.domain_id.clone(),
-                    result.ok,
-                    stage,
-                    result.error.clone(),
-                    at,
-                ));
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&t.domain_id);
-            });
         }
-        if second.is_multiple_of(3600) {
-            let keep = state.settings.probe.retention_days * 86_400;
-            if let Err(e) = db::prune(&state.db, state.clock.now() - keep).await {
+        let active = match active_locations(&state, now).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing probe locations failed");
+                continue;
+            }
+        };
+        let quorum = super::rounds::quorum(p.quorum, active.len());
+        for (domain_id, row) in keeper.ready(now, &active, quorum) {
+            match db::store_round(&state.db, &domain_id, &row).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(domain_id, error = %e, "storing a probe round failed");
+                    continue;
+                }
+            }
+            if !streaks.contains_key(&domain_id) {
+                match Streak::new(&state, &domain_id).await {
+                    Ok(s) => {
+                        streaks.insert(domain_id.clone(), s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "incident bookkeeping failed");
+                        continue;
+                    }
+                }
+            }
+            if let Some(streak) = streaks.get_mut(&domain_id)
+                && let Err(e) = streak
+                    .observe(
+                        &state,
+                        &domain_id,
+                        row.up,
+                        row.stage,
+                        row.error,
+                        row.round_start,
+                    )
+                    .await
+            {
+                tracing::warn!(error = format!("{e:#}"), "incident bookkeeping failed");
+            }
+        }
+        if now - last_prune >= 3600 {
+            last_prune = now;
+            let keep = p.retention_days * 86_400;
+            let keep_hours = p.hourly_retention_days.max(8) * 86_400;
+            if let Err(e) = db::prune(&state.db, now - keep, now - keep_hours).await {
                 tracing::warn!(error = %e, "pruning probe results failed");
             }
         }
@@ -347,23 +410,5 @@ impl Streak {
             None => {}
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::offset;
-
-    #[test]
-    fn offsets_are_stable_and_spread_over_the_interval() {
-        assert_eq!(offset("a", 60), offset("a", 60));
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..600 {
-            let o = offset(&format!("domain-{i}"), 60);
-            assert!(o < 60);
-            seen.insert(o);
-        }
-        assert!(seen.len() > 50, "600 domains use most of the 60 slots");
-        assert_eq!(offset("x", 1), 0);
     }
 }

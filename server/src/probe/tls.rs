@@ -25,19 +25,29 @@ pub fn tls_config_webpki() -> Arc<ClientConfig> {
 /// Trusts exactly the certificates in these PEM files (CA certificates, or a node's
 /// self-signed certificate, which then serves as its own trust anchor).
 pub fn tls_config_with_roots<P: AsRef<Path>>(pem_files: &[P]) -> anyhow::Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
+    let mut pems = Vec::new();
     for file in pem_files {
         let file = file.as_ref();
-        let certs = CertificateDer::pem_file_iter(file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        for cert in certs {
-            let cert = cert.with_context(|| format!("a certificate in {}", file.display()))?;
+        pems.push(
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+        );
+    }
+    tls_config_with_pems(&pems)
+}
+
+/// Like [`tls_config_with_roots`], with the PEM text itself (what the panel hands a remote
+/// probe location).
+pub fn tls_config_with_pems(pems: &[String]) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for (n, pem) in pems.iter().enumerate() {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.with_context(|| format!("a certificate in trust root {}", n + 1))?;
             roots
                 .add(cert)
-                .with_context(|| format!("a trust anchor from {}", file.display()))?;
+                .with_context(|| format!("a trust anchor from trust root {}", n + 1))?;
         }
     }
-    ensure!(!roots.is_empty(), "no certificates in the trust root files");
+    ensure!(!roots.is_empty(), "no certificates in the trust roots");
     Ok(Arc::new(client_config(roots)))
 }
 

@@ -12,5 +12,6 @@ mod panel;
 mod panel_nodes;
 mod probe;
 mod provisioning;
+mod status_page;
 mod stripe_fake;
 mod uptime;
