@@ -46,6 +46,54 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub ordering: OrderingSettings,
     pub probe: ProbeSettings,
+    pub alerts: AlertSettings,
+}
+
+/// Alerts: incident alerts to customers (email, signed webhook, XMPP) and node alerts to
+/// the platform's admins, sent from an outbox with retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertSettings {
+    /// Queue and send alerts (the delivery worker runs in every panel process).
+    pub enabled: bool,
+    /// A domain hosted on this platform whose system account `rookery-alerts` sends XMPP
+    /// alerts (the panel creates it on the domain's node). Empty: no XMPP alerts.
+    pub xmpp_sender_domain: String,
+    /// Allow webhook URLs with `http://` and to loopback or private addresses (tests,
+    /// private deployments). Off: `https://` to public addresses only.
+    pub webhook_allow_local: bool,
+    /// Seconds one webhook call may take.
+    pub webhook_timeout_secs: u64,
+    /// Seconds one XMPP alert (log-in, message, close) may take.
+    pub xmpp_timeout_secs: u64,
+    /// How often the worker looks for due deliveries, milliseconds (it is also woken when
+    /// something is queued).
+    pub poll_interval_ms: u64,
+    /// Seconds a failing delivery keeps being retried before it is given up.
+    pub give_up_after_secs: i64,
+    /// Node alerts go to every admin's email, and here too when set: a webhook (signed
+    /// with `admin_webhook_secret`) and a chat address.
+    pub admin_webhook_url: String,
+    #[serde(serialize_with = "serialize_plain_secret")]
+    pub admin_webhook_secret: String,
+    pub admin_xmpp_jid: String,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            xmpp_sender_domain: String::new(),
+            webhook_allow_local: false,
+            webhook_timeout_secs: 10,
+            xmpp_timeout_secs: 15,
+            poll_interval_ms: 1000,
+            give_up_after_secs: 86_400,
+            admin_webhook_url: String::new(),
+            admin_webhook_secret: String::new(),
+            admin_xmpp_jid: String::new(),
+        }
+    }
 }
 
 /// The uptime prober: a real XMPP login to every active domain each interval.
@@ -269,6 +317,7 @@ impl Default for Settings {
             stripe: StripeSettings::default(),
             ordering: OrderingSettings::default(),
             probe: ProbeSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -421,6 +470,7 @@ impl Settings {
             "provisioning.down_after_misses, join_token_ttl_secs and max_retry_secs must be positive"
         );
         crate::dns::validate_settings(&self.dns).context("dns")?;
+        crate::alerts::validate_settings(&self.alerts).context("alerts")?;
         Ok(())
     }
 

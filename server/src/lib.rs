@@ -11,10 +11,12 @@
 //! - `nodes`: the node pool, enrollment, placement, the reconciler and the poller;
 //! - `seal`: secrets the panel keeps, sealed under its secret key;
 //! - `mail`: outgoing mail (SMTP, or the log and the admin outbox);
+//! - `alerts`: incident and node alerts by email, signed webhook and XMPP, from an outbox;
 //! - `ops`: health, readiness and metrics.
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod billing;
 pub mod clock;

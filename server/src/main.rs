@@ -39,6 +39,10 @@ enum Command {
         /// A PEM file with the CA of the panel's HTTPS certificate (default: the web PKI).
         #[arg(long)]
         panel_ca: Option<PathBuf>,
+        /// PEM files of the CAs to trust for the nodes' TLS instead of the panel's list
+        /// (repeat for several).
+        #[arg(long = "trust-root")]
+        trust_roots: Vec<PathBuf>,
     },
     /// Manage platform admins.
     Admin {
@@ -76,12 +80,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         panel,
         token,
         panel_ca,
+        trust_roots,
     } = command
     {
         return rookery::probe::remote::run(rookery::probe::remote::RemoteOptions {
             panel,
             token: token.into(),
             panel_ca,
+            trust_roots,
         })
         .await;
     }

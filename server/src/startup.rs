@@ -87,6 +87,7 @@ impl Application {
             tokio::spawn(nodes::reconcile::reconcile_forever(self.state.clone())),
             tokio::spawn(nodes::reconcile::poll_forever(self.state.clone())),
             tokio::spawn(probe_forever(self.state.clone())),
+            tokio::spawn(crate::alerts::worker::deliver_forever(self.state.clone())),
         ];
         tracing::info!("panel listening on http://{}", self.local_addr());
         let served = axum::serve(
@@ -183,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .merge(domains::router())
         .merge(crate::billing::router())
         .merge(crate::dns::router())
+        .merge(crate::alerts::router())
         .merge(crate::status_page::router())
         .merge(crate::probe::remote::routes())
         .fallback(|| async { AppError::NotFound })

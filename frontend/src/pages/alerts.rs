@@ -73,7 +73,9 @@ pub fn alerts(ctx: PageCtx, v: AlertsView) -> String {
         };
         let jid_hint = match &v.sender_jid {
             Some(_) => "A chat address like ops@chat.example.com. Empty: no chat alerts.",
-            None => "This platform does not send chat alerts yet; the address is kept for when it does.",
+            None => {
+                "This platform does not send chat alerts yet; the address is kept for when it does."
+            }
         };
         let contacts = if v.can_edit {
             view! {
@@ -89,7 +91,13 @@ pub fn alerts(ctx: PageCtx, v: AlertsView) -> String {
             }
             .into_any()
         } else {
-            let show = |s: &str| if s.is_empty() { "off".to_string() } else { s.to_string() };
+            let show = |s: &str| {
+                if s.is_empty() {
+                    "off".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
             view! {
                 <dl class="facts">
                     <dt>"Email"</dt><dd>{show(&v.email)}</dd>
@@ -133,7 +141,12 @@ pub fn alerts(ctx: PageCtx, v: AlertsView) -> String {
                 </section>
             }
         });
-        let log = deliveries_table(v.deliveries.clone(), csrf.clone(), v.can_edit.then(|| base.clone()), false);
+        let log = deliveries_table(
+            v.deliveries.clone(),
+            csrf.clone(),
+            v.can_edit.then(|| base.clone()),
+            false,
+        );
         view! {
             <Shell ctx=ctx>
                 <h1>"Alerts"</h1>
@@ -161,16 +174,23 @@ pub fn admin_deliveries(ctx: PageCtx, rows: Vec<DeliveryView>, filter: Option<St
             let current = on.then_some("page");
             view! { <a href=href aria-current=current class="button button-quiet button-small">{label}</a> }
         };
-        let f = filter.as_deref();
+        let f = filter.clone();
+        let f = f.as_deref();
+        let (all, pending, failed, delivered) = (
+            f.is_none(),
+            f == Some("pending"),
+            f == Some("failed"),
+            f == Some("delivered"),
+        );
         view! {
             <Shell ctx=ctx>
                 <h1>"Deliveries"</h1>
                 <p class="muted">"Alerts and webhooks the panel sends, newest first: customers' incident alerts and the admins' node alerts (every admin's email, plus the admin webhook and chat address in the settings)."</p>
                 <p class="row-actions">
-                    {link("/admin/deliveries", "All", f.is_none())}
-                    {link("/admin/deliveries?status=pending", "Pending", f == Some("pending"))}
-                    {link("/admin/deliveries?status=failed", "Failed", f == Some("failed"))}
-                    {link("/admin/deliveries?status=delivered", "Delivered", f == Some("delivered"))}
+                    {link("/admin/deliveries", "All", all)}
+                    {link("/admin/deliveries?status=pending", "Pending", pending)}
+                    {link("/admin/deliveries?status=failed", "Failed", failed)}
+                    {link("/admin/deliveries?status=delivered", "Delivered", delivered)}
                 </p>
                 {deliveries_table(rows, csrf, Some("/admin/deliveries".into()), true)}
             </Shell>

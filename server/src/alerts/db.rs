@@ -195,7 +195,11 @@ pub struct NewDelivery<'a> {
 /// Queues a delivery, due now. The same event to the same destination twice is one
 /// delivery (the unique key absorbs it): returns whether a row was added.
 #[tracing::instrument(skip_all)]
-pub async fn insert_delivery(db: &Pool, d: &NewDelivery<'_>, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn insert_delivery(
+    db: &Pool,
+    d: &NewDelivery<'_>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO deliveries (id, org_id, event_id, event_type, payload, channel, target, secret_sealed,
             status, attempts, next_attempt_at, give_up_at, created_at)
@@ -361,7 +365,11 @@ pub async fn redeliver(
 
 /// Whether a delivery exists (for the organisation, when given).
 #[tracing::instrument(skip_all)]
-pub async fn delivery_exists(db: &Pool, id: &str, org: Option<&OrgId>) -> Result<bool, sqlx::Error> {
+pub async fn delivery_exists(
+    db: &Pool,
+    id: &str,
+    org: Option<&OrgId>,
+) -> Result<bool, sqlx::Error> {
     let row = match org {
         Some(o) => {
             sqlx::query("SELECT id FROM deliveries WHERE id = $1 AND org_id = $2")
@@ -458,7 +466,11 @@ fn delivery_from_row(r: &sqlx::any::AnyRow) -> Result<DeliveryRow, sqlx::Error> 
 
 /// The organisation's latest deliveries, newest first.
 #[tracing::instrument(skip_all)]
-pub async fn deliveries_of(db: &Pool, org: &OrgId, limit: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+pub async fn deliveries_of(
+    db: &Pool,
+    org: &OrgId,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     sqlx::query(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN organisations o ON o.id = d.org_id
          WHERE d.org_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT $2"
@@ -479,7 +491,11 @@ pub async fn all_deliveries(
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    let filter = if status.is_some() { "WHERE d.status = $2" } else { "" };
+    let filter = if status.is_some() {
+        "WHERE d.status = $2"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN organisations o ON o.id = d.org_id
          {filter} ORDER BY d.created_at DESC, d.id DESC LIMIT $1"
@@ -488,12 +504,19 @@ pub async fn all_deliveries(
     if let Some(s) = status {
         q = q.bind(s);
     }
-    q.fetch_all(db).await?.iter().map(delivery_from_row).collect()
+    q.fetch_all(db)
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
 }
 
 /// The attempts of these deliveries, oldest first.
 #[tracing::instrument(skip_all)]
-pub async fn attempts_of(db: &Pool, delivery_ids: &[String]) -> Result<Vec<AttemptRow>, sqlx::Error> {
+pub async fn attempts_of(
+    db: &Pool,
+    delivery_ids: &[String],
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
     if delivery_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -577,12 +600,21 @@ pub async fn hosted_domain(db: &Pool, domain: &str) -> Result<Option<HostedDomai
 
 /// The sender account on `domain`: (node id, user name, sealed password).
 #[tracing::instrument(skip_all)]
-pub async fn sender(db: &Pool, domain: &str) -> Result<Option<(String, String, String)>, sqlx::Error> {
+pub async fn sender(
+    db: &Pool,
+    domain: &str,
+) -> Result<Option<(String, String, String)>, sqlx::Error> {
     sqlx::query("SELECT node_id, username, password_sealed FROM alert_senders WHERE domain = $1")
         .bind(domain)
         .fetch_optional(db)
         .await?
-        .map(|r| Ok((r.try_get("node_id")?, r.try_get("username")?, r.try_get("password_sealed")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("node_id")?,
+                r.try_get("username")?,
+                r.try_get("password_sealed")?,
+            ))
+        })
         .transpose()
 }
 

@@ -253,7 +253,11 @@ mod tests {
 
     #[test]
     fn unknown_events_fall_back_to_their_type_and_data() {
-        let event = Event::new("domain.created", 0, serde_json::json!({"domain": "x.example"}));
+        let event = Event::new(
+            "domain.created",
+            0,
+            serde_json::json!({"domain": "x.example"}),
+        );
         let text = describe(&event);
         assert_eq!(text.subject, "[Rookery] domain.created");
         assert!(text.body.contains("x.example"));

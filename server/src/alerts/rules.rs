@@ -43,9 +43,9 @@ pub fn jid(input: &str) -> Result<Option<String>, &'static str> {
     if !input.contains('@') {
         return Err("Enter a full chat address with a user name, like ops@chat.example.com.");
     }
-    let jid = Jid::parse(input).map_err(|_| {
-        "This is not a valid chat address (JID). Use the form user@chat.example.com."
-    })?;
+    let jid = Jid::parse(input).map_err(
+        |_| "This is not a valid chat address (JID). Use the form user@chat.example.com.",
+    )?;
     if jid.resource().is_some() {
         return Err("Leave out the resource (the part from the /): alerts go to user@domain.");
     }
@@ -66,8 +66,9 @@ pub fn webhook_url(input: &str, allow_local: bool) -> Result<Option<url::Url>, &
     if input.len() > 2000 {
         return Err("Use a URL of at most 2,000 characters.");
     }
-    let url = url::Url::parse(input)
-        .map_err(|_| "This is not a URL. Enter the full address, like https://hooks.example.com/rookery.")?;
+    let url = url::Url::parse(input).map_err(
+        |_| "This is not a URL. Enter the full address, like https://hooks.example.com/rookery.",
+    )?;
     match url.scheme() {
         "https" => {}
         "http" if allow_local => {}
@@ -90,7 +91,9 @@ pub fn webhook_url(input: &str, allow_local: bool) -> Result<Option<url::Url>, &
         Some(url::Host::Ipv6(ip)) => !is_public(IpAddr::V6(ip)),
     };
     if local && !allow_local {
-        return Err("The URL must point at a public host: loopback, private and local addresses are not allowed.");
+        return Err(
+            "The URL must point at a public host: loopback, private and local addresses are not allowed.",
+        );
     }
     Ok(Some(url))
 }
@@ -137,7 +140,11 @@ mod tests {
     fn retries_back_off_from_ten_seconds_to_hourly() {
         let delays: Vec<i64> = (1..=8).map(retry_delay).collect();
         assert_eq!(delays, [10, 30, 120, 600, 1800, 3600, 3600, 3600]);
-        assert_eq!(retry_delay(0), 10, "a zero count is treated as the first failure");
+        assert_eq!(
+            retry_delay(0),
+            10,
+            "a zero count is treated as the first failure"
+        );
     }
 
     #[test]
@@ -145,7 +152,10 @@ mod tests {
         let created = 1_000_000;
         let give_up = created + 86_400;
         assert_eq!(next_attempt(1, created, give_up), Some(created + 10));
-        assert_eq!(next_attempt(6, created + 80_000, give_up), Some(created + 83_600));
+        assert_eq!(
+            next_attempt(6, created + 80_000, give_up),
+            Some(created + 83_600)
+        );
         assert_eq!(next_attempt(7, created + 83_600, give_up), None);
         // Over a day of failures the schedule makes about 29 attempts, then gives up.
         let (mut now, mut attempts) = (created, 1);
@@ -170,8 +180,16 @@ mod tests {
             Some("ops@chat.example.com")
         );
         assert!(jid("chat.example.com").unwrap_err().contains("user name"));
-        assert!(jid("ops@chat.example.com/phone").unwrap_err().contains("resource"));
-        assert!(jid("o ps@chat.example.com").unwrap_err().contains("not a valid"));
+        assert!(
+            jid("ops@chat.example.com/phone")
+                .unwrap_err()
+                .contains("resource")
+        );
+        assert!(
+            jid("o ps@chat.example.com")
+                .unwrap_err()
+                .contains("not a valid")
+        );
         assert!(jid("ops@").is_err());
         assert!(jid("ops@localhost").unwrap_err().contains("domain name"));
         assert!(jid("ops@[::1]").is_err());
@@ -185,9 +203,17 @@ mod tests {
             ok("https://hooks.example.com/rookery?x=1", false),
             Ok(Some("https://hooks.example.com/rookery?x=1".into()))
         );
-        assert!(ok("http://hooks.example.com/", false).unwrap_err().contains("https"));
+        assert!(
+            ok("http://hooks.example.com/", false)
+                .unwrap_err()
+                .contains("https")
+        );
         assert!(ok("ftp://hooks.example.com/", true).is_err());
-        assert!(ok("hooks.example.com/x", false).unwrap_err().contains("not a URL"));
+        assert!(
+            ok("hooks.example.com/x", false)
+                .unwrap_err()
+                .contains("not a URL")
+        );
         assert!(ok("https://user:pw@hooks.example.com/", false).is_err());
         assert!(ok("https://hooks.example.com/#frag", false).is_err());
         for local in [
@@ -213,7 +239,16 @@ mod tests {
 
     #[test]
     fn public_addresses_are_told_from_internal_ones() {
-        for internal in ["127.0.0.1", "10.0.0.1", "172.16.0.1", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fc00::1"] {
+        for internal in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+        ] {
             assert!(!is_public(internal.parse().unwrap()), "{internal}");
         }
         for public in ["93.184.215.14", "1.1.1.1", "2606:4700::1111"] {

@@ -106,7 +106,10 @@ mod tests {
         let (t, v1) = header.split_once(",v1=").unwrap();
         assert_eq!(t, "t=1764147600");
         assert_eq!(v1.len(), 64);
-        assert!(v1.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            v1.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 
     #[test]
@@ -120,7 +123,13 @@ mod tests {
             Err(VerifyError::Mismatch)
         );
         assert_eq!(
-            verify("whsec_one", &header, b"{\"type\":\"incident.closed\"}", 1000, 300),
+            verify(
+                "whsec_one",
+                &header,
+                b"{\"type\":\"incident.closed\"}",
+                1000,
+                300
+            ),
             Err(VerifyError::Mismatch)
         );
     }

@@ -61,7 +61,14 @@ impl WebhookSender {
     }
 
     /// POSTs `body` to `url`, signed with `secret` at `now`.
-    pub async fn post(&self, url: &str, secret: &str, event_id: &str, body: &str, now: i64) -> Posted {
+    pub async fn post(
+        &self,
+        url: &str,
+        secret: &str,
+        event_id: &str,
+        body: &str,
+        now: i64,
+    ) -> Posted {
         let failed = |error: String| Posted {
             ok: false,
             http_status: None,
@@ -160,9 +167,8 @@ impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = found
                 .into_iter()
                 .filter(|a| rules::is_public(a.ip()))
@@ -182,14 +188,101 @@ impl Resolve for PublicOnly {
 mod tests {
     use super::*;
 
+    use std::str::FromStr;
+
+    use axum::{Router, http::HeaderMap, routing::post};
+
     #[tokio::test]
-    async fn names_that_resolve_only_inside_are_refused() {
+    async fn internal_urls_are_refused_before_any_request() {
         let sender = WebhookSender::new(false, Duration::from_secs(2)).unwrap();
         let posted = sender
             .post("https://localhost.:1/hook", "s", "e1", "{}", 0)
             .await;
         assert!(!posted.ok);
         assert!(posted.error.unwrap().contains("not allowed"));
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_only_to_internal_addresses_resolve_to_nothing() {
+        let resolved = PublicOnly
+            .resolve(Name::from_str("localhost").unwrap())
+            .await;
+        let err = resolved
+            .err()
+            .expect("localhost has no public address")
+            .to_string();
+        assert!(err.contains("no public address"), "{err}");
+    }
+
+    /// A receiver on loopback answering `status`, which hands over what it got.
+    async fn receiver(
+        status: u16,
+    ) -> (
+        String,
+        tokio::sync::mpsc::UnboundedReceiver<(HeaderMap, String)>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: String| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((headers, body));
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        "receiver says no\nreally",
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn a_webhook_is_posted_with_its_event_id_and_a_signature_that_verifies() {
+        let (url, mut got) = receiver(204).await;
+        let sender = WebhookSender::new(true, Duration::from_secs(5)).unwrap();
+        let body = r#"{"type":"incident.opened","id":"evt-1"}"#;
+        let posted = sender
+            .post(&url, "whsec_x", "evt-1", body, 1_700_000_000)
+            .await;
+        assert_eq!(
+            posted,
+            Posted {
+                ok: true,
+                http_status: Some(204),
+                error: None
+            }
+        );
+        let (headers, received) = got.recv().await.unwrap();
+        assert_eq!(received, body);
+        assert_eq!(headers["rookery-event-id"], "evt-1");
+        assert_eq!(headers["content-type"], "application/json");
+        let sig = headers["rookery-signature"].to_str().unwrap();
+        assert_eq!(
+            signature::verify("whsec_x", sig, received.as_bytes(), 1_700_000_010, 300),
+            Ok(())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_2xx_answer_fails_with_its_status_and_the_start_of_its_body() {
+        let (url, _got) = receiver(500).await;
+        let sender = WebhookSender::new(true, Duration::from_secs(5)).unwrap();
+        let posted = sender.post(&url, "s", "e", "{}", 0).await;
+        assert!(!posted.ok);
+        assert_eq!(posted.http_status, Some(500));
+        assert_eq!(
+            posted.error.as_deref(),
+            Some("HTTP 500: receiver says no really")
+        );
+        let (url, _got) = receiver(302).await;
+        let posted = sender.post(&url, "s", "e", "{}", 0).await;
+        assert_eq!(posted.http_status, Some(302));
+        assert!(posted.error.unwrap().contains("redirects are not followed"));
     }
 
     #[tokio::test]

@@ -52,7 +52,10 @@ pub async fn deliver_forever(state: AppState) {
     ) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "the webhook client cannot be built; alerts are not delivered");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the webhook client cannot be built; alerts are not delivered"
+            );
             return;
         }
     };
@@ -107,12 +110,22 @@ pub async fn deliver_due(state: &AppState, sender: &WebhookSender) -> anyhow::Re
             } else {
                 rules::next_attempt(attempts, now, d.give_up_at)
             };
-            let span = tracing::info_span!("delivery", id = d.id, channel = d.channel, event = d.event_type);
+            let span = tracing::info_span!(
+                "delivery",
+                id = d.id,
+                channel = d.channel,
+                event = d.event_type
+            );
             let _enter = span.enter();
             match (&outcome.error, next) {
                 (None, _) => tracing::info!(attempts, "delivered"),
                 (Some(e), Some(at)) => {
-                    tracing::warn!(attempts, error = e, retry_in = at - now, "delivery failed; will retry")
+                    tracing::warn!(
+                        attempts,
+                        error = e,
+                        retry_in = at - now,
+                        "delivery failed; will retry"
+                    )
                 }
                 (Some(e), None) => {
                     tracing::error!(attempts, error = e, "delivery failed; giving up")
@@ -154,7 +167,13 @@ async fn attempt(state: &AppState, sender: &WebhookSender, d: &Claimed) -> super
                 Err(e) => return failed(format!("the signing secret cannot be read: {e:#}")),
             };
             sender
-                .post(&d.target, &secret, &d.event_id, &d.payload, state.clock.now())
+                .post(
+                    &d.target,
+                    &secret,
+                    &d.event_id,
+                    &d.payload,
+                    state.clock.now(),
+                )
                 .await
         }
         "email" | "xmpp" => {

@@ -115,7 +115,11 @@ async fn ensure_sender(state: &AppState, hosted: &db::HostedDomain) -> Result<St
     )
     .await
     .map_err(|e| format!("database: {e}"))?;
-    tracing::info!(domain = hosted.domain, node = node.name, "alert sender account ready");
+    tracing::info!(
+        domain = hosted.domain,
+        node = node.name,
+        "alert sender account ready"
+    );
     Ok(password)
 }
 

@@ -449,6 +449,7 @@ async fn poll_node(state: &AppState, node: &NodeRow) -> anyhow::Result<()> {
             .await?;
             if down {
                 tracing::error!(node = node.name, error = %e, "node marked down");
+                crate::alerts::node_down(state, &node.id, &node.name, &e.to_string()).await;
                 nodes::audit(
                     &state.db,
                     None,
@@ -465,6 +466,7 @@ async fn poll_node(state: &AppState, node: &NodeRow) -> anyhow::Result<()> {
     };
     if node.health == "down" {
         tracing::info!(node = node.name, "node is back up");
+        crate::alerts::node_up(state, &node.id, &node.name).await;
         nodes::audit(
             &state.db,
             None,

@@ -292,6 +292,37 @@ pub struct RemoteOptions {
     pub token: SecretString,
     /// PEM file of the CA the panel's HTTPS certificate comes from (else the web PKI).
     pub panel_ca: Option<std::path::PathBuf>,
+    /// PEM files to trust for the nodes' TLS instead of the roots the panel hands out (a
+    /// location with its own CA bundle).
+    pub trust_roots: Vec<std::path::PathBuf>,
+}
+
+/// The panel refused the token: the location was revoked (or never existed). Probing
+/// stops, since nothing it measures would count.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the panel refused this location's token: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// An error answer from the panel; 401 becomes [`Refused`].
+async fn panel_error(r: reqwest::Response) -> anyhow::Error {
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    let detail = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::Error::new(Refused(detail))
+    } else {
+        anyhow::anyhow!("the panel answered {status}: {detail}")
+    }
 }
 
 /// Results kept while the panel is unreachable; the oldest go first beyond this.
@@ -310,10 +341,8 @@ pub async fn run(o: RemoteOptions) -> anyhow::Result<()> {
                 .send()
                 .await
                 .context("reaching the panel")?;
-            let status = r.status();
-            if !status.is_success() {
-                let text = r.text().await.unwrap_or_default();
-                anyhow::bail!("the panel answered {status}: {text}");
+            if !r.status().is_success() {
+                return Err(panel_error(r).await);
             }
             r.json::<Assignment>()
                 .await
@@ -335,6 +364,15 @@ pub async fn run(o: RemoteOptions) -> anyhow::Result<()> {
         current.concurrency,
         done_tx.clone(),
     );
+    let own_roots = if o.trust_roots.is_empty() {
+        None
+    } else {
+        Some(super::tls_config_with_roots(&o.trust_roots)?)
+    };
+    let trust = |a: &Assignment| match &own_roots {
+        Some(t) => Ok(t.clone()),
+        None => trust(a),
+    };
     let mut tls = trust(&current)?;
     let mut buffer: Vec<WireResult> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -367,6 +405,7 @@ pub async fn run(o: RemoteOptions) -> anyhow::Result<()> {
                     }
                     current = next;
                 }
+                Err(e) if e.is::<Refused>() => return Err(e),
                 Err(e) => tracing::warn!(
                     error = format!("{e:#}"),
                     "refreshing the assignment failed; probing the last one"
@@ -412,6 +451,7 @@ pub async fn run(o: RemoteOptions) -> anyhow::Result<()> {
                     tracing::warn!(reason = why, "the panel refused a result");
                 }
             }
+            Err(e) if e.is::<Refused>() => return Err(e),
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
                 buffered = buffer.len(),
@@ -436,10 +476,8 @@ async fn post_batch(
         .send()
         .await
         .context("reaching the panel")?;
-    let status = r.status();
-    if !status.is_success() {
-        let text = r.text().await.unwrap_or_default();
-        anyhow::bail!("the panel answered {status}: {text}");
+    if !r.status().is_success() {
+        return Err(panel_error(r).await);
     }
     let answer: BatchAnswer = r.json().await.context("reading the panel's answer")?;
     Ok((n, answer.rejected))

@@ -401,10 +401,12 @@ impl Streak {
                     self.first_error.as_deref(),
                 )
                 .await?;
+                crate::alerts::incident_opened(state, domain_id).await;
                 tracing::warn!(domain_id, stage, "incident opened");
             }
             Some(Transition::Closed { ended, .. }) => {
                 db::end_incident(&state.db, domain_id, ended).await?;
+                crate::alerts::incident_closed(state, domain_id, ended).await;
                 tracing::warn!(domain_id, "incident closed");
             }
             None => {}

@@ -1,5 +1,6 @@
 //! One test binary for every end-to-end test, so the workspace links it once.
 
+mod alerts;
 mod billing;
 mod browser;
 mod cli;

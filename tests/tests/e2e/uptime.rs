@@ -142,3 +142,189 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
     .await
     .expect("the incident closes");
 }
+
+/// `(reporting, failing, up)` of the domain's rounds decided so far, oldest first.
+async fn rounds(panel: &PanelProcess, domain: &str) -> Vec<(i64, i64, i64)> {
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.reporting, r.failing, r.up FROM probe_rounds r JOIN domains d ON d.id = r.domain_id
+         WHERE d.domain = $1 ORDER BY r.round_start",
+    )
+    .bind(domain)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// Starts `rookery probe` as a separate process; its output goes to `log`.
+fn start_location(
+    panel: &PanelProcess,
+    token: &str,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let out = std::fs::File::create(log).unwrap();
+    tokio::process::Command::new(rookery_tests::process::rookery_binary().unwrap())
+        .args(["probe", "--panel", &panel.base_url, "--token", token])
+        .args(extra)
+        .env_remove("ROOKERY_PROBE_TOKEN")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_remote_location_counts_toward_the_quorum_and_one_locations_trouble_is_no_outage() {
+    let (panel, _ports) = PanelProcess::start_demo(&[
+        ("ROOKERY_PROBE__INTERVAL_SECS", "1"),
+        ("ROOKERY_PROBE__TIMEOUT_SECS", "3"),
+        ("ROOKERY_PROBE__OPEN_AFTER", "2"),
+        ("ROOKERY_PROBE__CLOSE_AFTER", "2"),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ])
+    .await
+    .expect("the demo starts");
+    let customer = TestClient::new(&panel.base_url);
+    let r = customer
+        .post_form(
+            "/signup",
+            &[
+                ("email", unique_email("far").as_str()),
+                ("password", PASSWORD),
+                ("org_name", "Far away"),
+            ],
+        )
+        .await;
+    let org = location(&r).split('?').next().unwrap().to_string();
+    let r = customer
+        .post_form(&format!("{org}/domains"), &[("domain", "far.demo.test")])
+        .await;
+    let page = location(&r);
+    eventually(30, || async {
+        customer
+            .page(&page)
+            .await
+            .contains("data-probe-status=\"up\"")
+    })
+    .await
+    .expect("the panel's own prober reports the domain up");
+
+    // The admin adds a location; its token is shown once, with the command to run.
+    let admin = panel.admin_client().await.unwrap();
+    let r = admin
+        .post_form("/admin/uptime/locations", &[("name", "panel")])
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("id=\"location-error\""), "{html}");
+    let r = admin
+        .post_form("/admin/uptime/locations", &[("name", "eu-west")])
+        .await;
+    let html = r.text().await.unwrap();
+    let token = html
+        .split("id=\"location-token\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').nth(1))
+        .and_then(|rest| rest.split('<').next())
+        .expect("the token is shown")
+        .to_string();
+    assert!(token.starts_with("rkp_"), "{token}");
+    assert!(html.contains(&format!(
+        "rookery probe --panel {} --token {token}",
+        panel.base_url
+    )));
+
+    // A wrong token is refused at once, with a clear message.
+    let dir = tempfile::tempdir().unwrap();
+    let mut wrong = start_location(&panel, "rkp_wrong", &[], &dir.path().join("wrong.log"));
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), wrong.wait())
+        .await
+        .expect("a refused location stops")
+        .unwrap();
+    assert!(!status.success());
+    let said = std::fs::read_to_string(dir.path().join("wrong.log")).unwrap();
+    assert!(said.contains("unknown or was revoked"), "{said}");
+
+    // The location trusts a CA that did not sign the domain's certificate: from there the
+    // domain fails at TLS (its own network trouble), while the panel still logs in.
+    let other_ca = panel.data_dir().join("node/certs/_control.crt");
+    assert!(other_ca.exists(), "{}", other_ca.display());
+    let log = dir.path().join("eu-west.log");
+    let mut remote = start_location(
+        &panel,
+        &token,
+        &["--trust-root", other_ca.to_str().unwrap()],
+        &log,
+    );
+    eventually(30, || async {
+        let rs = rounds(&panel, "far.demo.test").await;
+        rs.iter().filter(|r| **r == (2, 1, 1)).count() >= 3
+    })
+    .await
+    .ok();
+    let seen = rounds(&panel, "far.demo.test").await;
+    assert!(
+        seen.iter().filter(|r| **r == (2, 1, 1)).count() >= 3,
+        "rounds with both locations, one failing, count as up: {seen:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let html = customer.page(&page).await;
+    assert!(html.contains("data-probe-status=\"up\""), "still up");
+    assert!(!html.contains("id=\"incidents\""), "no incident: {html}");
+    let overview = admin.page("/admin/uptime").await;
+    let row = overview
+        .split("data-location=\"eu-west\"")
+        .nth(1)
+        .expect("the location is listed");
+    assert!(
+        row[..row.find("</tr>").unwrap()].contains(">active<"),
+        "{row}"
+    );
+    assert!(
+        overview.contains("when 2 of the 2 active locations fail"),
+        "{overview}"
+    );
+
+    // Suspended: both locations fail, a quorum; the incident opens.
+    set_state(&panel, "far.demo.test", "suspended").await;
+    eventually(30, || async {
+        customer.page(&page).await.contains("id=\"incidents\"")
+    })
+    .await
+    .expect("an incident opens when every location fails");
+    assert!(rounds(&panel, "far.demo.test").await.contains(&(2, 2, 0)));
+    set_state(&panel, "far.demo.test", "active").await;
+
+    // Revoked: the location's process stops, and it no longer counts.
+    let overview = admin.page("/admin/uptime").await;
+    let at = overview.find("/admin/uptime/locations/").unwrap();
+    let action = &overview[at..at + overview[at..].find('"').unwrap()];
+    let r = admin.post_form(action, &[]).await;
+    assert_eq!(r.status(), 303);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), remote.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "a revoked location ({action}) stops: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("refused this location's token"),
+    );
+    eventually(30, || async {
+        let html = customer.page(&page).await;
+        html.contains("data-probe-status=\"up\"") && !html.contains("ongoing")
+    })
+    .await
+    .expect("the incident closes on the panel's rounds alone");
+}
