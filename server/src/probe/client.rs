@@ -7,7 +7,7 @@
 //! stanzas; its `Err` is the short reason a result shows, built by the `describe_*`
 //! functions from what the server said.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use rookery_node::proto::{
@@ -168,17 +168,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let asked = scram
         .read_server_first(&server_first)
         .map_err(|e| e.to_string())?;
-    // PBKDF2 is CPU work (thousands of HMACs): off the async workers.
-    let password = target.password.clone();
-    let salted = tokio::task::spawn_blocking(move || {
-        salted_password(
-            password.expose_secret().as_bytes(),
-            &asked.salt,
-            asked.iterations,
-        )
-    })
-    .await
-    .map_err(|e| format!("computing the SCRAM key failed: {e}"))?;
+    let salted = salted_cached(target, &asked.salt, asked.iterations).await?;
     let client_final = scram.client_final(&salted).map_err(|e| e.to_string())?;
     xml.send(&Element::new("response", ns::SASL).with_text(B64.encode(client_final)))
         .await?;
@@ -209,6 +199,56 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Salted passwords computed so far, by a digest of (domain, user, password, salt,
+/// iterations). PBKDF2 is most of a probe's CPU; like real clients, the prober computes it
+/// once per account and salt, and again only when the server's salt or iteration count (or
+/// the password) changes. Every login still runs the whole SCRAM exchange and checks the
+/// server's signature.
+static SALTED: std::sync::Mutex<Option<HashMap<[u8; 32], [u8; 32]>>> =
+    std::sync::Mutex::new(None);
+
+/// Entries kept at most; past it the cache starts over (one entry per probed domain).
+const SALTED_MAX: usize = 200_000;
+
+async fn salted_cached(target: &ProbeTarget, salt: &[u8], iterations: u32) -> Result<[u8; 32], String> {
+    use sha2::{Digest, Sha256};
+    let mut key = Sha256::new();
+    for part in [
+        target.domain.as_bytes(),
+        target.username.as_bytes(),
+        target.password.expose_secret().as_bytes(),
+        salt,
+    ] {
+        key.update((part.len() as u64).to_be_bytes());
+        key.update(part);
+    }
+    key.update(iterations.to_be_bytes());
+    let key: [u8; 32] = key.finalize().into();
+    if let Some(found) = SALTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
+        return Ok(*found);
+    }
+    // PBKDF2 is CPU work (thousands of HMACs): off the async workers.
+    let password = target.password.clone();
+    let salt = salt.to_vec();
+    let salted = tokio::task::spawn_blocking(move || {
+        salted_password(password.expose_secret().as_bytes(), &salt, iterations)
+    })
+    .await
+    .map_err(|e| format!("computing the SCRAM key failed: {e}"))?;
+    let mut cache = SALTED.lock().unwrap_or_else(|p| p.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= SALTED_MAX {
+        map.clear();
+    }
+    map.insert(key, salted);
+    Ok(salted)
 }
 
 /// A SASL answer's payload, decoded; `<failure/>` is an `Err` naming its condition.
