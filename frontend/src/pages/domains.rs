@@ -27,6 +27,9 @@ pub struct DomainView {
     pub uptime: Option<UptimeView>,
     /// The public status page switch, on the domain's own page.
     pub status_page: Option<StatusPageSwitch>,
+    /// The prober's verdict for the list: status ("up", "down", "incident") and the
+    /// 24-hour uptime; `None` before the first round.
+    pub probe: Option<(String, String)>,
 }
 
 /// Whether the domain's public status page is on, and where it is.
@@ -194,12 +197,19 @@ pub fn list(
         } else {
             view! {
                 <table class="table" id="domains">
-                    <thead><tr><th scope="col">"Domain"</th><th scope="col">"State"</th><th scope="col">"Server"</th><th scope="col">"Added"</th></tr></thead>
+                    <thead><tr><th scope="col">"Domain"</th><th scope="col">"State"</th><th scope="col">"Uptime, 24 h"</th><th scope="col">"Server"</th><th scope="col">"Added"</th></tr></thead>
                     <tbody>
                         {domains.into_iter().map(|d| view! {
                             <tr data-domain=d.domain.clone()>
                                 <td><a href=format!("{base}/{}", d.id)>{d.domain.clone()}</a></td>
                                 <td>{state_badge(&d.state)}{d.waiting.map(|w| view! { <br/><span class="muted small">{w}</span> })}</td>
+                                <td>{match d.probe {
+                                    Some((status, uptime)) => {
+                                        let class = if status == "up" { "badge badge-ok" } else { "badge badge-err" };
+                                        view! { <span class=class data-probe=status.clone()>{status.clone()}</span>" "{uptime} }.into_any()
+                                    }
+                                    None => view! { <span class="muted">"not checked yet"</span> }.into_any(),
+                                }}</td>
                                 <td>{d.server.unwrap_or_else(|| "not placed yet".into())}</td>
                                 <td>{d.created}</td>
                             </tr>

@@ -123,6 +123,7 @@ fn view(d: &DomainRow) -> DomainView {
         },
         usage: None,
         uptime: None,
+        probe: None,
         status_page: None,
     }
 }
@@ -329,10 +330,22 @@ async fn render_list(
     access: &OrgAccess,
     form: OrderForm,
 ) -> AppResult<Html<String>> {
+    let probes = crate::probe::db::org_summary(&state.db, &access.org.id.0).await?;
     let list = db::for_org(&state.db, &access.org.id.0)
         .await?
         .iter()
-        .map(view)
+        .map(|d| {
+            let mut v = view(d);
+            v.probe = probes.get(&d.id).map(|s| {
+                let status = match (s.incident, s.up) {
+                    (true, _) => "incident",
+                    (false, true) => "up",
+                    (false, false) => "down",
+                };
+                (status.to_string(), percent(s.up_24h, s.down_24h))
+            });
+            v
+        })
         .collect();
     let plans = plan_choices(state).await?;
     let ctx = ctx(

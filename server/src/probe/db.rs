@@ -506,6 +506,43 @@ pub async fn overview(db: &Pool) -> Result<Vec<OverviewRow>, sqlx::Error> {
     .collect()
 }
 
+/// A domain's status in its organisation's domain list.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub up: bool,
+    pub incident: bool,
+    pub up_24h: i64,
+    pub down_24h: i64,
+}
+
+/// The status of every probed domain of an organisation, by domain id.
+pub async fn org_summary(
+    db: &Pool,
+    org_id: &str,
+) -> Result<std::collections::HashMap<String, Summary>, sqlx::Error> {
+    sqlx::query(
+        "SELECT s.domain_id, s.up, s.up_24h, s.down_24h,
+            (SELECT COUNT(*) FROM incidents i WHERE i.domain_id = s.domain_id AND i.ended_at IS NULL) AS open
+         FROM probe_status s JOIN domains d ON d.id = s.domain_id WHERE d.org_id = $1",
+    )
+    .bind(org_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("domain_id")?,
+            Summary {
+                up: r.try_get::<i64, _>("up")? != 0,
+                incident: r.try_get::<i64, _>("open")? > 0,
+                up_24h: r.try_get("up_24h")?,
+                down_24h: r.try_get("down_24h")?,
+            },
+        ))
+    })
+    .collect()
+}
+
 /// A probe location besides the panel's own.
 #[derive(Debug, Clone)]
 pub struct LocationRow {

@@ -64,6 +64,11 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
     .expect("the prober reports the domain up");
     let html = customer.page(&page).await;
     assert!(html.contains("100 %"), "uptime so far is 100 %");
+    let list = customer.page(&format!("{org}/domains")).await;
+    assert!(
+        list.contains("data-probe=\"up\""),
+        "the domain list shows the status: {list}"
+    );
     assert_eq!(
         html.matches("class=\"day day-").count(),
         90,
@@ -116,6 +121,8 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
         html.contains("tls: policy-violation"),
         "the failing step and reason: {html}"
     );
+    let list = customer.page(&format!("{org}/domains")).await;
+    assert!(list.contains("data-probe=\"incident\""), "{list}");
 
     // The admin overview puts the domain with an open incident first.
     let admin = panel.admin_client().await.unwrap();
