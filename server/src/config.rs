@@ -24,6 +24,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Connection pool size.
     pub database_max_connections: u32,
+    /// Seconds a panel process holds a leader lease (reconciler, node poller, prober,
+    /// sweeps) without renewing it; a standby panel takes over after at most this long.
+    pub lease_secs: i64,
     /// SMTP submission URL understood by lettre, e.g. `smtps://user:pass@mail.example.com`
     /// or `smtp://mail.example.com:587?tls=required`. Empty: mail goes to the log and the
     /// admin outbox only.
@@ -304,6 +307,7 @@ impl Default for Settings {
             database_url: String::new(),
             data_dir: PathBuf::from("./data"),
             database_max_connections: 10,
+            lease_secs: 15,
             smtp_url: None,
             mail_from: "Rookery <noreply@localhost>".into(),
             behind_proxy: false,

@@ -25,6 +25,7 @@ pub mod db;
 pub mod dns;
 pub mod domains;
 pub mod error;
+pub mod lease;
 pub mod mail;
 pub mod nodes;
 pub mod ops;

@@ -82,11 +82,18 @@ impl Application {
         } else {
             None
         };
+        // Work done once per deployment runs where its lease is held; with one panel
+        // process, that is here.
+        let lead = |name: &'static str, work: fn(AppState) -> BoxFuture| {
+            tokio::spawn(crate::lease::run_as_leader(self.state.clone(), name, work))
+        };
         let background = [
-            tokio::spawn(sweep_forever(self.state.clone())),
-            tokio::spawn(nodes::reconcile::reconcile_forever(self.state.clone())),
-            tokio::spawn(nodes::reconcile::poll_forever(self.state.clone())),
-            tokio::spawn(probe_forever(self.state.clone())),
+            lead("sweep", |s| Box::pin(sweep_forever(s))),
+            lead("reconcile", |s| {
+                Box::pin(nodes::reconcile::reconcile_forever(s))
+            }),
+            lead("poll", |s| Box::pin(nodes::reconcile::poll_forever(s))),
+            lead("probe", |s| Box::pin(probe_forever(s))),
             tokio::spawn(crate::alerts::worker::deliver_forever(self.state.clone())),
         ];
         tracing::info!("panel listening on http://{}", self.local_addr());
@@ -99,6 +106,9 @@ impl Application {
         .await;
         for task in background {
             task.abort();
+        }
+        for name in ["sweep", "reconcile", "poll", "probe"] {
+            let _ = crate::lease::release(&self.state.db, name, crate::lease::holder_id()).await;
         }
         if let Some(node) = local_node {
             let _ = node.stop.send(());
@@ -167,6 +177,8 @@ async fn shared_key(pool: &db::Pool, name: &str, now: i64) -> anyhow::Result<[u8
         .try_into()
         .map_err(|_| anyhow::anyhow!("the stored key has the wrong length"))
 }
+
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {

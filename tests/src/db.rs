@@ -25,6 +25,15 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// The same database for a second process, without owning it (the original removes
+    /// it when dropped, so drop this one first).
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _tmp: None,
+        }
+    }
+
     /// Tells whether this database lives on PostgreSQL (rather than in a SQLite file).
     pub fn is_postgres(&self) -> bool {
         self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")

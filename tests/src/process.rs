@@ -90,6 +90,36 @@ impl PanelProcess {
         Err(last_error.expect("at least one attempt ran"))
     }
 
+    /// A second panel process on this one's database (and secret key), with a data folder
+    /// of its own, as a deployment with several panels behind a load balancer runs.
+    pub async fn start_sibling(&self, extra_env: &[(&str, &str)]) -> anyhow::Result<PanelProcess> {
+        let key = std::fs::read_to_string(self.data_dir.path().join("secret.key"))
+            .context("reading the first panel's secret key")?;
+        let data_dir = tempfile::Builder::new()
+            .prefix("rookery-test-panel-")
+            .tempdir()
+            .context("creating the panel's data folder")?;
+        let mut env: Vec<(&str, &str)> = vec![("ROOKERY_SECRET_KEY", key.trim())];
+        env.extend_from_slice(extra_env);
+        let database = self.database.shared();
+        let port = free_loopback_port()?;
+        let child = match spawn_panel(port, &database, data_dir.path(), &env).await {
+            Ok(child) => child,
+            Err(StartError::Exited(e) | StartError::Other(e)) => return Err(e),
+        };
+        Ok(PanelProcess {
+            base_url: format!("http://127.0.0.1:{port}"),
+            database,
+            child,
+            data_dir,
+            port,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
     /// The README's demo: the panel with its in-process local node, on free loopback ports,
     /// plus `extra_env`. Returns where the local node listens.
     pub async fn start_demo(
@@ -154,6 +184,12 @@ impl PanelProcess {
         format!("{}{path}", self.base_url)
     }
 
+    /// The process id of the running panel (None once it has exited and been waited for),
+    /// for benchmarks that read its CPU time and memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The panel's data folder (also its working directory).
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
@@ -206,6 +242,12 @@ impl PanelProcess {
             Err(StartError::Exited(e) | StartError::Other(e)) => return Err(e),
         };
         Ok(())
+    }
+
+    /// Kills the panel (SIGKILL, as in a crash) and waits until it is gone; the database
+    /// and data folder stay until the struct drops.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Kills the panel and waits until it is gone.

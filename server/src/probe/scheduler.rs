@@ -112,11 +112,17 @@ pub async fn ensure_accounts(
 /// Runs forever: the probe accounts, the panel's own probes (unless `panel_probes` is
 /// off), and the round keeper that decides rounds from every location's results.
 pub async fn run_forever(state: AppState) {
-    tokio::spawn(accounts_forever(state.clone()));
-    if state.settings.probe.panel_probes {
-        tokio::spawn(probes_forever(state.clone()));
-    }
-    rounds_forever(state).await;
+    // One task (joined, not spawned), so aborting it (a lost leader lease) stops all three.
+    let probes = async {
+        if state.settings.probe.panel_probes {
+            probes_forever(state.clone()).await;
+        }
+    };
+    tokio::join!(
+        accounts_forever(state.clone()),
+        probes,
+        rounds_forever(state.clone())
+    );
 }
 
 /// Creates missing probe accounts every few seconds (in its own task, so a slow node API
@@ -156,71 +162,73 @@ async fn probes_forever(state: AppState) {
             }
         }
     };
-    tokio::spawn(recorder);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut trusted: Option<(std::time::Instant, Arc<rustls::ClientConfig>)> = None;
-    loop {
-        tick.tick().await;
-        let now = state.clock.now();
-        let targets = match db::targets(&state.db).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing probe targets failed");
-                continue;
-            }
-        };
-        let due: Vec<db::Target> = targets
-            .into_iter()
-            .filter(|t| runner.is_due(&t.domain_id, now))
-            .collect();
-        if due.is_empty() {
-            continue;
-        }
-        // The trust roots are read again every 30 s (new local-node certificates appear
-        // as domains are added), not on every tick.
-        if trusted
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(30))
-        {
-            match trust(&state) {
-                Ok(t) => trusted = Some((std::time::Instant::now(), t)),
+    let probing = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut trusted: Option<(std::time::Instant, Arc<rustls::ClientConfig>)> = None;
+        loop {
+            tick.tick().await;
+            let now = state.clock.now();
+            let targets = match db::targets(&state.db).await {
+                Ok(t) => t,
                 Err(e) => {
-                    tracing::error!(
-                        error = format!("{e:#}"),
-                        "the probe's trust roots cannot be loaded"
-                    );
-                    continue;
-                }
-            }
-        }
-        let Some((_, tls)) = trusted.clone() else {
-            continue;
-        };
-        for t in due {
-            let password = match state
-                .sealer
-                .open(&db::password_context(&t.domain_id), &t.password_sealed)
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(domain = t.domain, error = %e, "the probe password cannot be opened");
+                    tracing::warn!(error = %e, "listing probe targets failed");
                     continue;
                 }
             };
-            runner.launch(
-                RunTarget {
-                    domain_id: t.domain_id,
-                    domain: t.domain,
-                    host: t.host,
-                    port: t.port,
-                    username: t.username,
-                    password: SecretString::from(password),
-                },
-                tls.clone(),
-                now,
-            );
+            let due: Vec<db::Target> = targets
+                .into_iter()
+                .filter(|t| runner.is_due(&t.domain_id, now))
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            // The trust roots are read again every 30 s (new local-node certificates appear
+            // as domains are added), not on every tick.
+            if trusted
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(30))
+            {
+                match trust(&state) {
+                    Ok(t) => trusted = Some((std::time::Instant::now(), t)),
+                    Err(e) => {
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "the probe's trust roots cannot be loaded"
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some((_, tls)) = trusted.clone() else {
+                continue;
+            };
+            for t in due {
+                let password = match state
+                    .sealer
+                    .open(&db::password_context(&t.domain_id), &t.password_sealed)
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(domain = t.domain, error = %e, "the probe password cannot be opened");
+                        continue;
+                    }
+                };
+                runner.launch(
+                    RunTarget {
+                        domain_id: t.domain_id,
+                        domain: t.domain,
+                        host: t.host,
+                        port: t.port,
+                        username: t.username,
+                        password: SecretString::from(password),
+                    },
+                    tls.clone(),
+                    now,
+                );
+            }
         }
-    }
+    };
+    tokio::join!(recorder, probing);
 }
 
 /// Stores the panel's own results and exports them as metrics.

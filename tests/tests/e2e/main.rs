@@ -11,6 +11,7 @@ mod node_control;
 mod node_roster;
 mod panel;
 mod panel_nodes;
+mod panels;
 mod probe;
 mod provisioning;
 mod status_page;
