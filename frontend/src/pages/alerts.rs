@@ -168,20 +168,19 @@ pub fn alerts(ctx: PageCtx, v: AlertsView) -> String {
 
 /// Every delivery on the platform, for admins; `filter` is the status shown (or all).
 pub fn admin_deliveries(ctx: PageCtx, rows: Vec<DeliveryView>, filter: Option<String>) -> String {
+    let shown = |s: Option<&str>| filter.as_deref() == s;
+    let (all, pending, failed, delivered) = (
+        shown(None),
+        shown(Some("pending")),
+        shown(Some("failed")),
+        shown(Some("delivered")),
+    );
     render(move || {
         let csrf = ctx.csrf.clone();
         let link = |href: &'static str, label: &'static str, on: bool| {
             let current = on.then_some("page");
             view! { <a href=href aria-current=current class="button button-quiet button-small">{label}</a> }
         };
-        let f = filter.clone();
-        let f = f.as_deref();
-        let (all, pending, failed, delivered) = (
-            f.is_none(),
-            f == Some("pending"),
-            f == Some("failed"),
-            f == Some("delivered"),
-        );
         view! {
             <Shell ctx=ctx>
                 <h1>"Deliveries"</h1>

@@ -395,7 +395,7 @@ pub fn uptime_overview(ctx: PageCtx, v: UptimeOverview) -> String {
             <table class="table" id="locations">
                 <thead><tr><th scope="col">"Location"</th><th scope="col">"Status"</th><th scope="col">"Last seen"</th><th scope="col"></th></tr></thead>
                 <tbody>
-                    {v.locations.iter().cloned().map(|l| {
+                    {v.locations.into_iter().map(|l| {
                         let class = match l.status.as_str() { "active" => "badge badge-ok", "revoked" => "badge", _ => "badge badge-err" };
                         let revoke = (l.kind == "remote" && l.status != "revoked").then(|| view! {
                             <ActionButton action=format!("/admin/uptime/locations/{}/revoke", l.id) csrf=csrf.clone() label="Revoke" class="button button-quiet" id="revoke-location"/>

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::state::AppState;
 
-/// Seconds a claim holds a delivery: longer than any one attempt may take.
+/// Seconds a claim holds a delivery at least; always well over what one attempt may take.
 const LEASE_SECS: i64 = 120;
 /// Deliveries claimed per round.
 const BATCH: i64 = 32;
@@ -89,7 +89,10 @@ pub async fn deliver_forever(state: AppState) {
 
 /// Claims the due deliveries and attempts them, concurrently; returns how many.
 pub async fn deliver_due(state: &AppState, sender: &WebhookSender) -> anyhow::Result<usize> {
-    let claimed = db::claim_due(&state.db, state.clock.now(), LEASE_SECS, BATCH).await?;
+    let a = &state.settings.alerts;
+    let longest = a.webhook_timeout_secs.max(a.xmpp_timeout_secs);
+    let lease = LEASE_SECS.max(i64::try_from(longest.saturating_mul(4)).unwrap_or(i64::MAX));
+    let claimed = db::claim_due(&state.db, state.clock.now(), lease, BATCH).await?;
     let n = claimed.len();
     let mut tasks = JoinSet::new();
     for d in claimed {
@@ -110,31 +113,31 @@ pub async fn deliver_due(state: &AppState, sender: &WebhookSender) -> anyhow::Re
             } else {
                 rules::next_attempt(attempts, now, d.give_up_at)
             };
-            let span = tracing::info_span!(
-                "delivery",
-                id = d.id,
-                channel = d.channel,
-                event = d.event_type
-            );
-            let _enter = span.enter();
+            let (id, channel, event) = (&d.id, &d.channel, &d.event_type);
             match (&outcome.error, next) {
-                (None, _) => tracing::info!(attempts, "delivered"),
-                (Some(e), Some(at)) => {
-                    tracing::warn!(
-                        attempts,
-                        error = e,
-                        retry_in = at - now,
-                        "delivery failed; will retry"
-                    )
-                }
-                (Some(e), None) => {
-                    tracing::error!(attempts, error = e, "delivery failed; giving up")
-                }
+                (None, _) => tracing::info!(id, channel, event, attempts, "delivered"),
+                (Some(error), Some(at)) => tracing::warn!(
+                    id,
+                    channel,
+                    event,
+                    attempts,
+                    error,
+                    retry_in = at - now,
+                    "delivery failed; will retry"
+                ),
+                (Some(error), None) => tracing::error!(
+                    id,
+                    channel,
+                    event,
+                    attempts,
+                    error,
+                    "delivery failed; giving up"
+                ),
             }
             match db::finish_attempt(&state.db, &d, &outcome, next, now).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!("the claim ran out before the attempt ended"),
-                Err(e) => tracing::error!(error = %e, "recording a delivery attempt failed"),
+                Ok(false) => tracing::warn!(id, "the claim ran out before the attempt ended"),
+                Err(e) => tracing::error!(id, error = %e, "recording a delivery attempt failed"),
             }
         });
     }

@@ -206,13 +206,16 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 /// once per account and salt, and again only when the server's salt or iteration count (or
 /// the password) changes. Every login still runs the whole SCRAM exchange and checks the
 /// server's signature.
-static SALTED: std::sync::Mutex<Option<HashMap<[u8; 32], [u8; 32]>>> =
-    std::sync::Mutex::new(None);
+static SALTED: std::sync::Mutex<Option<HashMap<[u8; 32], [u8; 32]>>> = std::sync::Mutex::new(None);
 
 /// Entries kept at most; past it the cache starts over (one entry per probed domain).
 const SALTED_MAX: usize = 200_000;
 
-async fn salted_cached(target: &ProbeTarget, salt: &[u8], iterations: u32) -> Result<[u8; 32], String> {
+async fn salted_cached(
+    target: &ProbeTarget,
+    salt: &[u8],
+    iterations: u32,
+) -> Result<[u8; 32], String> {
     use sha2::{Digest, Sha256};
     let mut key = Sha256::new();
     for part in [

@@ -481,7 +481,7 @@ fn signature_ok(secret: &str, header: &str, body: &[u8], now: i64) -> bool {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    v1.iter().any(|v| *v == expected)
+    v1.contains(&expected)
 }
 
 /// The name of the node `domain` is settled on, once it is active there.
