@@ -96,7 +96,7 @@ pub fn Shell(ctx: PageCtx, children: Children) -> impl IntoView {
                     </main>
                 </div>
                 <footer class="site-footer">
-                    <p>"Rookery — managed XMPP hosting for your own domain."</p>
+                    <p>"Rookery — managed XMPP hosting for your own domain. " <a href="/docs/api">"REST API reference"</a></p>
                 </footer>
             </body>
         </html>
@@ -155,6 +155,7 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
                 {link("/admin/plans".into(), "Plans", "admin-plans")}
                 {link("/admin/outbox".into(), "Outbox", "admin-outbox")}
                 {link("/admin/deliveries".into(), "Deliveries", "admin-deliveries")}
+                {link("/admin/api-keys".into(), "API keys", "admin-api-keys")}
                 {link("/admin/audit".into(), "Audit log", "admin-audit")}
             </ul>
         }

@@ -50,6 +50,24 @@ pub struct Settings {
     pub ordering: OrderingSettings,
     pub probe: ProbeSettings,
     pub alerts: AlertSettings,
+    pub api: ApiSettings,
+}
+
+/// The REST API under `/api/v1` (see `crate::api`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Requests one API key may make per minute (a fixed one-minute window per key, counted
+    /// in each panel process); anonymous requests (the OpenAPI document) count per address.
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 600,
+        }
+    }
 }
 
 /// Alerts: incident alerts to customers (email, signed webhook, XMPP) and node alerts to
@@ -322,6 +340,7 @@ impl Default for Settings {
             ordering: OrderingSettings::default(),
             probe: ProbeSettings::default(),
             alerts: AlertSettings::default(),
+            api: ApiSettings::default(),
         }
     }
 }
@@ -459,6 +478,10 @@ impl Settings {
         anyhow::ensure!(
             self.probe.open_after > 0 && self.probe.close_after > 0,
             "probe.open_after and close_after must be positive"
+        );
+        anyhow::ensure!(
+            self.api.rate_limit_per_minute > 0,
+            "api.rate_limit_per_minute must be positive"
         );
         let p = &self.provisioning;
         anyhow::ensure!(

@@ -12,11 +12,14 @@
 //! - `seal`: secrets the panel keeps, sealed under its secret key;
 //! - `mail`: outgoing mail (SMTP, or the log and the admin outbox);
 //! - `alerts`: incident and node alerts by email, signed webhook and XMPP, from an outbox;
+//! - `api`: the REST API under `/api/v1` (API keys, problems, pagination, idempotency,
+//!   OpenAPI) and its pages (API keys, the reference at `/docs/api`);
 //! - `ops`: health, readiness and metrics.
 
 pub mod account;
 pub mod admin;
 pub mod alerts;
+pub mod api;
 pub mod auth;
 pub mod billing;
 pub mod clock;

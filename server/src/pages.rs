@@ -76,6 +76,10 @@ pub fn notice(code: &str) -> Option<Flash> {
             "Node draining: its domains are being moved to other nodes.",
         ),
         "node-removed" => (FlashKind::Success, "Node removed from the pool."),
+        "key-revoked" => (
+            FlashKind::Info,
+            "API key revoked: requests with it now get 401.",
+        ),
         "location-revoked" => (
             FlashKind::Info,
             "Probe location revoked: its token no longer works and it no longer counts.",

@@ -199,9 +199,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::alerts::router())
         .merge(crate::status_page::router())
         .merge(crate::probe::remote::routes())
+        .merge(crate::api::pages::router())
         .fallback(|| async { AppError::NotFound })
         .layer(middleware::from_fn_with_state(state.clone(), auth::csrf::middleware))
         .merge(ops::router())
+        // Bearer keys, not cookies: outside the CSRF check, which would also hand API
+        // clients a cookie.
+        .merge(crate::api::router(&state))
         // Public and cacheable: no session, no CSRF cookie.
         .merge(crate::status_page::public_router())
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
@@ -288,6 +292,10 @@ async fn sweep_forever(state: AppState) {
         .await
         {
             tracing::warn!(error = %e, "sweeping expired sessions and tokens failed");
+        }
+        let kept_since = state.clock.now() - crate::api::idempotency::TTL_SECS;
+        if let Err(e) = crate::api::db::prune_idempotency(&state.db, kept_since).await {
+            tracing::warn!(error = %e, "sweeping expired idempotent API responses failed");
         }
     }
 }

@@ -114,19 +114,7 @@ impl TestApp {
     /// Signs up a new customer with a fresh client and returns it with its dashboard path.
     pub async fn customer(&self, email: &str, org: &str) -> (TestClient, String) {
         let c = self.client();
-        let r = c
-            .post_form(
-                "/signup",
-                &[("email", email), ("password", PASSWORD), ("org_name", org)],
-            )
-            .await;
-        assert_eq!(
-            r.status(),
-            303,
-            "sign-up of {email} failed: {}",
-            r.text().await.unwrap_or_default()
-        );
-        let dashboard = location(&r).split('?').next().unwrap().to_string();
+        let dashboard = c.sign_up(email, org).await;
         (c, dashboard)
     }
 }
@@ -209,6 +197,39 @@ impl TestClient {
             .send()
             .await
             .expect("POST")
+    }
+
+    /// Signs up as `email` with a new organisation `org`; returns the dashboard's path
+    /// (`/o/<org id>`).
+    pub async fn sign_up(&self, email: &str, org: &str) -> String {
+        let r = self
+            .post_form(
+                "/signup",
+                &[("email", email), ("password", PASSWORD), ("org_name", org)],
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            303,
+            "sign-up of {email} failed: {}",
+            r.text().await.unwrap_or_default()
+        );
+        location(&r).split('?').next().unwrap().to_string()
+    }
+
+    /// Orders `domain` for the organisation at `org_path` through the Domains form (the
+    /// only plan, or none); returns the domain page's path.
+    pub async fn order_domain(&self, org_path: &str, domain: &str) -> String {
+        let r = self
+            .post_form(&format!("{org_path}/domains"), &[("domain", domain)])
+            .await;
+        assert_eq!(
+            r.status(),
+            303,
+            "ordering {domain} failed: {}",
+            r.text().await.unwrap_or_default()
+        );
+        location(&r)
     }
 
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {

@@ -113,7 +113,7 @@ pub fn UptimeCard(uptime: UptimeView, #[prop(optional)] public: bool) -> impl In
 }
 
 /// One bar per day, coloured by that day's uptime, each with a tooltip.
-fn uptime_bars(days: Vec<(String, String)>) -> impl IntoView {
+pub fn uptime_bars(days: Vec<(String, String)>) -> impl IntoView {
     let n = days.len().max(1) as f64;
     let (width, height) = (450.0_f64, 34.0_f64);
     let w = width / n;

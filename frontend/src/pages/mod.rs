@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod api;
 pub mod billing;
 pub mod dns;
 pub mod domains;

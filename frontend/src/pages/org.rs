@@ -17,6 +17,20 @@ pub struct DashboardView {
     pub is_reseller: bool,
     pub customers: i64,
     pub domains: i64,
+    /// The probed domains, worst first (at most ten).
+    pub health: Vec<DomainHealth>,
+}
+
+/// One domain on the dashboard: status, 30-day uptime and its 90 daily bars.
+#[derive(Clone, Debug, Default)]
+pub struct DomainHealth {
+    pub id: String,
+    pub domain: String,
+    /// "up", "down" or "incident".
+    pub status: String,
+    pub uptime_30d: String,
+    /// (tooltip, class) per day, oldest first.
+    pub days: Vec<(String, String)>,
 }
 
 pub fn dashboard(ctx: PageCtx, d: DashboardView) -> String {
@@ -45,6 +59,30 @@ pub fn dashboard(ctx: PageCtx, d: DashboardView) -> String {
                         </div>
                     })}
                 </div>
+                {(!d.health.is_empty()).then(|| view! {
+                    <section class="card" id="domain-health">
+                        <h2>"Domain health"</h2>
+                        <table class="table">
+                            <thead><tr><th scope="col">"Domain"</th><th scope="col">"Now"</th><th scope="col">"30 days"</th><th scope="col">"Last 90 days"</th></tr></thead>
+                            <tbody>
+                                {d.health.iter().cloned().map(|h| {
+                                    let class = if h.status == "up" { "badge badge-ok" } else { "badge badge-err" };
+                                    view! {
+                                        <tr data-domain=h.domain.clone()>
+                                            <td><a href=format!("{base}/domains/{}", h.id)>{h.domain.clone()}</a></td>
+                                            <td><span class=class data-probe=h.status.clone()>{h.status.clone()}</span></td>
+                                            <td>{h.uptime_30d.clone()}</td>
+                                            <td class="health-bars">{super::domains::uptime_bars(h.days)}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                        {(d.domains > d.health.len() as i64).then(|| view! {
+                            <p><a href=format!("{base}/domains")>{format!("All {} domains", d.domains)}</a></p>
+                        })}
+                    </section>
+                })}
                 <section class="card">
                     <h2>"Getting started"</h2>
                     <ol class="steps">

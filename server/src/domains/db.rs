@@ -483,3 +483,43 @@ pub async fn billing_due(db: &Pool, now: i64) -> Result<Vec<DomainRow>, sqlx::Er
     .map(from_row)
     .collect()
 }
+
+/// Whose domains a list covers (the REST API's `GET /domains`).
+#[derive(Debug, Clone, Copy)]
+pub enum OrgScope<'a> {
+    /// One organisation.
+    One(&'a str),
+    /// A reseller and its customer organisations.
+    WithCustomers(&'a str),
+    /// Every organisation (admins).
+    All,
+}
+
+/// A page of domains (deleted ones left out) ordered by id: those after `after`, at most
+/// `limit`. Ids are UUIDv7, so new domains land after every existing one.
+pub async fn page(
+    db: &Pool,
+    scope: OrgScope<'_>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DomainRow>, sqlx::Error> {
+    let (filter, org) = match scope {
+        OrgScope::One(org) => ("d.org_id = $1", org),
+        OrgScope::WithCustomers(org) => (
+            "(d.org_id = $1 OR d.org_id IN (SELECT id FROM organisations WHERE parent_id = $1))",
+            org,
+        ),
+        OrgScope::All => ("$1 = ''", ""),
+    };
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE {filter} AND d.state <> 'deleted' AND d.id > $2 ORDER BY d.id LIMIT $3"
+    ))
+    .bind(org)
+    .bind(after.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}

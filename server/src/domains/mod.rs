@@ -164,6 +164,78 @@ async fn uptime(state: &AppState, d: &DomainRow) -> AppResult<Option<UptimeView>
     uptime_for(state, &d.id, Audience::Team).await
 }
 
+/// One bar per day for the 90 days up to `today`: (tooltip, colour class), oldest first,
+/// from the daily roll-up `(day, up, down)`.
+pub(crate) fn day_bars(days: &[(i64, i64, i64)], today: i64) -> Vec<(String, String)> {
+    (today - 89..=today)
+        .map(|day| {
+            let date = format_ts(day * 86_400).chars().take(10).collect::<String>();
+            match days.iter().find(|(x, _, _)| *x == day) {
+                Some((_, u, dn)) if u + dn > 0 => {
+                    let p = *u as f64 / (u + dn) as f64;
+                    let class = crate::uptime::calc::day_class(Some(p));
+                    (
+                        format!("{date}: {} up ({u} of {} rounds)", percent(*u, *dn), u + dn),
+                        class.to_string(),
+                    )
+                }
+                _ => (format!("{date}: no data"), "nodata".to_string()),
+            }
+        })
+        .collect()
+}
+
+/// The dashboard's domain health: the organisation's probed domains, worst first (open
+/// incidents, failing, lowest 24-hour uptime), at most `limit`, each with its 30-day uptime
+/// and 90 daily bars.
+pub async fn health(
+    state: &AppState,
+    org_id: &str,
+    limit: usize,
+) -> AppResult<Vec<rookery_frontend::pages::org::DomainHealth>> {
+    use crate::probe::db as probes;
+    let summary = probes::org_summary(&state.db, org_id).await?;
+    let mut domains: Vec<DomainRow> = db::for_org(&state.db, org_id)
+        .await?
+        .into_iter()
+        .filter(|d| summary.contains_key(&d.id))
+        .collect();
+    let rank = |d: &DomainRow| {
+        let s = &summary[&d.id];
+        let total = (s.up_24h + s.down_24h).max(1);
+        (
+            !s.incident,
+            s.up,
+            s.up_24h * 1_000_000 / total,
+            d.domain.clone(),
+        )
+    };
+    domains.sort_by_key(rank);
+    let today = state.clock.now().div_euclid(86_400);
+    let mut out = Vec::new();
+    for d in domains.into_iter().take(limit) {
+        let s = &summary[&d.id];
+        let days = probes::daily(&state.db, &d.id, today - 90, today).await?;
+        let (up, down) = days
+            .iter()
+            .filter(|(day, _, _)| *day > today - 30)
+            .fold((0, 0), |a, (_, u, dn)| (a.0 + u, a.1 + dn));
+        out.push(rookery_frontend::pages::org::DomainHealth {
+            id: d.id.clone(),
+            domain: d.domain.clone(),
+            status: match (s.incident, s.up) {
+                (true, _) => "incident",
+                (false, true) => "up",
+                (false, false) => "down",
+            }
+            .into(),
+            uptime_30d: percent(up, down),
+            days: day_bars(&days, today),
+        });
+    }
+    Ok(out)
+}
+
 /// The prober's view of a domain: status, uptime windows, 90 daily bars, incidents.
 pub async fn uptime_for(
     state: &AppState,
@@ -188,22 +260,7 @@ pub async fn uptime_for(
     };
     let (up24, down24) = probes::counts_since(&state.db, domain_id, now - 86_400).await?;
     let (up7, down7) = probes::counts_since(&state.db, domain_id, now - 7 * 86_400).await?;
-    let bars = (today - 89..=today)
-        .map(|day| {
-            let date = format_ts(day * 86_400).chars().take(10).collect::<String>();
-            match days.iter().find(|(x, _, _)| *x == day) {
-                Some((_, u, dn)) if u + dn > 0 => {
-                    let p = *u as f64 / (u + dn) as f64;
-                    let class = crate::uptime::calc::day_class(Some(p));
-                    (
-                        format!("{date}: {} up ({u} of {} rounds)", percent(*u, *dn), u + dn),
-                        class.to_string(),
-                    )
-                }
-                _ => (format!("{date}: no data"), "nodata".to_string()),
-            }
-        })
-        .collect();
+    let bars = day_bars(&days, today);
     let incidents = probes::incidents(&state.db, domain_id, 20)
         .await?
         .into_iter()
@@ -377,23 +434,33 @@ struct AddForm {
     plan: String,
 }
 
-async fn add(
-    State(state): State<AppState>,
-    access: OrgAccess,
-    Form(f): Form<AddForm>,
-) -> AppResult<Response> {
-    let mut errors = FormErrors::default();
-    let domain = match normalize(&f.domain) {
-        Ok(d) if is_reserved(&d, &reserved(&state)) => {
-            errors.add(
+/// Why an order was refused: per field (`domain`, `plan`), a stable code and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRefused(pub Vec<(&'static str, &'static str, String)>);
+
+/// Orders a domain for an organisation, as the order form and the REST API do: the name
+/// normalised and checked (reserved, already hosted), the plan among the public ones (when
+/// there are plans). Free plans, and every plan while billing is off, go to provisioning
+/// (the reconciler is woken); paid ones wait in `pending_payment` for a checkout.
+pub async fn place_order(
+    state: &AppState,
+    org_id: &str,
+    domain: &str,
+    plan: &str,
+) -> AppResult<Result<DomainRow, OrderRefused>> {
+    let mut refused = Vec::new();
+    let normalized = match normalize(domain) {
+        Ok(d) if is_reserved(&d, &reserved(state)) => {
+            refused.push((
                 "domain",
-                "This domain is reserved and cannot be hosted here. Use a domain you own.",
-            );
+                "domain_reserved",
+                "This domain is reserved and cannot be hosted here. Use a domain you own.".into(),
+            ));
             None
         }
         Ok(d) => Some(d),
         Err(why) => {
-            errors.add("domain", why);
+            refused.push(("domain", "invalid_domain", why.to_string()));
             None
         }
     };
@@ -401,23 +468,14 @@ async fn add(
     let plan = if plans.is_empty() {
         None
     } else {
-        let chosen = plans.iter().find(|p| p.id == f.plan);
+        let chosen = plans.iter().find(|p| p.id == plan);
         if chosen.is_none() {
-            errors.add("plan", "Choose a plan.");
+            refused.push(("plan", "unknown_plan", "Choose a plan.".into()));
         }
         chosen
     };
-    let Some(domain) = domain.filter(|_| errors.is_empty()) else {
-        let form = OrderForm {
-            domain: f.domain,
-            plan: f.plan,
-            errors,
-        };
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            render_list(&state, &access, form).await?,
-        )
-            .into_response());
+    let Some(domain) = normalized.filter(|_| refused.is_empty()) else {
+        return Ok(Err(OrderRefused(refused)));
     };
     let needs_payment = state.settings.stripe.enabled() && plan.is_some_and(|p| p.price_cents > 0);
     let initial = if needs_payment {
@@ -427,7 +485,7 @@ async fn add(
     };
     match db::create(
         &state.db,
-        &access.org.id.0,
+        org_id,
         &domain,
         plan.map(|p| p.id.as_str()),
         initial,
@@ -436,10 +494,27 @@ async fn add(
     .await?
     {
         Ok(d) => {
-            tracing::info!(domain, org = access.org.id.0, state = %initial, "domain ordered");
+            tracing::info!(domain, org = org_id, state = %initial, "domain ordered");
             state.reconcile_now.notify_one();
+            Ok(Ok(d))
+        }
+        Err(db::CreateError::Taken) => Ok(Err(OrderRefused(vec![(
+            "domain",
+            "domain_taken",
+            "This domain is already hosted here. If it is yours, contact support.".into(),
+        )]))),
+    }
+}
+
+async fn add(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Form(f): Form<AddForm>,
+) -> AppResult<Response> {
+    match place_order(&state, &access.org.id.0, &f.domain, &f.plan).await? {
+        Ok(d) => {
             let page = format!("/o/{}/domains/{}", access.org.id.0, d.id);
-            if initial == DomainState::PendingPayment {
+            if d.state == DomainState::PendingPayment.as_str() {
                 return Ok(
                     match crate::billing::start_checkout(&state, &access, &d).await {
                         Ok(url) => Redirect::to(&url).into_response(),
@@ -457,11 +532,11 @@ async fn add(
             }
             Ok(Redirect::to(&page).into_response())
         }
-        Err(db::CreateError::Taken) => {
-            errors.add(
-                "domain",
-                "This domain is already hosted here. If it is yours, contact support.",
-            );
+        Err(OrderRefused(refused)) => {
+            let mut errors = FormErrors::default();
+            for (field, _, message) in refused {
+                errors.add(field, message);
+            }
             let form = OrderForm {
                 domain: f.domain,
                 plan: f.plan,

@@ -115,6 +115,80 @@ where
     Ok(OrgId(id))
 }
 
+/// A new customer organisation of the reseller `parent` (the REST API's `POST /customers`);
+/// it has no members until the reseller invites someone.
+#[tracing::instrument(skip_all)]
+pub async fn create_customer_org(
+    db: &Pool,
+    name: &str,
+    parent: &OrgId,
+    now: i64,
+) -> Result<Org, sqlx::Error> {
+    let id = new_id();
+    sqlx::query("INSERT INTO organisations (id, name, is_reseller, parent_id, created_at) VALUES ($1, $2, 0, $3, $4)")
+        .bind(&id)
+        .bind(name)
+        .bind(&parent.0)
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(Org {
+        id: OrgId(id),
+        name: name.to_string(),
+        is_reseller: false,
+        parent_id: Some(parent.clone()),
+    })
+}
+
+/// Customer organisations (those with a parent) ordered by id, after `after`, at most
+/// `limit`: of one reseller, or of every reseller with None.
+#[tracing::instrument(skip_all)]
+pub async fn customers_page(
+    db: &Pool,
+    parent: Option<&OrgId>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(Org, i64)>, sqlx::Error> {
+    let filter = if parent.is_some() {
+        "parent_id = $1"
+    } else {
+        "parent_id IS NOT NULL AND $1 = ''"
+    };
+    sqlx::query(&format!(
+        "SELECT id, name, is_reseller, parent_id, created_at FROM organisations
+         WHERE {filter} AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(parent.map(|p| p.0.as_str()).unwrap_or(""))
+    .bind(after.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| Ok((org_from_row(r)?, r.try_get("created_at")?)))
+    .collect()
+}
+
+/// When an organisation was created.
+#[tracing::instrument(skip_all)]
+pub async fn created_at(db: &Pool, org: &OrgId) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query("SELECT created_at FROM organisations WHERE id = $1")
+        .bind(&org.0)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.try_get("created_at"))
+        .transpose()
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn rename(db: &Pool, org: &OrgId, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE organisations SET name = $1 WHERE id = $2")
+        .bind(name)
+        .bind(&org.0)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[tracing::instrument(skip_all)]
 pub async fn add_member<'c, E>(
     exec: E,

@@ -42,7 +42,6 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard", get(dashboard_redirect))
         .route("/orgs", post(create_org))
         .route("/o/{org_id}", get(show_dashboard))
-        .route("/o/{org_id}/api-keys", get(show_api_keys))
         .route("/o/{org_id}/team", get(show_team))
         .route("/o/{org_id}/team/invite", post(invite_member))
         .route(
@@ -98,7 +97,7 @@ impl FromRequestParts<AppState> for OrgAccess {
 }
 
 impl OrgAccess {
-    fn require_owner(&self) -> AppResult<()> {
+    pub fn require_owner(&self) -> AppResult<()> {
         match self.role {
             Role::Owner => Ok(()),
             Role::Member => Err(AppError::Forbidden(
@@ -228,39 +227,9 @@ async fn show_dashboard(
             domains: crate::domains::db::for_org(&state.db, &access.org.id.0)
                 .await?
                 .len() as i64,
+            health: crate::domains::health(&state, &access.org.id.0, 10).await?,
         },
     )))
-}
-
-/// A section of the organisation that holds nothing yet: the same page with its own words.
-async fn show_section(
-    state: &AppState,
-    access: &OrgAccess,
-    (title, page, empty_title, text): (&'static str, &'static str, &'static str, &'static str),
-) -> AppResult<Html<String>> {
-    let ctx = ctx(
-        state,
-        &access.signed_in.visitor,
-        title,
-        page,
-        Some(&access.org),
-        None,
-    )
-    .await?;
-    Ok(Html(pages::section(ctx, title, empty_title, text)))
-}
-
-async fn show_api_keys(
-    State(state): State<AppState>,
-    access: OrgAccess,
-) -> AppResult<Html<String>> {
-    let words = (
-        "API keys",
-        "api-keys",
-        "No API keys",
-        "This organisation has no API keys.",
-    );
-    show_section(&state, &access, words).await
 }
 
 async fn team_view(state: &AppState, access: &OrgAccess) -> AppResult<TeamView> {

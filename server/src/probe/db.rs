@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{ProbeResult, Stage};
+use super::ProbeResult;
 use crate::{clock::new_id, db::Pool};
 
 /// A domain the prober logs in to.
@@ -102,14 +102,10 @@ impl StoredResult {
             location: location.into(),
             at,
             ok: r.ok,
-            stage: r.failed_stage.map(|s| Stage::as_str(s).to_string()),
+            stage: r.stage_name(),
             error: r.error.clone(),
-            total_ms: i64::try_from(r.total.as_millis()).unwrap_or(i64::MAX),
-            stages: r
-                .stages
-                .iter()
-                .map(|(s, d)| (s.as_str().to_string(), d.as_secs_f64() * 1000.0))
-                .collect(),
+            total_ms: r.total_ms(),
+            stages: r.stage_ms().collect(),
         }
     }
 }

@@ -141,6 +141,23 @@ pub struct ProbeResult {
 
 impl ProbeResult {
     /// How long `stage` took, if it completed.
+    /// The failing stage's name, `None` when the probe passed.
+    pub fn stage_name(&self) -> Option<String> {
+        self.failed_stage.map(|s| s.as_str().to_string())
+    }
+
+    /// The whole run in milliseconds.
+    pub fn total_ms(&self) -> i64 {
+        i64::try_from(self.total.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Each stage's duration in milliseconds, by stage name, in the order they ran.
+    pub fn stage_ms(&self) -> impl Iterator<Item = (String, f64)> + '_ {
+        self.stages
+            .iter()
+            .map(|(s, d)| (s.as_str().to_string(), d.as_secs_f64() * 1000.0))
+    }
+
     pub fn duration_of(&self, stage: Stage) -> Option<Duration> {
         self.stages
             .iter()

@@ -489,14 +489,10 @@ fn wire(f: &Finished) -> WireResult {
         domain_id: f.domain_id.clone(),
         at: f.at,
         ok: r.ok,
-        stage: r.failed_stage.map(|s| s.as_str().to_string()),
+        stage: r.stage_name(),
         error: r.error.clone(),
-        total_ms: i64::try_from(r.total.as_millis()).unwrap_or(i64::MAX),
-        stages: r
-            .stages
-            .iter()
-            .map(|(s, d)| (s.as_str().to_string(), d.as_secs_f64() * 1000.0))
-            .collect(),
+        total_ms: r.total_ms(),
+        stages: r.stage_ms().collect(),
     }
 }
 

@@ -258,7 +258,7 @@ async fn record_local(state: &AppState, batch: Vec<Finished>) {
         m.probe_up.get_or_create(&label).set(i64::from(result.ok));
         m.probe_duration_ms
             .get_or_create(&label)
-            .set(i64::try_from(result.total.as_millis()).unwrap_or(i64::MAX));
+            .set(result.total_ms());
     }
 }
 

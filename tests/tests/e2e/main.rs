@@ -1,6 +1,7 @@
 //! One test binary for every end-to-end test, so the workspace links it once.
 
 mod alerts;
+mod api;
 mod billing;
 mod browser;
 mod cli;

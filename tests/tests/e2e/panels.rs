@@ -3,7 +3,7 @@
 //! standby takes over when that process dies.
 
 use rookery_tests::{
-    app::{PASSWORD, TestClient, eventually, location, unique_email},
+    app::{PASSWORD, TestClient, eventually, unique_email},
     node::NodeProcess,
     process::PanelProcess,
 };
@@ -51,21 +51,8 @@ async fn one_panel_probes_at_a_time_and_a_standby_takes_over_when_it_dies() {
         .unwrap();
 
     let customer = TestClient::new(&first.base_url);
-    let r = customer
-        .post_form(
-            "/signup",
-            &[
-                ("email", unique_email("ha").as_str()),
-                ("password", PASSWORD),
-                ("org_name", "Always on"),
-            ],
-        )
-        .await;
-    let org = location(&r).split('?').next().unwrap().to_string();
-    let r = customer
-        .post_form(&format!("{org}/domains"), &[("domain", "ha.example.test")])
-        .await;
-    let page = location(&r);
+    let org = customer.sign_up(&unique_email("ha"), "Always on").await;
+    let page = customer.order_domain(&org, "ha.example.test").await;
     let cert = node.control_cert().with_file_name("ha.example.test.crt");
     eventually(30, || async { cert.exists() })
         .await

@@ -289,6 +289,11 @@ async fn open_in_browser(
     browser
         .wait_for(r#"main[data-page]:not([data-page="login"])"#)
         .await?;
+    // The organisation's dashboard shows the domain's health.
+    let org = page.split("/domains/").next().unwrap_or(page);
+    browser.client.goto(&panel.url(org)).await?;
+    browser.wait_for("#domain-health").await?;
+    browser.screenshot("dashboard-health").await?;
     // The fragment the switch redirects to scrolls the page to the switch.
     browser
         .client

@@ -4,7 +4,7 @@
 //! suspended), closing it when logins work again.
 
 use rookery_tests::{
-    app::{PASSWORD, TestClient, eventually, location, unique_email},
+    app::{TestClient, eventually, unique_email},
     process::PanelProcess,
 };
 
@@ -34,24 +34,8 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
     .await
     .expect("the demo starts");
     let customer = TestClient::new(&panel.base_url);
-    let r = customer
-        .post_form(
-            "/signup",
-            &[
-                ("email", unique_email("up").as_str()),
-                ("password", PASSWORD),
-                ("org_name", "Uptime"),
-            ],
-        )
-        .await;
-    let org = location(&r).split('?').next().unwrap().to_string();
-    let r = customer
-        .post_form(
-            &format!("{org}/domains"),
-            &[("domain", "watched.demo.test")],
-        )
-        .await;
-    let page = location(&r);
+    let org = customer.sign_up(&unique_email("up"), "Uptime").await;
+    let page = customer.order_domain(&org, "watched.demo.test").await;
 
     // The probe is a real login: the domain shows up, and the node counted the logins.
     eventually(30, || async {
@@ -69,6 +53,12 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
         list.contains("data-probe=\"up\""),
         "the domain list shows the status: {list}"
     );
+    let dashboard = customer.page(&org).await;
+    assert!(
+        dashboard.contains("id=\"domain-health\"") && dashboard.contains("data-probe=\"up\""),
+        "the dashboard shows each domain's health: {dashboard}"
+    );
+    assert_eq!(dashboard.matches("class=\"day day-").count(), 90);
     assert_eq!(
         html.matches("class=\"day day-").count(),
         90,
@@ -126,10 +116,7 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
 
     // The admin overview puts the domain with an open incident first.
     let admin = panel.admin_client().await.unwrap();
-    let r = customer
-        .post_form(&format!("{org}/domains"), &[("domain", "calm.demo.test")])
-        .await;
-    assert_eq!(r.status(), 303);
+    customer.order_domain(&org, "calm.demo.test").await;
     let overview = admin.page("/admin/uptime").await;
     let watched = overview
         .find("data-domain=\"watched.demo.test\"")
@@ -198,21 +185,8 @@ async fn a_remote_location_counts_toward_the_quorum_and_one_locations_trouble_is
     .await
     .expect("the demo starts");
     let customer = TestClient::new(&panel.base_url);
-    let r = customer
-        .post_form(
-            "/signup",
-            &[
-                ("email", unique_email("far").as_str()),
-                ("password", PASSWORD),
-                ("org_name", "Far away"),
-            ],
-        )
-        .await;
-    let org = location(&r).split('?').next().unwrap().to_string();
-    let r = customer
-        .post_form(&format!("{org}/domains"), &[("domain", "far.demo.test")])
-        .await;
-    let page = location(&r);
+    let org = customer.sign_up(&unique_email("far"), "Far away").await;
+    let page = customer.order_domain(&org, "far.demo.test").await;
     eventually(30, || async {
         customer
             .page(&page)

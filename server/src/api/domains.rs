@@ -1,0 +1,468 @@
+//! `/api/v1/domains`: list (a reseller's or admin's key across organisations, or filtered
+//! by `org_id`), order (the browser's order form's code path: [`domains::place_order`]),
+//! get (state, node, DNS records) and uptime (the prober's figures, as numbers).
+//!
+//! Not here yet: suspend/resume and delete (the panel has no customer path for them), a
+//! domain's chat accounts, usage and the DNS check; they slot in as more routes here.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::Response,
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    auth::{Kind, Principal},
+    etag,
+    pagination::{self, PageQuery},
+    problem::{ApiJson, ApiQuery, ApiResult, FieldError, Problem},
+};
+use crate::{
+    domains::{
+        self,
+        db::{self as domains_db, DomainRow, OrgScope},
+    },
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/domains", get(list_domains).post(create_domain))
+        .route("/domains/{domain_id}", get(get_domain))
+        .route("/domains/{domain_id}/uptime", get(get_uptime))
+}
+
+/// Where a domain is in its life: `pending_payment → provisioning → active ⇄ suspended →
+/// deleting → deleted`.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainStateName {
+    PendingPayment,
+    Provisioning,
+    Active,
+    Suspended,
+    Deleting,
+    Deleted,
+}
+
+impl DomainStateName {
+    fn of(s: &str) -> Self {
+        match s {
+            "pending_payment" => Self::PendingPayment,
+            "provisioning" => Self::Provisioning,
+            "active" => Self::Active,
+            "suspended" => Self::Suspended,
+            "deleting" => Self::Deleting,
+            _ => Self::Deleted,
+        }
+    }
+}
+
+/// The node serving a domain: where its clients connect.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DomainNode {
+    pub name: String,
+    pub host: String,
+    pub c2s_port: i64,
+}
+
+/// A DNS record the customer creates in their zone.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DnsRecord {
+    /// Fully qualified, with the trailing dot.
+    pub name: String,
+    /// `SRV` or `CNAME`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// As zone files write it: `0 5 5222 target.`.
+    pub value: String,
+    /// A suggestion; any TTL works.
+    pub ttl: u32,
+    pub purpose: String,
+}
+
+/// A customer domain (an XMPP virtual host).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Domain {
+    pub id: String,
+    pub org_id: String,
+    /// Normalised: lower case, Unicode labels, no trailing dot.
+    pub domain: String,
+    pub state: DomainStateName,
+    pub plan_id: Option<String>,
+    /// Null until placed.
+    pub node: Option<DomainNode>,
+    /// Why it is still waiting (provisioning), for people.
+    pub waiting_reason: Option<String>,
+    /// Unix seconds, UTC.
+    pub created_at: i64,
+    pub active_at: Option<i64>,
+    /// In `pending_payment`: the panel page where the organisation pays (Stripe Checkout).
+    pub payment_url: Option<String>,
+    /// The records to create in DNS (single-domain answers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_records: Option<Vec<DnsRecord>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DomainPage {
+    pub items: Vec<Domain>,
+    /// The cursor of the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+fn representation(state: &AppState, d: &DomainRow, with_dns: bool) -> Domain {
+    let node = match (&d.node_name, &d.node_host) {
+        (Some(name), Some(host)) => Some(DomainNode {
+            name: name.clone(),
+            host: host.clone(),
+            c2s_port: d.node_c2s_port.unwrap_or(5222),
+        }),
+        _ => None,
+    };
+    let dns_records = with_dns.then(|| {
+        crate::dns::expected_records(&d.domain, &state.settings.dns)
+            .map(|dns| {
+                dns.records
+                    .iter()
+                    .map(|r| DnsRecord {
+                        name: r.owner.clone(),
+                        kind: r.kind().to_string(),
+                        value: r.value(),
+                        ttl: r.ttl,
+                        purpose: r.why.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    Domain {
+        id: d.id.clone(),
+        org_id: d.org_id.clone(),
+        domain: d.domain.clone(),
+        state: DomainStateName::of(&d.state),
+        plan_id: d.plan_id.clone(),
+        node,
+        waiting_reason: d.waiting_reason.clone(),
+        created_at: d.created_at,
+        active_at: d.active_at,
+        payment_url: (d.state == "pending_payment").then(|| {
+            format!(
+                "{}/o/{}/domains/{}",
+                state.settings.base_url(),
+                d.org_id,
+                d.id
+            )
+        }),
+        dns_records,
+    }
+}
+
+/// The domain `id` if the key may act on its organisation; else 404.
+async fn visible_domain(state: &AppState, who: &Principal, id: &str) -> ApiResult<DomainRow> {
+    if !super::auth::plausible_id(id) {
+        return Err(Problem::not_found());
+    }
+    let d = domains_db::get(&state.db, id)
+        .await?
+        .filter(|d| d.state != "deleted")
+        .ok_or_else(Problem::not_found)?;
+    who.org(state, &d.org_id).await?;
+    Ok(d)
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DomainFilter {
+    /// Only this organisation's domains (one the key may act on).
+    pub org_id: Option<String>,
+}
+
+/// List domains
+///
+/// A customer key lists its organisation's domains; a reseller key also its customers';
+/// an admin key every domain. `org_id` narrows the list to one organisation.
+#[utoipa::path(
+    get,
+    path = "/api/v1/domains",
+    tag = "domains",
+    operation_id = "list_domains",
+    params(PageQuery, DomainFilter),
+    responses((status = 200, description = "A page of domains, by id", body = DomainPage)),
+)]
+pub async fn list_domains(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(filter): ApiQuery<DomainFilter>,
+) -> ApiResult<Json<DomainPage>> {
+    let req = q.check()?;
+    let filtered;
+    let scope = match (&filter.org_id, who.kind, &who.org_id) {
+        (Some(org), _, _) => {
+            filtered = who.org(&state, org).await?;
+            OrgScope::One(&filtered.id.0)
+        }
+        (None, Kind::Admin, _) => OrgScope::All,
+        (None, Kind::Reseller, Some(own)) => OrgScope::WithCustomers(&own.0),
+        (None, _, Some(own)) => OrgScope::One(&own.0),
+        (None, _, None) => return Err(Problem::not_found()),
+    };
+    let rows = domains_db::page(
+        &state.db,
+        scope,
+        req.after.as_deref(),
+        i64::from(req.limit) + 1,
+    )
+    .await?;
+    let (rows, next_cursor) = pagination::finish(rows, &req, |d| &d.id);
+    Ok(Json(DomainPage {
+        items: rows
+            .iter()
+            .map(|d| representation(&state, d, false))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// An order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomain {
+    /// The domain to host, e.g. `chat.example.com` (normalised with UTS-46).
+    #[schema(example = "chat.example.com")]
+    pub domain: String,
+    /// One of the public plans (`GET /plans`); required when there are plans.
+    pub plan_id: Option<String>,
+    /// The organisation ordering; defaults to the key's own. Required for admin keys.
+    pub org_id: Option<String>,
+}
+
+/// Order a domain
+///
+/// The same checks as the panel's order form. A free plan (or any plan while billing is
+/// off) goes straight to `provisioning`; a paid one is `pending_payment` with the
+/// `payment_url` where the organisation pays. Send an `Idempotency-Key` to retry safely.
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains",
+    tag = "domains",
+    operation_id = "create_domain",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this POST return the first answer (24 hours)")),
+    request_body(content = CreateDomain, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Ordered", body = Domain, headers(
+            ("Location" = String, description = "The new domain's URL"),
+            ("ETag" = String, description = "The domain's current ETag"))),
+        (status = 409, description = "`domain_taken`: already hosted here; `idempotency_request_in_progress`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (`errors`: `invalid_domain`, `domain_reserved`, `unknown_plan`, `invalid_org`) or `idempotency_key_reused`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn create_domain(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<CreateDomain>,
+) -> ApiResult<Response> {
+    who.require_write()?;
+    let org = match (&body.org_id, &who.org_id) {
+        (Some(org), _) => who.org(&state, org).await?,
+        (None, Some(own)) => who.org(&state, &own.0).await?,
+        (None, None) => {
+            return Err(Problem::validation(vec![FieldError {
+                field: "org_id".into(),
+                code: "invalid_org".into(),
+                message: "An admin key names the organisation that orders.".into(),
+            }]));
+        }
+    };
+    let plan = body.plan_id.as_deref().unwrap_or_default();
+    match domains::place_order(&state, &org.id.0, &body.domain, plan).await? {
+        Ok(d) => {
+            let path = format!("/api/v1/domains/{}", d.id);
+            let mut response =
+                etag::with_etag(StatusCode::CREATED, representation(&state, &d, true));
+            if let Ok(v) = HeaderValue::from_str(&path) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(response)
+        }
+        Err(domains::OrderRefused(refused)) => {
+            if let [(_, "domain_taken", message)] = refused.as_slice() {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "domain_taken",
+                    message.clone(),
+                ));
+            }
+            Err(Problem::validation(
+                refused
+                    .into_iter()
+                    .map(|(field, code, message)| FieldError {
+                        field: if field == "plan" { "plan_id" } else { field }.into(),
+                        code: code.into(),
+                        message,
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// Get a domain
+#[utoipa::path(
+    get,
+    path = "/api/v1/domains/{domain_id}",
+    tag = "domains",
+    operation_id = "get_domain",
+    params(("domain_id" = String, Path, description = "The domain's id")),
+    responses((status = 200, description = "The domain, with its DNS records", body = Domain,
+        headers(("ETag" = String, description = "The domain's current ETag")))),
+)]
+pub async fn get_domain(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain_id): Path<String>,
+) -> ApiResult<Response> {
+    let d = visible_domain(&state, &who, &domain_id).await?;
+    Ok(etag::with_etag(
+        StatusCode::OK,
+        representation(&state, &d, true),
+    ))
+}
+
+/// The last decided probe round.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LastCheck {
+    pub at: i64,
+    pub ok: bool,
+    /// A full login's time, ms (0 when it failed).
+    pub latency_ms: i64,
+    /// The step that failed (`connect`, `tls`, `auth`…).
+    pub failed_stage: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Rounds up and down in a window; `uptime_percent` is null without data.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct UptimeWindow {
+    /// `24h`, `7d`, `30d` or `90d`.
+    pub window: String,
+    pub up_rounds: i64,
+    pub down_rounds: i64,
+    pub uptime_percent: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Incident {
+    pub started_at: i64,
+    /// Null while it is ongoing.
+    pub ended_at: Option<i64>,
+    pub duration_secs: i64,
+    /// The step that failed.
+    pub stage: String,
+    pub error: Option<String>,
+}
+
+/// A domain's availability, from real XMPP logins every probe interval.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Uptime {
+    pub domain_id: String,
+    /// `up`, `down` or `unknown` (not checked yet).
+    pub status: String,
+    pub last_check: Option<LastCheck>,
+    pub windows: Vec<UptimeWindow>,
+    /// The latest 20, newest first.
+    pub incidents: Vec<Incident>,
+}
+
+fn window(name: &str, up: i64, down: i64) -> UptimeWindow {
+    UptimeWindow {
+        window: name.into(),
+        up_rounds: up,
+        down_rounds: down,
+        uptime_percent: (up + down > 0).then(|| up as f64 * 100.0 / (up + down) as f64),
+    }
+}
+
+/// Get a domain's uptime
+///
+/// The figures of the domain page (`domains::uptime_for`) as numbers: status, the last
+/// check, uptime over 24 hours, 7, 30 and 90 days, and incidents.
+#[utoipa::path(
+    get,
+    path = "/api/v1/domains/{domain_id}/uptime",
+    tag = "domains",
+    operation_id = "get_domain_uptime",
+    params(("domain_id" = String, Path, description = "The domain's id")),
+    responses((status = 200, description = "Status, windows and incidents", body = Uptime)),
+)]
+pub async fn get_uptime(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain_id): Path<String>,
+) -> ApiResult<Json<Uptime>> {
+    use crate::probe::db as probes;
+    let d = visible_domain(&state, &who, &domain_id).await?;
+    let now = state.clock.now();
+    let today = now.div_euclid(86_400);
+    let last = probes::latest(&state.db, &d.id).await?;
+    let days = probes::daily(&state.db, &d.id, today - 90, today).await?;
+    let sum_days = |n: i64| {
+        days.iter()
+            .filter(|(day, _, _)| *day > today - n)
+            .fold((0, 0), |a, (_, u, dn)| (a.0 + u, a.1 + dn))
+    };
+    let (up24, down24) = probes::counts_since(&state.db, &d.id, now - 86_400).await?;
+    let (up7, down7) = probes::counts_since(&state.db, &d.id, now - 7 * 86_400).await?;
+    let (up30, down30) = sum_days(30);
+    let (up90, down90) = sum_days(90);
+    let incidents = probes::incidents(&state.db, &d.id, 20)
+        .await?
+        .into_iter()
+        .map(|i| Incident {
+            duration_secs: i.ended_at.unwrap_or(now) - i.started_at,
+            started_at: i.started_at,
+            ended_at: i.ended_at,
+            stage: i.stage,
+            error: i.error,
+        })
+        .collect();
+    Ok(Json(Uptime {
+        domain_id: d.id,
+        status: match &last {
+            None => "unknown",
+            Some(l) if l.ok => "up",
+            Some(_) => "down",
+        }
+        .into(),
+        last_check: last.map(|l| LastCheck {
+            at: l.at,
+            ok: l.ok,
+            latency_ms: l.total_ms,
+            failed_stage: l.stage.filter(|_| !l.ok),
+            error: l.error.filter(|_| !l.ok),
+        }),
+        windows: vec![
+            window("24h", up24, down24),
+            window("7d", up7, down7),
+            window("30d", up30, down30),
+            window("90d", up90, down90),
+        ],
+        incidents,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_with_control_characters_never_reach_the_database() {
+        // PostgreSQL refuses text with NUL bytes: such names must be refused as invalid.
+        for bad in ["a\0b.example", "chat.example\0", "\u{7}.example"] {
+            assert!(crate::domains::normalize(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,901 @@
+//! Issue 7, the REST API: keys made on the panel's pages, a generated authorisation matrix
+//! over every endpoint, idempotent POSTs, stable pagination, ETag preconditions, rate
+//! limits, request ids and problem bodies, and schemathesis against the live OpenAPI
+//! document. Every test runs the real `rookery` binary.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use rookery_tests::{
+    app::{PASSWORD, TestClient, location, unique_email},
+    node::python,
+    process::PanelProcess,
+};
+use serde_json::{Value, json};
+
+/// A signed-up person with their organisation.
+struct Tenant {
+    client: TestClient,
+    org_id: String,
+}
+
+async fn sign_up(panel: &PanelProcess, name: &str) -> Tenant {
+    let client = TestClient::new(&panel.base_url);
+    let r = client
+        .post_form(
+            "/signup",
+            &[
+                (
+                    "email",
+                    unique_email(&name.replace(' ', "-").to_lowercase()).as_str(),
+                ),
+                ("password", PASSWORD),
+                ("org_name", name),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "sign-up of {name}");
+    let org_id = location(&r)
+        .trim_start_matches("/o/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    Tenant { client, org_id }
+}
+
+/// Creates a key on an API keys page (`/o/{id}/api-keys` or `/admin/api-keys`) and
+/// returns it, as shown once.
+async fn create_key(
+    client: &TestClient,
+    page: &str,
+    name: &str,
+    scope: &str,
+    days: &str,
+) -> String {
+    let r = client
+        .post_form(
+            page,
+            &[("name", name), ("scope", scope), ("expires_days", days)],
+        )
+        .await;
+    let status = r.status();
+    let html = r.text().await.unwrap();
+    assert_eq!(status, 200, "creating a key on {page}: {html}");
+    let at = html.find("value=\"rk_").expect("the new key is shown") + "value=\"".len();
+    let key = html[at..].split('"').next().unwrap().to_string();
+    assert_eq!(key.len(), 64, "{key}");
+    key
+}
+
+/// Revokes a key on its page, found by its prefix.
+async fn revoke_key(client: &TestClient, page: &str, key: &str) {
+    let html = client.page(page).await;
+    let row = html
+        .find(&format!("data-key=\"{}\"", &key[..11]))
+        .expect("the key is listed");
+    let rest = &html[row..];
+    let end = rest.find("/revoke\"").expect("a revoke button");
+    let start = rest[..end].rfind("/api-keys/").unwrap() + "/api-keys/".len();
+    let id = &rest[start..end];
+    let r = client.post_form(&format!("{page}/{id}/revoke"), &[]).await;
+    assert_eq!(r.status(), 303);
+}
+
+async fn db_exec(panel: &PanelProcess, sql: &str, args: &[&str]) {
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = q.bind(*a);
+    }
+    q.execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+async fn db_count(panel: &PanelProcess, sql: &str) -> i64 {
+    use sqlx::Row;
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let n = sqlx::query(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get::<i64, _>("n");
+    pool.close().await;
+    n
+}
+
+/// One answer of the API.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+async fn call_with(
+    panel: &PanelProcess,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let http = reqwest::Client::new();
+    let mut req = http.request(method, panel.url(path));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let r = req.send().await.expect("the API answers");
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let answer = Answer {
+        status,
+        headers,
+        body,
+    };
+    // Conventions every answer keeps.
+    assert!(
+        !answer.header("x-request-id").is_empty(),
+        "{path}: no x-request-id"
+    );
+    assert!(
+        !answer.header("ratelimit-limit").is_empty(),
+        "{path}: no RateLimit-Limit"
+    );
+    if !status.is_success() {
+        assert_eq!(
+            answer.header("content-type"),
+            "application/problem+json",
+            "{path}: {status} {}",
+            answer.body
+        );
+        assert_eq!(answer.body["status"], status.as_u16(), "{}", answer.body);
+        assert!(answer.body["code"].is_string(), "{}", answer.body);
+        assert!(
+            answer.body["type"]
+                .as_str()
+                .unwrap()
+                .contains("/docs/api#problem-"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["request_id"].as_str(),
+            Some(answer.header("x-request-id")),
+            "the problem names the request id"
+        );
+    }
+    answer
+}
+
+async fn call(
+    panel: &PanelProcess,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> Answer {
+    call_with(panel, method, path, key, body, &[]).await
+}
+
+/// Everyone of the matrix: customers A and B, resellers R1 and R2 with customers C1 and C2,
+/// an admin, and R1's read-only key, an expired key and a revoked key.
+struct World {
+    panel: PanelProcess,
+    a: Tenant,
+    r1: Tenant,
+    c1: Tenant,
+    keys: Vec<(&'static str, String)>,
+    /// A domain of C1, ordered by its reseller.
+    c1_domain: String,
+}
+
+impl World {
+    fn key(&self, who: &str) -> &str {
+        &self.keys.iter().find(|(n, _)| *n == who).unwrap().1
+    }
+}
+
+async fn world(extra_env: &[(&str, &str)]) -> World {
+    let mut env = vec![("ROOKERY_PROBE__ENABLED", "false")];
+    env.extend_from_slice(extra_env);
+    let panel = PanelProcess::start_with_env(&env)
+        .await
+        .expect("the panel starts");
+    let admin = panel.admin_client().await.unwrap();
+    let a = sign_up(&panel, "Customer A").await;
+    let b = sign_up(&panel, "Customer B").await;
+    let r1 = sign_up(&panel, "Reseller One").await;
+    let r2 = sign_up(&panel, "Reseller Two").await;
+    let c1 = sign_up(&panel, "Customer One").await;
+    let c2 = sign_up(&panel, "Customer Two").await;
+    for r in [&r1, &r2] {
+        let resp = admin
+            .post_form(
+                &format!("/admin/tenants/{}/reseller", r.org_id),
+                &[("reseller", "1")],
+            )
+            .await;
+        assert_eq!(resp.status(), 303);
+    }
+    // No page attaches an existing organisation to a reseller yet.
+    for (c, r) in [(&c1, &r1), (&c2, &r2)] {
+        db_exec(
+            &panel,
+            "UPDATE organisations SET parent_id = $1 WHERE id = $2",
+            &[&r.org_id, &c.org_id],
+        )
+        .await;
+    }
+    let page = |t: &Tenant| format!("/o/{}/api-keys", t.org_id);
+    let mut keys = Vec::new();
+    for (name, t) in [
+        ("A", &a),
+        ("B", &b),
+        ("R1", &r1),
+        ("R2", &r2),
+        ("C1", &c1),
+        ("C2", &c2),
+    ] {
+        keys.push((
+            name,
+            create_key(&t.client, &page(t), name, "read_write", "").await,
+        ));
+    }
+    keys.push((
+        "R1 read-only",
+        create_key(&r1.client, &page(&r1), "reporting", "read", "").await,
+    ));
+    keys.push((
+        "admin",
+        create_key(&admin, "/admin/api-keys", "ops", "read_write", "").await,
+    ));
+    let expired = create_key(&r1.client, &page(&r1), "short-lived", "read_write", "1").await;
+    db_exec(
+        &panel,
+        "UPDATE api_keys SET expires_at = 1 WHERE prefix = $1",
+        &[&expired[..11]],
+    )
+    .await;
+    keys.push(("expired", expired));
+    let revoked = create_key(&r1.client, &page(&r1), "old", "read_write", "").await;
+    revoke_key(&r1.client, &page(&r1), &revoked).await;
+    keys.push(("revoked", revoked));
+
+    let order = json!({"domain": "chat.customer-one.example", "org_id": c1.org_id});
+    let r = call(
+        &panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(&keys[2].1),
+        Some(&order),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let c1_domain = r.body["id"].as_str().unwrap().to_string();
+    World {
+        panel,
+        a,
+        r1,
+        c1,
+        keys,
+        c1_domain,
+    }
+}
+
+/// One endpoint of the matrix: placeholders `{domain}`, `{customer}` (C1's domain and
+/// organisation), `{reseller}` (R1), `{unique}` (fresh per call).
+struct Row {
+    method: Method,
+    path: &'static str,
+    body: Option<&'static str>,
+    /// Keys that get a 2xx; every other valid read-write key gets 404.
+    owners: &'static [&'static str],
+}
+
+/// Every endpoint built so far, against C1's resources. A new endpoint joins with a row.
+fn matrix() -> Vec<Row> {
+    const DOMAIN_OWNERS: &[&str] = &["C1", "R1", "admin"];
+    const CUSTOMER_OWNERS: &[&str] = &["R1", "admin"];
+    vec![
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains/{domain}",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains/{domain}/uptime",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains?org_id={customer}",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains",
+            body: Some(r#"{"domain": "{unique}.customer-one.example", "org_id": "{customer}"}"#),
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/customers/{customer}",
+            body: None,
+            owners: CUSTOMER_OWNERS,
+        },
+        Row {
+            method: Method::PATCH,
+            path: "/api/v1/customers/{customer}",
+            body: Some(r#"{"name": "Customer One {unique}"}"#),
+            owners: CUSTOMER_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/customers?reseller_id={reseller}",
+            body: None,
+            owners: CUSTOMER_OWNERS,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/customers",
+            body: Some(r#"{"name": "New {unique}", "reseller_id": "{reseller}"}"#),
+            owners: CUSTOMER_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/plans",
+            body: None,
+            owners: &["A", "B", "R1", "R2", "C1", "C2", "admin"],
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_says() {
+    let w = world(&[]).await;
+    let mut n = 0;
+    let fill = |s: &str, n: usize| {
+        s.replace("{domain}", &w.c1_domain)
+            .replace("{customer}", &w.c1.org_id)
+            .replace("{reseller}", &w.r1.org_id)
+            .replace("{unique}", &format!("u{n}"))
+    };
+    for row in matrix() {
+        let writes = row.method != Method::GET;
+        for (who, key) in &w.keys {
+            n += 1;
+            let path = fill(row.path, n);
+            let body: Option<Value> = row.body.map(|b| serde_json::from_str(&fill(b, n)).unwrap());
+            let r = call(
+                &w.panel,
+                row.method.clone(),
+                &path,
+                Some(key),
+                body.as_ref(),
+            )
+            .await;
+            let expected: &[u16] = match *who {
+                "expired" | "revoked" => &[401],
+                "R1 read-only" if writes => &[403],
+                "R1 read-only" => &[200],
+                k if row.owners.contains(&k) => &[200, 201],
+                _ => &[404],
+            };
+            assert!(
+                expected.contains(&r.status.as_u16()),
+                "{} {path} with {who}'s key: {} {}",
+                row.method,
+                r.status,
+                r.body
+            );
+            if r.status == 401 {
+                assert!(r.header("www-authenticate").starts_with("Bearer"));
+            }
+            if r.status == 403 {
+                assert_eq!(r.body["code"], "read_only_key");
+            }
+        }
+        // No key, and something that is no key.
+        for key in [None, Some("rk_aaaaaaaa_garbage"), Some("not-a-key")] {
+            let path = fill(row.path, 0);
+            let body: Option<Value> = row.body.map(|b| serde_json::from_str(&fill(b, 0)).unwrap());
+            let r = call(&w.panel, row.method.clone(), &path, key, body.as_ref()).await;
+            assert_eq!(
+                r.status, 401,
+                "{} {path} with {key:?}: {}",
+                row.method, r.body
+            );
+        }
+    }
+    // Lists show only what a key may see.
+    let list = |key: &str| {
+        let key = key.to_string();
+        let panel = &w.panel;
+        async move {
+            call(
+                panel,
+                Method::GET,
+                "/api/v1/domains?limit=200",
+                Some(&key),
+                None,
+            )
+            .await
+        }
+    };
+    let ids = |a: &Answer| -> Vec<String> {
+        a.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for who in ["A", "B", "R2", "C2"] {
+        assert!(
+            !ids(&list(w.key(who)).await).contains(&w.c1_domain),
+            "{who} sees C1's domain"
+        );
+    }
+    for who in ["C1", "R1", "admin"] {
+        assert!(
+            ids(&list(w.key(who)).await).contains(&w.c1_domain),
+            "{who} misses C1's domain"
+        );
+    }
+    // A customer's key has no customers to manage.
+    let r = call(
+        &w.panel,
+        Method::GET,
+        "/api/v1/customers",
+        Some(w.key("A")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (403, Some("reseller_only"))
+    );
+    // Nobody but the owners ordered anything: C1's domains are the first one plus one per
+    // successful order (C1, R1, admin).
+    assert_eq!(
+        db_count(
+            &w.panel,
+            &format!(
+                "SELECT COUNT(*) AS n FROM domains WHERE org_id = '{}'",
+                w.c1.org_id
+            )
+        )
+        .await,
+        4
+    );
+    // Unknown routes and methods are problems too; the customer A has nothing of C1's.
+    let r = call(
+        &w.panel,
+        Method::GET,
+        "/api/v1/nothing-here",
+        Some(w.key("A")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = call(
+        &w.panel,
+        Method::DELETE,
+        "/api/v1/plans",
+        Some(w.key("A")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let _ = &w.a;
+}
+
+#[tokio::test]
+async fn a_post_with_an_idempotency_key_is_answered_once() {
+    let w = world(&[]).await;
+    let key = w.key("A");
+    let order = json!({"domain": "once.customer-a.example"});
+    let idem = [("Idempotency-Key", "order-once-1")];
+    let first = call_with(
+        &w.panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(key),
+        Some(&order),
+        &idem,
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = call_with(
+        &w.panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(key),
+        Some(&order),
+        &idem,
+    )
+    .await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.body, first.body, "the same answer");
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(
+        db_count(
+            &w.panel,
+            "SELECT COUNT(*) AS n FROM domains WHERE domain = 'once.customer-a.example'"
+        )
+        .await,
+        1
+    );
+    // The same Idempotency-Key with another body is refused.
+    let other = json!({"domain": "twice.customer-a.example"});
+    let r = call_with(
+        &w.panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(key),
+        Some(&other),
+        &idem,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    assert_eq!(
+        db_count(
+            &w.panel,
+            "SELECT COUNT(*) AS n FROM domains WHERE domain = 'twice.customer-a.example'"
+        )
+        .await,
+        0
+    );
+    // Keys are per API key: another key may use the same Idempotency-Key.
+    let r = call_with(
+        &w.panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(w.key("B")),
+        Some(&other),
+        &idem,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // An order refused is replayed as refused; without a key, a retry is a new order.
+    let taken = call(
+        &w.panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(key),
+        Some(&order),
+    )
+    .await;
+    assert_eq!(
+        (taken.status.as_u16(), taken.body["code"].as_str()),
+        (409, Some("domain_taken"))
+    );
+}
+
+#[tokio::test]
+async fn pages_stay_stable_while_domains_are_added() {
+    let w = world(&[]).await;
+    let key = w.key("A");
+    for i in 0..7 {
+        let order = json!({"domain": format!("d{i}.page.example")});
+        assert_eq!(
+            call(
+                &w.panel,
+                Method::POST,
+                "/api/v1/domains",
+                Some(key),
+                Some(&order)
+            )
+            .await
+            .status,
+            201
+        );
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut added = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/domains?limit=2&cursor={c}"),
+            None => "/api/v1/domains?limit=2".to_string(),
+        };
+        let page = call(&w.panel, Method::GET, &path, Some(key), None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .map(|d| d["domain"].as_str().unwrap().to_string()),
+        );
+        // Someone orders more while the client walks.
+        let order = json!({"domain": format!("new{added}.page.example")});
+        assert_eq!(
+            call(
+                &w.panel,
+                Method::POST,
+                "/api/v1/domains",
+                Some(key),
+                Some(&order)
+            )
+            .await
+            .status,
+            201
+        );
+        added += 1;
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(added < 50, "the walk does not end");
+    }
+    for i in 0..7 {
+        let name = format!("d{i}.page.example");
+        assert_eq!(
+            seen.iter().filter(|s| **s == name).count(),
+            1,
+            "{name} in {seen:?}"
+        );
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no domain twice: {seen:?}");
+    let r = call(
+        &w.panel,
+        Method::GET,
+        "/api/v1/domains?cursor=bogus",
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (400, Some("invalid_cursor"))
+    );
+    let r = call(
+        &w.panel,
+        Method::GET,
+        "/api/v1/domains?limit=500",
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+}
+
+#[tokio::test]
+async fn an_update_based_on_a_stale_etag_is_refused() {
+    let w = world(&[]).await;
+    let key = w.key("R1");
+    let path = format!("/api/v1/customers/{}", w.c1.org_id);
+    let read = call(&w.panel, Method::GET, &path, Some(key), None).await;
+    let etag = read.header("etag").to_string();
+    assert!(etag.starts_with('"'), "an ETag: {etag:?}");
+    let rename = json!({"name": "Customer One Ltd"});
+    let ok = call_with(
+        &w.panel,
+        Method::PATCH,
+        &path,
+        Some(key),
+        Some(&rename),
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["name"], "Customer One Ltd");
+    assert_ne!(ok.header("etag"), etag, "a new ETag after the change");
+    // The old ETag no longer matches: someone else changed it meanwhile.
+    let stale = json!({"name": "Lost update"});
+    let r = call_with(
+        &w.panel,
+        Method::PATCH,
+        &path,
+        Some(key),
+        Some(&stale),
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (412, Some("precondition_failed"))
+    );
+    let now = call(&w.panel, Method::GET, &path, Some(key), None).await;
+    assert_eq!(now.body["name"], "Customer One Ltd");
+    assert_eq!(now.header("etag"), ok.header("etag"));
+    // The reseller's page shows the name.
+    let _ = &w.r1;
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_limit_gets_429_with_the_ratelimit_headers() {
+    let w = world(&[("ROOKERY_API__RATE_LIMIT_PER_MINUTE", "5")]).await;
+    // The world's set-up already used R1's key once; A's key is fresh.
+    let key = w.key("A");
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let r = call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-limit"), "5");
+        remaining.push(r.header("ratelimit-remaining").parse::<u32>().unwrap());
+    }
+    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+    let r = call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    let retry: u64 = r.header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(r.header("ratelimit-remaining"), "0");
+    assert!(r.header("ratelimit-reset").parse::<u64>().unwrap() >= 1);
+    // Another key has its own budget.
+    let r = call(
+        &w.panel,
+        Method::GET,
+        "/api/v1/plans",
+        Some(w.key("B")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_and_managed_by_owners_on_the_panel_and_audited() {
+    let w = world(&[]).await;
+    let page = format!("/o/{}/api-keys", w.a.org_id);
+    let html = w.a.client.page(&page).await;
+    let key = w.key("A");
+    assert!(
+        html.contains(&format!("data-key=\"{}\"", &key[..11])),
+        "listed by prefix"
+    );
+    assert!(!html.contains(key), "never shown again");
+    assert!(html.contains("href=\"/docs/api\""), "links the reference");
+    // Using the key records when it was last used.
+    assert_eq!(
+        call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        db_count(&w.panel, &format!("SELECT COUNT(*) AS n FROM api_keys WHERE prefix = '{}' AND last_used_at IS NOT NULL", &key[..11])).await,
+        1
+    );
+    // Only the hash is stored.
+    assert_eq!(
+        db_count(
+            &w.panel,
+            &format!(
+                "SELECT COUNT(*) AS n FROM api_keys WHERE key_hash = '{key}' OR prefix = '{key}'"
+            )
+        )
+        .await,
+        0
+    );
+    // Another tenant cannot see or revoke A's keys; A cannot revoke a key twice.
+    assert_eq!(w.r1.client.get(&page).await.status(), 404);
+    revoke_key(&w.a.client, &page, key).await;
+    assert_eq!(
+        call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None)
+            .await
+            .status,
+        401
+    );
+    let html = w.a.client.page(&page).await;
+    assert!(html.contains(">revoked<"), "shown revoked");
+    // A bad form is answered with its errors.
+    let r =
+        w.a.client
+            .post_form(
+                &page,
+                &[("name", ""), ("scope", "read"), ("expires_days", "0")],
+            )
+            .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        db_count(&w.panel, "SELECT COUNT(*) AS n FROM audit_log WHERE action IN ('api_key.created', 'api_key.revoked')").await,
+        // Ten keys created in the world, two revoked.
+        12
+    );
+    // The reference page and the document are public.
+    let anonymous = TestClient::new(&w.panel.base_url);
+    let doc = anonymous.page("/docs/api").await;
+    for needle in [
+        "POST /api/v1/domains",
+        "problem-idempotency_key_reused",
+        "schema-Domain",
+    ] {
+        assert!(doc.contains(needle), "the reference has {needle}");
+    }
+    let spec = call(&w.panel, Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.body["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
+    let w = world(&[("ROOKERY_API__RATE_LIMIT_PER_MINUTE", "100000")]).await;
+    let python = python().expect("the test virtualenv");
+    let schemathesis = python.with_file_name("schemathesis");
+    assert!(
+        schemathesis.exists(),
+        "schemathesis in the virtualenv: {}",
+        schemathesis.display()
+    );
+    let report = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(&schemathesis)
+        .arg("run")
+        .arg(w.panel.url("/api/v1/openapi.json"))
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", w.key("R1")),
+        ])
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", "20", "--max-time", "45", "--seed", "7"])
+        .args([
+            "--workers",
+            "2",
+            "--no-color",
+            "--generation-database",
+            "none",
+        ])
+        .arg("--report-dir")
+        .arg(report.path())
+        .env("NO_COLOR", "1")
+        .current_dir(report.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("schemathesis finishes in 2 minutes")
+        .expect("schemathesis runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if rookery_tests::process::test_log() {
+        eprintln!("{text}");
+    }
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    assert!(!text.contains("Server error"), "{text}");
+    let _ = &w.c1_domain;
+}
