@@ -761,6 +761,10 @@ async fn a_node_outage_alerts_by_signed_webhook_xmpp_and_email_and_its_end_by_we
 
     // Node b dies.
     node_b.kill().await;
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
 
     // The webhook: a correctly signed incident.opened at the connect step.
     eventually(60, || async {
@@ -771,6 +775,14 @@ async fn a_node_outage_alerts_by_signed_webhook_xmpp_and_email_and_its_end_by_we
     let opened = receiver.find("customer", "incident.opened").unwrap();
     assert_eq!(opened.event["data"]["domain"], WATCHED);
     assert_eq!(opened.event["data"]["stage"], "connect");
+    // Within 3 intervals of 1 s (plus the round keeper's 1 s tick and whole-second
+    // clocks): the incident opens after 2 failed rounds.
+    let opened_at = opened.event["created_at"].as_i64().unwrap();
+    assert!(
+        opened_at - killed_at <= 3 + 2,
+        "opened {} s after the node died",
+        opened_at - killed_at
+    );
     assert_eq!(opened.event["data"]["ended_at"], serde_json::Value::Null);
     assert!(
         opened.event["data"]["status_url"]
