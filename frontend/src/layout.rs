@@ -124,6 +124,7 @@ fn SideNav(user: NavUser, page: &'static str) -> impl IntoView {
                     {link(format!("{base}/domains"), "Domains", "domains")}
                     {link(format!("{base}/billing"), "Billing", "billing")}
                     {link(format!("{base}/alerts"), "Alerts", "alerts")}
+                    {link(format!("{base}/webhooks"), "Webhooks", "webhooks")}
                     {link(format!("{base}/api-keys"), "API keys", "api-keys")}
                     {link(format!("{base}/team"), "Team", "team")}
                 </ul>

@@ -92,6 +92,9 @@ pub struct AlertSettings {
     pub poll_interval_ms: u64,
     /// Seconds a failing delivery keeps being retried before it is given up.
     pub give_up_after_secs: i64,
+    /// The longest wait between two attempts of a delivery, seconds (the backoff is 10 s,
+    /// 30 s, 2 min, 10 min, 30 min, then hourly). Tests set 1 to retry at once.
+    pub max_retry_delay_secs: i64,
     /// Node alerts go to every admin's email, and here too when set: a webhook (signed
     /// with `admin_webhook_secret`) and a chat address.
     pub admin_webhook_url: String,
@@ -110,6 +113,7 @@ impl Default for AlertSettings {
             xmpp_timeout_secs: 15,
             poll_interval_ms: 1000,
             give_up_after_secs: 86_400,
+            max_retry_delay_secs: 3600,
             admin_webhook_url: String::new(),
             admin_webhook_secret: String::new(),
             admin_xmpp_jid: String::new(),

@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod org;
 pub mod public;
 pub mod status;
+pub mod webhooks;
 
 use leptos::prelude::*;
 

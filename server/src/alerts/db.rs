@@ -234,6 +234,9 @@ pub struct Claimed {
     pub attempts: i64,
     pub give_up_at: i64,
     pub claim_token: String,
+    /// The webhook endpoint it is for (outbound webhooks; see `endpoints`): signed with
+    /// the endpoint's current secret and sent to its current URL.
+    pub endpoint_id: Option<String>,
 }
 
 /// Claims up to `limit` due deliveries for `lease_secs`: their next attempt moves to the
@@ -253,7 +256,7 @@ pub async fn claim_due(
          WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3
                       ORDER BY next_attempt_at LIMIT $4)
            AND status = 'pending' AND next_attempt_at <= $3
-         RETURNING id, event_id, event_type, payload, channel, target, secret_sealed, attempts, give_up_at, claim_token",
+         RETURNING id, event_id, event_type, payload, channel, target, secret_sealed, attempts, give_up_at, claim_token, endpoint_id",
     )
     .bind(now + lease_secs)
     .bind(&token)
@@ -274,6 +277,7 @@ pub async fn claim_due(
             attempts: r.try_get("attempts")?,
             give_up_at: r.try_get("give_up_at")?,
             claim_token: r.try_get("claim_token")?,
+            endpoint_id: r.try_get("endpoint_id")?,
         })
     })
     .collect()
@@ -476,6 +480,37 @@ pub async fn deliveries_of(
          WHERE d.org_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT $2"
     ))
     .bind(&org.0)
+    .bind(limit)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(delivery_from_row)
+    .collect()
+}
+
+/// The deliveries of one webhook endpoint of the organisation: by id after `after`
+/// (API pages), or newest first.
+#[tracing::instrument(skip_all)]
+pub async fn deliveries_of_endpoint(
+    db: &Pool,
+    org: &OrgId,
+    endpoint_id: &str,
+    after: Option<&str>,
+    limit: i64,
+    newest_first: bool,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    let order = if newest_first {
+        "d.created_at DESC, d.id DESC"
+    } else {
+        "d.id"
+    };
+    sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d LEFT JOIN organisations o ON o.id = d.org_id
+         WHERE d.org_id = $1 AND d.endpoint_id = $2 AND d.id > $3 ORDER BY {order} LIMIT $4"
+    ))
+    .bind(&org.0)
+    .bind(endpoint_id)
+    .bind(after.unwrap_or(""))
     .bind(limit)
     .fetch_all(db)
     .await?

@@ -12,15 +12,18 @@
 //! ```
 //!
 //! The outbox and the worker are generic (an event type, a JSON payload, a channel and a
-//! target), so other outgoing webhooks can use them. Enqueueing never fails the caller:
+//! target), so other outgoing webhooks use them: the organisations' webhook endpoints
+//! ([`endpoints`], pages in `webhooks_pages`, API in `api::webhooks`). Enqueueing never fails the caller:
 //! problems are logged, and the prober's bookkeeping goes on.
 
 pub mod db;
+pub mod endpoints;
 pub mod event;
 mod pages;
 pub mod rules;
 pub mod signature;
 pub mod webhook;
+mod webhook_pages;
 pub mod worker;
 mod xmpp;
 
@@ -29,7 +32,10 @@ use anyhow::Context;
 use self::event::{Event, IncidentData, NodeData, TestData};
 use crate::{clock::new_id, config::AlertSettings, orgs::db::OrgId, state::AppState};
 
-pub use pages::router;
+/// The Alerts pages and the Webhooks pages.
+pub fn router() -> axum::Router<AppState> {
+    pages::router().merge(webhook_pages::router())
+}
 pub use xmpp::SENDER_USERNAME;
 
 /// Where one copy of an event goes.
@@ -123,6 +129,8 @@ async fn incident_alert(
     } else {
         event::INCIDENT_OPENED
     };
+    // Outbound webhooks hear of it as domain.down / domain.up.
+    endpoints::incident(state, &i.org_id, &data).await;
     let event = Event::new(kind, state.clock.now(), &data);
     let to = org_destinations(state, &i.org_id).await?;
     let queued = enqueue(state, Some(&i.org_id), &event, &to).await?;

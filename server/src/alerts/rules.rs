@@ -17,7 +17,18 @@ pub fn retry_delay(attempts: i64) -> i64 {
 /// When to try again after the `attempts`-th failure at `now`, or `None` to give up
 /// (the retry would fall after `give_up_at`).
 pub fn next_attempt(attempts: i64, now: i64, give_up_at: i64) -> Option<i64> {
-    let at = now + retry_delay(attempts);
+    next_attempt_capped(attempts, now, give_up_at, i64::MAX)
+}
+
+/// [`next_attempt`] with no wait longer than `max_delay` seconds (the setting
+/// `alerts.max_retry_delay_secs`; tests make it short).
+pub fn next_attempt_capped(
+    attempts: i64,
+    now: i64,
+    give_up_at: i64,
+    max_delay: i64,
+) -> Option<i64> {
+    let at = now + retry_delay(attempts).min(max_delay.max(1));
     (at <= give_up_at).then_some(at)
 }
 
@@ -165,6 +176,14 @@ mod tests {
         }
         assert_eq!(attempts, 29);
         assert!(now <= give_up);
+    }
+
+    #[test]
+    fn a_retry_cap_shortens_every_wait_but_never_below_a_second() {
+        assert_eq!(next_attempt_capped(1, 100, 10_000, 1), Some(101));
+        assert_eq!(next_attempt_capped(6, 100, 10_000, 60), Some(160));
+        assert_eq!(next_attempt_capped(1, 100, 10_000, 0), Some(101));
+        assert_eq!(next_attempt_capped(2, 100, 10_000, 3600), Some(130));
     }
 
     #[test]

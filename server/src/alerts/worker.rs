@@ -59,6 +59,7 @@ pub async fn deliver_forever(state: AppState) {
             return;
         }
     };
+    super::endpoints::configure(state.settings.alerts.give_up_after_secs);
     let every = Duration::from_millis(state.settings.alerts.poll_interval_ms.max(50));
     let mut last_prune = 0;
     loop {
@@ -111,7 +112,12 @@ pub async fn deliver_due(state: &AppState, sender: &WebhookSender) -> anyhow::Re
             let next = if outcome.ok {
                 None
             } else {
-                rules::next_attempt(attempts, now, d.give_up_at)
+                rules::next_attempt_capped(
+                    attempts,
+                    now,
+                    d.give_up_at,
+                    state.settings.alerts.max_retry_delay_secs,
+                )
             };
             let (id, channel, event) = (&d.id, &d.channel, &d.event_type);
             match (&outcome.error, next) {
@@ -158,6 +164,31 @@ async fn attempt(state: &AppState, sender: &WebhookSender, d: &Claimed) -> super
         error: None,
     };
     match d.channel.as_str() {
+        "webhook" if d.secret_sealed.is_none() && d.endpoint_id.is_some() => {
+            let id = d.endpoint_id.as_deref().unwrap_or_default();
+            let endpoint = match super::endpoints::by_id(&state.db, id).await {
+                Ok(Some(e)) if e.enabled => e,
+                Ok(Some(_)) => return failed("the endpoint is disabled".into()),
+                Ok(None) => return failed("the endpoint was deleted".into()),
+                Err(e) => return failed(format!("the endpoint cannot be read: {e}")),
+            };
+            let secret = match state.sealer.open(
+                &super::endpoints::secret_context(id),
+                &endpoint.secret_sealed,
+            ) {
+                Ok(s) => s,
+                Err(e) => return failed(format!("the signing secret cannot be read: {e:#}")),
+            };
+            sender
+                .post(
+                    &endpoint.url,
+                    &secret,
+                    &d.event_id,
+                    &d.payload,
+                    state.clock.now(),
+                )
+                .await
+        }
         "webhook" => {
             let Some(sealed) = &d.secret_sealed else {
                 return failed("the delivery has no signing secret".into());

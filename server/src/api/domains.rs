@@ -2,15 +2,22 @@
 //! by `org_id`), order (the browser's order form's code path: [`domains::place_order`]),
 //! get (state, node, DNS records) and uptime (the prober's figures, as numbers).
 //!
-//! Not here yet: suspend/resume and delete (the panel has no customer path for them), a
-//! domain's chat accounts, usage and the DNS check; they slot in as more routes here.
+//! Its life, through the state machine ([`crate::domains::state`]) as billing drives it:
+//! admin keys suspend and resume (like a grace period running out, and a later payment;
+//! the suspension is marked as the admin's, so a payment does not lift it), and the owning
+//! organisation deletes (like a cancelled subscription: suspended at once, data kept and
+//! downloadable for `stripe.retention_days`, then removed; a Stripe subscription is
+//! cancelled first). A transition the machine refuses is a 409 `domain_state_conflict`.
+//!
+//! A domain's chat accounts, usage, DNS and incidents are in [`super::accounts`],
+//! [`super::usage`], [`super::dns`] and [`super::incidents`].
 
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
-    response::Response,
-    routing::get,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -32,8 +39,13 @@ use crate::{
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/domains", get(list_domains).post(create_domain))
-        .route("/domains/{domain_id}", get(get_domain))
+        .route(
+            "/domains/{domain_id}",
+            get(get_domain).delete(delete_domain),
+        )
         .route("/domains/{domain_id}/uptime", get(get_uptime))
+        .route("/domains/{domain_id}/suspend", post(suspend_domain))
+        .route("/domains/{domain_id}/resume", post(resume_domain))
 }
 
 /// Where a domain is in its life: `pending_payment → provisioning → active ⇄ suspended →
@@ -85,6 +97,18 @@ pub struct DnsRecord {
     pub purpose: String,
 }
 
+impl From<&crate::dns::ExpectedRecord> for DnsRecord {
+    fn from(r: &crate::dns::ExpectedRecord) -> Self {
+        DnsRecord {
+            name: r.owner.clone(),
+            kind: r.kind().to_string(),
+            value: r.value(),
+            ttl: r.ttl,
+            purpose: r.why.clone(),
+        }
+    }
+}
+
 /// A customer domain (an XMPP virtual host).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Domain {
@@ -103,6 +127,13 @@ pub struct Domain {
     pub active_at: Option<i64>,
     /// In `pending_payment`: the panel page where the organisation pays (Stripe Checkout).
     pub payment_url: Option<String>,
+    /// Suspended by a platform admin (a payment does not resume it).
+    pub suspended_by_admin: bool,
+    /// After a deletion or a cancelled subscription: when its data is removed (Unix
+    /// seconds). Until then `export_url` downloads it.
+    pub delete_after: Option<i64>,
+    /// Where the organisation downloads the domain's data while it waits for deletion.
+    pub export_url: Option<String>,
     /// The records to create in DNS (single-domain answers only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_records: Option<Vec<DnsRecord>>,
@@ -126,18 +157,7 @@ fn representation(state: &AppState, d: &DomainRow, with_dns: bool) -> Domain {
     };
     let dns_records = with_dns.then(|| {
         crate::dns::expected_records(&d.domain, &state.settings.dns)
-            .map(|dns| {
-                dns.records
-                    .iter()
-                    .map(|r| DnsRecord {
-                        name: r.owner.clone(),
-                        kind: r.kind().to_string(),
-                        value: r.value(),
-                        ttl: r.ttl,
-                        purpose: r.why.clone(),
-                    })
-                    .collect()
-            })
+            .map(|dns| dns.records.iter().map(DnsRecord::from).collect())
             .unwrap_or_default()
     });
     Domain {
@@ -158,12 +178,29 @@ fn representation(state: &AppState, d: &DomainRow, with_dns: bool) -> Domain {
                 d.id
             )
         }),
+        suspended_by_admin: d.suspended_by_admin,
+        delete_after: d.delete_after,
+        export_url: d
+            .delete_after
+            .filter(|_| d.applied_node_id.is_some())
+            .map(|_| {
+                format!(
+                    "{}/o/{}/domains/{}/export",
+                    state.settings.base_url(),
+                    d.org_id,
+                    d.id
+                )
+            }),
         dns_records,
     }
 }
 
 /// The domain `id` if the key may act on its organisation; else 404.
-async fn visible_domain(state: &AppState, who: &Principal, id: &str) -> ApiResult<DomainRow> {
+pub(super) async fn visible_domain(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<DomainRow> {
     if !super::auth::plausible_id(id) {
         return Err(Problem::not_found());
     }
@@ -332,6 +369,280 @@ pub async fn get_domain(
         StatusCode::OK,
         representation(&state, &d, true),
     ))
+}
+
+mod db {
+    use rookery_common::db::Pool;
+
+    /// Marks (or clears) a suspension as the admin's.
+    #[tracing::instrument(skip_all)]
+    pub async fn set_suspended_by_admin(db: &Pool, id: &str, on: bool) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE domains SET suspended_by_admin = $1 WHERE id = $2")
+            .bind(i64::from(on))
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The key as an actor of the audit log: `API key rk_1a2b3c4d "ops"`.
+pub(super) async fn key_actor(state: &AppState, who: &Principal) -> ApiResult<String> {
+    let key = super::db::keys_of(&state.db, who.org_id.as_ref())
+        .await?
+        .into_iter()
+        .find(|k| k.id == who.key_id);
+    Ok(match key {
+        Some(k) => format!("API key {} \"{}\"", k.prefix, k.name),
+        None => format!("API key {}", who.key_id),
+    })
+}
+
+fn state_conflict(d: &DomainRow, what: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "domain_state_conflict",
+        format!("A domain that is {} cannot be {what}.", d.state),
+    )
+}
+
+/// Moves the domain through its state machine; 409 when the machine refuses.
+async fn step(
+    state: &AppState,
+    d: &DomainRow,
+    event: crate::domains::state::Event,
+    what: &str,
+) -> ApiResult<()> {
+    match domains_db::transition(&state.db, &d.id, event, state.clock.now()).await? {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Problem::not_found()),
+        Err(_) => Err(state_conflict(d, what)),
+    }
+}
+
+/// Notes a change in the audit log with the key as the actor, wakes the reconciler, and
+/// answers the domain as it is now.
+async fn changed(
+    state: &AppState,
+    who: &Principal,
+    d: &DomainRow,
+    action: &str,
+    details: &str,
+    status: StatusCode,
+) -> ApiResult<Response> {
+    crate::nodes::db::audit(
+        &state.db,
+        None,
+        &key_actor(state, who).await?,
+        action,
+        &d.domain,
+        details,
+        state.clock.now(),
+    )
+    .await?;
+    tracing::info!(
+        domain = d.domain,
+        action,
+        key = who.key_id,
+        "domain changed through the API"
+    );
+    state.reconcile_now.notify_one();
+    let now = domains_db::get(&state.db, &d.id)
+        .await?
+        .ok_or_else(Problem::not_found)?;
+    Ok(etag::with_etag(status, representation(state, &now, true)))
+}
+
+/// The visible domain for an admin key (404 for every other key), after `If-Match`.
+async fn for_admin(
+    state: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    id: &str,
+) -> ApiResult<DomainRow> {
+    if who.kind != Kind::Admin {
+        return Err(Problem::not_found());
+    }
+    who.require_write()?;
+    let d = visible_domain(state, who, id).await?;
+    etag::check_if_match(headers, &etag::of(&representation(state, &d, true)))?;
+    Ok(d)
+}
+
+/// Suspend a domain
+///
+/// Admin keys only (others get 404). Logins are refused, data is kept; a payment does not
+/// lift it, `resume` does.
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains/{domain_id}/suspend",
+    tag = "domains",
+    operation_id = "suspend_domain",
+    params(
+        ("domain_id" = String, Path, description = "The domain's id"),
+        ("If-Match" = Option<String>, Header, description = "Act only if the domain's ETag still matches"),
+    ),
+    responses(
+        (status = 200, description = "The domain, suspended", body = Domain,
+            headers(("ETag" = String, description = "The domain's new ETag"))),
+        (status = 409, description = "`domain_state_conflict`: not active or provisioning; `idempotency_request_in_progress`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn suspend_domain(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(domain_id): Path<String>,
+) -> ApiResult<Response> {
+    use crate::domains::state::Event;
+    let d = for_admin(&state, &who, &headers, &domain_id).await?;
+    step(&state, &d, Event::SuspendedByAdmin, "suspended").await?;
+    db::set_suspended_by_admin(&state.db, &d.id, true).await?;
+    changed(
+        &state,
+        &who,
+        &d,
+        "domain.suspended",
+        "suspended by an admin",
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Resume a domain
+///
+/// Admin keys only (others get 404). Not for a domain whose subscription ended (it waits
+/// for deletion).
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains/{domain_id}/resume",
+    tag = "domains",
+    operation_id = "resume_domain",
+    params(
+        ("domain_id" = String, Path, description = "The domain's id"),
+        ("If-Match" = Option<String>, Header, description = "Act only if the domain's ETag still matches"),
+    ),
+    responses(
+        (status = 200, description = "The domain, active again", body = Domain,
+            headers(("ETag" = String, description = "The domain's new ETag"))),
+        (status = 409, description = "`domain_state_conflict`: not suspended, or waiting for deletion; `idempotency_request_in_progress`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn resume_domain(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(domain_id): Path<String>,
+) -> ApiResult<Response> {
+    use crate::domains::state::Event;
+    let d = for_admin(&state, &who, &headers, &domain_id).await?;
+    if d.delete_after.is_some() || d.state != "suspended" {
+        return Err(state_conflict(&d, "resumed"));
+    }
+    step(&state, &d, Event::Resumed, "resumed").await?;
+    db::set_suspended_by_admin(&state.db, &d.id, false).await?;
+    changed(
+        &state,
+        &who,
+        &d,
+        "domain.resumed",
+        "resumed by an admin",
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Delete a domain
+///
+/// As when its subscription is cancelled (a Stripe subscription is cancelled now): the
+/// domain is suspended at once and its data removed after the retention period
+/// (`delete_after`), downloadable until then at `export_url`. A domain still waiting for
+/// its first payment is deleted at once (204).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/domains/{domain_id}",
+    tag = "domains",
+    operation_id = "delete_domain",
+    params(
+        ("domain_id" = String, Path, description = "The domain's id"),
+        ("If-Match" = Option<String>, Header, description = "Act only if the domain's ETag still matches"),
+    ),
+    responses(
+        (status = 202, description = "Suspended; deleted after `delete_after`", body = Domain,
+            headers(("ETag" = String, description = "The domain's new ETag"))),
+        (status = 204, description = "Deleted (it was never paid for)"),
+        (status = 409, description = "`domain_state_conflict`: already being deleted", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`billing_unavailable`: the subscription could not be cancelled; nothing changed", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn delete_domain(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    Path(domain_id): Path<String>,
+) -> ApiResult<Response> {
+    use crate::domains::state::Event;
+    who.require_write()?;
+    let d = visible_domain(&state, &who, &domain_id).await?;
+    etag::check_if_match(&headers, &etag::of(&representation(&state, &d, true)))?;
+    if d.state == "pending_payment" {
+        step(&state, &d, Event::Abandoned, "deleted").await?;
+        changed(
+            &state,
+            &who,
+            &d,
+            "domain.deleted",
+            "deleted before payment",
+            StatusCode::OK,
+        )
+        .await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // Refuse before touching Stripe what the machine would refuse anyway.
+    let cancellable = crate::domains::state::DomainState::parse(&d.state)
+        .is_some_and(|from| crate::domains::state::next(from, Event::Cancelled).is_ok());
+    if !cancellable {
+        return Err(state_conflict(&d, "deleted"));
+    }
+    if let (Some(sub), Some(client)) = (&d.stripe_subscription_id, crate::billing::client(&state)) {
+        let cancelled = match client {
+            Ok(c) => c
+                .cancel_subscription(sub)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = cancelled {
+            tracing::warn!(
+                domain = d.domain,
+                error = format!("{e:#}"),
+                "cancelling a subscription failed"
+            );
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "billing_unavailable",
+                "The subscription could not be cancelled right now; nothing was changed. Try again in a minute.",
+            ));
+        }
+    }
+    step(&state, &d, Event::Cancelled, "deleted").await?;
+    let now = state.clock.now();
+    if d.delete_after.is_none() {
+        let keep = now + state.settings.stripe.retention_days * 86_400;
+        domains_db::set_delete_after(&state.db, &d.id, Some(keep)).await?;
+    }
+    changed(
+        &state,
+        &who,
+        &d,
+        "domain.delete_requested",
+        "deleted by its organisation: suspended, data kept for the retention period",
+        StatusCode::ACCEPTED,
+    )
+    .await
 }
 
 /// The last decided probe round.

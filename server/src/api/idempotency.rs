@@ -3,7 +3,8 @@
 //!
 //! The first request with a key claims `(API key, Idempotency-Key)` in `api_idempotency`
 //! with the SHA-256 of its method, path, query and body, runs, and its response (status,
-//! body, content type, location, ETag) is kept for 24 hours. Then:
+//! body (sealed, as it may hold a secret shown once), content type, location, ETag) is
+//! kept for 24 hours. Then:
 //! - same key, same request → the kept response, with `Idempotent-Replayed: true`;
 //! - same key, another request → 422 `idempotency_key_reused`;
 //! - same key while the first is still running → 409 `idempotency_request_in_progress`
@@ -107,7 +108,11 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
             &idem,
             parts.status.as_u16(),
             &kept_headers(&parts.headers),
-            &String::from_utf8_lossy(&bytes),
+            // Sealed: an answer may carry a secret shown once (a made-up password).
+            &state.sealer.seal(
+                &body_context(&principal.key_id, &idem),
+                &String::from_utf8_lossy(&bytes),
+            ),
         )
         .await
     };
@@ -150,13 +155,30 @@ async fn claim(
                 "A request with this Idempotency-Key is still in progress; retry in a moment.",
             ));
         };
-        return Ok(Some(replay(status, stored.headers.as_deref(), stored.body)));
+        let body = match stored.body.as_deref() {
+            None => None,
+            Some(sealed) => Some(
+                state
+                    .sealer
+                    .open(&body_context(key_id, idem), sealed)
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "a kept idempotent answer cannot be opened");
+                        Problem::internal()
+                    })?,
+            ),
+        };
+        return Ok(Some(replay(status, stored.headers.as_deref(), body)));
     }
     Err(Problem::new(
         StatusCode::CONFLICT,
         "idempotency_request_in_progress",
         "A request with this Idempotency-Key is still in progress; retry in a moment.",
     ))
+}
+
+/// What a kept answer is sealed against: its key and Idempotency-Key.
+fn body_context(key_id: &str, idem: &str) -> String {
+    format!("idempotent-answer:{key_id}:{idem}")
 }
 
 fn kept_headers(headers: &HeaderMap) -> String {

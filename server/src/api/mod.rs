@@ -8,8 +8,9 @@
 //!    and its `RateLimit-*` headers;
 //! 3. [`idempotency::middleware`]: POSTs with an `Idempotency-Key` are answered once;
 //! 4. [`finish`] again, so what a handler answers is complete before it is kept for replays;
-//! 5. the resource handlers ([`plans`], [`domains`], [`customers`]), which call the same
-//!    functions as the panel's pages.
+//! 5. the resource handlers ([`plans`], [`domains`] with [`accounts`], [`usage`], [`dns`]
+//!    and [`incidents`], [`customers`], [`nodes`]), which call the same functions as the
+//!    panel's pages.
 //!
 //! Adding a resource: a module with `routes()` and `#[utoipa::path]` handlers taking a
 //! [`auth::Principal`] (and `require_write()` before changes), merged in [`router`] and
@@ -18,18 +19,24 @@
 //! `/docs/api` ([`pages`]); API keys are managed at `/o/{org_id}/api-keys` and, for
 //! platform admins, `/admin/api-keys`.
 
+pub mod accounts;
 pub mod auth;
 pub mod customers;
 pub mod db;
+pub mod dns;
 pub mod domains;
 pub mod etag;
 pub mod idempotency;
+pub mod incidents;
 pub mod keys;
+pub mod nodes;
 pub mod pages;
 pub mod pagination;
 pub mod plans;
 pub mod problem;
 pub mod ratelimit;
+pub mod usage;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -61,7 +68,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/openapi.json", get(openapi_json))
         .merge(plans::routes())
         .merge(domains::routes())
+        .merge(accounts::routes())
+        .merge(usage::routes())
+        .merge(dns::routes())
+        .merge(incidents::routes())
         .merge(customers::routes())
+        .merge(nodes::routes())
+        .merge(webhooks::routes())
         .fallback(|| async { Problem::not_found() })
         .layer(middleware::from_fn_with_state(state.clone(), finish))
         .layer(middleware::from_fn_with_state(
@@ -163,16 +176,37 @@ async fn openapi_json() -> impl IntoResponse {
         domains::create_domain,
         domains::get_domain,
         domains::get_uptime,
+        domains::suspend_domain,
+        domains::resume_domain,
+        domains::delete_domain,
+        usage::get_usage,
+        dns::get_dns,
+        dns::check_dns,
+        incidents::list_incidents,
+        accounts::list_accounts,
+        accounts::create_account,
+        accounts::delete_account,
+        accounts::set_password,
         customers::list_customers,
         customers::create_customer,
         customers::get_customer,
         customers::update_customer,
+        webhooks::list_webhooks,
+        webhooks::create_webhook,
+        webhooks::get_webhook,
+        webhooks::update_webhook,
+        webhooks::delete_webhook,
+        webhooks::list_deliveries,
+        webhooks::redeliver,
     ),
     components(schemas(problem::ProblemBody, problem::FieldError)),
     tags(
         (name = "plans", description = "What domains can be ordered on"),
-        (name = "domains", description = "Customer domains (XMPP virtual hosts): order, state, DNS records, uptime"),
+        (name = "domains", description = "Customer domains (XMPP virtual hosts): order, state, DNS records and check, usage, uptime, incidents"),
+        (name = "accounts", description = "A domain's chat (XMPP) accounts, on the node serving it"),
         (name = "customers", description = "A reseller's customer organisations"),
+        (name = "nodes", description = "The node pool (admin keys only)"),
+        (name = "webhooks", description = "Outbound webhook endpoints, their deliveries and redelivery"),
     ),
     modifiers(&Conventions),
 )]

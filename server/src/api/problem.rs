@@ -55,6 +55,39 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ),
     ("domain_taken", 409, "The domain is already hosted here"),
     (
+        "account_exists",
+        409,
+        "A chat account with this name exists",
+    ),
+    (
+        "delivery_in_progress",
+        409,
+        "The delivery is being attempted right now",
+    ),
+    (
+        "account_limit",
+        409,
+        "The plan's chat account limit is reached",
+    ),
+    ("domain_not_active", 409, "The domain is not active"),
+    (
+        "domain_state_conflict",
+        409,
+        "The domain's state does not allow this",
+    ),
+    (
+        "account_refused",
+        422,
+        "The server refused the chat account",
+    ),
+    (
+        "node_unavailable",
+        503,
+        "The server hosting the domain cannot be reached",
+    ),
+    ("dns_check_unavailable", 503, "DNS cannot be checked now"),
+    ("billing_unavailable", 503, "Billing cannot be reached now"),
+    (
         "precondition_failed",
         412,
         "The resource changed (If-Match does not match its ETag)",
@@ -398,6 +431,60 @@ mod tests {
         let body = serde_json::to_value(p.body("", None)).unwrap();
         assert_eq!(body["errors"][0]["code"], "invalid_domain");
         assert_eq!(body["detail"], "domain: Bad.");
+    }
+
+    /// Every code the panel's sources hand to `Problem::new` is in [`CODES`] (so it has a
+    /// title and an anchor on the reference page).
+    #[test]
+    fn every_code_in_use_is_registered() {
+        let re = regex_lite_codes();
+        let mut missing = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        let mut seen = 0;
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for code in re(&text) {
+                        seen += 1;
+                        if !CODES.iter().any(|(c, _, _)| *c == code) {
+                            missing.push(format!("{}: {code}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen > 10, "the scan finds the codes in use");
+        assert!(
+            missing.is_empty(),
+            "unregistered problem codes: {missing:?}"
+        );
+    }
+
+    /// The string literal right after `Problem::new(<status>,` in `text`.
+    fn regex_lite_codes() -> impl Fn(&str) -> Vec<String> {
+        |text: &str| {
+            let mut out = Vec::new();
+            for (at, _) in text.match_indices("Problem::new(") {
+                let rest = &text[at + "Problem::new(".len()..];
+                let Some(comma) = rest.find(',') else {
+                    continue;
+                };
+                let after = rest[comma + 1..].trim_start();
+                if let Some(lit) = after.strip_prefix('"')
+                    && let Some(end) = lit.find('"')
+                {
+                    out.push(lit[..end].to_string());
+                }
+            }
+            out
+        }
     }
 
     #[test]

@@ -264,6 +264,7 @@ async fn apply(state: &AppState, event: &Event) -> anyhow::Result<&'static str> 
         }
         "invoice.paid" => {
             domains::set_grace(db, &d.id, None).await?;
+            crate::alerts::endpoints::invoice_paid(state, &d, event).await;
             if d.state == "suspended" && !d.suspended_by_admin && d.delete_after.is_none() {
                 step(state, &d, DomainEvent::Resumed, now).await?;
                 "paid: resumed"

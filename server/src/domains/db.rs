@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::state::DomainState;
-use crate::{clock::new_id, db::Pool};
+use crate::{alerts::endpoints as webhooks, clock::new_id, db::Pool};
 
 /// `pending_payment → provisioning → active ⇄ suspended → deleting → deleted`.
 pub const STATES: &[&str] = &[
@@ -137,6 +137,7 @@ pub async fn create(
         DomainState::Provisioning | DomainState::PendingPayment
     ));
     let id = new_id();
+    let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO domains (id, org_id, domain, state, plan_id, generation, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
@@ -147,13 +148,16 @@ pub async fn create(
     .bind(initial.as_str())
     .bind(plan_id)
     .bind(now)
-    .execute(db)
+    .execute(&mut *tx)
     .await;
     match inserted {
         Ok(_) => {}
         Err(e) if crate::db::is_unique_violation(&e) => return Ok(Err(CreateError::Taken)),
         Err(e) => return Err(e),
     }
+    webhooks::domain_event_in(&mut tx, &id, webhooks::DOMAIN_CREATED, now).await?;
+    tx.commit().await?;
+    crate::alerts::worker::wake();
     Ok(Ok(get(db, &id).await?.expect("just inserted")))
 }
 
@@ -272,19 +276,35 @@ pub async fn applied(
     generation: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let activated = sqlx::query(
+        "UPDATE domains SET state = 'active', active_at = $1 WHERE id = $2 AND generation = $3 AND state = 'provisioning'",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(generation)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
     sqlx::query(
         "UPDATE domains SET applied_node_id = $1, applied_generation = $2, attempts = 0, next_attempt_at = 0,
-            waiting_reason = NULL, updated_at = $3,
-            active_at = CASE WHEN state = 'provisioning' THEN $3 ELSE active_at END,
-            state = CASE WHEN state = 'provisioning' THEN 'active' ELSE state END
+            waiting_reason = NULL, updated_at = $3
          WHERE id = $4 AND generation = $2",
     )
     .bind(node_id)
     .bind(generation)
     .bind(now)
     .bind(id)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    if activated {
+        webhooks::domain_event_in(&mut tx, id, webhooks::DOMAIN_ACTIVE, now).await?;
+    }
+    tx.commit().await?;
+    if activated {
+        crate::alerts::worker::wake();
+    }
     Ok(())
 }
 
@@ -337,14 +357,20 @@ pub async fn forget_applied(db: &Pool, id: &str) -> Result<(), sqlx::Error> {
 }
 
 pub async fn mark_deleted(db: &Pool, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
         "UPDATE domains SET state = 'deleted', node_id = NULL, applied_node_id = NULL, move_from_node_id = NULL, move_step = NULL,
-            waiting_reason = NULL, updated_at = $1 WHERE id = $2",
+            waiting_reason = NULL, updated_at = $1 WHERE id = $2 AND state <> 'deleted'",
     )
     .bind(now)
     .bind(id)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 1 {
+        webhooks::domain_event_in(&mut tx, id, webhooks::DOMAIN_DELETED, now).await?;
+    }
+    tx.commit().await?;
+    crate::alerts::worker::wake();
     Ok(())
 }
 
@@ -401,6 +427,7 @@ pub async fn transition(
         if to == from {
             return Ok(Ok(Some(to)));
         }
+        let mut tx = db.begin().await?;
         let done = sqlx::query(
             "UPDATE domains SET state = $1, generation = generation + 1, attempts = 0, next_attempt_at = 0,
                 active_at = CASE WHEN $1 = 'active' AND active_at IS NULL THEN $2 ELSE active_at END, updated_at = $2
@@ -410,9 +437,15 @@ pub async fn transition(
         .bind(now)
         .bind(id)
         .bind(from.as_str())
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
+            // The webhook event commits with the change (see alerts::endpoints).
+            if let Some(kind) = webhooks::domain_event_for_state(to.as_str()) {
+                webhooks::domain_event_in(&mut tx, id, kind, now).await?;
+            }
+            tx.commit().await?;
+            crate::alerts::worker::wake();
             return Ok(Ok(Some(to)));
         }
     }

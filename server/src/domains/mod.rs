@@ -331,14 +331,42 @@ fn bytes_label(n: i64) -> String {
     }
 }
 
+/// A domain's usage as its nodes reported it: the daily roll-up of the last 30 days.
+#[derive(Debug, Clone)]
+pub struct UsageFigures {
+    /// Days since the Unix epoch, UTC.
+    pub today: i64,
+    /// Oldest first; days without a report are absent.
+    pub days: Vec<nodes::DayUsage>,
+    /// The latest reported day.
+    pub last: nodes::DayUsage,
+}
+
+impl UsageFigures {
+    /// Whether the latest report is from today (else the day's figures are 0).
+    pub fn is_today(&self) -> bool {
+        self.last.day == self.today
+    }
+}
+
+/// Today's figures and the last 30 days (`None` before the first report), as the domain
+/// page's usage card and the REST API show them.
+pub async fn usage_figures(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageFigures>> {
+    let today = state.clock.now().div_euclid(86_400);
+    let days = nodes::daily_usage(&state.db, &d.domain, today, 30).await?;
+    Ok(days
+        .last()
+        .cloned()
+        .map(|last| UsageFigures { today, days, last }))
+}
+
 /// Today's figures and the last 30 days, from the daily roll-up of the nodes' reports.
 async fn usage(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageView>> {
-    let now = state.clock.now();
-    let today = now.div_euclid(86_400);
-    let days = nodes::daily_usage(&state.db, &d.domain, today, 30).await?;
-    let Some(last) = days.last().cloned() else {
+    let Some(figures) = usage_figures(state, d).await? else {
         return Ok(None);
     };
+    let is_today = figures.is_today();
+    let UsageFigures { today, days, last } = figures;
     let label = |day: i64| format_ts(day * 86_400).chars().take(10).collect::<String>();
     let series = |f: fn(&nodes::DayUsage) -> i64, unit: &str| -> Vec<(String, i64)> {
         (today - 29..=today)
@@ -348,7 +376,6 @@ async fn usage(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageView>> 
             })
             .collect()
     };
-    let is_today = last.day == today;
     Ok(Some(UsageView {
         accounts: last.accounts,
         sessions_now: if is_today { last.sessions } else { 0 },
@@ -563,31 +590,42 @@ pub(crate) async fn domain_of(
     }
 }
 
+/// A page of the domain's chat accounts (in user-name order, after `after`), from the node
+/// serving it, as the domain page and the REST API list them. `Ok(None)`: the domain is not
+/// on a node (only active and suspended domains have accounts to list).
+pub async fn account_page(
+    state: &AppState,
+    d: &DomainRow,
+    after: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<Option<rookery_common::control::AccountPage>> {
+    if d.state != "active" && d.state != "suspended" {
+        return Ok(None);
+    }
+    let Some(node_id) = d.applied_node_id.as_deref() else {
+        return Ok(None);
+    };
+    let node = nodes::node(&state.db, node_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("node gone"))?;
+    let client = state.node_clients.get(&node.endpoint(&state.sealer)?);
+    Ok(Some(client.accounts(&d.domain, after, limit).await?))
+}
+
 /// The account list from the node serving the domain.
 async fn accounts(state: &AppState, d: &DomainRow) -> AccountsView {
     let mut view = AccountsView::default();
-    if d.state != "active" && d.state != "suspended" {
-        return view;
-    }
-    let Some(node_id) = d.applied_node_id.as_deref() else {
-        return view;
-    };
-    let result = async {
-        let node = nodes::node(&state.db, node_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("node gone"))?;
-        let client = state.node_clients.get(&node.endpoint(&state.sealer)?);
-        let page = client.accounts(&d.domain, None, 1000).await?;
-        anyhow::Ok(
-            page.accounts
+    let result = account_page(state, d, None, 1000).await.map(|page| {
+        page.map(|p| {
+            p.accounts
                 .into_iter()
                 .map(|a| a.username)
-                .collect::<Vec<_>>(),
-        )
-    }
-    .await;
+                .collect::<Vec<_>>()
+        })
+    });
     match result {
-        Ok(list) => view.accounts = Some(list),
+        Ok(None) => {}
+        Ok(Some(list)) => view.accounts = Some(list),
         Err(e) => {
             tracing::warn!(
                 domain = d.domain,
@@ -670,8 +708,9 @@ pub fn generate_password() -> String {
         .join("-")
 }
 
-/// The node client for an active domain, or the sentence explaining why there is none.
-async fn node_client(
+/// The node client for an active domain, or the sentence explaining why there is none
+/// (chat accounts change only on active domains).
+pub async fn node_client(
     state: &AppState,
     d: &DomainRow,
 ) -> AppResult<Result<crate::nodes::client::NodeClient, &'static str>> {
@@ -685,7 +724,122 @@ async fn node_client(
     Ok(Ok(state.node_clients.get(&node.endpoint(&state.sealer)?)))
 }
 
-const NODE_DOWN: &str = "The server of this domain does not answer right now. Nothing was changed; try again in a minute.";
+/// Why the node did not answer, for people.
+pub const NODE_DOWN: &str = "The server of this domain does not answer right now. Nothing was changed; try again in a minute.";
+/// The rule for chat account names, for people.
+pub const USERNAME_RULE: &str =
+    "Use letters, digits and . _ - only (at most 64), without @ or spaces.";
+
+/// A chat account name as typed, normalised for the domain (`None`: not a usable name).
+pub fn check_username(d: &DomainRow, raw: &str) -> Option<String> {
+    match rookery_node::store::normalize_username(&d.domain, raw.trim()) {
+        Ok(u) if !u.is_empty() && u.len() <= 64 => Some(u),
+        _ => None,
+    }
+}
+
+/// What is wrong with a chosen password, if anything (`generated`: one we made up).
+pub fn password_problem(password: &str, generated: bool) -> Option<&'static str> {
+    if !generated && password.chars().count() < 10 {
+        Some("Use at least 10 characters, or leave it empty to have one made up.")
+    } else if password.len() > 1023 {
+        Some("Use at most 1023 bytes.")
+    } else {
+        None
+    }
+}
+
+/// Why a chat account could not be changed on the node.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("This account already exists.")]
+    Exists,
+    /// The plan's account limit (the node enforces it from the domain's spec).
+    #[error("The plan's account limit is reached.")]
+    OverLimit,
+    #[error("There is no such account.")]
+    NotFound,
+    /// The node refused it for another reason (its message).
+    #[error("The server refused the account: {0}")]
+    Refused(String),
+    #[error("{NODE_DOWN}")]
+    NodeDown,
+}
+
+impl AccountError {
+    /// `account_named`: the call names an existing account, so a 404 means it is missing.
+    fn of(d: &DomainRow, what: &str, e: CallError, account_named: bool) -> Self {
+        match e {
+            CallError::Refused { error, .. } if error.code == "account_exists" => Self::Exists,
+            CallError::Refused { error, .. } if error.code == "account_limit" => Self::OverLimit,
+            CallError::Refused { status: 404, .. } if account_named => Self::NotFound,
+            CallError::Refused { error, .. } => {
+                tracing::warn!(domain = d.domain, code = error.code, "{what} refused");
+                Self::Refused(error.message)
+            }
+            e => {
+                tracing::warn!(domain = d.domain, error = %e, "{what} failed");
+                Self::NodeDown
+            }
+        }
+    }
+}
+
+/// Creates a chat account on the node serving an active domain (the plan's account limit
+/// is the node's to enforce), as the domain page and the REST API do.
+pub async fn create_account(
+    client: &crate::nodes::client::NodeClient,
+    d: &DomainRow,
+    username: &str,
+    password: &str,
+) -> Result<(), AccountError> {
+    let req = NewAccount {
+        username: username.to_string(),
+        password: password.to_string(),
+        system: false,
+    };
+    client
+        .create_account(&d.domain, &req)
+        .await
+        .map_err(|e| AccountError::of(d, "creating an account", e, false))?;
+    tracing::info!(domain = d.domain, username, "chat account created");
+    Ok(())
+}
+
+/// Sets a chat account's password on the node.
+pub async fn set_account_password(
+    client: &crate::nodes::client::NodeClient,
+    d: &DomainRow,
+    username: &str,
+    password: &str,
+) -> Result<(), AccountError> {
+    client
+        .set_password(
+            &d.domain,
+            username,
+            &NewPassword {
+                password: password.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| AccountError::of(d, "resetting a password", e, true))?;
+    tracing::info!(domain = d.domain, username, "chat account password reset");
+    Ok(())
+}
+
+/// Deletes a chat account on the node.
+pub async fn remove_account(
+    client: &crate::nodes::client::NodeClient,
+    d: &DomainRow,
+    username: &str,
+) -> Result<(), AccountError> {
+    client
+        .delete_account(&d.domain, username)
+        .await
+        .map_err(|e| AccountError::of(d, "deleting an account", e, true))?;
+    tracing::info!(domain = d.domain, username, "chat account deleted");
+    Ok(())
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -702,30 +856,18 @@ async fn add_account(
 ) -> AppResult<Response> {
     let d = domain_of(&state, &access, &id).await?;
     let mut errors = FormErrors::default();
-    let username = match rookery_node::store::normalize_username(&d.domain, f.username.trim()) {
-        Ok(u) if !u.is_empty() && u.len() <= 64 => Some(u),
-        _ => {
-            errors.add(
-                "username",
-                "Use letters, digits and . _ - only (at most 64), without @ or spaces.",
-            );
-            None
-        }
-    };
+    let username = check_username(&d, &f.username);
+    if username.is_none() {
+        errors.add("username", USERNAME_RULE);
+    }
     let generated = f.password.is_empty();
     let password = if generated {
         generate_password()
     } else {
         f.password.clone()
     };
-    if !generated && password.chars().count() < 10 {
-        errors.add(
-            "password",
-            "Use at least 10 characters, or leave it empty to have one made up.",
-        );
-    }
-    if password.len() > 1023 {
-        errors.add("password", "Use at most 1023 bytes.");
+    if let Some(why) = password_problem(&password, generated) {
+        errors.add("password", why);
     }
     let client = match node_client(&state, &d).await? {
         Ok(c) => c,
@@ -746,14 +888,9 @@ async fn add_account(
         }
     };
     if let (true, Some(username)) = (errors.is_empty(), username) {
-        let req = NewAccount {
-            username: username.clone(),
-            password: password.clone(),
-            system: false,
-        };
-        match client.create_account(&d.domain, &req).await {
+        match create_account(&client, &d, &username, &password).await {
             Ok(()) => {
-                tracing::info!(domain = d.domain, username, "chat account created");
+                crate::alerts::endpoints::account_created(&state, &access.org.id, &d.id, &d.domain, &username).await;
                 let shown = generated.then(|| (format!("{username}@{}", d.domain), password));
                 if shown.is_none() {
                     return Ok(Redirect::to(&format!("/o/{}/domains/{}?notice=account-created", access.org.id.0, d.id)).into_response());
@@ -761,21 +898,16 @@ async fn add_account(
                 let view = AccountsView { shown_once: shown, ..Default::default() };
                 return Ok(render_detail(&state, &access, &d, view).await?.into_response());
             }
-            Err(CallError::Refused { error, .. }) => match error.code.as_str() {
-                "account_exists" => errors.add("username", "This account already exists."),
-                "account_limit" => errors.add(
-                    "",
-                    format!(
-                        "Your plan allows {} accounts and they are all in use. Delete one, or move to a bigger plan.",
-                        d.max_accounts.map(|n| n.to_string()).unwrap_or_else(|| "no more".into())
-                    ),
+            Err(AccountError::Exists) => errors.add("username", "This account already exists."),
+            Err(AccountError::OverLimit) => errors.add(
+                "",
+                format!(
+                    "Your plan allows {} accounts and they are all in use. Delete one, or move to a bigger plan.",
+                    d.max_accounts.map(|n| n.to_string()).unwrap_or_else(|| "no more".into())
                 ),
-                _ => errors.add("", format!("The server refused the account: {}", error.message)),
-            },
-            Err(e) => {
-                tracing::warn!(domain = d.domain, error = %e, "creating an account failed");
-                errors.add("", NODE_DOWN);
-            }
+            ),
+            Err(e @ AccountError::Refused(_)) => errors.add("", e.to_string()),
+            Err(AccountError::NotFound | AccountError::NodeDown) => errors.add("", NODE_DOWN),
         }
     }
     Ok((
@@ -828,18 +960,8 @@ async fn reset_password(
         Err(why) => return detail_with_error(&state, &access, &d, why).await,
     };
     let password = generate_password();
-    match client
-        .set_password(
-            &d.domain,
-            &username,
-            &NewPassword {
-                password: password.clone(),
-            },
-        )
-        .await
-    {
+    match set_account_password(&client, &d, &username, &password).await {
         Ok(()) => {
-            tracing::info!(domain = d.domain, username, "chat account password reset");
             let view = AccountsView {
                 shown_once: Some((format!("{username}@{}", d.domain), password)),
                 ..Default::default()
@@ -848,11 +970,8 @@ async fn reset_password(
                 .await?
                 .into_response())
         }
-        Err(e) if e.status() == Some(404) => Err(AppError::NotFound),
-        Err(e) => {
-            tracing::warn!(domain = d.domain, error = %e, "resetting a password failed");
-            detail_with_error(&state, &access, &d, NODE_DOWN).await
-        }
+        Err(AccountError::NotFound) => Err(AppError::NotFound),
+        Err(_) => detail_with_error(&state, &access, &d, NODE_DOWN).await,
     }
 }
 
@@ -893,20 +1012,16 @@ async fn delete_account(
         Ok(c) => c,
         Err(why) => return detail_with_error(&state, &access, &d, why).await,
     };
-    match client.delete_account(&d.domain, &username).await {
+    match remove_account(&client, &d, &username).await {
         Ok(()) => {
-            tracing::info!(domain = d.domain, username, "chat account deleted");
             let page = format!(
                 "/o/{}/domains/{}?notice=account-deleted",
                 access.org.id.0, d.id
             );
             Ok(Redirect::to(&page).into_response())
         }
-        Err(e) if e.status() == Some(404) => Err(AppError::NotFound),
-        Err(e) => {
-            tracing::warn!(domain = d.domain, error = %e, "deleting an account failed");
-            detail_with_error(&state, &access, &d, NODE_DOWN).await
-        }
+        Err(AccountError::NotFound) => Err(AppError::NotFound),
+        Err(_) => detail_with_error(&state, &access, &d, NODE_DOWN).await,
     }
 }
 

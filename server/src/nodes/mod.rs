@@ -413,6 +413,83 @@ async fn show_node(
     Ok(Html(pages::node(ctx, node_view(&node, now), rows)))
 }
 
+/// An admin's change of a node's state: the pool page's buttons and the REST API's
+/// `POST /api/v1/nodes/{id}/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAction {
+    /// No new domains.
+    Cordon,
+    /// Takes new domains again.
+    Uncordon,
+    /// Its domains move to other nodes.
+    Drain,
+}
+
+impl PoolAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cordon" => Some(Self::Cordon),
+            "uncordon" => Some(Self::Uncordon),
+            "drain" => Some(Self::Drain),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cordon => "cordon",
+            Self::Uncordon => "uncordon",
+            Self::Drain => "drain",
+        }
+    }
+
+    /// The node's state afterwards.
+    pub fn target(self) -> NodeState {
+        match self {
+            Self::Cordon => NodeState::Cordoned,
+            Self::Uncordon => NodeState::Active,
+            Self::Drain => NodeState::Draining,
+        }
+    }
+
+    fn details(self) -> &'static str {
+        match self {
+            Self::Cordon => "no new domains",
+            Self::Uncordon => "takes new domains again",
+            Self::Drain => "its domains move to other nodes",
+        }
+    }
+}
+
+/// Applies a pool action to a node and notes it in the audit log with its actor (an admin,
+/// or an admin API key).
+pub async fn apply_pool_action(
+    state: &AppState,
+    node: &NodeRow,
+    action: PoolAction,
+    actor_id: Option<&str>,
+    actor: &str,
+) -> AppResult<()> {
+    db::set_state(&state.db, &node.id, action.target()).await?;
+    db::audit(
+        &state.db,
+        actor_id,
+        actor,
+        &format!("node.{}", action.as_str()),
+        &node.name,
+        action.details(),
+        state.clock.now(),
+    )
+    .await?;
+    tracing::info!(
+        node = node.name,
+        action = action.as_str(),
+        admin = actor,
+        "node pool action"
+    );
+    Ok(())
+}
+
 async fn node_action(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -420,19 +497,10 @@ async fn node_action(
 ) -> AppResult<Response> {
     let node = db::node(&state.db, &id).await?.ok_or(AppError::NotFound)?;
     let now = state.clock.now();
-    let (notice, details) = match action.as_str() {
-        "cordon" => {
-            db::set_state(&state.db, &id, NodeState::Cordoned).await?;
-            ("node-cordoned", "no new domains")
-        }
-        "uncordon" => {
-            db::set_state(&state.db, &id, NodeState::Active).await?;
-            ("node-active", "takes new domains again")
-        }
-        "drain" => {
-            db::set_state(&state.db, &id, NodeState::Draining).await?;
-            ("node-draining", "its domains move to other nodes")
-        }
+    let notice = match action.as_str() {
+        "cordon" => "node-cordoned",
+        "uncordon" => "node-active",
+        "drain" => "node-draining",
         "remove" => {
             if !db::remove_node(&state.db, &id).await? {
                 return Err(AppError::BadRequest(format!(
@@ -454,22 +522,16 @@ async fn node_action(
         }
         _ => return Err(AppError::NotFound),
     };
-    db::audit(
-        &state.db,
-        Some(&admin.user.id),
-        &admin.user.email,
-        &format!("node.{action}"),
-        &node.name,
-        details,
-        now,
-    )
-    .await?;
-    tracing::info!(
-        node = node.name,
-        action,
-        admin = admin.user.email,
-        "node pool action"
-    );
+    if let Some(pool_action) = PoolAction::parse(&action) {
+        apply_pool_action(
+            &state,
+            &node,
+            pool_action,
+            Some(&admin.user.id),
+            &admin.user.email,
+        )
+        .await?;
+    }
     Ok(Redirect::to(&format!("/admin/nodes/{id}?notice={notice}")).into_response())
 }
 

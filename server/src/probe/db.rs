@@ -470,35 +470,128 @@ pub struct OverviewRow {
     pub down: i64,
 }
 
+/// The overview's rows before ordering: every domain being set up or running, its node,
+/// its status row and the start of its open incident. Open incidents come from a grouped
+/// subquery over the partial index `incidents_open` (migration 0008): a handful of rows,
+/// where a lookup per domain would read every incident of every domain.
+const OVERVIEW_FROM: &str = "FROM domains d LEFT JOIN nodes n ON n.id = d.applied_node_id
+    LEFT JOIN probe_status s ON s.domain_id = d.id
+    LEFT JOIN (SELECT domain_id, MIN(started_at) AS open_since FROM incidents WHERE ended_at IS NULL GROUP BY domain_id) o
+        ON o.domain_id = d.id
+    WHERE d.state IN ('provisioning', 'active', 'suspended')";
+
+const OVERVIEW_COLUMNS: &str =
+    "d.id, d.domain, d.state, n.name AS node, n.health AS node_health, n.last_heartbeat_at,
+    s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h, o.open_since";
+
+fn overview_row(r: &sqlx::any::AnyRow) -> Result<OverviewRow, sqlx::Error> {
+    Ok(OverviewRow {
+        domain_id: r.try_get("id")?,
+        domain: r.try_get("domain")?,
+        state: r.try_get("state")?,
+        node: r.try_get("node")?,
+        node_health: r.try_get("node_health")?,
+        node_heartbeat_at: r.try_get("last_heartbeat_at")?,
+        last_at: r.try_get("checked_at")?,
+        last_ok: r.try_get::<Option<i64>, _>("last_ok")?.map(|v| v != 0),
+        last_stage: r.try_get("stage")?,
+        open_incident_since: r.try_get("open_since")?,
+        up: r.try_get::<Option<i64>, _>("up_24h")?.unwrap_or(0),
+        down: r.try_get::<Option<i64>, _>("down_24h")?.unwrap_or(0),
+    })
+}
+
 /// Every placed domain with its current status, its node's heartbeat, open incident and
-/// 24-hour counts: one row a domain from `probe_status`, no scan of results.
+/// 24-hour counts: one row a domain from `probe_status`, no scan of results. The admin's
+/// page reads [`overview_counts`] and [`overview_page`] instead: with 10,000 domains,
+/// decoding every row costs far more than the page may take.
+#[tracing::instrument(skip_all)]
 pub async fn overview(db: &Pool) -> Result<Vec<OverviewRow>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {OVERVIEW_COLUMNS} {OVERVIEW_FROM}"))
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(overview_row)
+        .collect()
+}
+
+/// How many of the overview's domains have an open incident, fail (no incident yet), are
+/// up, and are not probed yet: the groups of [`worst_first`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverviewCounts {
+    pub incident: i64,
+    pub down: i64,
+    pub up: i64,
+    pub unknown: i64,
+}
+
+impl OverviewCounts {
+    pub fn total(&self) -> i64 {
+        self.incident + self.down + self.up + self.unknown
+    }
+}
+
+/// The overview's counts per group, over all domains, in one aggregate row.
+#[tracing::instrument(skip_all)]
+pub async fn overview_counts(db: &Pool) -> Result<OverviewCounts, sqlx::Error> {
+    let r = sqlx::query(&format!(
+        "SELECT COUNT(*) AS total,
+            CAST(COALESCE(SUM(CASE WHEN o.open_since IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS incident,
+            CAST(COALESCE(SUM(CASE WHEN o.open_since IS NULL AND s.up = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS down,
+            CAST(COALESCE(SUM(CASE WHEN o.open_since IS NULL AND s.up <> 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS up
+         {OVERVIEW_FROM}"
+    ))
+    .fetch_one(db)
+    .await?;
+    let (total, incident, down, up): (i64, i64, i64, i64) = (
+        r.try_get("total")?,
+        r.try_get("incident")?,
+        r.try_get("down")?,
+        r.try_get("up")?,
+    );
+    Ok(OverviewCounts {
+        incident,
+        down,
+        up,
+        unknown: total - incident - down - up,
+    })
+}
+
+/// `limit` rows of the overview from `offset` on, in the order of [`worst_first`] (which
+/// the database applies, so only the page's rows leave it): open incidents (oldest first),
+/// failing, then by 24-hour uptime in millionths, unprobed last, each by name.
+#[tracing::instrument(skip_all)]
+pub async fn overview_page(
+    db: &Pool,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<OverviewRow>, sqlx::Error> {
+    // The ranking runs over the narrow columns; the page's rows are joined to their nodes
+    // and status afterwards. The inner ORDER BY picks the page, the outer one keeps it.
     sqlx::query(
-        "SELECT d.id, d.domain, d.state, n.name AS node, n.health AS node_health, n.last_heartbeat_at,
-            s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h,
-            (SELECT MIN(started_at) FROM incidents i WHERE i.domain_id = d.id AND i.ended_at IS NULL) AS open_since
-         FROM domains d LEFT JOIN nodes n ON n.id = d.applied_node_id LEFT JOIN probe_status s ON s.domain_id = d.id
-         WHERE d.state IN ('provisioning', 'active', 'suspended')",
+        "SELECT p.id, p.domain, p.state, n.name AS node, n.health AS node_health, n.last_heartbeat_at,
+            s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h, p.open_since
+         FROM (SELECT r.id, r.domain, r.state, r.applied_node_id, r.open_since,
+                 CASE WHEN r.open_since IS NOT NULL THEN 0 WHEN r.up = 0 THEN 1 WHEN r.up IS NOT NULL THEN 2 ELSE 3 END AS grp,
+                 COALESCE(r.open_since, 9223372036854775807) AS since,
+                 CASE WHEN COALESCE(r.up_24h, 0) + COALESCE(r.down_24h, 0) = 0 THEN 1000000
+                      ELSE r.up_24h * 1000000 / (r.up_24h + r.down_24h) END AS ppm
+               FROM (SELECT d.id, d.domain, d.state, d.applied_node_id, st.up, st.up_24h, st.down_24h, o.open_since
+                     FROM domains d LEFT JOIN probe_status st ON st.domain_id = d.id
+                     LEFT JOIN (SELECT domain_id, MIN(started_at) AS open_since FROM incidents WHERE ended_at IS NULL GROUP BY domain_id) o
+                         ON o.domain_id = d.id
+                     WHERE d.state IN ('provisioning', 'active', 'suspended')) r
+               ORDER BY grp, since, ppm, r.domain
+               LIMIT $1 OFFSET $2) p
+         LEFT JOIN nodes n ON n.id = p.applied_node_id LEFT JOIN probe_status s ON s.domain_id = p.id
+         ORDER BY p.grp, p.since, p.ppm, p.domain",
     )
+    .bind(limit)
+    .bind(offset)
     .fetch_all(db)
     .await?
     .iter()
-    .map(|r| {
-        Ok(OverviewRow {
-            domain_id: r.try_get("id")?,
-            domain: r.try_get("domain")?,
-            state: r.try_get("state")?,
-            node: r.try_get("node")?,
-            node_health: r.try_get("node_health")?,
-            node_heartbeat_at: r.try_get("last_heartbeat_at")?,
-            last_at: r.try_get("checked_at")?,
-            last_ok: r.try_get::<Option<i64>, _>("last_ok")?.map(|v| v != 0),
-            last_stage: r.try_get("stage")?,
-            open_incident_since: r.try_get("open_since")?,
-            up: r.try_get::<Option<i64>, _>("up_24h")?.unwrap_or(0),
-            down: r.try_get::<Option<i64>, _>("down_24h")?.unwrap_or(0),
-        })
-    })
+    .map(overview_row)
     .collect()
 }
 
@@ -741,6 +834,98 @@ mod tests {
                 "fine",
                 "never"
             ]
+        );
+    }
+
+    /// A database with the panel's schema and, as (name, status, open incident since, up,
+    /// down), the domains of the test above, plus a deleted one and a closed incident.
+    async fn overview_db() -> Pool {
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ('o', 'Org', 0)")
+            .execute(&db)
+            .await
+            .unwrap();
+        let domains: [(&str, &str, Option<bool>, Option<i64>, i64, i64); 7] = [
+            ("never", "provisioning", None, None, 0, 0),
+            ("fine", "active", Some(true), None, 100, 0),
+            ("shaky", "active", Some(true), None, 90, 10),
+            ("failing", "suspended", Some(false), None, 99, 1),
+            ("new-incident", "active", Some(false), Some(200), 50, 50),
+            ("old-incident", "active", Some(false), Some(100), 80, 20),
+            ("gone", "deleted", Some(false), Some(50), 0, 10),
+        ];
+        for (name, state, ok, since, up, down) in domains {
+            sqlx::query(
+                "INSERT INTO domains (id, org_id, domain, state, generation, created_at, updated_at)
+                 VALUES ($1, 'o', $1, $2, 1, 0, 0)",
+            )
+            .bind(name)
+            .bind(state)
+            .execute(&db)
+            .await
+            .unwrap();
+            if let Some(ok) = ok {
+                sqlx::query(
+                    "INSERT INTO probe_status (domain_id, round_start, checked_at, up, reporting, failing, up_24h, down_24h)
+                     VALUES ($1, 300, 305, $2, 1, $3, $4, $5)",
+                )
+                .bind(name)
+                .bind(i64::from(ok))
+                .bind(i64::from(!ok))
+                .bind(up)
+                .bind(down)
+                .execute(&db)
+                .await
+                .unwrap();
+            }
+            if let Some(at) = since {
+                start_incident(&db, name, at, "connect", None)
+                    .await
+                    .unwrap();
+            }
+        }
+        start_incident(&db, "fine", 10, "tls", None).await.unwrap();
+        end_incident(&db, "fine", 20).await.unwrap();
+        db
+    }
+
+    #[tokio::test]
+    async fn the_database_pages_the_overview_in_the_order_of_worst_first() {
+        let db = overview_db().await;
+        let names = |rows: &[OverviewRow]| -> Vec<String> {
+            rows.iter().map(|r| r.domain.clone()).collect()
+        };
+        let mut all = overview(&db).await.unwrap();
+        worst_first(&mut all);
+        assert_eq!(
+            names(&all),
+            [
+                "old-incident",
+                "new-incident",
+                "failing",
+                "shaky",
+                "fine",
+                "never"
+            ]
+        );
+        let page = overview_page(&db, 0, 100).await.unwrap();
+        assert_eq!(names(&page), names(&all));
+        assert_eq!(page[0].open_incident_since, Some(100));
+        assert_eq!((page[3].up, page[3].down), (90, 10));
+        assert_eq!(
+            names(&overview_page(&db, 2, 2).await.unwrap()),
+            ["failing", "shaky"]
+        );
+        assert!(overview_page(&db, 6, 100).await.unwrap().is_empty());
+        assert_eq!(
+            overview_counts(&db).await.unwrap(),
+            OverviewCounts {
+                incident: 2,
+                down: 1,
+                up: 2,
+                unknown: 1
+            }
         );
     }
 }

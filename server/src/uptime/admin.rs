@@ -47,32 +47,42 @@ fn ago(now: i64, at: i64) -> String {
     }
 }
 
-/// The overview's rows for one page, worst first, with the counts over all domains.
+/// The overview's rows for one page, worst first, with the counts over all domains. Both
+/// come from the database already counted and ordered: only the page's rows are read.
 pub async fn overview(state: &AppState, page: usize) -> AppResult<UptimeOverview> {
     let now = state.clock.now();
-    let mut rows = probes::overview(&state.db).await?;
-    probes::worst_first(&mut rows);
-    let mut view = UptimeOverview::default();
+    // The counts and the page each rank every domain: run them side by side, on the page
+    // asked for, and read the page again only when it was past the last one.
+    let page = page.max(1);
+    let offset = |page: usize| {
+        i64::try_from(page.saturating_sub(1).saturating_mul(PAGE_SIZE)).unwrap_or(i64::MAX)
+    };
+    let (counts, mut rows) = tokio::try_join!(
+        probes::overview_counts(&state.db),
+        probes::overview_page(&state.db, offset(page), PAGE_SIZE as i64),
+    )?;
+    let mut view = UptimeOverview {
+        counts: (
+            counts.incident as usize,
+            counts.down as usize,
+            counts.up as usize,
+            counts.unknown as usize,
+        ),
+        ..Default::default()
+    };
+    view.pages = (counts.total().max(0) as usize).div_ceil(PAGE_SIZE).max(1);
+    view.page = page.min(view.pages);
+    if view.page != page {
+        rows = probes::overview_page(&state.db, offset(view.page), PAGE_SIZE as i64).await?;
+    }
     let status_of = |r: &probes::OverviewRow| match (r.open_incident_since, r.last_ok) {
         (Some(_), _) => "incident",
         (None, Some(false)) => "down",
         (None, Some(true)) => "up",
         (None, None) => "unknown",
     };
-    for r in &rows {
-        match status_of(r) {
-            "incident" => view.counts.0 += 1,
-            "down" => view.counts.1 += 1,
-            "up" => view.counts.2 += 1,
-            _ => view.counts.3 += 1,
-        }
-    }
-    view.pages = rows.len().div_ceil(PAGE_SIZE).max(1);
-    view.page = page.clamp(1, view.pages);
     view.rows = rows
         .into_iter()
-        .skip((view.page - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
         .map(|r| {
             let status = status_of(&r);
             let stage = r.last_stage.clone().unwrap_or_default();

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use rookery_tests::{
-    app::{PASSWORD, TestClient, location, unique_email},
+    app::{PASSWORD, TestClient, eventually, location, unique_email},
     node::python,
-    process::PanelProcess,
+    process::{PanelProcess, free_loopback_port},
 };
 use serde_json::{Value, json};
 
@@ -108,6 +108,33 @@ async fn db_count(panel: &PanelProcess, sql: &str) -> i64 {
     n
 }
 
+async fn db_string(panel: &PanelProcess, sql: &str) -> String {
+    use sqlx::Row;
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let v = sqlx::query(sql)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get::<String, _>("v");
+    pool.close().await;
+    v
+}
+
+/// Waits until the domain is active on its node (the demo's local node).
+async fn wait_active(panel: &PanelProcess, domain_id: &str) {
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM domains WHERE id = '{domain_id}' AND state = 'active' AND applied_node_id IS NOT NULL AND applied_generation = generation"
+    );
+    eventually(30, || {
+        let sql = sql.clone();
+        async move { db_count(panel, &sql).await == 1 }
+    })
+    .await
+    .expect("the domain becomes active on the local node");
+}
+
 /// One answer of the API.
 struct Answer {
     status: StatusCode,
@@ -202,12 +229,15 @@ async fn call(
 /// an admin, and R1's read-only key, an expired key and a revoked key.
 struct World {
     panel: PanelProcess,
+    admin: TestClient,
     a: Tenant,
     r1: Tenant,
     c1: Tenant,
     keys: Vec<(&'static str, String)>,
-    /// A domain of C1, ordered by its reseller.
+    /// A domain of C1, ordered by its reseller, active on the local node.
     c1_domain: String,
+    /// The demo's local node.
+    node_id: String,
 }
 
 impl World {
@@ -217,9 +247,16 @@ impl World {
 }
 
 async fn world(extra_env: &[(&str, &str)]) -> World {
-    let mut env = vec![("ROOKERY_PROBE__ENABLED", "false")];
+    // A resolver nobody answers at: DNS checks come back quickly, every record failing.
+    let dead_resolver = format!("127.0.0.1:{}", free_loopback_port().unwrap());
+    let mut env = vec![
+        ("ROOKERY_PROBE__ENABLED", "false"),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+        ("ROOKERY_DNS__RESOLVER", dead_resolver.as_str()),
+        ("ROOKERY_DNS__TIMEOUT_SECS", "1"),
+    ];
     env.extend_from_slice(extra_env);
-    let panel = PanelProcess::start_with_env(&env)
+    let (panel, _ports) = PanelProcess::start_demo(&env)
         .await
         .expect("the panel starts");
     let admin = panel.admin_client().await.unwrap();
@@ -293,18 +330,23 @@ async fn world(extra_env: &[(&str, &str)]) -> World {
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let c1_domain = r.body["id"].as_str().unwrap().to_string();
+    wait_active(&panel, &c1_domain).await;
+    let node_id = db_string(&panel, "SELECT id AS v FROM nodes").await;
     World {
         panel,
+        admin,
         a,
         r1,
         c1,
         keys,
         c1_domain,
+        node_id,
     }
 }
 
 /// One endpoint of the matrix: placeholders `{domain}`, `{customer}` (C1's domain and
-/// organisation), `{reseller}` (R1), `{unique}` (fresh per call).
+/// organisation), `{reseller}` (R1), `{node}` (the local node), `{unique}` (fresh per
+/// call), `{who}` (the key's holder, so one row can create what a later row changes).
 struct Row {
     method: Method,
     path: &'static str,
@@ -313,11 +355,93 @@ struct Row {
     owners: &'static [&'static str],
 }
 
+/// Rows only admin keys may use: every other key gets 404, read-only ones too (the
+/// endpoints do not reveal themselves).
+const ADMIN_ONLY: &[&str] = &["admin"];
+
 /// Every endpoint built so far, against C1's resources. A new endpoint joins with a row.
 fn matrix() -> Vec<Row> {
     const DOMAIN_OWNERS: &[&str] = &["C1", "R1", "admin"];
     const CUSTOMER_OWNERS: &[&str] = &["R1", "admin"];
     vec![
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains/{domain}/accounts",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains/{domain}/accounts",
+            body: Some(r#"{"username": "m-{who}"}"#),
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::PUT,
+            path: "/api/v1/domains/{domain}/accounts/m-{who}/password",
+            body: Some(r#"{"password": "a new password {unique}"}"#),
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::DELETE,
+            path: "/api/v1/domains/{domain}/accounts/m-{who}",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains/{domain}/usage",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains/{domain}/dns",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains/{domain}/dns/check",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/domains/{domain}/incidents",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/nodes",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/nodes/{node}",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/nodes/{node}/cordon",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/nodes/{node}/drain",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/nodes/{node}/uncordon",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
         Row {
             method: Method::GET,
             path: "/api/v1/domains/{domain}",
@@ -368,9 +492,40 @@ fn matrix() -> Vec<Row> {
         },
         Row {
             method: Method::GET,
+            path: "/api/v1/webhooks?org_id={customer}",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/webhooks",
+            body: Some(r#"{"url": "https://hooks.example.com/{unique}", "org_id": "{customer}"}"#),
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
             path: "/api/v1/plans",
             body: None,
             owners: &["A", "B", "R1", "R2", "C1", "C2", "admin"],
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains/{domain}/suspend",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains/{domain}/resume",
+            body: None,
+            owners: ADMIN_ONLY,
+        },
+        // Last: it starts the domain's way out.
+        Row {
+            method: Method::DELETE,
+            path: "/api/v1/domains/{domain}",
+            body: None,
+            owners: DOMAIN_OWNERS,
         },
     ]
 }
@@ -379,18 +534,23 @@ fn matrix() -> Vec<Row> {
 async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_says() {
     let w = world(&[]).await;
     let mut n = 0;
-    let fill = |s: &str, n: usize| {
+    let fill = |s: &str, n: usize, who: &str| {
         s.replace("{domain}", &w.c1_domain)
             .replace("{customer}", &w.c1.org_id)
             .replace("{reseller}", &w.r1.org_id)
+            .replace("{node}", &w.node_id)
             .replace("{unique}", &format!("u{n}"))
+            .replace("{who}", &who.to_lowercase().replace(' ', "-"))
     };
     for row in matrix() {
-        let writes = row.method != Method::GET;
+        // A DNS check changes nothing: read-only keys may run it.
+        let writes = row.method != Method::GET && !row.path.ends_with("/dns/check");
         for (who, key) in &w.keys {
             n += 1;
-            let path = fill(row.path, n);
-            let body: Option<Value> = row.body.map(|b| serde_json::from_str(&fill(b, n)).unwrap());
+            let path = fill(row.path, n, who);
+            let body: Option<Value> = row
+                .body
+                .map(|b| serde_json::from_str(&fill(b, n, who)).unwrap());
             let r = call(
                 &w.panel,
                 row.method.clone(),
@@ -401,9 +561,10 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
             .await;
             let expected: &[u16] = match *who {
                 "expired" | "revoked" => &[401],
+                "R1 read-only" if row.owners == ADMIN_ONLY => &[404],
                 "R1 read-only" if writes => &[403],
                 "R1 read-only" => &[200],
-                k if row.owners.contains(&k) => &[200, 201],
+                k if row.owners.contains(&k) => &[200, 201, 202, 204],
                 _ => &[404],
             };
             assert!(
@@ -422,8 +583,10 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
         }
         // No key, and something that is no key.
         for key in [None, Some("rk_aaaaaaaa_garbage"), Some("not-a-key")] {
-            let path = fill(row.path, 0);
-            let body: Option<Value> = row.body.map(|b| serde_json::from_str(&fill(b, 0)).unwrap());
+            let path = fill(row.path, 0, "nobody");
+            let body: Option<Value> = row
+                .body
+                .map(|b| serde_json::from_str(&fill(b, 0, "nobody")).unwrap());
             let r = call(&w.panel, row.method.clone(), &path, key, body.as_ref()).await;
             assert_eq!(
                 r.status, 401,
@@ -516,6 +679,488 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
         (405, Some("method_not_allowed"))
     );
     let _ = &w.a;
+}
+
+#[tokio::test]
+async fn a_domains_chat_accounts_are_managed_like_on_its_page_within_the_plans_limit() {
+    let w = world(&[]).await;
+    let key = w.key("R1");
+    let accounts = format!("/api/v1/domains/{}/accounts", w.c1_domain);
+    // A made-up password is answered once, not to be cached.
+    let r = call(
+        &w.panel,
+        Method::POST,
+        &accounts,
+        Some(key),
+        Some(&json!({"username": "Alice"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["username"], "alice");
+    assert_eq!(r.body["address"], "alice@chat.customer-one.example");
+    assert_eq!(r.body["password"].as_str().unwrap().len(), 23);
+    assert_eq!(r.header("cache-control"), "no-store");
+    assert_eq!(r.header("location"), format!("{accounts}/alice"));
+    // A chosen one is not echoed.
+    for name in ["bob", "carol", "dave"] {
+        let body = json!({"username": name, "password": "correct horse battery"});
+        let r = call(&w.panel, Method::POST, &accounts, Some(key), Some(&body)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert!(r.body["password"].is_null());
+    }
+    let r = call(
+        &w.panel,
+        Method::POST,
+        &accounts,
+        Some(key),
+        Some(&json!({"username": "bob"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (409, Some("account_exists"))
+    );
+    let r = call(
+        &w.panel,
+        Method::POST,
+        &accounts,
+        Some(key),
+        Some(&json!({"username": "no one@here", "password": "short"})),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let codes: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["invalid_username", "invalid_password"]);
+    // Walking the pages sees every account once, in name order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{accounts}?limit=2&cursor={c}"),
+            None => format!("{accounts}?limit=2"),
+        };
+        let r = call(&w.panel, Method::GET, &path, Some(key), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for a in r.body["items"].as_array().unwrap() {
+            seen.push(a["username"].as_str().unwrap().to_string());
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "bob", "carol", "dave"]);
+    let r = call(
+        &w.panel,
+        Method::GET,
+        &format!("{accounts}?cursor=bm9wZQ"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["code"], "invalid_cursor");
+    // The domain page lists what the API created.
+    let page = format!("/o/{}/domains/{}", w.c1.org_id, w.c1_domain);
+    let html = w.c1.client.page(&page).await;
+    assert!(html.contains("alice") && html.contains("dave"), "{html}");
+    // New passwords, made up or chosen; unknown accounts are 404.
+    let r = call(
+        &w.panel,
+        Method::PUT,
+        &format!("{accounts}/bob/password"),
+        Some(key),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["password"].as_str().unwrap().len(), 23);
+    let r = call(
+        &w.panel,
+        Method::PUT,
+        &format!("{accounts}/nobody/password"),
+        Some(key),
+        Some(&json!({"password": "long enough password"})),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Deleting is once.
+    let r = call(
+        &w.panel,
+        Method::DELETE,
+        &format!("{accounts}/dave"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = call(
+        &w.panel,
+        Method::DELETE,
+        &format!("{accounts}/dave"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    // The usage card's figures: 30 days, and the node's count of accounts once reported.
+    let usage = format!("/api/v1/domains/{}/usage", w.c1_domain);
+    eventually(20, || async {
+        let r = call(&w.panel, Method::GET, &usage, Some(key), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["days"].as_array().unwrap().len(), 30);
+        r.body["accounts"] == 3
+    })
+    .await
+    .expect("the usage shows the three accounts");
+
+    // A plan's account limit holds, as on the page.
+    let plan = [
+        ("name", "Tiny"),
+        ("price", "0"),
+        ("currency", "EUR"),
+        ("max_accounts", "2"),
+        ("max_sessions", "5"),
+        ("storage_mb", "10"),
+        ("upload_mb", "10"),
+        ("archive_days", "7"),
+        ("public", "1"),
+    ];
+    assert_eq!(w.admin.post_form("/admin/plans", &plan).await.status(), 303);
+    let plans = call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None).await;
+    let plan_id = plans.body["items"][0]["id"].as_str().unwrap().to_string();
+    let order =
+        json!({"domain": "tiny.customer-one.example", "org_id": w.c1.org_id, "plan_id": plan_id});
+    let r = call(
+        &w.panel,
+        Method::POST,
+        "/api/v1/domains",
+        Some(key),
+        Some(&order),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tiny = r.body["id"].as_str().unwrap().to_string();
+    let tiny_accounts = format!("/api/v1/domains/{tiny}/accounts");
+    // Not active yet, or active: accounts wait for the domain.
+    let early = call(
+        &w.panel,
+        Method::POST,
+        &tiny_accounts,
+        Some(key),
+        Some(&json!({"username": "early"})),
+    )
+    .await;
+    assert!(
+        early.status == 201 || early.body["code"] == "domain_not_active",
+        "{}",
+        early.body
+    );
+    wait_active(&w.panel, &tiny).await;
+    let mut made = i32::from(early.status == 201);
+    for name in ["one", "two", "three"] {
+        let r = call(
+            &w.panel,
+            Method::POST,
+            &tiny_accounts,
+            Some(key),
+            Some(&json!({"username": name})),
+        )
+        .await;
+        if made < 2 {
+            assert_eq!(r.status, 201, "{}", r.body);
+            made += 1;
+        } else {
+            assert_eq!(
+                (r.status.as_u16(), r.body["code"].as_str()),
+                (409, Some("account_limit")),
+                "{}",
+                r.body
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn dns_records_checks_incidents_and_nodes_answer_through_the_api() {
+    let w = world(&[]).await;
+    let key = w.key("C1");
+    // The DNS page's records, and a check through the (silent) resolver: all fail.
+    let dns = call(
+        &w.panel,
+        Method::GET,
+        &format!("/api/v1/domains/{}/dns", w.c1_domain),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(dns.status, 200, "{}", dns.body);
+    let domain = call(
+        &w.panel,
+        Method::GET,
+        &format!("/api/v1/domains/{}", w.c1_domain),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(dns.body["records"], domain.body["dns_records"]);
+    assert!(
+        dns.body["zone_file"]
+            .as_str()
+            .unwrap()
+            .contains("_xmpp-client._tcp.chat.customer-one.example.")
+    );
+    let check = call(
+        &w.panel,
+        Method::POST,
+        &format!("/api/v1/domains/{}/dns/check", w.c1_domain),
+        Some(w.key("R1 read-only")),
+        None,
+    )
+    .await;
+    assert_eq!(check.status, 200, "{}", check.body);
+    assert_eq!(check.body["pass"], false);
+    let records = check.body["records"].as_array().unwrap();
+    assert_eq!(records.len(), dns.body["records"].as_array().unwrap().len());
+    for r in records {
+        assert_eq!(r["pass"], false);
+        assert!(!r["found"].as_str().unwrap().is_empty(), "{r}");
+        assert!(r["name"].is_string() && r["type"].is_string());
+    }
+
+    // Incidents, newest first, a page at a time.
+    for (id, started, ended) in [
+        ("0190a000-0000-7000-8000-000000000001", "1000", Some("1600")),
+        ("0190a000-0000-7000-8000-000000000002", "5000", None),
+        ("0190a000-0000-7000-8000-000000000003", "3000", Some("3060")),
+    ] {
+        match ended {
+            Some(e) => db_exec(&w.panel, "INSERT INTO incidents (id, domain_id, started_at, ended_at, stage, error) VALUES ($1, $2, CAST($3 AS BIGINT), CAST($4 AS BIGINT), 'connect', 'refused')", &[id, &w.c1_domain, started, e]).await,
+            None => db_exec(&w.panel, "INSERT INTO incidents (id, domain_id, started_at, stage) VALUES ($1, $2, CAST($3 AS BIGINT), 'auth')", &[id, &w.c1_domain, started]).await,
+        }
+    }
+    let mut starts = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/domains/{}/incidents?limit=2", w.c1_domain);
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let r = call(&w.panel, Method::GET, &path, Some(key), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for i in r.body["items"].as_array().unwrap() {
+            starts.push(i["started_at"].as_i64().unwrap());
+            if i["ended_at"].is_null() {
+                assert_eq!(i["stage"], "auth");
+            } else {
+                assert_eq!(
+                    i["duration_secs"].as_i64().unwrap(),
+                    i["ended_at"].as_i64().unwrap() - i["started_at"].as_i64().unwrap()
+                );
+            }
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(starts, [5000, 3000, 1000]);
+
+    // Nodes: admin keys only; If-Match on actions; audited with the key as the actor.
+    let admin = w.key("admin");
+    let node = format!("/api/v1/nodes/{}", w.node_id);
+    for who in ["R1", "C1", "R1 read-only"] {
+        let r = call(
+            &w.panel,
+            Method::GET,
+            "/api/v1/nodes",
+            Some(w.key(who)),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 404, "{who}");
+    }
+    let list = call(&w.panel, Method::GET, "/api/v1/nodes", Some(admin), None).await;
+    assert_eq!(list.body["items"][0]["id"], w.node_id.as_str());
+    let read = call(&w.panel, Method::GET, &node, Some(admin), None).await;
+    assert_eq!(read.body["state"], "active");
+    let etag = read.header("etag").to_string();
+    let stale = call_with(
+        &w.panel,
+        Method::POST,
+        &format!("{node}/cordon"),
+        Some(admin),
+        None,
+        &[("If-Match", "\"0123\"")],
+    )
+    .await;
+    assert_eq!(
+        (stale.status.as_u16(), stale.body["code"].as_str()),
+        (412, Some("precondition_failed"))
+    );
+    let cordoned = call_with(
+        &w.panel,
+        Method::POST,
+        &format!("{node}/cordon"),
+        Some(admin),
+        None,
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(cordoned.status, 200, "{}", cordoned.body);
+    assert_eq!(cordoned.body["state"], "cordoned");
+    assert_ne!(cordoned.header("etag"), etag);
+    // The pool page shows it, like its own button's result.
+    let html = w.admin.page(&format!("/admin/nodes/{}", w.node_id)).await;
+    assert!(html.contains("cordoned"), "{html}");
+    let again = call_with(
+        &w.panel,
+        Method::POST,
+        &format!("{node}/uncordon"),
+        Some(admin),
+        None,
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(again.status, 412, "the old ETag no longer matches");
+    let back = call(
+        &w.panel,
+        Method::POST,
+        &format!("{node}/uncordon"),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(back.body["state"], "active");
+    assert_eq!(
+        db_count(
+            &w.panel,
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action IN ('node.cordon', 'node.uncordon') AND actor LIKE 'API key rk_%'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn admins_suspend_and_resume_and_owners_delete_as_the_state_machine_allows() {
+    let w = world(&[]).await;
+    let admin = w.key("admin");
+    let domain = format!("/api/v1/domains/{}", w.c1_domain);
+    for who in ["C1", "R1"] {
+        let r = call(
+            &w.panel,
+            Method::POST,
+            &format!("{domain}/suspend"),
+            Some(w.key(who)),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 404, "{who}: {}", r.body);
+    }
+    let read = call(&w.panel, Method::GET, &domain, Some(admin), None).await;
+    let etag = read.header("etag").to_string();
+    let stale = call_with(
+        &w.panel,
+        Method::POST,
+        &format!("{domain}/suspend"),
+        Some(admin),
+        None,
+        &[("If-Match", "\"0123\"")],
+    )
+    .await;
+    assert_eq!(stale.status, 412);
+    let r = call_with(
+        &w.panel,
+        Method::POST,
+        &format!("{domain}/suspend"),
+        Some(admin),
+        None,
+        &[("If-Match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["state"], "suspended");
+    assert_eq!(r.body["suspended_by_admin"], true);
+    // The domain page shows it.
+    let page = format!("/o/{}/domains/{}", w.c1.org_id, w.c1_domain);
+    assert!(
+        w.c1.client
+            .page(&page)
+            .await
+            .contains("data-state=\"suspended\"")
+    );
+    let r = call(
+        &w.panel,
+        Method::POST,
+        &format!("{domain}/resume"),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["state"], "active");
+    assert_eq!(r.body["suspended_by_admin"], false);
+    let r = call(
+        &w.panel,
+        Method::POST,
+        &format!("{domain}/resume"),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (409, Some("domain_state_conflict"))
+    );
+    // The owner deletes: suspended at once, data kept (and downloadable) for the retention.
+    let r = call(
+        &w.panel,
+        Method::DELETE,
+        &domain,
+        Some(w.key("R1 read-only")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = call(&w.panel, Method::DELETE, &domain, Some(w.key("C1")), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["state"], "suspended");
+    assert!(r.body["delete_after"].as_i64().unwrap() > 29 * 86_400);
+    assert!(r.body["export_url"].as_str().unwrap().ends_with("/export"));
+    let r = call(
+        &w.panel,
+        Method::POST,
+        &format!("{domain}/resume"),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.body["code"], "domain_state_conflict",
+        "waiting for deletion"
+    );
+    // Retention over: the billing sweep moves it on, as after a cancelled subscription.
+    db_exec(
+        &w.panel,
+        "UPDATE domains SET delete_after = 1 WHERE id = $1",
+        &[&w.c1_domain],
+    )
+    .await;
+    eventually(30, || async {
+        let r = call(&w.panel, Method::GET, &domain, Some(admin), None).await;
+        r.status == 404 || r.body["state"] == "deleting"
+    })
+    .await
+    .expect("the domain is deleted after its retention");
+    assert_eq!(
+        db_count(&w.panel, "SELECT COUNT(*) AS n FROM audit_log WHERE action IN ('domain.suspended', 'domain.resumed', 'domain.delete_requested') AND actor LIKE 'API key rk_%'").await,
+        3
+    );
 }
 
 #[tokio::test]

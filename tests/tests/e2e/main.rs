@@ -18,3 +18,4 @@ mod provisioning;
 mod status_page;
 mod stripe_fake;
 mod uptime;
+mod webhooks;
