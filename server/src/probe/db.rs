@@ -846,8 +846,8 @@ mod tests {
             .execute(&db)
             .await
             .unwrap();
-        let domains: [(&str, &str, Option<bool>, Option<i64>, i64, i64); 7] = [
-            ("never", "provisioning", None, None, 0, 0),
+        let domains = [
+            ("never", "provisioning", None, None::<i64>, 0_i64, 0_i64),
             ("fine", "active", Some(true), None, 100, 0),
             ("shaky", "active", Some(true), None, 90, 10),
             ("failing", "suspended", Some(false), None, 99, 1),
