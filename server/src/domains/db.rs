@@ -179,6 +179,14 @@ pub async fn for_org(db: &Pool, org_id: &str) -> Result<Vec<DomainRow>, sqlx::Er
     .await
 }
 
+/// How many domains an organisation has (deleted ones aside).
+pub async fn count_for_org(db: &Pool, org_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE org_id = $1 AND state <> 'deleted'")
+        .bind(org_id)
+        .fetch_one(db)
+        .await
+}
+
 /// Domains placed on (or moving away from) a node.
 pub async fn on_node(db: &Pool, node_id: &str) -> Result<Vec<DomainRow>, sqlx::Error> {
     let filter = "d.state <> 'deleted' AND (d.node_id = $1 OR d.applied_node_id = $1 OR d.move_from_node_id = $1) ORDER BY d.domain";

@@ -194,35 +194,18 @@ pub async fn health(
     limit: usize,
 ) -> AppResult<Vec<rookery_frontend::pages::org::DomainHealth>> {
     use crate::probe::db as probes;
-    let summary = probes::org_summary(&state.db, org_id).await?;
-    let mut domains: Vec<DomainRow> = db::for_org(&state.db, org_id)
-        .await?
-        .into_iter()
-        .filter(|d| summary.contains_key(&d.id))
-        .collect();
-    let rank = |d: &DomainRow| {
-        let s = &summary[&d.id];
-        let total = (s.up_24h + s.down_24h).max(1);
-        (
-            !s.incident,
-            s.up,
-            s.up_24h * 1_000_000 / total,
-            d.domain.clone(),
-        )
-    };
-    domains.sort_by_key(rank);
+    let worst = probes::org_worst(&state.db, org_id, limit).await?;
     let today = state.clock.now().div_euclid(86_400);
     let mut out = Vec::new();
-    for d in domains.into_iter().take(limit) {
-        let s = &summary[&d.id];
-        let days = probes::daily(&state.db, &d.id, today - 90, today).await?;
+    for (id, domain, s) in worst {
+        let days = probes::daily(&state.db, &id, today - 90, today).await?;
         let (up, down) = days
             .iter()
             .filter(|(day, _, _)| *day > today - 30)
             .fold((0, 0), |a, (_, u, dn)| (a.0 + u, a.1 + dn));
         out.push(rookery_frontend::pages::org::DomainHealth {
-            id: d.id.clone(),
-            domain: d.domain.clone(),
+            id,
+            domain,
             status: match (s.incident, s.up) {
                 (true, _) => "incident",
                 (false, true) => "up",

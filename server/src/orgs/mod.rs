@@ -224,9 +224,7 @@ async fn show_dashboard(
             members,
             is_reseller: access.org.is_reseller,
             customers,
-            domains: crate::domains::db::for_org(&state.db, &access.org.id.0)
-                .await?
-                .len() as i64,
+            domains: crate::domains::db::count_for_org(&state.db, &access.org.id.0).await?,
             health: crate::domains::health(&state, &access.org.id.0, 10).await?,
         },
     )))

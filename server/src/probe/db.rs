@@ -632,6 +632,47 @@ pub async fn org_summary(
     .collect()
 }
 
+/// The organisation's `limit` worst probed domains, ranked in the database (open incident,
+/// failing, lowest 24-hour uptime, then by name): (id, domain, status), so a reseller's
+/// dashboard reads ten rows, not its thousand domains.
+pub async fn org_worst(
+    db: &Pool,
+    org_id: &str,
+    limit: usize,
+) -> Result<Vec<(String, String, Summary)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT d.id, d.domain, s.up, s.up_24h, s.down_24h,
+            CASE WHEN o.domain_id IS NULL THEN 0 ELSE 1 END AS open
+         FROM domains d JOIN probe_status s ON s.domain_id = d.id
+         LEFT JOIN (SELECT domain_id FROM incidents WHERE ended_at IS NULL GROUP BY domain_id) o
+             ON o.domain_id = d.id
+         WHERE d.org_id = $1 AND d.state <> 'deleted'
+         ORDER BY CASE WHEN o.domain_id IS NOT NULL THEN 0 WHEN s.up = 0 THEN 1 ELSE 2 END,
+            CASE WHEN s.up_24h + s.down_24h = 0 THEN 1000000
+                 ELSE s.up_24h * 1000000 / (s.up_24h + s.down_24h) END,
+            d.domain
+         LIMIT $2",
+    )
+    .bind(org_id)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("id")?,
+            r.try_get("domain")?,
+            Summary {
+                up: r.try_get::<i64, _>("up")? != 0,
+                incident: r.try_get::<i64, _>("open")? != 0,
+                up_24h: r.try_get("up_24h")?,
+                down_24h: r.try_get("down_24h")?,
+            },
+        ))
+    })
+    .collect()
+}
+
 /// A probe location besides the panel's own.
 #[derive(Debug, Clone)]
 pub struct LocationRow {

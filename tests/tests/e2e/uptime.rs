@@ -126,6 +126,19 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
         .expect("listed");
     assert!(watched < calm, "worst first: {overview}");
     assert!(overview.contains(">incident<"));
+    // The dashboard ranks the organisation's domains the same way.
+    eventually(30, || async {
+        let dashboard = customer.page(&org).await;
+        match (
+            dashboard.find("data-domain=\"watched.demo.test\""),
+            dashboard.find("data-domain=\"calm.demo.test\""),
+        ) {
+            (Some(w), Some(c)) => w < c && dashboard.contains("data-probe=\"incident\""),
+            _ => false,
+        }
+    })
+    .await
+    .expect("the dashboard puts the domain with an incident first");
 
     // Back: the incident closes.
     set_state(&panel, "watched.demo.test", "active").await;
