@@ -189,7 +189,14 @@ async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Elemen
         )
         .await
     {
-        Ok(true) => {}
+        Ok(true) => {
+            // The recipient may have sent its initial presence (and taken its offline
+            // messages) while this one was being stored: then it is delivered now, not at
+            // the next login.
+            if let Some(s) = message_targets(&node.router.sessions(to)).first() {
+                deliver_offline(node, s).await;
+            }
+        }
         Ok(false) => bounce(
             me,
             &stanza,
