@@ -376,6 +376,7 @@ pub async fn mark_deleted(db: &Pool, id: &str, now: i64) -> Result<(), sqlx::Err
     .await?;
     if done.rows_affected() == 1 {
         webhooks::domain_event_in(&mut tx, id, webhooks::DOMAIN_DELETED, now).await?;
+        crate::probe::db::rerank(&mut tx, id).await?;
     }
     tx.commit().await?;
     crate::alerts::worker::wake();
@@ -385,15 +386,17 @@ pub async fn mark_deleted(db: &Pool, id: &str, now: i64) -> Result<(), sqlx::Err
 /// Changes the state (suspend, resume, delete); a new generation carries it to the node.
 pub async fn set_state(db: &Pool, id: &str, state: &str, now: i64) -> Result<(), sqlx::Error> {
     debug_assert!(STATES.contains(&state));
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE domains SET state = $1, generation = generation + 1, attempts = 0, next_attempt_at = 0, updated_at = $2 WHERE id = $3",
     )
     .bind(state)
     .bind(now)
     .bind(id)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    crate::probe::db::rerank(&mut tx, id).await?;
+    tx.commit().await
 }
 
 /// Domains waiting for a node (placement found none yet).
@@ -452,6 +455,7 @@ pub async fn transition(
             if let Some(kind) = webhooks::domain_event_for_state(to.as_str()) {
                 webhooks::domain_event_in(&mut tx, id, kind, now).await?;
             }
+            crate::probe::db::rerank(&mut tx, id).await?;
             tx.commit().await?;
             crate::alerts::worker::wake();
             return Ok(Ok(Some(to)));

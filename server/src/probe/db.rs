@@ -244,8 +244,9 @@ pub async fn store_round(db: &Pool, domain_id: &str, r: &RoundRow) -> Result<boo
     .await?;
     let (up_24h, down_24h): (i64, i64) = (counts.try_get("up")?, counts.try_get("down")?);
     sqlx::query(
-        "INSERT INTO probe_status (domain_id, round_start, checked_at, up, stage, error, total_ms, reporting, failing, up_24h, down_24h)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        "INSERT INTO probe_status (domain_id, round_start, checked_at, up, stage, error, total_ms, reporting, failing, up_24h, down_24h,
+            domain)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE((SELECT domain FROM domains WHERE id = $1), ''))
          ON CONFLICT (domain_id) DO UPDATE SET round_start = excluded.round_start, checked_at = excluded.checked_at,
             up = excluded.up, stage = excluded.stage, error = excluded.error, total_ms = excluded.total_ms,
             reporting = excluded.reporting, failing = excluded.failing, up_24h = excluded.up_24h, down_24h = excluded.down_24h
@@ -264,8 +265,71 @@ pub async fn store_round(db: &Pool, domain_id: &str, r: &RoundRow) -> Result<boo
     .bind(down_24h)
     .execute(&mut *tx)
     .await?;
+    rerank(&mut tx, domain_id).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// The overview's groups, in its order: the group is the top of [`RANK`].
+pub const GROUP_INCIDENT: i64 = 0;
+pub const GROUP_FAILING: i64 = 1;
+pub const GROUP_PASSING: i64 = 2;
+/// Domains no longer provisioning, active or suspended (deleting, deleted): not listed.
+pub const GROUP_UNLISTED: i64 = 3;
+/// A group's share of the rank: the rank is group × 2^52 + incident start × 2^20 +
+/// 24-hour uptime in millionths (below 2^20), so one BIGINT sorts like the tuple (and an
+/// incident start in seconds fits in 32 bits until 2106).
+pub const GROUP_UNIT: i64 = 1 << 52;
+
+/// The overview rank of a `probe_status` row from its other columns (as migration 0012
+/// sets it). Sorting by it and then by name puts the worst first: see [`worst_first`].
+const RANK: &str = "CASE WHEN listed = 0 THEN 3 WHEN incident_since IS NOT NULL THEN 0 WHEN up = 0 THEN 1 ELSE 2 END * 4503599627370496
+    + CASE WHEN listed <> 0 AND incident_since IS NOT NULL THEN incident_since * 1048576 ELSE 0 END
+    + CASE WHEN up_24h + down_24h = 0 THEN 1000000 ELSE up_24h * 1000000 / (up_24h + down_24h) END";
+
+/// Whether domain `$1` is listed in the overview, and the start of its oldest open incident.
+const LISTED_AND_SINCE: &str = "listed = CASE WHEN (SELECT state FROM domains WHERE id = $1)
+        IN ('provisioning', 'active', 'suspended') THEN 1 ELSE 0 END,
+    incident_since = (SELECT MIN(started_at) FROM incidents WHERE domain_id = $1 AND ended_at IS NULL)";
+
+/// Brings a domain's overview rank up to date with its status, open incidents and state:
+/// called in the transaction that changes any of them (a stored round, an incident
+/// opening or closing, a change of the domain's state). A domain not probed yet has no
+/// status row, and this changes nothing.
+pub async fn rerank(conn: &mut sqlx::AnyConnection, domain_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "UPDATE probe_status SET {LISTED_AND_SINCE} WHERE domain_id = $1"
+    ))
+    .bind(domain_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "UPDATE probe_status SET rank = {RANK} WHERE domain_id = $1"
+    ))
+    .bind(domain_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes every domain's overview rank from its status, name and open incidents: for
+/// data written straight into the tables (the uptime benchmark's seed) or repaired by hand.
+pub async fn rerank_all(db: &Pool) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "UPDATE probe_status SET
+            domain = COALESCE((SELECT d.domain FROM domains d WHERE d.id = probe_status.domain_id), ''),
+            listed = CASE WHEN (SELECT d.state FROM domains d WHERE d.id = probe_status.domain_id)
+                IN ('provisioning', 'active', 'suspended') THEN 1 ELSE 0 END,
+            incident_since = (SELECT MIN(i.started_at) FROM incidents i
+                              WHERE i.domain_id = probe_status.domain_id AND i.ended_at IS NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!("UPDATE probe_status SET rank = {RANK}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// A domain's current status: its latest decided round.
@@ -379,6 +443,7 @@ pub async fn start_incident(
     stage: &str,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO incidents (id, domain_id, started_at, stage, error) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -387,18 +452,21 @@ pub async fn start_incident(
     .bind(started_at)
     .bind(stage)
     .bind(error)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    rerank(&mut tx, domain_id).await?;
+    tx.commit().await
 }
 
 pub async fn end_incident(db: &Pool, domain_id: &str, ended_at: i64) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
     sqlx::query("UPDATE incidents SET ended_at = $1 WHERE domain_id = $2 AND ended_at IS NULL")
         .bind(ended_at)
         .bind(domain_id)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    rerank(&mut tx, domain_id).await?;
+    tx.commit().await
 }
 
 /// A domain's incidents, newest first.
@@ -470,19 +538,16 @@ pub struct OverviewRow {
     pub down: i64,
 }
 
-/// The overview's rows before ordering: every domain being set up or running, its node,
-/// its status row and the start of its open incident. Open incidents come from a grouped
-/// subquery over the partial index `incidents_open` (migration 0008): a handful of rows,
-/// where a lookup per domain would read every incident of every domain.
+/// The overview's rows before ordering: every domain being set up or running, its node and
+/// its status row, which carries the start of its open incident (`incident_since`, kept
+/// with the incidents by [`start_incident`] and [`end_incident`]).
 const OVERVIEW_FROM: &str = "FROM domains d LEFT JOIN nodes n ON n.id = d.applied_node_id
     LEFT JOIN probe_status s ON s.domain_id = d.id
-    LEFT JOIN (SELECT domain_id, MIN(started_at) AS open_since FROM incidents WHERE ended_at IS NULL GROUP BY domain_id) o
-        ON o.domain_id = d.id
     WHERE d.state IN ('provisioning', 'active', 'suspended')";
 
 const OVERVIEW_COLUMNS: &str =
     "d.id, d.domain, d.state, n.name AS node, n.health AS node_health, n.last_heartbeat_at,
-    s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h, o.open_since";
+    s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h, s.incident_since AS open_since";
 
 fn overview_row(r: &sqlx::any::AnyRow) -> Result<OverviewRow, sqlx::Error> {
     Ok(OverviewRow {
@@ -531,30 +596,35 @@ impl OverviewCounts {
     }
 }
 
-/// The overview's counts per group, over all domains, in one aggregate row.
+/// The overview's counts per group: the probed domains' groups from their stored rank,
+/// and the listed domains without a status row are the unprobed ones.
 #[tracing::instrument(skip_all)]
 pub async fn overview_counts(db: &Pool) -> Result<OverviewCounts, sqlx::Error> {
-    let r = sqlx::query(&format!(
-        "SELECT COUNT(*) AS total,
-            CAST(COALESCE(SUM(CASE WHEN o.open_since IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS incident,
-            CAST(COALESCE(SUM(CASE WHEN o.open_since IS NULL AND s.up = 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS down,
-            CAST(COALESCE(SUM(CASE WHEN o.open_since IS NULL AND s.up <> 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS up
-         {OVERVIEW_FROM}"
-    ))
+    let listed: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM domains WHERE state IN ('provisioning', 'active', 'suspended')",
+    )
     .fetch_one(db)
-    .await?;
-    let (total, incident, down, up): (i64, i64, i64, i64) = (
-        r.try_get("total")?,
-        r.try_get("incident")?,
-        r.try_get("down")?,
-        r.try_get("up")?,
-    );
-    Ok(OverviewCounts {
-        incident,
-        down,
-        up,
-        unknown: total - incident - down - up,
-    })
+    .await?
+    .try_get("n")?;
+    let mut counts = OverviewCounts::default();
+    for r in sqlx::query(
+        "SELECT rank / $1 AS grp, COUNT(*) AS n FROM probe_status WHERE rank < $2 GROUP BY rank / $1",
+    )
+    .bind(GROUP_UNIT)
+    .bind(GROUP_UNLISTED * GROUP_UNIT)
+    .fetch_all(db)
+    .await?
+    {
+        let (group, n): (i64, i64) = (r.try_get("grp")?, r.try_get("n")?);
+        match group {
+            GROUP_INCIDENT => counts.incident = n,
+            GROUP_FAILING => counts.down = n,
+            GROUP_PASSING => counts.up = n,
+            _ => {}
+        }
+    }
+    counts.unknown = (listed - counts.incident - counts.down - counts.up).max(0);
+    Ok(counts)
 }
 
 /// `limit` rows of the overview from `offset` on, in the order of [`worst_first`] (which
@@ -566,33 +636,53 @@ pub async fn overview_page(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<OverviewRow>, sqlx::Error> {
-    // The ranking runs over the narrow columns; the page's rows are joined to their nodes
-    // and status afterwards. The inner ORDER BY picks the page, the outer one keeps it.
-    sqlx::query(
-        "SELECT p.id, p.domain, p.state, n.name AS node, n.health AS node_health, n.last_heartbeat_at,
-            s.checked_at, s.up AS last_ok, s.stage, s.up_24h, s.down_24h, p.open_since
-         FROM (SELECT r.id, r.domain, r.state, r.applied_node_id, r.open_since,
-                 CASE WHEN r.open_since IS NOT NULL THEN 0 WHEN r.up = 0 THEN 1 WHEN r.up IS NOT NULL THEN 2 ELSE 3 END AS grp,
-                 COALESCE(r.open_since, 9223372036854775807) AS since,
-                 CASE WHEN COALESCE(r.up_24h, 0) + COALESCE(r.down_24h, 0) = 0 THEN 1000000
-                      ELSE r.up_24h * 1000000 / (r.up_24h + r.down_24h) END AS ppm
-               FROM (SELECT d.id, d.domain, d.state, d.applied_node_id, st.up, st.up_24h, st.down_24h, o.open_since
-                     FROM domains d LEFT JOIN probe_status st ON st.domain_id = d.id
-                     LEFT JOIN (SELECT domain_id, MIN(started_at) AS open_since FROM incidents WHERE ended_at IS NULL GROUP BY domain_id) o
-                         ON o.domain_id = d.id
-                     WHERE d.state IN ('provisioning', 'active', 'suspended')) r
-               ORDER BY grp, since, ppm, r.domain
-               LIMIT $1 OFFSET $2) p
-         LEFT JOIN nodes n ON n.id = p.applied_node_id LEFT JOIN probe_status s ON s.domain_id = p.id
-         ORDER BY p.grp, p.since, p.ppm, p.domain",
-    )
+    // Probed domains first, in their stored rank (migration 0012): the page is a walk along
+    // the index `probe_status_rank` of one table, however many domains there are. The
+    // inner ORDER BY picks the page, the outer one keeps it.
+    let listed_below = GROUP_UNLISTED * GROUP_UNIT;
+    let mut rows = sqlx::query(&format!(
+        "SELECT {OVERVIEW_COLUMNS}
+         FROM (SELECT domain_id, rank, domain FROM probe_status WHERE rank < $3
+               ORDER BY rank, domain LIMIT $1 OFFSET $2) p
+         JOIN domains d ON d.id = p.domain_id LEFT JOIN nodes n ON n.id = d.applied_node_id
+         JOIN probe_status s ON s.domain_id = p.domain_id
+         ORDER BY p.rank, p.domain"
+    ))
     .bind(limit)
     .bind(offset)
+    .bind(listed_below)
     .fetch_all(db)
     .await?
     .iter()
     .map(overview_row)
-    .collect()
+    .collect::<Result<Vec<_>, _>>()?;
+    let wanted = usize::try_from(limit).unwrap_or(0);
+    if rows.len() >= wanted {
+        return Ok(rows);
+    }
+    // The page runs past the probed domains into the unprobed ones, by name.
+    let unprobed_offset = if rows.is_empty() {
+        let probed: i64 = sqlx::query("SELECT COUNT(*) AS n FROM probe_status WHERE rank < $1")
+            .bind(listed_below)
+            .fetch_one(db)
+            .await?
+            .try_get("n")?;
+        (offset - probed).max(0)
+    } else {
+        0
+    };
+    let more = sqlx::query(&format!(
+        "SELECT {OVERVIEW_COLUMNS} {OVERVIEW_FROM} AND s.domain_id IS NULL
+         ORDER BY d.domain LIMIT $1 OFFSET $2"
+    ))
+    .bind(limit - rows.len() as i64)
+    .bind(unprobed_offset)
+    .fetch_all(db)
+    .await?;
+    for r in &more {
+        rows.push(overview_row(r)?);
+    }
+    Ok(rows)
 }
 
 /// A domain's status in its organisation's domain list.
@@ -928,6 +1018,8 @@ mod tests {
         }
         start_incident(&db, "fine", 10, "tls", None).await.unwrap();
         end_incident(&db, "fine", 20).await.unwrap();
+        // The status rows above were written straight into the table, without their names.
+        rerank_all(&db).await.unwrap();
         db
     }
 
@@ -968,5 +1060,152 @@ mod tests {
                 unknown: 1
             }
         );
+    }
+
+    /// The stored rank follows the rounds and incidents as the round keeper writes them:
+    /// after each step of a scripted history, every page of the overview matches
+    /// [`worst_first`] over the domains' status with their open incidents read afresh.
+    #[tokio::test]
+    async fn the_stored_rank_follows_rounds_and_incidents() {
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ('o', 'Org', 0)")
+            .execute(&db)
+            .await
+            .unwrap();
+        let names = [
+            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let state = if i == 6 { "provisioning" } else { "active" };
+            sqlx::query(
+                "INSERT INTO domains (id, org_id, domain, state, generation, created_at, updated_at)
+                 VALUES ($1, 'o', $1, $2, 1, 0, 0)",
+            )
+            .bind(*name)
+            .bind(state)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        let expected = async |db: &Pool| -> Vec<String> {
+            let open: std::collections::HashMap<String, i64> = sqlx::query(
+                "SELECT domain_id, MIN(started_at) AS since FROM incidents WHERE ended_at IS NULL GROUP BY domain_id",
+            )
+            .fetch_all(db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get("domain_id").unwrap(), r.try_get("since").unwrap()))
+            .collect();
+            let mut rows = overview(db).await.unwrap();
+            for r in &mut rows {
+                r.open_incident_since = open.get(&r.domain_id).copied();
+            }
+            worst_first(&mut rows);
+            rows.into_iter().map(|r| r.domain).collect()
+        };
+        let paged = async |db: &Pool, size: i64| -> Vec<String> {
+            let mut all = Vec::new();
+            for page in 0.. {
+                let rows = overview_page(db, page * size, size).await.unwrap();
+                assert!(rows.len() as i64 <= size);
+                if rows.is_empty() {
+                    break;
+                }
+                all.extend(rows.into_iter().map(|r| r.domain));
+            }
+            all
+        };
+        let round = |start: i64, up: bool| RoundRow {
+            round_start: start,
+            up,
+            stage: (!up).then(|| "connect".into()),
+            error: None,
+            total_ms: up.then_some(40),
+            checked_at: start + 1,
+            reporting: 1,
+            failing: i64::from(!up),
+        };
+        // (minute, domain, up or down, then: 1 open an incident, 2 close it).
+        let script: &[(i64, &str, bool, u8)] = &[
+            (1, "alpha", true, 0),
+            (1, "bravo", true, 0),
+            (1, "charlie", false, 0),
+            (1, "delta", true, 0),
+            (2, "charlie", false, 1),
+            (2, "echo", false, 0),
+            (2, "bravo", false, 0),
+            (3, "echo", false, 1),
+            (3, "bravo", true, 0),
+            (4, "charlie", true, 0),
+            (5, "charlie", true, 2),
+            (5, "foxtrot", true, 0),
+            (6, "alpha", false, 0),
+            (6, "echo", true, 2),
+            (7, "alpha", false, 1),
+            (7, "echo", false, 1),
+        ];
+        let mut steps = 0;
+        for &(minute, domain, up, incident) in script {
+            let start = 1_000_000 + minute * 60;
+            assert!(store_round(&db, domain, &round(start, up)).await.unwrap());
+            match incident {
+                1 => start_incident(&db, domain, start, "connect", None)
+                    .await
+                    .unwrap(),
+                2 => end_incident(&db, domain, start).await.unwrap(),
+                _ => {}
+            }
+            let want = expected(&db).await;
+            for size in [1, 2, 3, 100] {
+                assert_eq!(
+                    paged(&db, size).await,
+                    want,
+                    "page size {size} after {domain} at {minute}"
+                );
+            }
+            steps += 1;
+        }
+        assert_eq!(steps, script.len());
+        // The end: echo's and alpha's incidents (opened the same minute, so by 24-hour
+        // uptime: echo 1 of 4 rounds up, alpha 1 of 3), charlie recovered (3 of 5), bravo
+        // (2 of 3), the fully-up domains by name, and golf, never probed.
+        assert_eq!(
+            expected(&db).await,
+            [
+                "echo", "alpha", "charlie", "bravo", "delta", "foxtrot", "golf"
+            ]
+        );
+        let counts = overview_counts(&db).await.unwrap();
+        assert_eq!(
+            counts,
+            OverviewCounts {
+                incident: 2,
+                down: 0,
+                up: 4,
+                unknown: 1
+            }
+        );
+        // A deleted domain leaves the overview, and a suspended one stays in it.
+        crate::domains::db::mark_deleted(&db, "bravo", 2_000_000)
+            .await
+            .unwrap();
+        crate::domains::db::set_state(&db, "delta", "suspended", 2_000_000)
+            .await
+            .unwrap();
+        let want = expected(&db).await;
+        assert_eq!(
+            want,
+            ["echo", "alpha", "charlie", "delta", "foxtrot", "golf"]
+        );
+        for size in [1, 2, 3, 100] {
+            assert_eq!(
+                paged(&db, size).await,
+                want,
+                "page size {size} after deletion"
+            );
+        }
+        assert_eq!(overview_counts(&db).await.unwrap().up, 3);
     }
 }
