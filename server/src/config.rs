@@ -75,7 +75,9 @@ impl Default for ApiSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AlertSettings {
-    /// Queue and send alerts (the delivery worker runs in every panel process).
+    /// Queue incident alerts to customers and node alerts to admins. The delivery worker
+    /// runs in every panel process either way: it also sends the organisations' outbound
+    /// webhooks (`/o/<org>/webhooks`), which this does not switch off.
     pub enabled: bool,
     /// A domain hosted on this platform whose system account `rookery-alerts` sends XMPP
     /// alerts (the panel creates it on the domain's node). Empty: no XMPP alerts.

@@ -30,7 +30,10 @@ pub fn sender_context(domain: &str) -> String {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn contacts(db: &Pool, org: &OrgId) -> Result<Option<Contacts>, sqlx::Error> {
+pub async fn contacts<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    org: &OrgId,
+) -> Result<Option<Contacts>, sqlx::Error> {
     sqlx::query(
         "SELECT email, webhook_url, webhook_secret_sealed, xmpp_jid FROM alert_contacts WHERE org_id = $1",
     )
@@ -101,7 +104,10 @@ pub async fn set_secret(
 
 /// The email of the organisation's first owner (the default alert address).
 #[tracing::instrument(skip_all)]
-pub async fn owner_email(db: &Pool, org: &OrgId) -> Result<Option<String>, sqlx::Error> {
+pub async fn owner_email<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
+    org: &OrgId,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query(
         "SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id
          WHERE m.org_id = $1 AND m.role = 'owner' ORDER BY m.created_at, u.email LIMIT 1",
@@ -139,8 +145,8 @@ pub struct IncidentInfo {
 
 /// The domain's open incident (`ended_at` None), or the one that ended at `ended_at`.
 #[tracing::instrument(skip_all)]
-pub async fn incident(
-    db: &Pool,
+pub async fn incident<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
     domain_id: &str,
     ended_at: Option<i64>,
 ) -> Result<Option<IncidentInfo>, sqlx::Error> {
@@ -195,8 +201,8 @@ pub struct NewDelivery<'a> {
 /// Queues a delivery, due now. The same event to the same destination twice is one
 /// delivery (the unique key absorbs it): returns whether a row was added.
 #[tracing::instrument(skip_all)]
-pub async fn insert_delivery(
-    db: &Pool,
+pub async fn insert_delivery<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    db: E,
     d: &NewDelivery<'_>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {

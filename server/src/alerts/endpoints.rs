@@ -195,6 +195,27 @@ pub async fn insert(db: &Pool, e: &Endpoint) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Whether another endpoint of the organisation (not `except`) has this URL. An
+/// organisation registers a URL once: each event is queued once per URL (the outbox's
+/// key), and one endpoint with the event types it wants says the same thing.
+#[tracing::instrument(skip_all)]
+pub async fn url_taken(
+    db: &Pool,
+    org: &OrgId,
+    url: &str,
+    except: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("SELECT id FROM webhook_endpoints WHERE org_id = $1 AND url = $2 AND id <> $3")
+            .bind(&org.0)
+            .bind(url)
+            .bind(except.unwrap_or(""))
+            .fetch_optional(db)
+            .await?
+            .is_some(),
+    )
+}
+
 /// The organisation's endpoints by id, after `after`, at most `limit`.
 #[tracing::instrument(skip_all)]
 pub async fn list(
@@ -370,8 +391,12 @@ pub async fn domain_event_in(
 /// transaction of its own) and wakes the worker. Never fails the caller: a problem is
 /// logged.
 pub async fn emit(state: &AppState, org: &OrgId, kind: &str, data: impl Serialize) {
-    let now = state.clock.now();
-    let event = Event::new(kind, now, data);
+    emit_event(state, org, Event::new(kind, state.clock.now(), data)).await;
+}
+
+/// [`emit`] of a made event.
+async fn emit_event(state: &AppState, org: &OrgId, event: Event) {
+    let (now, kind) = (state.clock.now(), event.event_type.as_str());
     let queued = async {
         let mut conn = state.db.acquire().await?;
         enqueue_in(&mut conn, org, &event, now).await
@@ -397,14 +422,20 @@ pub async fn emit(state: &AppState, org: &OrgId, kind: &str, data: impl Serializ
     }
 }
 
-/// `domain.down` / `domain.up` for an incident that opened or closed.
-pub(super) async fn incident(state: &AppState, org: &OrgId, data: &IncidentData) {
+/// `domain.down` / `domain.up` for an incident that opened or closed, on `conn` (the
+/// transaction that records the incident).
+pub(super) async fn incident_in(
+    conn: &mut AnyConnection,
+    org: &OrgId,
+    data: &IncidentData,
+    now: i64,
+) -> Result<usize, sqlx::Error> {
     let kind = if data.ended_at.is_some() {
         DOMAIN_UP
     } else {
         DOMAIN_DOWN
     };
-    emit(state, org, kind, data).await;
+    enqueue_in(conn, org, &Event::new(kind, now, data), now).await
 }
 
 /// `account.created`: a chat account `username@domain` was created (page or API).
@@ -436,7 +467,10 @@ pub async fn invoice_paid(
         domain: d.domain.clone(),
         domain_id: d.id.clone(),
     };
-    emit(state, &OrgId(d.org_id.clone()), INVOICE_PAID, &data).await;
+    // The id follows from Stripe's event id: Stripe sends an event again until its
+    // processing is recorded, and the repeat then queues nothing.
+    let event = Event::derived(INVOICE_PAID, &stripe.id, state.clock.now(), &data);
+    emit_event(state, &OrgId(d.org_id.clone()), event).await;
 }
 
 /// Whether `delivery_id` is one of the endpoint's deliveries.

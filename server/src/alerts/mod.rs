@@ -3,7 +3,7 @@
 //! Alerts page; platform admins hear when a node goes down or comes back.
 //!
 //! ```text
-//!  prober: incident opened/closed ─► incident_opened / incident_closed ─┐
+//!  prober: incident opened/closed ─► incident_in (in its transaction) ──┐
 //!  poller: node down/up           ─► node_down / node_up ───────────────┤ one Event,
 //!  Alerts page: "Send a test alert" ─► send_test ───────────────────────┘ one row per channel
 //!                                                                       ▼
@@ -13,8 +13,10 @@
 //!
 //! The outbox and the worker are generic (an event type, a JSON payload, a channel and a
 //! target), so other outgoing webhooks use them: the organisations' webhook endpoints
-//! ([`endpoints`], pages in `webhooks_pages`, API in `api::webhooks`). Enqueueing never fails the caller:
-//! problems are logged, and the prober's bookkeeping goes on.
+//! ([`endpoints`], pages in `webhooks_pages`, API in `api::webhooks`). Incident alerts and
+//! `domain.*` events are queued in the transaction that makes the change they are about, so
+//! a panel that stops in between loses neither; node alerts and test alerts are queued
+//! right after, and a failure there is logged without failing the caller.
 
 pub mod db;
 pub mod endpoints;
@@ -30,6 +32,8 @@ mod xmpp;
 use anyhow::Context;
 
 use self::event::{Event, IncidentData, NodeData, TestData};
+use sqlx::AnyConnection;
+
 use crate::{clock::new_id, config::AlertSettings, orgs::db::OrgId, state::AppState};
 
 /// The Alerts pages and the Webhooks pages.
@@ -74,40 +78,21 @@ pub fn validate_settings(s: &AlertSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An incident on `domain_id` has just opened (it is the domain's open incident): alerts
-/// to its organisation.
-pub async fn incident_opened(state: &AppState, domain_id: &str) {
-    if let Err(e) = incident_alert(state, domain_id, None).await {
-        tracing::error!(
-            domain_id,
-            error = format!("{e:#}"),
-            "queueing the incident alert failed"
-        );
-    }
-}
-
-/// The incident on `domain_id` that ended at `ended_at` has just closed.
-pub async fn incident_closed(state: &AppState, domain_id: &str, ended_at: i64) {
-    if let Err(e) = incident_alert(state, domain_id, Some(ended_at)).await {
-        tracing::error!(
-            domain_id,
-            error = format!("{e:#}"),
-            "queueing the incident alert failed"
-        );
-    }
-}
-
-async fn incident_alert(
+/// An incident on `domain_id` has just opened (`ended_at` None: it is the domain's open
+/// incident) or closed at `ended_at`, on `conn`, the transaction that records it: queues
+/// `domain.down` / `domain.up` for the organisation's webhook endpoints and, when alerts
+/// are on, the incident alert to its contacts, so they commit with the incident or not at
+/// all. Wake the worker ([`worker::wake`]) after the commit.
+pub async fn incident_in(
+    conn: &mut AnyConnection,
     state: &AppState,
     domain_id: &str,
     ended_at: Option<i64>,
 ) -> anyhow::Result<()> {
-    if !state.settings.alerts.enabled {
-        return Ok(());
-    }
-    let Some(i) = db::incident(&state.db, domain_id, ended_at).await? else {
+    let Some(i) = db::incident(&mut *conn, domain_id, ended_at).await? else {
         anyhow::bail!("the incident is not in the database");
     };
+    let now = state.clock.now();
     let data = IncidentData {
         status_url: format!(
             "{}/o/{}/domains/{}",
@@ -124,16 +109,19 @@ async fn incident_alert(
         started_at: i.started_at,
         ended_at: i.ended_at,
     };
+    // Outbound webhooks hear of it as domain.down / domain.up, alerts on or off.
+    endpoints::incident_in(conn, &i.org_id, &data, now).await?;
+    if !state.settings.alerts.enabled {
+        return Ok(());
+    }
     let kind = if ended_at.is_some() {
         event::INCIDENT_CLOSED
     } else {
         event::INCIDENT_OPENED
     };
-    // Outbound webhooks hear of it as domain.down / domain.up.
-    endpoints::incident(state, &i.org_id, &data).await;
-    let event = Event::new(kind, state.clock.now(), &data);
-    let to = org_destinations(state, &i.org_id).await?;
-    let queued = enqueue(state, Some(&i.org_id), &event, &to).await?;
+    let event = Event::new(kind, now, &data);
+    let to = org_destinations_in(conn, state, &i.org_id).await?;
+    let queued = enqueue_in(conn, state, Some(&i.org_id), &event, &to).await?;
     tracing::info!(
         domain = data.domain,
         event = kind,
@@ -196,14 +184,22 @@ pub async fn send_test(state: &AppState, org: &OrgId, org_name: &str) -> anyhow:
         ),
     };
     let event = Event::new(event::ALERT_TEST, state.clock.now(), &data);
-    let to = org_destinations(state, org).await?;
+    let mut conn = state.db.acquire().await?;
+    let to = org_destinations_in(&mut conn, state, org).await?;
+    drop(conn);
     enqueue(state, Some(org), &event, &to).await
 }
 
-/// Where the organisation's alerts go: its saved contacts, or its owner's email.
-pub async fn org_destinations(state: &AppState, org: &OrgId) -> anyhow::Result<Vec<Destination>> {
-    let Some(c) = db::contacts(&state.db, org).await? else {
-        return Ok(db::owner_email(&state.db, org)
+/// Where the organisation's alerts go: its saved contacts, or its owner's email. A webhook
+/// whose secret cannot be opened (the panel's key changed) is left out, with an error in
+/// the log, so the other channels still hear of the incident; an error is the database's.
+pub async fn org_destinations_in(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    org: &OrgId,
+) -> anyhow::Result<Vec<Destination>> {
+    let Some(c) = db::contacts(&mut *conn, org).await? else {
+        return Ok(db::owner_email(&mut *conn, org)
             .await?
             .into_iter()
             .map(|email| Destination {
@@ -222,18 +218,27 @@ pub async fn org_destinations(state: &AppState, org: &OrgId) -> anyhow::Result<V
         });
     }
     if !c.webhook_url.is_empty() {
-        let sealed = c
+        let secret = c
             .webhook_secret_sealed
-            .context("a webhook URL without a signing secret")?;
-        let secret = state
-            .sealer
-            .open(&db::secret_context(org), &sealed)
-            .context("opening the webhook secret")?;
-        to.push(Destination {
-            channel: "webhook",
-            target: c.webhook_url,
-            secret: Some(secret),
-        });
+            .context("a webhook URL without a signing secret")
+            .and_then(|sealed| {
+                state
+                    .sealer
+                    .open(&db::secret_context(org), &sealed)
+                    .context("opening the webhook secret")
+            });
+        match secret {
+            Ok(secret) => to.push(Destination {
+                channel: "webhook",
+                target: c.webhook_url,
+                secret: Some(secret),
+            }),
+            Err(e) => tracing::error!(
+                org = org.0,
+                error = format!("{e:#}"),
+                "the alert webhook is left out"
+            ),
+        }
     }
     if !c.xmpp_jid.is_empty() {
         to.push(Destination {
@@ -282,6 +287,23 @@ pub async fn enqueue(
     event: &Event,
     to: &[Destination],
 ) -> anyhow::Result<usize> {
+    let mut conn = state.db.acquire().await?;
+    let queued = enqueue_in(&mut conn, state, org, event, to).await?;
+    if queued > 0 {
+        worker::wake();
+    }
+    Ok(queued)
+}
+
+/// [`enqueue`] on `conn` (a transaction's, so the deliveries commit with the change they
+/// are about), without waking the worker.
+pub async fn enqueue_in(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    org: Option<&OrgId>,
+    event: &Event,
+    to: &[Destination],
+) -> anyhow::Result<usize> {
     let now = state.clock.now();
     let payload = event.to_json();
     let mut queued = 0;
@@ -292,7 +314,7 @@ pub async fn enqueue(
             .as_deref()
             .map(|s| state.sealer.seal(&db::delivery_secret_context(&id), s));
         let added = db::insert_delivery(
-            &state.db,
+            &mut *conn,
             &db::NewDelivery {
                 id: &id,
                 org_id: org,
@@ -309,9 +331,6 @@ pub async fn enqueue(
         .await
         .context("queueing a delivery")?;
         queued += usize::from(added);
-    }
-    if queued > 0 {
-        worker::wake();
     }
     Ok(queued)
 }

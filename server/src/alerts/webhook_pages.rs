@@ -200,6 +200,14 @@ async fn add(
             None
         }
     };
+    if let Some(u) = &url
+        && endpoints::url_taken(&state.db, &access.org.id, u, None).await?
+    {
+        errors.add(
+            "url",
+            "An endpoint with this URL is already registered: change its event types instead.",
+        );
+    }
     if description.chars().count() > 200 {
         errors.add("description", "Use at most 200 characters.");
     }

@@ -41,11 +41,9 @@ pub fn wake() {
     WAKE.notify_one();
 }
 
-/// Runs forever, unless alerts are disabled in the settings.
+/// Runs forever: it sends the alerts (when they are on) and the organisations' outbound
+/// webhooks (always).
 pub async fn deliver_forever(state: AppState) {
-    if !state.settings.alerts.enabled {
-        return;
-    }
     let sender = match WebhookSender::new(
         state.settings.alerts.webhook_allow_local,
         Duration::from_secs(state.settings.alerts.webhook_timeout_secs.max(1)),
@@ -54,7 +52,7 @@ pub async fn deliver_forever(state: AppState) {
         Err(e) => {
             tracing::error!(
                 error = format!("{e:#}"),
-                "the webhook client cannot be built; alerts are not delivered"
+                "the webhook client cannot be built; alerts and webhooks are not delivered"
             );
             return;
         }

@@ -198,6 +198,11 @@ async fn openapi_json() -> impl IntoResponse {
         webhooks::delete_webhook,
         webhooks::list_deliveries,
         webhooks::redeliver,
+        nodes::list_nodes,
+        nodes::get_node,
+        nodes::cordon_node,
+        nodes::uncordon_node,
+        nodes::drain_node,
     ),
     components(schemas(problem::ProblemBody, problem::FieldError)),
     tags(

@@ -150,6 +150,23 @@ fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
     }
 }
 
+/// An organisation registers a URL once (see [`endpoints::url_taken`]).
+async fn check_url_free(
+    state: &AppState,
+    org: &OrgId,
+    url: &str,
+    except: Option<&str>,
+) -> ApiResult<()> {
+    if endpoints::url_taken(&state.db, org, url, except).await? {
+        return Err(field_error(
+            "url",
+            "url_taken",
+            "The organisation already has an endpoint with this URL; change its events instead.",
+        ));
+    }
+    Ok(())
+}
+
 fn check_events(events: &[String]) -> ApiResult<String> {
     endpoints::events_column(events).map_err(|bad| {
         field_error(
@@ -243,7 +260,7 @@ pub struct CreateWebhook {
         (status = 201, description = "Created, with its secret", body = Webhook, headers(
             ("Location" = String, description = "The endpoint's URL"),
             ("ETag" = String, description = "The endpoint's current ETag"))),
-        (status = 422, description = "`validation_failed` (`invalid_url`, `unknown_event_type`, `invalid_description`, `org_id_required`)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (`invalid_url`, `url_taken`, `unknown_event_type`, `invalid_description`, `org_id_required`)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
     ),
 )]
 pub async fn create_webhook(
@@ -254,6 +271,7 @@ pub async fn create_webhook(
     who.require_write()?;
     let org = target_org(&state, &who, body.org_id.as_deref()).await?;
     let url = check_url(&state, &body.url)?;
+    check_url_free(&state, &org, &url, None).await?;
     let events = check_events(&body.events)?;
     let description = check_description(&body.description)?;
     let id = new_id();
@@ -331,7 +349,7 @@ pub struct UpdateWebhook {
         (status = 200, description = "Updated (with the new secret after a rotation)", body = Webhook,
             headers(("ETag" = String, description = "The endpoint's new ETag"))),
         (status = 412, description = "`precondition_failed`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (`invalid_url`, `url_taken`, `unknown_event_type`, `invalid_description`)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
     ),
 )]
 pub async fn update_webhook(
@@ -346,6 +364,7 @@ pub async fn update_webhook(
     etag::check_if_match(&headers, &etag::of(&representation(&e, None)))?;
     if let Some(url) = &body.url {
         e.url = check_url(&state, url)?;
+        check_url_free(&state, &e.org_id, &e.url, Some(&e.id)).await?;
     }
     if let Some(d) = &body.description {
         e.description = check_description(d)?;

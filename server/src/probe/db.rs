@@ -444,6 +444,18 @@ pub async fn start_incident(
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
+    start_incident_in(&mut tx, domain_id, started_at, stage, error).await?;
+    tx.commit().await
+}
+
+/// Opens an incident on `conn` (a transaction's: the alerts about it join it).
+pub async fn start_incident_in(
+    conn: &mut sqlx::AnyConnection,
+    domain_id: &str,
+    started_at: i64,
+    stage: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO incidents (id, domain_id, started_at, stage, error) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -452,21 +464,29 @@ pub async fn start_incident(
     .bind(started_at)
     .bind(stage)
     .bind(error)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    rerank(&mut tx, domain_id).await?;
-    tx.commit().await
+    rerank(conn, domain_id).await
 }
 
 pub async fn end_incident(db: &Pool, domain_id: &str, ended_at: i64) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
+    end_incident_in(&mut tx, domain_id, ended_at).await?;
+    tx.commit().await
+}
+
+/// Closes the domain's open incidents on `conn` (a transaction's).
+pub async fn end_incident_in(
+    conn: &mut sqlx::AnyConnection,
+    domain_id: &str,
+    ended_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE incidents SET ended_at = $1 WHERE domain_id = $2 AND ended_at IS NULL")
         .bind(ended_at)
         .bind(domain_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    rerank(&mut tx, domain_id).await?;
-    tx.commit().await
+    rerank(conn, domain_id).await
 }
 
 /// A domain's incidents, newest first.

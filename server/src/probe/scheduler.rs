@@ -47,12 +47,30 @@ pub fn trust_files(state: &AppState) -> Vec<PathBuf> {
     files
 }
 
-fn trust(state: &AppState) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let files = trust_files(state);
+fn trust(files: &[PathBuf]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     if files.is_empty() {
         return Ok(tls_config_webpki());
     }
-    tls_config_with_roots(&files)
+    tls_config_with_roots(files)
+}
+
+/// What the trust roots are made of: each file with its size and modification time. The
+/// probe loads the roots again when this changes (a domain added to the demo's local node
+/// brings a new certificate, which must be trusted from its first probe on).
+type TrustFingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn trust_fingerprint(files: &[PathBuf]) -> TrustFingerprint {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok();
+            (
+                f.clone(),
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect()
 }
 
 /// Creates the probe account on the node serving each active domain that lacks one. A
@@ -164,7 +182,7 @@ async fn probes_forever(state: AppState) {
     };
     let probing = async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut trusted: Option<(std::time::Instant, Arc<rustls::ClientConfig>)> = None;
+        let mut trusted: Option<(TrustFingerprint, Arc<rustls::ClientConfig>)> = None;
         loop {
             tick.tick().await;
             let now = state.clock.now();
@@ -182,20 +200,27 @@ async fn probes_forever(state: AppState) {
             if due.is_empty() {
                 continue;
             }
-            // The trust roots are read again every 30 s (new local-node certificates appear
-            // as domains are added), not on every tick.
+            // The trust roots are loaded again when their files change (new local-node
+            // certificates appear as domains are added); looking costs a stat per file.
+            let files = trust_files(&state);
+            let fingerprint = trust_fingerprint(&files);
             if trusted
                 .as_ref()
-                .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(30))
+                .is_none_or(|(seen, _)| *seen != fingerprint)
             {
-                match trust(&state) {
-                    Ok(t) => trusted = Some((std::time::Instant::now(), t)),
+                match trust(&files) {
+                    Ok(t) => trusted = Some((fingerprint, t)),
                     Err(e) => {
                         tracing::error!(
                             error = format!("{e:#}"),
                             "the probe's trust roots cannot be loaded"
                         );
-                        continue;
+                        // The roots loaded before stay in use until the files change again
+                        // (a certificate being written is read once it is whole).
+                        match trusted.take() {
+                            Some((_, old)) => trusted = Some((fingerprint, old)),
+                            None => continue,
+                        }
                     }
                 }
             }
@@ -400,21 +425,29 @@ impl Streak {
             }
         };
         match self.tracker.observe(&Round { start: at, verdict }) {
+            // The incident and what is sent about it commit together: a panel that stops
+            // in between loses neither.
             Some(Transition::Opened { started, stage }) => {
-                db::start_incident(
-                    &state.db,
+                let mut tx = state.db.begin().await?;
+                db::start_incident_in(
+                    &mut tx,
                     domain_id,
                     started,
                     &stage,
                     self.first_error.as_deref(),
                 )
                 .await?;
-                crate::alerts::incident_opened(state, domain_id).await;
+                crate::alerts::incident_in(&mut tx, state, domain_id, None).await?;
+                tx.commit().await?;
+                crate::alerts::worker::wake();
                 tracing::warn!(domain_id, stage, "incident opened");
             }
             Some(Transition::Closed { ended, .. }) => {
-                db::end_incident(&state.db, domain_id, ended).await?;
-                crate::alerts::incident_closed(state, domain_id, ended).await;
+                let mut tx = state.db.begin().await?;
+                db::end_incident_in(&mut tx, domain_id, ended).await?;
+                crate::alerts::incident_in(&mut tx, state, domain_id, Some(ended)).await?;
+                tx.commit().await?;
+                crate::alerts::worker::wake();
                 tracing::warn!(domain_id, "incident closed");
             }
             None => {}

@@ -238,11 +238,26 @@ struct World {
     c1_domain: String,
     /// The demo's local node.
     node_id: String,
+    /// A webhook endpoint on C1's organisation registered by each key that may (C1, R1,
+    /// admin), with the delivery of its `domain.created`: (who, endpoint id, delivery id).
+    hooks: Vec<(&'static str, String, String)>,
 }
 
 impl World {
     fn key(&self, who: &str) -> &str {
         &self.keys.iter().find(|(n, _)| *n == who).unwrap().1
+    }
+
+    /// The endpoint and delivery `who` registered; C1's for keys that registered none
+    /// (they must not see it).
+    fn hook(&self, who: &str) -> (&str, &str) {
+        let owner = match who {
+            "R1 read-only" => "R1",
+            w if self.hooks.iter().any(|(h, _, _)| *h == w) => w,
+            _ => "C1",
+        };
+        let (_, id, delivery) = self.hooks.iter().find(|(h, _, _)| *h == owner).unwrap();
+        (id, delivery)
     }
 }
 
@@ -319,6 +334,26 @@ async fn world(extra_env: &[(&str, &str)]) -> World {
     revoke_key(&r1.client, &page(&r1), &revoked).await;
     keys.push(("revoked", revoked));
 
+    // Endpoints on C1's organisation, registered before its domain is ordered, so each
+    // gets a delivery of domain.created.
+    let mut hook_ids = Vec::new();
+    for who in ["C1", "R1", "admin"] {
+        let key = &keys.iter().find(|(n, _)| *n == who).unwrap().1;
+        let r = call(
+            &panel,
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(key),
+            Some(&json!({
+                "url": format!("https://hooks.example.com/{}", who.to_lowercase()),
+                "org_id": c1.org_id,
+                "events": ["domain.created"],
+            })),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        hook_ids.push((who, r.body["id"].as_str().unwrap().to_string()));
+    }
     let order = json!({"domain": "chat.customer-one.example", "org_id": c1.org_id});
     let r = call(
         &panel,
@@ -332,7 +367,17 @@ async fn world(extra_env: &[(&str, &str)]) -> World {
     let c1_domain = r.body["id"].as_str().unwrap().to_string();
     wait_active(&panel, &c1_domain).await;
     let node_id = db_string(&panel, "SELECT id AS v FROM nodes").await;
+    let mut hooks = Vec::new();
+    for (who, id) in hook_ids {
+        let delivery = db_string(
+            &panel,
+            &format!("SELECT id AS v FROM deliveries WHERE endpoint_id = '{id}'"),
+        )
+        .await;
+        hooks.push((who, id, delivery));
+    }
     World {
+        hooks,
         panel,
         admin,
         a,
@@ -463,7 +508,9 @@ fn matrix() -> Vec<Row> {
         Row {
             method: Method::POST,
             path: "/api/v1/domains",
-            body: Some(r#"{"domain": "{unique}.customer-one.example", "org_id": "{customer}"}"#),
+            body: Some(
+                r#"{"domain": "{unique}.customer-one.example", "org_id": "{customer}", "plan_id": "{plan}"}"#,
+            ),
             owners: DOMAIN_OWNERS,
         },
         Row {
@@ -504,7 +551,43 @@ fn matrix() -> Vec<Row> {
         },
         Row {
             method: Method::GET,
+            path: "/api/v1/webhooks/{webhook}",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::PATCH,
+            path: "/api/v1/webhooks/{webhook}",
+            body: Some(r#"{"description": "changed {unique}"}"#),
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/webhooks/{webhook}/deliveries",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/webhooks/{webhook}/deliveries/{delivery}/redeliver",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::DELETE,
+            path: "/api/v1/webhooks/{webhook}",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
+            method: Method::GET,
             path: "/api/v1/plans",
+            body: None,
+            owners: &["A", "B", "R1", "R2", "C1", "C2", "admin"],
+        },
+        Row {
+            method: Method::GET,
+            path: "/api/v1/plans/{plan}",
             body: None,
             owners: &["A", "B", "R1", "R2", "C1", "C2", "admin"],
         },
@@ -533,9 +616,67 @@ fn matrix() -> Vec<Row> {
 #[tokio::test]
 async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_says() {
     let w = world(&[]).await;
+    // A plan for the plan rows (orders then name it).
+    let r = w
+        .admin
+        .post_form(
+            "/admin/plans",
+            &[
+                ("name", "Starter"),
+                ("price", "0"),
+                ("currency", "EUR"),
+                ("max_accounts", "10"),
+                ("max_sessions", "20"),
+                ("storage_mb", "100"),
+                ("upload_mb", "100"),
+                ("archive_days", "30"),
+                ("public", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "the admin adds a plan");
+    let plan_id = db_string(&w.panel, "SELECT id AS v FROM plans WHERE name = 'Starter'").await;
+    // The matrix covers every operation of the OpenAPI document: a new endpoint without a
+    // row fails here. Paths compare with each `{…}` segment alike and no query.
+    let shape = |path: &str| -> String {
+        path.split('?')
+            .next()
+            .unwrap()
+            .split('/')
+            .map(|seg| if seg.contains('{') { "{}" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let spec = call(&w.panel, Method::GET, "/api/v1/openapi.json", None, None).await;
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in spec.body["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.push((method.to_uppercase(), shape(path)));
+            }
+        }
+    }
+    documented.sort();
+    documented.dedup();
+    let mut covered: Vec<(String, String)> = matrix()
+        .iter()
+        .map(|r| (r.method.to_string(), shape(r.path)))
+        .collect();
+    covered.sort();
+    covered.dedup();
+    let openapi_only: Vec<_> = documented.iter().filter(|d| !covered.contains(d)).collect();
+    assert!(
+        openapi_only.is_empty(),
+        "operations without a matrix row: {openapi_only:?}"
+    );
+    assert!(documented.len() >= 33, "{documented:?}");
     let mut n = 0;
     let fill = |s: &str, n: usize, who: &str| {
+        let (hook, delivery) = w.hook(who);
         s.replace("{domain}", &w.c1_domain)
+            .replace("{webhook}", hook)
+            .replace("{delivery}", delivery)
+            .replace("{plan}", &plan_id)
             .replace("{customer}", &w.c1.org_id)
             .replace("{reseller}", &w.r1.org_id)
             .replace("{node}", &w.node_id)

@@ -3,10 +3,40 @@
 //! incident with the failing step when the domain stops answering logins (here: it is
 //! suspended), closing it when logins work again.
 
+use std::sync::{Arc, Mutex};
+
+use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
 use rookery_tests::{
     app::{TestClient, eventually, unique_email},
     process::PanelProcess,
 };
+use serde_json::Value;
+
+/// A webhook receiver on loopback that keeps every event body it gets: its URL.
+async fn event_receiver(got: Arc<Mutex<Vec<Value>>>) -> String {
+    async fn receive(State(got): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> StatusCode {
+        got.lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap_or_default());
+        StatusCode::NO_CONTENT
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/events", post(receive))
+        .with_state(got);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn events_of(got: &Mutex<Vec<Value>>, kind: &str) -> Vec<Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .cloned()
+        .collect()
+}
 
 async fn set_state(panel: &PanelProcess, domain: &str, state: &str) {
     // As billing would: a new state and a new spec generation for the node.
@@ -30,11 +60,42 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
         ("ROOKERY_PROBE__OPEN_AFTER", "2"),
         ("ROOKERY_PROBE__CLOSE_AFTER", "2"),
         ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+        // Alerts off: the organisation's outbound webhooks still hear of the incident.
+        ("ROOKERY_ALERTS__ENABLED", "false"),
+        ("ROOKERY_ALERTS__WEBHOOK_ALLOW_LOCAL", "true"),
+        ("ROOKERY_ALERTS__POLL_INTERVAL_MS", "200"),
     ])
     .await
     .expect("the demo starts");
     let customer = TestClient::new(&panel.base_url);
     let org = customer.sign_up(&unique_email("up"), "Uptime").await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let hook = event_receiver(got.clone()).await;
+    let r = customer
+        .post_form(
+            &format!("{org}/webhooks"),
+            &[
+                ("url", hook.as_str()),
+                ("event:domain.down", "on"),
+                ("event:domain.up", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    // One endpoint per URL: a second one for the same URL is refused, with the reason.
+    let r = customer
+        .post_form(
+            &format!("{org}/webhooks"),
+            &[("url", hook.as_str()), ("event:domain.up", "on")],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("An endpoint with this URL is already registered")
+    );
     let page = customer.order_domain(&org, "watched.demo.test").await;
 
     // The probe is a real login: the domain shows up, and the node counted the logins.
@@ -113,6 +174,12 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
     );
     let list = customer.page(&format!("{org}/domains")).await;
     assert!(list.contains("data-probe=\"incident\""), "{list}");
+    eventually(20, || async { !events_of(&got, "domain.down").is_empty() })
+        .await
+        .expect("the endpoint gets domain.down");
+    let down = &events_of(&got, "domain.down")[0];
+    assert_eq!(down["data"]["domain"], "watched.demo.test");
+    assert_eq!(down["data"]["stage"], "tls");
 
     // The admin overview puts the domain with an open incident first.
     let admin = panel.admin_client().await.unwrap();
@@ -148,6 +215,17 @@ async fn the_prober_logs_in_every_second_and_opens_and_closes_incidents() {
     })
     .await
     .expect("the incident closes");
+    eventually(20, || async { !events_of(&got, "domain.up").is_empty() })
+        .await
+        .expect("the endpoint gets domain.up");
+    let up = &events_of(&got, "domain.up")[0];
+    assert_eq!(up["data"]["incident_id"], down["data"]["incident_id"]);
+    assert_eq!(
+        events_of(&got, "domain.down").len(),
+        1,
+        "one delivery each: {:?}",
+        got.lock().unwrap()
+    );
 }
 
 /// `(reporting, failing, up)` of the domain's rounds decided so far, oldest first.

@@ -281,6 +281,38 @@ async fn a_receiver_failing_twice_then_succeeding_gets_one_signed_delivery_with_
     })
     .await;
 
+    // The organisation registers a URL once: a second endpoint for it is refused, and so
+    // is moving another endpoint onto it.
+    let (status, body) = api(
+        &panel,
+        Method::POST,
+        "/api/v1/webhooks",
+        &key,
+        Some(json!({"url": url, "events": ["domain.active"]})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "url_taken", "{body}");
+    let (status, second) = api(
+        &panel,
+        Method::POST,
+        "/api/v1/webhooks",
+        &key,
+        Some(json!({"url": format!("{url}/second"), "events": ["domain.active"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{second}");
+    let (status, body) = api(
+        &panel,
+        Method::PATCH,
+        &format!("/api/v1/webhooks/{}", second["id"].as_str().unwrap()),
+        &key,
+        Some(json!({"url": url})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "url_taken", "{body}");
+
     // Another organisation's key sees none of it.
     let (_, _, other) = tenant(&panel, "Other Co").await;
     for path in [format!("/api/v1/webhooks/{id}"), deliveries.clone()] {
