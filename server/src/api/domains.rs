@@ -26,7 +26,7 @@ use super::{
     auth::{Kind, Principal},
     etag,
     pagination::{self, PageQuery},
-    problem::{ApiJson, ApiQuery, ApiResult, FieldError, Problem},
+    problem::{ApiJson, ApiJsonOrEmpty, ApiQuery, ApiResult, FieldError, Problem},
 };
 use crate::{
     domains::{
@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .route("/domains/{domain_id}/uptime", get(get_uptime))
         .route("/domains/{domain_id}/suspend", post(suspend_domain))
         .route("/domains/{domain_id}/resume", post(resume_domain))
+        .route("/domains/{domain_id}/checkout", post(start_checkout))
 }
 
 /// Where a domain is in its life: `pending_payment → provisioning → active ⇄ suspended →
@@ -283,7 +284,9 @@ pub struct CreateDomain {
 ///
 /// The same checks as the panel's order form. A free plan (or any plan while billing is
 /// off) goes straight to `provisioning`; a paid one is `pending_payment` with the
-/// `payment_url` where the organisation pays. Send an `Idempotency-Key` to retry safely.
+/// `payment_url` where the organisation's members pay in the panel; `POST
+/// /domains/{domain_id}/checkout` opens the Stripe Checkout page itself, for a payer
+/// elsewhere. Send an `Idempotency-Key` to retry safely.
 #[utoipa::path(
     post,
     path = "/api/v1/domains",
@@ -344,6 +347,125 @@ pub async fn create_domain(
                         message,
                     })
                     .collect(),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartCheckout {
+    /// Where Stripe Checkout sends the payer after paying (an `https://` URL, e.g. on a
+    /// reseller's own site). Default: the domain's page in the panel.
+    #[schema(example = "https://reseller.example/thanks")]
+    pub success_url: Option<String>,
+    /// Where it sends a payer who goes back without paying. Default: the domain's page.
+    pub cancel_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checkout {
+    pub domain_id: String,
+    /// Stripe Checkout's page for the domain's first payment: send the payer there.
+    pub url: String,
+}
+
+/// A return URL for Stripe Checkout: absolute `https://` (or `http://` where webhooks may
+/// go to local addresses, for tests and private setups), at most 2,000 characters.
+fn return_url(state: &AppState, field: &str, raw: &str) -> ApiResult<String> {
+    let refuse = |message: &str| {
+        Problem::validation(vec![FieldError {
+            field: field.into(),
+            code: "invalid_url".into(),
+            message: message.into(),
+        }])
+    };
+    let raw = raw.trim();
+    if raw.len() > 2000 {
+        return Err(refuse("Use a URL of at most 2,000 characters."));
+    }
+    let url = url::Url::parse(raw).map_err(|e| refuse(&format!("Not a URL: {e}.")))?;
+    let http_ok = state.settings.alerts.webhook_allow_local;
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url.to_string()),
+        "http" if http_ok && url.host().is_some() => Ok(url.to_string()),
+        _ => Err(refuse("Use an https:// URL.")),
+    }
+}
+
+/// Start paying for a domain
+///
+/// For a domain in `pending_payment` (ordered on a paid plan): opens a Stripe Checkout
+/// session for its plan and answers the session's URL, where the payer (say, a reseller's
+/// customer) pays. Once Stripe confirms the payment, the domain goes on to `provisioning`
+/// by itself. Each call opens a new session; send an `Idempotency-Key` to retry safely.
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains/{domain_id}/checkout",
+    tag = "domains",
+    operation_id = "start_checkout",
+    params(
+        ("domain_id" = String, Path, description = "The domain's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this POST return the first answer (24 hours)"),
+    ),
+    request_body(content = Option<StartCheckout>, content_type = "application/json", description = "Optional: where Stripe sends the payer back"),
+    responses(
+        (status = 201, description = "The Checkout page to send the payer to", body = Checkout),
+        (status = 409, description = "`domain_state_conflict`: the domain is not waiting for its first payment", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (`invalid_url`)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`billing_unavailable`: Stripe could not be reached; nothing was charged", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn start_checkout(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain_id): Path<String>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<StartCheckout>,
+) -> ApiResult<Response> {
+    who.require_write()?;
+    let d = visible_domain(&state, &who, &domain_id).await?;
+    let org = who.org(&state, &d.org_id).await?;
+    let mut back = crate::billing::ReturnUrls::panel(&state, &d);
+    if let Some(u) = &body.success_url {
+        back.success = return_url(&state, "success_url", u)?;
+    }
+    if let Some(u) = &body.cancel_url {
+        back.cancel = return_url(&state, "cancel_url", u)?;
+    }
+    if d.state != "pending_payment" {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "domain_state_conflict",
+            format!(
+                "The domain is {}, not waiting for its first payment.",
+                d.state.replace('_', " ")
+            ),
+        ));
+    }
+    let payer = crate::billing::Payer {
+        email: crate::alerts::db::owner_email(&state.db, &org.id).await?,
+        org_id: org.id.0.clone(),
+        org_name: org.name.clone(),
+    };
+    match crate::billing::start_checkout(&state, &payer, &d, &back).await {
+        Ok(url) => Ok((
+            StatusCode::CREATED,
+            Json(Checkout {
+                domain_id: d.id.clone(),
+                url,
+            }),
+        )
+            .into_response()),
+        Err(e) => {
+            tracing::error!(
+                domain = d.domain,
+                error = format!("{e:#}"),
+                "starting a checkout through the API failed"
+            );
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "billing_unavailable",
+                "The payment page could not be opened just now. Nothing was charged; try again in a minute.",
             ))
         }
     }

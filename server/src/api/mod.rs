@@ -179,6 +179,7 @@ async fn openapi_json() -> impl IntoResponse {
         domains::suspend_domain,
         domains::resume_domain,
         domains::delete_domain,
+        domains::start_checkout,
         usage::get_usage,
         dns::get_dns,
         dns::check_dns,

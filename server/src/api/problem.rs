@@ -355,6 +355,29 @@ fn json_rejection(r: JsonRejection) -> Problem {
     }
 }
 
+/// [`ApiJson`] for an optional body: a request without one (no `Content-Length` or 0, and
+/// no chunked body) gets `T::default()`; a body is checked like [`ApiJson`]'s.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let headers = req.headers();
+        let length = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+        if !chunked && length.unwrap_or(0) == 0 {
+            return Ok(Self(T::default()));
+        }
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| Self(v))
+    }
+}
+
 /// `Query<T>` whose rejection is a 400 `invalid_query` problem.
 pub struct ApiQuery<T>(pub T);
 

@@ -51,15 +51,36 @@ pub fn client(state: &AppState) -> Option<anyhow::Result<StripeClient>> {
 }
 
 /// The organisation's Stripe customer, created the first time it is needed.
+/// Who pays for an organisation's domains: the organisation, and the address Stripe sends
+/// its receipts to (the person ordering in the panel; over the API, the organisation's
+/// owner, or none for an organisation without members).
+#[derive(Debug, Clone)]
+pub struct Payer {
+    pub org_id: String,
+    pub org_name: String,
+    pub email: Option<String>,
+}
+
+impl Payer {
+    /// The signed-in member paying in the panel.
+    pub fn of(access: &OrgAccess) -> Self {
+        Self {
+            org_id: access.org.id.0.clone(),
+            org_name: access.org.name.clone(),
+            email: Some(access.signed_in.user.email.clone()),
+        }
+    }
+}
+
 async fn customer_of(
     state: &AppState,
-    access: &OrgAccess,
+    payer: &Payer,
     stripe: &StripeClient,
 ) -> anyhow::Result<String> {
     use sqlx::Row;
     let existing: Option<String> =
         sqlx::query("SELECT stripe_customer_id FROM organisations WHERE id = $1")
-            .bind(&access.org.id.0)
+            .bind(&payer.org_id)
             .fetch_one(&state.db)
             .await?
             .try_get("stripe_customer_id")?;
@@ -67,33 +88,54 @@ async fn customer_of(
         return Ok(id);
     }
     let id = stripe
-        .create_customer(
-            &access.signed_in.user.email,
-            &access.org.name,
-            &access.org.id.0,
-        )
+        .create_customer(payer.email.as_deref(), &payer.org_name, &payer.org_id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Two orders at once: the first stored customer wins, the other is left unused.
     sqlx::query("UPDATE organisations SET stripe_customer_id = $1 WHERE id = $2 AND stripe_customer_id IS NULL")
         .bind(&id)
-        .bind(&access.org.id.0)
+        .bind(&payer.org_id)
         .execute(&state.db)
         .await?;
     let stored: String = sqlx::query("SELECT stripe_customer_id FROM organisations WHERE id = $1")
-        .bind(&access.org.id.0)
+        .bind(&payer.org_id)
         .fetch_one(&state.db)
         .await?
         .try_get("stripe_customer_id")?;
     Ok(stored)
 }
 
+/// Where Stripe Checkout sends the payer back: after paying, and when they go back
+/// without paying.
+#[derive(Debug, Clone)]
+pub struct ReturnUrls {
+    pub success: String,
+    pub cancel: String,
+}
+
+impl ReturnUrls {
+    /// The domain's page in the panel (with a notice after paying).
+    pub fn panel(state: &AppState, d: &DomainRow) -> Self {
+        let page = format!(
+            "{}/o/{}/domains/{}",
+            state.settings.base_url(),
+            d.org_id,
+            d.id
+        );
+        Self {
+            success: format!("{page}?notice=paid"),
+            cancel: page,
+        }
+    }
+}
+
 /// Starts Stripe Checkout for a domain waiting for payment: the answer is the URL to send
-/// the customer to.
+/// the payer to.
 pub async fn start_checkout(
     state: &AppState,
-    access: &OrgAccess,
+    payer: &Payer,
     d: &DomainRow,
+    back: &ReturnUrls,
 ) -> anyhow::Result<String> {
     let Some(stripe) = client(state) else {
         anyhow::bail!("billing is off");
@@ -106,21 +148,9 @@ pub async fn start_checkout(
     let Some(price) = plan.and_then(|p| p.stripe_price_id) else {
         anyhow::bail!("the plan has no Stripe price");
     };
-    let customer = customer_of(state, access, &stripe).await?;
-    let page = format!(
-        "{}/o/{}/domains/{}",
-        state.settings.base_url(),
-        access.org.id.0,
-        d.id
-    );
+    let customer = customer_of(state, payer, &stripe).await?;
     let session = stripe
-        .create_checkout_session(
-            &customer,
-            &price,
-            &format!("{page}?notice=paid"),
-            &page,
-            &d.id,
-        )
+        .create_checkout_session(&customer, &price, &back.success, &back.cancel, &d.id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     domains::set_billing(&state.db, &d.id, None, Some(&session.id), state.clock.now()).await?;
@@ -141,7 +171,14 @@ async fn checkout(
         }
         _ => return Err(AppError::NotFound),
     };
-    match start_checkout(&state, &access, &d).await {
+    match start_checkout(
+        &state,
+        &Payer::of(&access),
+        &d,
+        &ReturnUrls::panel(&state, &d),
+    )
+    .await
+    {
         Ok(url) => Ok(Redirect::to(&url).into_response()),
         Err(e) => {
             tracing::error!(

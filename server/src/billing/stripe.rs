@@ -140,14 +140,16 @@ impl StripeClient {
     #[tracing::instrument(skip_all, fields(org_id = %org_id))]
     pub async fn create_customer(
         &self,
-        email: &str,
+        email: Option<&str>,
         org_name: &str,
         org_id: &str,
     ) -> Result<String, StripeApiError> {
-        let request = CreateCustomer::new()
-            .email(email)
+        let mut request = CreateCustomer::new()
             .name(org_name)
             .metadata(HashMap::from([("org_id".to_owned(), org_id.to_owned())]));
+        if let Some(email) = email {
+            request = request.email(email);
+        }
         let customer: IdOnly = self.send(&request).await?;
         Ok(customer.id)
     }

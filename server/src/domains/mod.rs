@@ -526,7 +526,14 @@ async fn add(
             let page = format!("/o/{}/domains/{}", access.org.id.0, d.id);
             if d.state == DomainState::PendingPayment.as_str() {
                 return Ok(
-                    match crate::billing::start_checkout(&state, &access, &d).await {
+                    match crate::billing::start_checkout(
+                        &state,
+                        &crate::billing::Payer::of(&access),
+                        &d,
+                        &crate::billing::ReturnUrls::panel(&state, &d),
+                    )
+                    .await
+                    {
                         Ok(url) => Redirect::to(&url).into_response(),
                         Err(e) => {
                             // The order stands; the domain page offers to pay again.

@@ -46,7 +46,7 @@ async fn sign_up(panel: &PanelProcess, name: &str) -> Tenant {
 
 /// Creates a key on an API keys page (`/o/{id}/api-keys` or `/admin/api-keys`) and
 /// returns it, as shown once.
-async fn create_key(
+pub(crate) async fn create_key(
     client: &TestClient,
     page: &str,
     name: &str,
@@ -591,6 +591,13 @@ fn matrix() -> Vec<Row> {
             body: None,
             owners: &["A", "B", "R1", "R2", "C1", "C2", "admin"],
         },
+        // C1's domain is active: its owners learn it waits for no payment (409).
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains/{domain}/checkout",
+            body: None,
+            owners: DOMAIN_OWNERS,
+        },
         Row {
             method: Method::POST,
             path: "/api/v1/domains/{domain}/suspend",
@@ -705,6 +712,7 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
                 "R1 read-only" if row.owners == ADMIN_ONLY => &[404],
                 "R1 read-only" if writes => &[403],
                 "R1 read-only" => &[200],
+                k if row.owners.contains(&k) && row.path.ends_with("/checkout") => &[409],
                 k if row.owners.contains(&k) => &[200, 201, 202, 204],
                 _ => &[404],
             };

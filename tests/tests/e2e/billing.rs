@@ -308,3 +308,144 @@ async fn webhooks_must_be_signed_fresh_and_are_processed_once() {
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.text().await.unwrap(), "already processed");
 }
+
+/// A reseller sells a paid plan through the API: it makes a customer organisation (no
+/// members, so no email for Stripe), orders a domain for it on the plan and gets Stripe
+/// Checkout's URL from `POST /domains/{id}/checkout`, with its own return URL; the payer
+/// pays there and the domain goes live with no panel page involved.
+#[tokio::test]
+async fn a_reseller_orders_on_a_paid_plan_and_sends_its_customer_to_checkout_through_the_api() {
+    let fake = FakeStripe::start("", WEBHOOK_SECRET)
+        .await
+        .expect("the fake Stripe starts");
+    fake.set_price("price_team", 900, "eur");
+    let (panel, _ports) = PanelProcess::start_demo(&[
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
+        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ])
+    .await
+    .expect("the panel starts");
+    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    let admin = panel.admin_client().await.expect("an admin");
+    let plan = [
+        ("name", "Team"),
+        ("price", "9.00"),
+        ("currency", "EUR"),
+        ("max_accounts", "10"),
+        ("max_sessions", "20"),
+        ("storage_mb", "100"),
+        ("upload_mb", "100"),
+        ("archive_days", "30"),
+        ("public", "1"),
+        ("stripe_price_id", "price_team"),
+    ];
+    assert_eq!(admin.post_form("/admin/plans", &plan).await.status(), 303);
+
+    // The reseller, its key, and a customer organisation made through the API.
+    let reseller = TestClient::new(&panel.base_url);
+    let org = reseller
+        .sign_up(&unique_email("reseller"), "Resells Chat")
+        .await;
+    let org_id = org.trim_start_matches("/o/").to_string();
+    let r = admin
+        .post_form(
+            &format!("/admin/tenants/{org_id}/reseller"),
+            &[("reseller", "1")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let key = crate::api::create_key(
+        &reseller,
+        &format!("{org}/api-keys"),
+        "shop",
+        "read_write",
+        "",
+    )
+    .await;
+    let api = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let (key, url) = (key.clone(), panel.url(path));
+        async move {
+            let mut req = reqwest::Client::new().request(method, url).bearer_auth(key);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+            )
+        }
+    };
+    let (status, customer) = api(
+        reqwest::Method::POST,
+        "/api/v1/customers",
+        Some(serde_json::json!({"name": "Buyer Ltd"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{customer}");
+    let (_, plans) = api(reqwest::Method::GET, "/api/v1/plans", None).await;
+    let plan_id = plans["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, domain) = api(
+        reqwest::Method::POST,
+        "/api/v1/domains",
+        Some(serde_json::json!({
+            "domain": "team.demo.test",
+            "plan_id": plan_id,
+            "org_id": customer["id"],
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{domain}");
+    assert_eq!(domain["state"], "pending_payment");
+    let checkout_path = format!(
+        "/api/v1/domains/{}/checkout",
+        domain["id"].as_str().unwrap()
+    );
+
+    // A return URL must be a real https URL.
+    let (status, problem) = api(
+        reqwest::Method::POST,
+        &checkout_path,
+        Some(serde_json::json!({"success_url": "javascript:alert(1)"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "success_url");
+    assert_eq!(problem["errors"][0]["code"], "invalid_url");
+
+    let (status, checkout) = api(
+        reqwest::Method::POST,
+        &checkout_path,
+        Some(serde_json::json!({
+            "success_url": "https://resells.example/thanks",
+            "cancel_url": "https://resells.example/cart",
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{checkout}");
+    let url = checkout["url"].as_str().unwrap();
+    assert!(url.starts_with(fake.base_url()), "Stripe Checkout: {url}");
+
+    // The payer pays and comes back to the reseller's page; the domain goes live.
+    let pay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = pay.post(url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "https://resells.example/thanks");
+    let domain_path = format!("/api/v1/domains/{}", domain["id"].as_str().unwrap());
+    eventually(20, || async {
+        api(reqwest::Method::GET, &domain_path, None).await.1["state"] == "active"
+    })
+    .await
+    .expect("the paid domain becomes active");
+    // Paid: there is nothing more to check out.
+    let (status, problem) = api(reqwest::Method::POST, &checkout_path, None).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["code"], "domain_state_conflict");
+}

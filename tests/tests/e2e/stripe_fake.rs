@@ -117,7 +117,7 @@ fn no_redirects() -> reqwest::Client {
 /// Creates a customer and a checkout session, and pays it on the fake's page.
 async fn subscribe(stripe: &StripeClient, domain_id: &str) {
     let customer = stripe
-        .create_customer("ada@example.test", "Analytical Engines", "org-1")
+        .create_customer(Some("ada@example.test"), "Analytical Engines", "org-1")
         .await
         .unwrap();
     let session = stripe
@@ -144,7 +144,7 @@ async fn a_customer_pays_on_the_fake_checkout_and_every_webhook_verifies() {
     let stripe = client_for(&fake, FakeStripe::API_KEY);
 
     let customer = stripe
-        .create_customer("ada@example.test", "Analytical Engines", "org-1")
+        .create_customer(Some("ada@example.test"), "Analytical Engines", "org-1")
         .await
         .unwrap();
     assert!(customer.starts_with("cus_"), "{customer}");
@@ -312,7 +312,10 @@ async fn the_fake_refuses_a_wrong_key_and_unknown_objects_as_stripe_does() {
     let fake = FakeStripe::start("", WEBHOOK_SECRET).await.unwrap();
 
     let wrong = client_for(&fake, "sk_test_wrong");
-    match wrong.create_customer("a@example.test", "A", "org").await {
+    match wrong
+        .create_customer(Some("a@example.test"), "A", "org")
+        .await
+    {
         Err(StripeApiError::Refused { status, kind, .. }) => {
             assert_eq!((status, kind.as_str()), (401, "invalid_request_error"));
         }

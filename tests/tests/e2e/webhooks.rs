@@ -147,19 +147,14 @@ async fn tenant(panel: &PanelProcess, name: &str) -> (TestClient, String, String
         .next()
         .unwrap()
         .to_string();
-    let r = client
-        .post_form(
-            &format!("/o/{org}/api-keys"),
-            &[
-                ("name", "hooks"),
-                ("scope", "read_write"),
-                ("expires_days", ""),
-            ],
-        )
-        .await;
-    let html = r.text().await.unwrap();
-    let at = html.find("value=\"rk_").expect("the new key is shown") + "value=\"".len();
-    let key = html[at..].split('"').next().unwrap().to_string();
+    let key = crate::api::create_key(
+        &client,
+        &format!("/o/{org}/api-keys"),
+        "hooks",
+        "read_write",
+        "",
+    )
+    .await;
     (client, org, key)
 }
 
