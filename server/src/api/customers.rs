@@ -277,7 +277,16 @@ pub async fn update_customer(
     etag::check_if_match(&headers, &etag::of(&customer))?;
     if let Some(name) = &body.name {
         let name = valid_name("name", name)?;
-        orgs_db::rename(&state.db, &orgs_db::OrgId(customer.id.clone()), &name).await?;
+        let org = orgs_db::OrgId(customer.id.clone());
+        if etag::conditional(&headers) {
+            // Written only if nothing changed since the ETag was checked.
+            let was = (&customer.name, Some(customer.reseller_id.as_str()));
+            if !orgs_db::rename_unchanged(&state.db, &org, was.0, was.1, &name).await? {
+                return Err(etag::changed_meanwhile());
+            }
+        } else {
+            orgs_db::rename(&state.db, &org, &name).await?;
+        }
         customer.name = name;
     }
     Ok(etag::with_etag(StatusCode::OK, customer))

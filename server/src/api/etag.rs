@@ -39,6 +39,18 @@ pub fn check_if_match(headers: &HeaderMap, current: &str) -> ApiResult<()> {
     }
 }
 
+/// Whether the request is conditional (`If-Match`): its write must then also check that
+/// nothing changed between the check and the write, and answer [`changed_meanwhile`].
+pub fn conditional(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::IF_MATCH)
+}
+
+/// The answer when the resource changed after `If-Match` was checked: as if it had not
+/// matched (412).
+pub fn changed_meanwhile() -> Problem {
+    Problem::precondition_failed()
+}
+
 /// A JSON answer with the representation's ETag.
 pub fn with_etag<T: Serialize>(status: StatusCode, value: T) -> Response {
     let tag = of(&value);

@@ -362,6 +362,7 @@ pub async fn update_webhook(
     who.require_write()?;
     let mut e = visible(&state, &who, &webhook_id).await?;
     etag::check_if_match(&headers, &etag::of(&representation(&e, None)))?;
+    let was = e.clone();
     if let Some(url) = &body.url {
         e.url = check_url(&state, url)?;
         check_url_free(&state, &e.org_id, &e.url, Some(&e.id)).await?;
@@ -383,7 +384,14 @@ pub async fn update_webhook(
         e.secret_sealed = state.sealer.seal(&endpoints::secret_context(&e.id), s);
     }
     e.updated_at = state.clock.now();
-    endpoints::update(&state.db, &e).await?;
+    if etag::conditional(&headers) {
+        // Written only if nothing changed since the ETag was checked.
+        if !endpoints::update_unchanged(&state.db, &e, &was).await? {
+            return Err(etag::changed_meanwhile());
+        }
+    } else {
+        endpoints::update(&state.db, &e).await?;
+    }
     let mut response = etag::with_etag(StatusCode::OK, representation(&e, None));
     if secret.is_some() {
         // The ETag stays that of the endpoint without its secret.

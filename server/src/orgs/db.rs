@@ -189,6 +189,28 @@ pub async fn rename(db: &Pool, org: &OrgId, name: &str) -> Result<bool, sqlx::Er
     Ok(done.rows_affected() == 1)
 }
 
+/// Renames the organisation only while it still has the name and reseller it had when
+/// read (an update checked against an ETag): false when either changed meanwhile.
+pub async fn rename_unchanged(
+    db: &Pool,
+    org: &OrgId,
+    was_name: &str,
+    was_parent: Option<&str>,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE organisations SET name = $1 WHERE id = $2 AND name = $3
+            AND COALESCE(parent_id, '') = $4",
+    )
+    .bind(name)
+    .bind(&org.0)
+    .bind(was_name)
+    .bind(was_parent.unwrap_or(""))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[tracing::instrument(skip_all)]
 pub async fn add_member<'c, E>(
     exec: E,

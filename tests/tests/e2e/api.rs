@@ -1396,6 +1396,52 @@ async fn a_post_with_an_idempotency_key_is_answered_once() {
         (taken.status.as_u16(), taken.body["code"].as_str()),
         (409, Some("domain_taken"))
     );
+    // A retry while the first request still runs (a DNS check against a resolver that
+    // never answers takes about a second) is told so, and changes nothing; once the first
+    // is done, a retry gets its answer.
+    let check = format!("/api/v1/domains/{}/dns/check", w.c1_domain);
+    let slow = [("idempotency-key", "dns-check-1")];
+    let (first, second) = tokio::join!(
+        call_with(
+            &w.panel,
+            Method::POST,
+            &check,
+            Some(w.key("C1")),
+            None,
+            &slow
+        ),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            call_with(
+                &w.panel,
+                Method::POST,
+                &check,
+                Some(w.key("C1")),
+                None,
+                &slow,
+            )
+            .await
+        }
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        (second.status.as_u16(), second.body["code"].as_str()),
+        (409, Some("idempotency_request_in_progress")),
+        "{}",
+        second.body
+    );
+    let third = call_with(
+        &w.panel,
+        Method::POST,
+        &check,
+        Some(w.key("C1")),
+        None,
+        &slow,
+    )
+    .await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("idempotent-replayed"), "true");
+    assert_eq!(third.body, first.body, "the first answer, replayed");
 }
 
 #[tokio::test]
