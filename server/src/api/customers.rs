@@ -1,7 +1,7 @@
 //! `/api/v1/customers`: a reseller's customer organisations (organisations whose
-//! `parent_id` is the reseller). Reseller keys list, create, read and rename their own
-//! customers; admin keys see every customer organisation and name the reseller when they
-//! create one; customer keys get 403 `reseller_only` on the list and 404 on the rest.
+//! `parent_id` is the reseller). Reseller keys list, create, read, rename and delete their
+//! own customers; admin keys see every customer organisation and name the reseller when
+//! they create one; customer keys get 403 `reseller_only` on the list and 404 on the rest.
 
 use axum::{
     Json, Router,
@@ -32,7 +32,9 @@ pub fn routes() -> Router<AppState> {
         .route("/customers", get(list_customers).post(create_customer))
         .route(
             "/customers/{customer_id}",
-            get(get_customer).patch(update_customer),
+            get(get_customer)
+                .patch(update_customer)
+                .delete(delete_customer),
         )
 }
 
@@ -290,4 +292,57 @@ pub async fn update_customer(
         customer.name = name;
     }
     Ok(etag::with_etag(StatusCode::OK, customer))
+}
+
+/// Delete a customer
+///
+/// Removes a customer organisation that has no domains (none ordered, or the reseller made
+/// it by mistake) and no customers of its own, with its members' access to it, its API
+/// keys, alert contacts and webhook endpoints (the people's logins stay). An organisation
+/// that had domains keeps its history, deleted domains included: 409
+/// `customer_not_empty`. Send `If-Match` to delete only the customer as read.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/customers/{customer_id}",
+    tag = "customers",
+    operation_id = "delete_customer",
+    params(
+        ("customer_id" = String, Path, description = "The customer organisation's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the deletion is based on"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "`customer_not_empty`: it has domains (or had them) or customers", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`: If-Match does not match", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn delete_customer(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(customer_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    who.require_write()?;
+    let customer = visible_customer(&state, &who, &customer_id).await?;
+    etag::check_if_match(&headers, &etag::of(&customer))?;
+    let org = orgs_db::OrgId(customer.id.clone());
+    match orgs_db::delete_if_empty(&state.db, &org).await? {
+        orgs_db::Deleted::Yes => {
+            tracing::info!(
+                org = customer.id,
+                reseller = customer.reseller_id,
+                key = who.key_id,
+                "customer organisation deleted through the API"
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        orgs_db::Deleted::Gone => Err(Problem::not_found()),
+        orgs_db::Deleted::NotEmpty { domains, customers } => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "customer_not_empty",
+            format!(
+                "The organisation has {domains} domain(s) (deleted ones count: their history is kept) and {customers} customer organisation(s); only an empty one can be deleted."
+            ),
+        )),
+    }
 }

@@ -192,6 +192,7 @@ async fn openapi_json() -> impl IntoResponse {
         customers::create_customer,
         customers::get_customer,
         customers::update_customer,
+        customers::delete_customer,
         webhooks::list_webhooks,
         webhooks::create_webhook,
         webhooks::get_webhook,

@@ -71,6 +71,11 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ),
     ("domain_not_active", 409, "The domain is not active"),
     (
+        "customer_not_empty",
+        409,
+        "The organisation has domains or customers",
+    ),
+    (
         "domain_state_conflict",
         409,
         "The domain's state does not allow this",

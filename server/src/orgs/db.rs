@@ -189,6 +189,53 @@ pub async fn rename(db: &Pool, org: &OrgId, name: &str) -> Result<bool, sqlx::Er
     Ok(done.rows_affected() == 1)
 }
 
+/// What [`delete_if_empty`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Yes,
+    /// Nothing to delete (already gone).
+    Gone,
+    /// Kept: it has (or had) domains, or organisations of its own.
+    NotEmpty {
+        domains: i64,
+        customers: i64,
+    },
+}
+
+/// Deletes an organisation that never had a domain and has no child organisations, with
+/// what hangs off it (memberships, invitations, API keys, alert contacts, webhook
+/// endpoints and deliveries go by their foreign keys). The check and the deletion are one
+/// statement, so a domain ordered meanwhile keeps the organisation.
+pub async fn delete_if_empty(db: &Pool, org: &OrgId) -> Result<Deleted, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM organisations WHERE id = $1
+            AND NOT EXISTS (SELECT 1 FROM domains WHERE org_id = $1)
+            AND NOT EXISTS (SELECT 1 FROM organisations c WHERE c.parent_id = $1)",
+    )
+    .bind(&org.0)
+    .execute(db)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Deleted::Yes);
+    }
+    let r = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM organisations WHERE id = $1) AS present,
+            (SELECT COUNT(*) FROM domains WHERE org_id = $1) AS domains,
+            (SELECT COUNT(*) FROM organisations WHERE parent_id = $1) AS customers",
+    )
+    .bind(&org.0)
+    .fetch_one(db)
+    .await?;
+    use sqlx::Row;
+    if r.try_get::<i64, _>("present")? == 0 {
+        return Ok(Deleted::Gone);
+    }
+    Ok(Deleted::NotEmpty {
+        domains: r.try_get("domains")?,
+        customers: r.try_get("customers")?,
+    })
+}
+
 /// Renames the organisation only while it still has the name and reseller it had when
 /// read (an update checked against an ETag): false when either changed meanwhile.
 pub async fn rename_unchanged(

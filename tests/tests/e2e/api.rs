@@ -525,6 +525,13 @@ fn matrix() -> Vec<Row> {
             body: Some(r#"{"name": "Customer One {unique}"}"#),
             owners: CUSTOMER_OWNERS,
         },
+        // C1 has domains: its owners learn it cannot go (409 customer_not_empty).
+        Row {
+            method: Method::DELETE,
+            path: "/api/v1/customers/{customer}",
+            body: None,
+            owners: CUSTOMER_OWNERS,
+        },
         Row {
             method: Method::GET,
             path: "/api/v1/customers?reseller_id={reseller}",
@@ -712,7 +719,12 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
                 "R1 read-only" if row.owners == ADMIN_ONLY => &[404],
                 "R1 read-only" if writes => &[403],
                 "R1 read-only" => &[200],
-                k if row.owners.contains(&k) && row.path.ends_with("/checkout") => &[409],
+                k if row.owners.contains(&k)
+                    && (row.path.ends_with("/checkout")
+                        || (row.method == Method::DELETE && row.path.contains("/customers/"))) =>
+                {
+                    &[409]
+                }
                 k if row.owners.contains(&k) => &[200, 201, 202, 204],
                 _ => &[404],
             };
@@ -791,6 +803,48 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
     assert_eq!(
         (r.status.as_u16(), r.body["code"].as_str()),
         (403, Some("reseller_only"))
+    );
+    // A customer without domains goes, with its keys; one with domains stays.
+    let r = call(
+        &w.panel,
+        Method::POST,
+        "/api/v1/customers",
+        Some(w.key("R1")),
+        Some(&json!({"name": "Mistake Ltd"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mistake = format!("/api/v1/customers/{}", r.body["id"].as_str().unwrap());
+    for (who, status) in [("R2", 404), ("R1 read-only", 403), ("R1", 204), ("R1", 404)] {
+        let r = call(&w.panel, Method::DELETE, &mistake, Some(w.key(who)), None).await;
+        assert_eq!(r.status, status, "{who}: {}", r.body);
+    }
+    let r = call(
+        &w.panel,
+        Method::DELETE,
+        &format!("/api/v1/customers/{}", w.c1.org_id),
+        Some(w.key("R1")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (409, Some("customer_not_empty")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        call(
+            &w.panel,
+            Method::GET,
+            "/api/v1/domains",
+            Some(w.key("C1")),
+            None
+        )
+        .await
+        .status,
+        200,
+        "C1 and its key are still there"
     );
     // Nobody but the owners ordered anything: C1's domains are the first one plus one per
     // successful order (C1, R1, admin).
