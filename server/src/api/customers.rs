@@ -7,8 +7,8 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::Response,
-    routing::get,
+    response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
                 .patch(update_customer)
                 .delete(delete_customer),
         )
+        .route("/customers/{customer_id}/invitations", post(invite))
 }
 
 /// A customer organisation of a reseller.
@@ -345,4 +346,122 @@ pub async fn delete_customer(
             ),
         )),
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitation {
+    /// Who to invite: they get the panel's invitation email with a link (7 days).
+    #[schema(example = "owner@buyer.example")]
+    pub email: String,
+    /// `owner` (the default: manages the organisation's domains, team and billing) or
+    /// `member`.
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Invitation {
+    pub customer_id: String,
+    pub email: String,
+    pub role: String,
+    /// Unix seconds, UTC: the link stops working then.
+    pub expires_at: i64,
+}
+
+/// Invite a person into a customer
+///
+/// Gives the people of a customer organisation made through the API their way into the
+/// panel: they get the same invitation email as from its Team page, sign in or sign up,
+/// and join as `owner` or `member`. A new invitation to the same address replaces a
+/// pending one.
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/{customer_id}/invitations",
+    tag = "customers",
+    operation_id = "invite_to_customer",
+    params(
+        ("customer_id" = String, Path, description = "The customer organisation's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this POST return the first answer (24 hours)"),
+    ),
+    request_body(content = CreateInvitation, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Invited: the email is on its way", body = Invitation),
+        (status = 422, description = "`validation_failed` (`invalid_email`, `invalid_role`, `already_member`)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn invite(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(customer_id): Path<String>,
+    ApiJson(body): ApiJson<CreateInvitation>,
+) -> ApiResult<Response> {
+    who.require_write()?;
+    let customer = visible_customer(&state, &who, &customer_id).await?;
+    let field = |field: &str, code: &str, message: &str| {
+        Problem::validation(vec![FieldError {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }])
+    };
+    let role = match body.role.as_deref() {
+        None => orgs_db::Role::Owner,
+        Some(r) => orgs_db::Role::parse(r)
+            .ok_or_else(|| field("role", "invalid_role", "Use \"owner\" or \"member\"."))?,
+    };
+    let address = crate::auth::email::parse(&body.email)
+        .map_err(|why| field("email", "invalid_email", why))?;
+    let org = orgs_db::OrgId(customer.id.clone());
+    if orgs_db::members(&state.db, &org)
+        .await?
+        .iter()
+        .any(|m| m.email.to_lowercase() == address.normalized)
+    {
+        return Err(field(
+            "email",
+            "already_member",
+            "This person is already a member of the organisation.",
+        ));
+    }
+    let Some(org_row) = orgs_db::org_by_id(&state.db, &org).await? else {
+        return Err(Problem::not_found());
+    };
+    // The email names who invites: the reseller (an admin key: the platform).
+    let on_behalf_of = match &who.org_id {
+        Some(own) => orgs_db::org_by_id(&state.db, own)
+            .await?
+            .map(|o| o.name)
+            .unwrap_or_default(),
+        None => "The platform's administrators".to_string(),
+    };
+    let expires_at = orgs::invite(
+        &state,
+        &org_row,
+        &address,
+        role,
+        orgs::Inviter::Api {
+            on_behalf_of: &on_behalf_of,
+        },
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = format!("{e:#}"), "an API invitation failed");
+        Problem::internal()
+    })?;
+    tracing::info!(
+        org = customer.id,
+        key = who.key_id,
+        role = role.as_str(),
+        "invitation sent through the API"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(Invitation {
+            customer_id: customer.id,
+            email: address.display,
+            role: role.as_str().into(),
+            expires_at,
+        }),
+    )
+        .into_response())
 }

@@ -193,6 +193,7 @@ async fn openapi_json() -> impl IntoResponse {
         customers::get_customer,
         customers::update_customer,
         customers::delete_customer,
+        customers::invite,
         webhooks::list_webhooks,
         webhooks::create_webhook,
         webhooks::get_webhook,

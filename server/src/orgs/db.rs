@@ -353,7 +353,8 @@ pub struct NewInvitation<'a> {
     pub email_normalized: &'a str,
     pub role: Role,
     pub token_hash: &'a str,
-    pub invited_by: &'a str,
+    /// The member who invited; `None` for an invitation made with an API key.
+    pub invited_by: Option<&'a str>,
     pub expires_at: i64,
 }
 

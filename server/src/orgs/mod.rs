@@ -338,18 +338,54 @@ async fn invite_member(
         )
             .into_response());
     };
+    invite(
+        &state,
+        &access.org,
+        &address,
+        role,
+        Inviter::Member {
+            id: &access.signed_in.user.id,
+            email: &access.signed_in.user.email,
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&format!("{}/team?notice=invited", access.base())).into_response())
+}
+
+/// Who invites someone into an organisation.
+pub enum Inviter<'a> {
+    /// A member, on the Team page.
+    Member { id: &'a str, email: &'a str },
+    /// An API key of a reseller (or an admin), named in the email by its organisation.
+    Api { on_behalf_of: &'a str },
+}
+
+/// Invites `address` into `org` as `role`: records the invitation (replacing a pending one
+/// for the same address) and emails its link, valid for 7 days. Returns when it expires.
+pub async fn invite(
+    state: &AppState,
+    org: &Org,
+    address: &email::Email,
+    role: Role,
+    by: Inviter<'_>,
+) -> anyhow::Result<i64> {
     let now = state.clock.now();
     let token = new_token();
+    let (invited_by, who) = match by {
+        Inviter::Member { id, email } => (Some(id), email),
+        Inviter::Api { on_behalf_of } => (None, on_behalf_of),
+    };
+    let expires_at = now + INVITATION_TTL;
     db::insert_invitation(
         &state.db,
         db::NewInvitation {
-            org: &access.org.id,
+            org: &org.id,
             email: &address.display,
             email_normalized: &address.normalized,
             role,
             token_hash: &token_hash(&token),
-            invited_by: &access.signed_in.user.id,
-            expires_at: now + INVITATION_TTL,
+            invited_by,
+            expires_at,
         },
         now,
     )
@@ -359,16 +395,15 @@ async fn invite_member(
         .mailer
         .send(
             &address.display,
-            &format!("You are invited to join {} on Rookery", access.org.name),
+            &format!("You are invited to join {} on Rookery", org.name),
             format!(
-                "Hello,\n\n{} invited you to join {} on Rookery as {}.\n\nAccept the invitation here (the link works for 7 days):\n{link}\n\nIf you did not expect this, ignore this email.\n",
-                access.signed_in.user.email,
-                access.org.name,
+                "Hello,\n\n{who} invited you to join {} on Rookery as {}.\n\nAccept the invitation here (the link works for 7 days):\n{link}\n\nIf you did not expect this, ignore this email.\n",
+                org.name,
                 role.as_str()
             ),
         )
         .await?;
-    Ok(Redirect::to(&format!("{}/team?notice=invited", access.base())).into_response())
+    Ok(expires_at)
 }
 
 #[derive(Deserialize)]

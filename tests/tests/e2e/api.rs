@@ -525,6 +525,12 @@ fn matrix() -> Vec<Row> {
             body: Some(r#"{"name": "Customer One {unique}"}"#),
             owners: CUSTOMER_OWNERS,
         },
+        Row {
+            method: Method::POST,
+            path: "/api/v1/customers/{customer}/invitations",
+            body: Some(r#"{"email": "{who}-{unique}@invitee.example", "role": "member"}"#),
+            owners: CUSTOMER_OWNERS,
+        },
         // C1 has domains: its owners learn it cannot go (409 customer_not_empty).
         Row {
             method: Method::DELETE,

@@ -448,4 +448,69 @@ async fn a_reseller_orders_on_a_paid_plan_and_sends_its_customer_to_checkout_thr
     let (status, problem) = api(reqwest::Method::POST, &checkout_path, None).await;
     assert_eq!(status, 409, "{problem}");
     assert_eq!(problem["code"], "domain_state_conflict");
+
+    // The buyer's owner gets into the panel through an invitation the reseller sends.
+    let buyer = unique_email("buyer");
+    let invitations = format!(
+        "/api/v1/customers/{}/invitations",
+        customer["id"].as_str().unwrap()
+    );
+    let (status, problem) = api(
+        reqwest::Method::POST,
+        &invitations,
+        Some(serde_json::json!({"email": buyer, "role": "boss"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "invalid_role");
+    let (status, invitation) = api(
+        reqwest::Method::POST,
+        &invitations,
+        Some(serde_json::json!({"email": buyer})),
+    )
+    .await;
+    assert_eq!(status, 201, "{invitation}");
+    assert_eq!(invitation["role"], "owner");
+    let outbox = admin.page("/admin/outbox").await;
+    let mail = outbox
+        .split("You are invited to join Buyer Ltd")
+        .nth(1)
+        .expect("the invitation email is in the outbox");
+    assert!(mail.contains("Resells Chat invited you"), "{mail}");
+    let at = mail.find("/invitations/").unwrap();
+    let link: String = mail[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "/-_".contains(*c))
+        .collect();
+    let person = TestClient::new(&panel.base_url);
+    let r = person
+        .post_form(
+            "/signup",
+            &[
+                ("email", buyer.as_str()),
+                ("password", PASSWORD),
+                ("org_name", ""),
+                ("next", link.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(location(&r), link);
+    let r = person.post_form(&link, &[]).await;
+    let home = format!("/o/{}", customer["id"].as_str().unwrap());
+    assert_eq!(location(&r), format!("{home}?notice=joined"));
+    assert!(
+        person
+            .page(&format!("{home}/domains"))
+            .await
+            .contains("team.demo.test"),
+        "the buyer sees the domain the reseller ordered"
+    );
+    let (status, problem) = api(
+        reqwest::Method::POST,
+        &invitations,
+        Some(serde_json::json!({"email": buyer})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "already_member");
 }
