@@ -267,3 +267,34 @@ where
     }
     Err(anyhow::anyhow!("condition not met in {secs} s")).context("eventually")
 }
+
+/// The receiver's side of the webhook signature recipe in the README, written apart from
+/// the panel's own code: `t` and each `v1` from the `Rookery-Signature` header, hex
+/// HMAC-SHA256 of "<t>.<body>" under the secret equal to a `v1`, `t` within five minutes
+/// of `now`.
+pub fn webhook_signature_ok(secret: &str, header: &str, body: &[u8], now: i64) -> bool {
+    use hmac::{Hmac, Mac};
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1.push(v.to_string()),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    if (now - t).abs() > 300 {
+        return false;
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    v1.contains(&expected)
+}

@@ -20,7 +20,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
-use hmac::{Hmac, Mac};
 use rookery::{
     alerts::{
         self,
@@ -33,7 +32,6 @@ use rookery_tests::{
     node::{NodeProcess, python},
     process::PanelProcess,
 };
-use sha2::Sha256;
 use sqlx::Row;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -438,7 +436,8 @@ async fn receive(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let valid = secret.is_some_and(|s| signature_ok(&s, header, &body, now));
+    let valid =
+        secret.is_some_and(|s| rookery_tests::app::webhook_signature_ok(&s, header, &body, now));
     r.got.lock().unwrap().push(Received {
         who,
         valid,
@@ -454,34 +453,6 @@ async fn receive(
     } else {
         StatusCode::BAD_REQUEST
     }
-}
-
-/// The receiver's side of README's recipe: t and v1 from the header, HMAC-SHA256 of
-/// "<t>.<body>" under the secret, hex, equal to a v1, t within five minutes.
-fn signature_ok(secret: &str, header: &str, body: &[u8], now: i64) -> bool {
-    let mut t = None;
-    let mut v1 = Vec::new();
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1.push(v.to_string()),
-            _ => {}
-        }
-    }
-    let Some(t) = t else { return false };
-    if (now - t).abs() > 300 {
-        return false;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    v1.contains(&expected)
 }
 
 /// The name of the node `domain` is settled on, once it is active there.

@@ -11,14 +11,12 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
-use hmac::{Hmac, Mac};
 use reqwest::Method;
 use rookery_tests::{
     app::{PASSWORD, TestClient, location, unique_email},
     process::PanelProcess,
 };
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 /// What a receiver got: (event id header, signature valid, body).
 type Got = Arc<Mutex<Vec<(String, bool, Value)>>>;
@@ -41,7 +39,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         .unwrap()
         .as_secs() as i64;
     let secret = r.secret.lock().unwrap().clone();
-    let valid = signature_ok(&secret, header, &body, now);
+    let valid = rookery_tests::app::webhook_signature_ok(&secret, header, &body, now);
     let mut got = r.got.lock().unwrap();
     got.push((
         headers
@@ -59,33 +57,6 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     } else {
         StatusCode::BAD_REQUEST
     }
-}
-
-/// README's recipe: t and v1 from the header, hex HMAC-SHA256 of "<t>.<body>".
-fn signature_ok(secret: &str, header: &str, body: &[u8], now: i64) -> bool {
-    let mut t = None;
-    let mut v1 = Vec::new();
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1.push(v.to_string()),
-            _ => {}
-        }
-    }
-    let Some(t) = t else { return false };
-    if (now - t).abs() > 300 {
-        return false;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    v1.contains(&expected)
 }
 
 /// Serves the receiver on `listener`: `POST /hook`.
