@@ -298,3 +298,27 @@ pub fn webhook_signature_ok(secret: &str, header: &str, body: &[u8], now: i64) -
         .collect();
     v1.contains(&expected)
 }
+
+/// The admin's plan form (`POST /admin/plans`) for a public plan with modest limits: name,
+/// monthly price ("0" for free), currency EUR, and the Stripe price when given.
+pub fn plan_form<'a>(
+    name: &'a str,
+    price: &'a str,
+    stripe_price_id: Option<&'a str>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut form = vec![
+        ("name", name),
+        ("price", price),
+        ("currency", "EUR"),
+        ("max_accounts", "10"),
+        ("max_sessions", "20"),
+        ("storage_mb", "100"),
+        ("upload_mb", "100"),
+        ("archive_days", "30"),
+        ("public", "1"),
+    ];
+    if let Some(id) = stripe_price_id {
+        form.push(("stripe_price_id", id));
+    }
+    form
+}

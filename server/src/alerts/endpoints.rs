@@ -269,21 +269,7 @@ pub async fn by_id(db: &Pool, id: &str) -> Result<Option<Endpoint>, sqlx::Error>
 /// Saves URL, description, events, enabled flag and secret.
 #[tracing::instrument(skip_all)]
 pub async fn update(db: &Pool, e: &Endpoint) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, enabled = $4,
-            secret_sealed = $5, updated_at = $6 WHERE id = $7 AND org_id = $8",
-    )
-    .bind(&e.url)
-    .bind(&e.description)
-    .bind(&e.events)
-    .bind(i64::from(e.enabled))
-    .bind(&e.secret_sealed)
-    .bind(e.updated_at)
-    .bind(&e.id)
-    .bind(&e.org_id.0)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    save(db, e, None).await
 }
 
 /// [`update`], only while the endpoint's URL, description, events and enabled flag are
@@ -294,26 +280,36 @@ pub async fn update_unchanged(
     e: &Endpoint,
     was: &Endpoint,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    save(db, e, Some(was)).await
+}
+
+async fn save(db: &Pool, e: &Endpoint, was: Option<&Endpoint>) -> Result<bool, sqlx::Error> {
+    let guard = if was.is_some() {
+        " AND url = $9 AND description = $10 AND events = $11 AND enabled = $12"
+    } else {
+        ""
+    };
+    let sql = format!(
         "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, enabled = $4,
-            secret_sealed = $5, updated_at = $6 WHERE id = $7 AND org_id = $8
-            AND url = $9 AND description = $10 AND events = $11 AND enabled = $12",
-    )
-    .bind(&e.url)
-    .bind(&e.description)
-    .bind(&e.events)
-    .bind(i64::from(e.enabled))
-    .bind(&e.secret_sealed)
-    .bind(e.updated_at)
-    .bind(&e.id)
-    .bind(&e.org_id.0)
-    .bind(&was.url)
-    .bind(&was.description)
-    .bind(&was.events)
-    .bind(i64::from(was.enabled))
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+            secret_sealed = $5, updated_at = $6 WHERE id = $7 AND org_id = $8{guard}"
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(&e.url)
+        .bind(&e.description)
+        .bind(&e.events)
+        .bind(i64::from(e.enabled))
+        .bind(&e.secret_sealed)
+        .bind(e.updated_at)
+        .bind(&e.id)
+        .bind(&e.org_id.0);
+    if let Some(was) = was {
+        q = q
+            .bind(&was.url)
+            .bind(&was.description)
+            .bind(&was.events)
+            .bind(i64::from(was.enabled));
+    }
+    Ok(q.execute(db).await?.rows_affected() == 1)
 }
 
 /// Deletes an endpoint with its deliveries and their attempts.
@@ -544,12 +540,7 @@ mod tests {
     /// likewise (both back `If-Match` on PATCH).
     #[tokio::test]
     async fn an_update_checked_against_what_was_read_refuses_a_change_made_meanwhile() {
-        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
-        crate::db::migrate(&db).await.unwrap();
-        sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ('o', 'Org', 0)")
-            .execute(&db)
-            .await
-            .unwrap();
+        let db = crate::db::test_db_with_org().await;
         let org = OrgId("o".into());
         let read = Endpoint {
             id: new_id(),

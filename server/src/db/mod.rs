@@ -17,3 +17,16 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
         .await
         .context("applying database migrations")
 }
+
+/// For unit tests: an in-memory SQLite database with the panel's schema and one
+/// organisation, id `o`, named "Org".
+#[cfg(test)]
+pub async fn test_db_with_org() -> Pool {
+    let db = connect("sqlite::memory:", 1).await.unwrap();
+    migrate(&db).await.unwrap();
+    sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ('o', 'Org', 0)")
+        .execute(&db)
+        .await
+        .unwrap();
+    db
+}

@@ -991,12 +991,7 @@ mod tests {
     /// A database with the panel's schema and, as (name, status, open incident since, up,
     /// down), the domains of the test above, plus a deleted one and a closed incident.
     async fn overview_db() -> Pool {
-        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
-        crate::db::migrate(&db).await.unwrap();
-        sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ('o', 'Org', 0)")
-            .execute(&db)
-            .await
-            .unwrap();
+        let db = crate::db::test_db_with_org().await;
         let domains = [
             ("never", "provisioning", None, None::<i64>, 0_i64, 0_i64),
             ("fine", "active", Some(true), None, 100, 0),
@@ -1087,12 +1082,7 @@ mod tests {
     /// [`worst_first`] over the domains' status with their open incidents read afresh.
     #[tokio::test]
     async fn the_stored_rank_follows_rounds_and_incidents() {
-        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
-        crate::db::migrate(&db).await.unwrap();
-        sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ('o', 'Org', 0)")
-            .execute(&db)
-            .await
-            .unwrap();
+        let db = crate::db::test_db_with_org().await;
         let names = [
             "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
         ];

@@ -641,17 +641,7 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
         .admin
         .post_form(
             "/admin/plans",
-            &[
-                ("name", "Starter"),
-                ("price", "0"),
-                ("currency", "EUR"),
-                ("max_accounts", "10"),
-                ("max_sessions", "20"),
-                ("storage_mb", "100"),
-                ("upload_mb", "100"),
-                ("archive_days", "30"),
-                ("public", "1"),
-            ],
+            &rookery_tests::app::plan_form("Starter", "0", None),
         )
         .await;
     assert_eq!(r.status(), 303, "the admin adds a plan");

@@ -71,25 +71,14 @@ async fn a_paid_domain_goes_live_is_suspended_when_unpaid_and_comes_back_when_pa
 
     // The admin's paid plan.
     let admin = panel.admin_client().await.expect("an admin");
-    let plan = [
-        ("name", "Pro"),
-        ("price", "4.50"),
-        ("currency", "EUR"),
-        ("max_accounts", "10"),
-        ("max_sessions", "20"),
-        ("storage_mb", "100"),
-        ("upload_mb", "100"),
-        ("archive_days", "30"),
-        ("public", "1"),
-    ];
+    let plan = rookery_tests::app::plan_form("Pro", "4.50", None);
     let r = admin.post_form("/admin/plans", &plan).await;
     assert_eq!(
         r.status(),
         422,
         "a paid plan needs its Stripe price while billing is on"
     );
-    let mut with_price = plan.to_vec();
-    with_price.push(("stripe_price_id", "price_pro"));
+    let with_price = rookery_tests::app::plan_form("Pro", "4.50", Some("price_pro"));
     assert_eq!(
         admin.post_form("/admin/plans", &with_price).await.status(),
         303
@@ -329,18 +318,7 @@ async fn a_reseller_orders_on_a_paid_plan_and_sends_its_customer_to_checkout_thr
     .expect("the panel starts");
     fake.set_webhook_url(&panel.url("/webhooks/stripe"));
     let admin = panel.admin_client().await.expect("an admin");
-    let plan = [
-        ("name", "Team"),
-        ("price", "9.00"),
-        ("currency", "EUR"),
-        ("max_accounts", "10"),
-        ("max_sessions", "20"),
-        ("storage_mb", "100"),
-        ("upload_mb", "100"),
-        ("archive_days", "30"),
-        ("public", "1"),
-        ("stripe_price_id", "price_team"),
-    ];
+    let plan = rookery_tests::app::plan_form("Team", "9.00", Some("price_team"));
     assert_eq!(admin.post_form("/admin/plans", &plan).await.status(), 303);
 
     // The reseller, its key, and a customer organisation made through the API.
