@@ -313,6 +313,25 @@ async def main():
     await bob.logout()
 
 
-asyncio.run(main())
+async def snapshot():
+    """Prints each account's roster and the subscription requests waiting for it at login,
+    one line each, so two snapshots (before and after a node restart) can be compared."""
+    import json
+
+    for bare in (ALICE, BOB, CAROL):
+        client = Client(bare, "snapshot")
+        if not report(f"{bare} logs in for the snapshot", await client.login()):
+            continue
+        items, ver = await client.fetch_roster("")
+        await asyncio.sleep(1.0)
+        waiting = sorted(
+            str(p["from"]) for k, p in client.seen if k == "presence" and p["type"] == "subscribe"
+        )
+        print("roster", bare, ver, json.dumps(items, sort_keys=True), flush=True)
+        print("waiting", bare, json.dumps(waiting), flush=True)
+        await client.logout()
+
+
+asyncio.run(snapshot() if sys.argv[5:] == ["snapshot"] else main())
 print(f"{'FAILED' if failures else 'PASSED'}: {len(failures)} failed", flush=True)
 sys.exit(1 if failures else 0)

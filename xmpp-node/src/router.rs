@@ -33,6 +33,8 @@ pub const MAX_DIRECTED: usize = 1000;
 pub struct SessionHandle {
     pub id: u64,
     pub jid: Jid,
+    /// `jid` without its resource, kept for the routing checks of every stanza.
+    pub bare: Jid,
     tx: mpsc::UnboundedSender<Delivery>,
     /// The last available presence the client broadcast (None: not available).
     presence: Mutex<Option<Element>>,
@@ -41,6 +43,8 @@ pub struct SessionHandle {
     /// The client requested the roster, so it gets roster pushes: an "interested
     /// resource" (RFC 6121 §2.2).
     interested: AtomicBool,
+    /// The client requested its block list, so it gets block list pushes (XEP-0191 §3.3).
+    blocklist_requested: AtomicBool,
     /// Where the client sent directed presence while available (RFC 6121 §4.6): they get
     /// unavailable presence when it goes offline.
     directed: Mutex<HashSet<Jid>>,
@@ -100,6 +104,16 @@ impl SessionHandle {
         self.interested.load(Ordering::Relaxed)
     }
 
+    /// Notes that the client requested its block list.
+    pub fn set_blocklist_requested(&self) {
+        self.blocklist_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client gets block list pushes.
+    pub fn blocklist_requested(&self) -> bool {
+        self.blocklist_requested.load(Ordering::Relaxed)
+    }
+
     /// Notes directed presence to `target`: available adds it, unavailable removes it.
     /// Beyond [`MAX_DIRECTED`] targets, new ones are not remembered.
     pub fn note_directed(&self, target: Jid, available: bool) {
@@ -142,11 +156,13 @@ impl Router {
     pub fn bind(&self, jid: Jid, tx: mpsc::UnboundedSender<Delivery>) -> Arc<SessionHandle> {
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            bare: jid.bare(),
             jid: jid.clone(),
             tx,
             presence: Mutex::new(None),
             pending: AtomicUsize::new(0),
             interested: AtomicBool::new(false),
+            blocklist_requested: AtomicBool::new(false),
             directed: Mutex::new(HashSet::new()),
         });
         let replaced = {
@@ -192,12 +208,17 @@ impl Router {
 
     /// The session bound to exactly this full JID.
     pub fn session(&self, full: &Jid) -> Option<Arc<SessionHandle>> {
+        self.session_of(&full.bare(), full)
+    }
+
+    /// [`Router::session`] when the caller has the bare JID at hand already.
+    pub fn session_of(&self, bare: &Jid, full: &Jid) -> Option<Arc<SessionHandle>> {
         self.by_account
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&full.bare())?
+            .get(bare)?
             .iter()
-            .find(|s| s.jid == *full)
+            .find(|s| s.jid.resource() == full.resource())
             .cloned()
     }
 

@@ -156,6 +156,8 @@ enum State {
     AwaitBound,
     Bound {
         jid: Jid,
+        /// `jid` as written, stamped as `from` on every stanza.
+        full: String,
     },
     Closed,
 }
@@ -207,7 +209,7 @@ impl C2s {
     /// The bound full JID, once bound.
     pub fn jid(&self) -> Option<&Jid> {
         match &self.state {
-            State::Bound { jid } => Some(jid),
+            State::Bound { jid, .. } => Some(jid),
             _ => None,
         }
     }
@@ -400,6 +402,13 @@ impl C2s {
     }
 
     fn on_element(&mut self, e: Element) -> Vec<Output> {
+        // The hot path: a bound session's stanza, without taking the state apart.
+        if let State::Bound { full, .. } = &self.state {
+            return match bound_stanza(e, full) {
+                Ok(outputs) => outputs,
+                Err(()) => self.stream_error("unsupported-stanza-type", None),
+            };
+        }
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Header => {
                 self.state = State::Header;
@@ -428,10 +437,7 @@ impl C2s {
                 self.state = State::AwaitBound;
                 self.stream_error("policy-violation", Some("Wait for the bind result."))
             }
-            State::Bound { jid } => {
-                self.state = State::Bound { jid: jid.clone() };
-                self.bound_stanza(e, &jid)
-            }
+            State::Bound { .. } => unreachable!("handled above"),
             State::Closed => vec![],
         }
     }
@@ -688,7 +694,10 @@ impl C2s {
 
     /// The connection registered `jid` (the requested resource, or one it made up).
     pub fn on_bound(&mut self, jid: Jid, iq_id: &str) -> Vec<Output> {
-        self.state = State::Bound { jid: jid.clone() };
+        self.state = State::Bound {
+            full: jid.to_string(),
+            jid: jid.clone(),
+        };
         let reply = Element::new("iq", ns::CLIENT)
             .with_attr("type", "result")
             .with_attr("id", iq_id)
@@ -698,34 +707,37 @@ impl C2s {
             );
         vec![Output::Send(write_stanza(&reply))]
     }
+}
 
-    fn bound_stanza(&mut self, mut e: Element, jid: &Jid) -> Vec<Output> {
-        if !stanza::is_stanza(&e) {
-            return self.stream_error("unsupported-stanza-type", None);
-        }
-        // RFC 6120 §8.1.2.1: the server stamps the sender's full JID.
-        e.set_attr("from", jid.to_string());
-        if let Some(to) = e.attr("to") {
-            match Jid::parse(to) {
-                Ok(t) => {
-                    let normalized = t.to_string();
-                    e.set_attr("to", normalized);
+/// A bound session's stanza: stamped with its sender, its `to` checked and normalised.
+/// `Err` when it is not a stanza at all (the stream ends with unsupported-stanza-type).
+fn bound_stanza(mut e: Element, full: &str) -> Result<Vec<Output>, ()> {
+    if !stanza::is_stanza(&e) {
+        return Err(());
+    }
+    // RFC 6120 §8.1.2.1: the server stamps the sender's full JID.
+    e.set_attr("from", full);
+    if let Some(to) = e.attr("to") {
+        match Jid::parse(to) {
+            // Most clients write addresses in their canonical form already.
+            Ok(t) if t.is_written_as(to) => {}
+            Ok(t) => {
+                let normalized = t.to_string();
+                e.set_attr("to", normalized);
+            }
+            Err(_) => {
+                if e.attr("type") == Some("error") {
+                    return Ok(vec![]);
                 }
-                Err(_) => {
-                    if e.attr("type") == Some("error") {
-                        return vec![];
-                    }
-                    let reply = stanza::error_reply(&e, Condition::JidMalformed, None);
-                    return vec![Output::Send(write_stanza(&reply))];
-                }
+                let reply = stanza::error_reply(&e, Condition::JidMalformed, None);
+                return Ok(vec![Output::Send(write_stanza(&reply))]);
             }
         }
-        if e.name() == "iq" && e.has_child("session", ns::SESSION) && e.attr("type") == Some("set")
-        {
-            return vec![Output::Send(write_stanza(&stanza::iq_result(&e)))];
-        }
-        vec![Output::Stanza(e)]
     }
+    if e.name() == "iq" && e.has_child("session", ns::SESSION) && e.attr("type") == Some("set") {
+        return Ok(vec![Output::Send(write_stanza(&stanza::iq_result(&e)))]);
+    }
+    Ok(vec![Output::Stanza(e)])
 }
 
 /// A stanza as it is written into a `jabber:client` stream.

@@ -36,7 +36,11 @@ impl Element {
     }
 
     /// Adds (or replaces) an attribute; for building.
-    pub fn with_attr(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_attr(
+        mut self,
+        name: impl Into<String> + AsRef<str>,
+        value: impl Into<String>,
+    ) -> Self {
         self.set_attr(name, value);
         self
     }
@@ -44,7 +48,7 @@ impl Element {
     /// Adds an attribute if `value` is `Some`; for building.
     pub fn with_opt_attr(
         mut self,
-        name: impl Into<String>,
+        name: impl Into<String> + AsRef<str>,
         value: Option<impl Into<String>>,
     ) -> Self {
         if let Some(v) = value {
@@ -91,12 +95,11 @@ impl Element {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
+    pub fn set_attr(&mut self, name: impl Into<String> + AsRef<str>, value: impl Into<String>) {
         let value = value.into();
-        match self.attrs.iter_mut().find(|(k, _)| *k == name) {
+        match self.attrs.iter_mut().find(|(k, _)| k == name.as_ref()) {
             Some(slot) => slot.1 = value,
-            None => self.attrs.push((name, value)),
+            None => self.attrs.push((name.into(), value)),
         }
     }
 

@@ -148,6 +148,27 @@ impl Jid {
     }
 
     /// The JID without its resource: `node@domain` or `domain`.
+    /// Whether `s` is exactly this JID's canonical text (so it need not be rewritten).
+    pub fn is_written_as(&self, s: &str) -> bool {
+        let mut rest = s;
+        if let Some(node) = &self.node {
+            let Some(after) = rest
+                .strip_prefix(node.as_str())
+                .and_then(|r| r.strip_prefix('@'))
+            else {
+                return false;
+            };
+            rest = after;
+        }
+        let Some(after) = rest.strip_prefix(self.domain.as_str()) else {
+            return false;
+        };
+        match &self.resource {
+            Some(resource) => after.strip_prefix('/') == Some(resource.as_str()),
+            None => after.is_empty(),
+        }
+    }
+
     pub fn bare(&self) -> Jid {
         Jid {
             node: self.node.clone(),
@@ -338,6 +359,32 @@ mod tests {
         assert_eq!(j.domain(), "example.com");
         assert_eq!(j.resource(), Some("balcony"));
         assert!(!j.is_bare());
+    }
+
+    #[test]
+    fn only_the_canonical_text_counts_as_written_as_the_jid() {
+        for s in [
+            "juliet@example.com/balcony",
+            "juliet@example.com",
+            "example.com",
+            "example.com/r",
+        ] {
+            assert!(jid(s).is_written_as(s), "{s}");
+        }
+        let j = jid("Juliet@Example.com/balcony");
+        assert!(!j.is_written_as("Juliet@Example.com/balcony"));
+        assert!(j.is_written_as("juliet@example.com/balcony"));
+        for other in [
+            "juliet@example.com",
+            "juliet@example.com/",
+            "juliet@example.com/balcony2",
+            "example.com/balcony",
+            "juliet@example.co/balcony",
+            "juliet@example.com/balconyx",
+        ] {
+            assert!(!j.is_written_as(other), "{other}");
+        }
+        assert!(!jid("example.com").is_written_as("a@example.com"));
     }
 
     #[test]
