@@ -16,6 +16,8 @@
 //! | `GET /v1/usage` | → [`UsageReport`] (counters since the previous report) |
 //! | `GET /v1/vhosts/{domain}/export` | → [`VhostData`] |
 //! | `PUT /v1/vhosts/{domain}/data` | [`VhostData`] → 204 (replaces the vhost's data) |
+//! | `PUT /v1/vhosts/{domain}/move` | [`VhostMove`] → 204 (frozen for a move; redirected if asked) |
+//! | `DELETE /v1/vhosts/{domain}/move` | → 204 (the move is over here: writes are accepted again) |
 //!
 //! Errors are [`ApiError`] bodies with a 4xx/5xx status. Enrollment goes the other way:
 //! the node posts a [`JoinRequest`] to the panel's `POST /api/nodes/join` and gets a
@@ -231,11 +233,29 @@ pub struct VhostData {
     pub tables: BTreeMap<String, Vec<BTreeMap<String, serde_json::Value>>>,
 }
 
+/// `PUT /v1/vhosts/{domain}/move`: the vhost takes part in a move between nodes, at either
+/// end. While it does, it is frozen: every write of its data is refused (control API
+/// account changes with 409 `vhost_moving`, stanzas that would store something with a
+/// `resource-constraint` wait error), so an export taken now is still whole when the
+/// vhost is removed later. Sessions stay unless `redirect_to` says where they go. The
+/// answer comes once writes that were under way have finished; the state survives a
+/// restart of the node and ends with `DELETE` on the same path or with the vhost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostMove {
+    /// `host` or `host:port` of the node that now serves the domain: open sessions end
+    /// with `<see-other-host/>` naming it, and new ones are refused the same way. Set it
+    /// only once that node holds the data and serves the spec.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
+}
+
 /// An error answer of the control API (and of the panel's join endpoint).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Stable, machine-readable: `unauthorized`, `not_found`, `invalid_spec`,
-    /// `stale_generation`, `account_exists`, `account_limit`, `invalid_account`, …
+    /// `stale_generation`, `account_exists`, `account_limit`, `invalid_account`,
+    /// `vhost_moving`, …
     pub code: String,
     /// A sentence for people.
     pub message: String,

@@ -15,10 +15,13 @@
 //! Vhost limits: writes the store refuses because the domain's storage quota is used up
 //! (an offline message, a new contact, a vCard) are answered with `resource-constraint`;
 //! offline messages past the domain's retention are dropped rather than delivered late.
+//! While a domain is frozen for a move (`control::moving`) nothing is stored for it: such
+//! writes bounce with `resource-constraint` (wait) and offline messages stay where they are.
 
 use std::{collections::HashSet, sync::Arc};
 
 use crate::{
+    control::moving::moving_text,
     node::Node,
     proto::{
         element::Element,
@@ -59,13 +62,12 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
     if to.node().is_none() || to.resource().is_none() || !node.is_hosted(to.domain()) {
         return Err(stanza);
     }
-    let Some(target) = node.router.session(&to) else {
+    let to_bare = to.bare();
+    let Some(target) = node.router.session_of(&to_bare, &to) else {
         return Err(stanza);
     };
-    let (Some(mine), Some(theirs)) = (
-        node.blocks.cached(&me.jid.bare()),
-        node.blocks.cached(&to.bare()),
-    ) else {
+    let (Some(mine), Some(theirs)) = (node.blocks.cached(&me.bare), node.blocks.cached(&to_bare))
+    else {
         return Err(stanza);
     };
     if mine.iter().any(|item| blocking::matches(item, &to))
@@ -80,6 +82,8 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
 
 /// Handles one stanza from `me`'s session.
 pub async fn handle(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
+    // Whatever it writes is written before a freeze of its domain takes effect, or not.
+    let _permit = node.writes.enter().await;
     // XEP-0191 §3.6: nothing goes out to someone the user blocks.
     if let Some(to) = target(&stanza)
         && to.node().is_some()
@@ -103,6 +107,25 @@ fn bounce(me: &SessionHandle, stanza: &Element, condition: Condition, text: Opti
     if stanza.attr("type") != Some("error") {
         me.deliver(error_reply(stanza, condition, text));
     }
+}
+
+/// Bounces a stanza that would change the data of a domain frozen for a move; true if so.
+fn refused_while_moving(
+    node: &Node,
+    me: &SessionHandle,
+    stanza: &Element,
+    domains: &[&str],
+) -> bool {
+    let Some(domain) = domains.iter().find(|d| node.is_frozen(d)) else {
+        return false;
+    };
+    bounce(
+        me,
+        stanza,
+        Condition::ResourceConstraint,
+        Some(&moving_text(domain)),
+    );
+    true
 }
 
 fn target(stanza: &Element) -> Option<Jid> {
@@ -174,6 +197,9 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
 async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Element) {
     // Only messages worth reading later: with a body (XEP-0160 §3).
     if !stanza.has_child("body", ns::CLIENT) {
+        return;
+    }
+    if refused_while_moving(node, me, &stanza, &[to.domain()]) {
         return;
     }
     let username = to.node().unwrap_or_default();
@@ -475,6 +501,7 @@ pub async fn session_ended(node: &Node, me: &Arc<SessionHandle>) {
     if !me.is_available() {
         return;
     }
+    let _permit = node.writes.enter().await;
     me.set_presence(None);
     // Replaced by a new session with the same resource that is already online: what
     // others see now is the successor, not an ending (RFC 6120 §7.7.2.2).
@@ -498,6 +525,7 @@ pub async fn session_ended(node: &Node, me: &Arc<SessionHandle>) {
     announce_unavailable_to_directed(node, me, &unavailable, &subscribers);
     // XEP-0012: when the account's last session ends, remember when and with what status.
     if node.router.sessions(&me.jid).iter().all(|s| s.id == me.id)
+        && !node.is_frozen(me.jid.domain())
         && let Some(user) = me.jid.node()
         && let Err(e) = node
             .store
@@ -544,6 +572,9 @@ async fn outbound_subscription(
     }
     if contact.node().is_none() || contact == user {
         // No subscriptions with the server itself or with oneself.
+        return;
+    }
+    if refused_while_moving(node, me, &stanza, &[user.domain(), contact.domain()]) {
         return;
     }
     let changed = node
@@ -721,6 +752,10 @@ async fn roster_iq(node: &Node, me: &Arc<SessionHandle>, iq: Element) {
     }
     match roster::parse_set(&query) {
         Err((condition, text)) => bounce(me, &iq, condition, Some(text)),
+        // A removal also changes the contact's side, when the contact is local.
+        Ok(RosterSet::Update { .. }) if refused_while_moving(node, me, &iq, &[user.domain()]) => {}
+        Ok(RosterSet::Remove { ref jid })
+            if refused_while_moving(node, me, &iq, &[user.domain(), jid.domain()]) => {}
         Ok(RosterSet::Update { jid, name, groups }) => {
             let changed = node
                 .store
@@ -795,6 +830,10 @@ async fn deliver_offline(node: &Node, me: &SessionHandle) {
     let (Some(username), domain) = (me.jid.node(), me.jid.domain()) else {
         return;
     };
+    if node.is_frozen(domain) {
+        // They go along with the domain's data and are delivered on its new node.
+        return;
+    }
     // Past the domain's retention a message is dropped, even before upkeep deletes it.
     let cutoff = node
         .host(domain)
@@ -861,6 +900,11 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
             _ => None,
         };
         if let Some(account) = account {
+            let writes =
+                kind == "set" && (payload.is("vCard", ns::VCARD) || payload.ns() == ns::BLOCKING);
+            if writes && refused_while_moving(node, me, &stanza, &[account.domain()]) {
+                return;
+            }
             if payload.is("vCard", ns::VCARD) {
                 me.deliver(vcard::handle(node, &me.jid, &account, &stanza).await);
                 return;
@@ -995,12 +1039,19 @@ async fn blocking_iq(node: &Node, me: &Arc<SessionHandle>, iq: &Element) {
     let before = if iq.attr("type") == Some("set") {
         blocking::current(node, &me.jid.bare()).await
     } else {
+        me.set_blocklist_requested();
         Default::default()
     };
     let (reply, push) = blocking::handle(node, &me.jid, iq).await;
     me.deliver(reply);
     let Some(push) = push else { return };
-    for s in node.router.sessions(&me.jid) {
+    // XEP-0191 §3.3: pushed to the resources that requested the block list.
+    for s in node
+        .router
+        .sessions(&me.jid)
+        .into_iter()
+        .filter(|s| s.blocklist_requested())
+    {
         let mut p = push.clone();
         p.set_attr("to", s.jid.to_string());
         s.deliver(p);
@@ -1105,6 +1156,34 @@ mod tests {
         stanza(&format!(
             "<message xmlns='jabber:client' from='alice@example.com/desk' to='{to}' type='chat' id='m1'><body>{body}</body></message>"
         ))
+    }
+
+    #[tokio::test]
+    async fn block_list_changes_are_pushed_only_to_resources_that_requested_the_list() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let (desk, mut desk_rx) = bind(&node, "alice@example.com/desk");
+        let (phone, mut phone_rx) = bind(&node, "alice@example.com/phone");
+        let (_watch, mut watch_rx) = bind(&node, "alice@example.com/watch");
+        let get = stanza(
+            "<iq xmlns='jabber:client' from='alice@example.com/phone' type='get' id='g1'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
+        );
+        handle(&node, &phone, get).await;
+        assert_eq!(delivered(&mut phone_rx).len(), 1, "the list itself");
+        let block = stanza(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='spam@example.net'/></block></iq>",
+        );
+        handle(&node, &desk, block).await;
+        // The desk gets its result but no push: it never asked for the list.
+        let desk_got = delivered(&mut desk_rx);
+        assert_eq!(desk_got.len(), 1);
+        assert_eq!(desk_got[0].attr("type"), Some("result"));
+        let pushes = delivered(&mut phone_rx);
+        assert_eq!(pushes.len(), 1);
+        assert_eq!(pushes[0].attr("type"), Some("set"));
+        assert_eq!(pushes[0].attr("to"), Some("alice@example.com/phone"));
+        assert!(pushes[0].has_child("block", ns::BLOCKING));
+        assert!(delivered(&mut watch_rx).is_empty());
     }
 
     #[tokio::test]

@@ -12,7 +12,10 @@ use std::{
 
 use crate::{
     config::NodeSettings,
-    control::usage::VhostCounters,
+    control::{
+        moving::{WriteGate, access_while_moving},
+        usage::VhostCounters,
+    },
     metrics::Metrics,
     net::tls::CertResolver,
     proto::{
@@ -33,6 +36,8 @@ pub struct HostState {
     pub policy: Option<VhostPolicy>,
     /// Kept across reloads while the domain stays hosted.
     pub counters: Arc<VhostCounters>,
+    /// Taking part in a move: its data must not change (see `control::moving`).
+    pub frozen: bool,
 }
 
 impl HostState {
@@ -62,6 +67,8 @@ pub struct Node {
     pub started: Instant,
     pub auth_throttle: crate::net::c2s::AuthThrottle,
     pub blocks: crate::xep::blocking::BlockCache,
+    /// Held by every write of vhost data, so that freezing a vhost waits for them.
+    pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
     pub usage_period: Mutex<Instant>,
     hosts: RwLock<HashMap<String, Arc<HostState>>>,
@@ -91,6 +98,7 @@ impl Node {
             started: Instant::now(),
             auth_throttle: Default::default(),
             blocks: Default::default(),
+            writes: WriteGate::default(),
             usage_period: Mutex::new(Instant::now()),
             hosts: RwLock::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -112,6 +120,12 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .get(domain)
             .cloned()
+    }
+
+    /// Whether `domain` is frozen for a move. Ask while holding a permit of `writes`, and
+    /// write only if it is not.
+    pub fn is_frozen(&self, domain: &str) -> bool {
+        self.host(domain).is_some_and(|h| h.frozen)
     }
 
     /// How clients of `domain` are let in.
@@ -140,10 +154,12 @@ impl Node {
 
     /// Loads the vhosts from the store and serves exactly those (certificates, policies
     /// and storage quotas included). Sessions of a vhost that is gone end with `host-gone`;
-    /// those of a suspended or moved one with `policy-violation` or `see-other-host`.
+    /// those of a suspended or moved one with `policy-violation` or `see-other-host`. A
+    /// vhost is marked frozen for a move only after the writes under way have finished.
     pub async fn reload_vhosts(&self) -> anyhow::Result<()> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let vhosts = self.store.vhosts().await?;
+        let moves = self.store.vhost_moves().await?;
         self.certs.set_vhosts(&vhosts)?;
         let to_measure = self.store.meters.configure(vhosts.iter().map(|v| {
             let quota = v.policy.as_ref().and_then(|p| p.storage_quota_bytes);
@@ -169,11 +185,19 @@ impl Node {
             .map(|v| v.domain.clone())
             .collect();
         let mut refused: Vec<(String, StreamError)> = Vec::new();
+        // A vhost about to be frozen: no write may be under way while the hosts change.
+        let _quiet = if moves.keys().any(|d| !self.is_frozen(d)) {
+            Some(self.writes.quiet().await)
+        } else {
+            None
+        };
         let removed: Vec<String> = {
             let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
             let mut next = HashMap::with_capacity(vhosts.len());
             for v in vhosts {
-                let access = access_of(v.policy.as_ref());
+                let moving = moves.get(&v.domain);
+                let redirect_to = moving.and_then(|to| to.as_deref());
+                let access = access_while_moving(access_of(v.policy.as_ref()), redirect_to);
                 let counters = match hosts.get(&v.domain) {
                     Some(old) => {
                         if old.access != access {
@@ -197,6 +221,7 @@ impl Node {
                         access,
                         policy: v.policy,
                         counters,
+                        frozen: moving.is_some(),
                     }),
                 );
             }

@@ -11,7 +11,7 @@ use std::{
 use reqwest::{Method, StatusCode};
 use rookery_common::control::{
     AccountPage, ApiError, ApplyOutcome, NewAccount, NewPassword, NodeStatus, UsageReport,
-    VhostData, VhostSpec, VhostSummary,
+    VhostData, VhostMove, VhostSpec, VhostSummary,
 };
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
@@ -279,6 +279,32 @@ impl NodeClient {
             Method::PUT,
             &format!("/v1/vhosts/{}/data", seg(&data.domain)),
             Some(data),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Freezes a vhost for a move: no write of its data gets through until [`Self::thaw`]
+    /// or its removal. With `redirect_to` its clients are also sent to that node.
+    pub async fn freeze(&self, domain: &str, redirect_to: Option<&str>) -> Result<(), CallError> {
+        let body = VhostMove {
+            redirect_to: redirect_to.map(str::to_owned),
+        };
+        self.call::<_, serde_json::Value>(
+            Method::PUT,
+            &format!("/v1/vhosts/{}/move", seg(domain)),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Ends a vhost's move on this node: its data may change again.
+    pub async fn thaw(&self, domain: &str) -> Result<(), CallError> {
+        self.call::<(), serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/vhosts/{}/move", seg(domain)),
+            None,
         )
         .await
         .map(|_| ())

@@ -1,9 +1,10 @@
 //! The loops that make the node pool match the panel's database:
 //! - the reconciler places waiting domains, pushes specs whose generation a node has not
-//!   confirmed, moves domains off draining nodes (freeze on the old node, copy the data,
-//!   serve on the new one, clean up), and deletes domains being deleted. Every step is
-//!   idempotent and recorded, so a panel restart anywhere in between just carries on;
-//!   failures are retried with exponential back-off and their reason shown to people.
+//!   confirmed, moves domains off draining nodes (freeze the data on the old node, copy it
+//!   to the new one, switch to the new one and only then send clients there, clean up:
+//!   see [`move_step`]), and deletes domains being deleted. Every step is idempotent and
+//!   recorded, so a panel restart anywhere in between just carries on; failures are
+//!   retried with exponential back-off and their reason shown to people.
 //! - the poller asks every node for its status, usage and vhosts; misses mark a node down;
 //!   a vhost the node lost (or changed) is pushed again, and a vhost the panel no longer
 //!   wants on a node is removed only once its data has moved or its domain was deleted.
@@ -303,7 +304,19 @@ fn describe(node: &str, e: &CallError) -> String {
     }
 }
 
-/// One step of moving a domain's data from `from` to `to`.
+/// Moves a domain's data from `from` to `to`, going through the steps still to do. Each
+/// finished step is recorded before the next starts, so a restart of the panel or of
+/// either node resumes where it stopped; a failed step is retried with back-off, its
+/// reason shown.
+///
+/// 1. `freeze` (or `copy`): the old node freezes the vhost (no write gets through, its
+///    sessions stay), and its data is exported; the new node gets the spec, is frozen too
+///    and imports the data. Repeated after a failure or a restart, this copies again
+///    from the same still data and overwrites nothing written since.
+/// 2. `switch`: the new node is thawed and recorded as the domain's node (account
+///    changes go there from now on); only then does the old node send its clients there
+///    with `<see-other-host/>`, so they can log in at once with their data in place.
+/// 3. `cleanup`: the old node removes the vhost.
 async fn move_step(
     state: &AppState,
     pool: &HashMap<String, NodeRow>,
@@ -311,9 +324,9 @@ async fn move_step(
     from: &str,
     to: &str,
 ) -> anyhow::Result<()> {
-    let now = state.clock.now();
-    let max_retry = state.settings.provisioning.max_retry_secs;
     let (Some(src), Some(dst)) = (pool.get(from), pool.get(to)) else {
+        let now = state.clock.now();
+        let max_retry = state.settings.provisioning.max_retry_secs;
         domains::failed(
             &state.db,
             &d.id,
@@ -324,87 +337,152 @@ async fn move_step(
         .await?;
         return Ok(());
     };
-    let src_client = state.node_clients.get(&src.endpoint(&state.sealer)?);
-    let dst_client = state.node_clients.get(&dst.endpoint(&state.sealer)?);
-    let fail =
-        |why: String| async move { domains::failed(&state.db, &d.id, &why, now, max_retry).await };
-    match d.move_step.as_deref().unwrap_or("freeze") {
-        "freeze" => {
-            // The old node sends its clients to the new one and takes no new logins, so
-            // the data stops changing before it is copied.
-            let spec = spec_for(d, Some(c2s_address(dst)));
-            match src_client.put_vhost(&spec).await {
-                Ok(_) => domains::set_move_step(&state.db, &d.id, Some("copy"), now).await?,
-                Err(e) => {
-                    fail(format!(
-                        "Moving to {}: {}",
-                        dst.name,
-                        describe(&src.name, &e)
-                    ))
-                    .await?
-                }
-            }
+    let m = Move {
+        state,
+        d,
+        src,
+        dst,
+        src_client: state.node_clients.get(&src.endpoint(&state.sealer)?),
+        dst_client: state.node_clients.get(&dst.endpoint(&state.sealer)?),
+    };
+    let mut step = d.move_step.clone().unwrap_or_else(|| "freeze".into());
+    loop {
+        let next = match step.as_str() {
+            "freeze" | "copy" => m.copy().await?,
+            "switch" => m.switch().await?,
+            _ => m.cleanup().await?,
+        };
+        match next {
+            Some(next) => step = next.to_string(),
+            None => return Ok(()),
         }
-        "copy" => {
-            let data = match src_client.export(&d.domain).await {
-                Ok(data) => data,
-                Err(e) => {
-                    return Ok(fail(format!(
-                        "Moving to {}: exporting failed: {}",
-                        dst.name,
-                        describe(&src.name, &e)
-                    ))
-                    .await?);
-                }
-            };
-            let spec = spec_for(d, None);
-            if let Err(e) = dst_client.put_vhost(&spec).await
-                && e.code() != Some("stale_generation")
-            {
-                return Ok(fail(format!(
-                    "Moving to {}: {}",
-                    dst.name,
-                    describe(&dst.name, &e)
-                ))
-                .await?);
-            }
-            if let Err(e) = dst_client.import(&data).await {
-                return Ok(fail(format!(
-                    "Moving to {}: importing failed: {}",
-                    dst.name,
-                    describe(&dst.name, &e)
-                ))
-                .await?);
-            }
-            domains::applied(&state.db, &d.id, to, d.generation, now).await?;
-            domains::set_move_step(&state.db, &d.id, Some("cleanup"), now).await?;
-            tracing::info!(
-                domain = d.domain,
-                from = src.name,
-                to = dst.name,
-                "domain data moved"
-            );
-        }
-        _ => match src_client.delete_vhost(&d.domain).await {
-            Ok(()) => {
-                domains::set_move_step(&state.db, &d.id, None, now).await?;
-                tracing::info!(
-                    domain = d.domain,
-                    from = src.name,
-                    "moved domain removed from its old node"
-                );
-            }
-            Err(e) => {
-                fail(format!(
-                    "Removing the moved domain from {}: {}",
-                    src.name,
-                    describe(&src.name, &e)
-                ))
-                .await?
-            }
-        },
     }
-    Ok(())
+}
+
+/// One domain's move between two nodes (see [`move_step`]). Each step answers the step
+/// recorded after it, or None when the move stops here (finished, or failed and recorded).
+struct Move<'a> {
+    state: &'a AppState,
+    d: &'a DomainRow,
+    src: &'a NodeRow,
+    dst: &'a NodeRow,
+    src_client: super::client::NodeClient,
+    dst_client: super::client::NodeClient,
+}
+
+impl Move<'_> {
+    /// Records why the move cannot go on now; it is tried again later.
+    async fn fail(&self, why: String) -> anyhow::Result<Option<&'static str>> {
+        let now = self.state.clock.now();
+        let max_retry = self.state.settings.provisioning.max_retry_secs;
+        domains::failed(&self.state.db, &self.d.id, &why, now, max_retry).await?;
+        Ok(None)
+    }
+
+    /// "Moving to b: <what the node said>".
+    fn moving(&self, node: &NodeRow, what: &str, e: &CallError) -> String {
+        format!(
+            "Moving to {}: {what}{}",
+            self.dst.name,
+            describe(&node.name, e)
+        )
+    }
+
+    /// The spec on the new node (a newer one there is fine: the panel catches up later).
+    async fn spec_on_target(&self) -> Result<(), CallError> {
+        match self.dst_client.put_vhost(&spec_for(self.d, None)).await {
+            Err(e) if e.code() != Some("stale_generation") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn copy(&self) -> anyhow::Result<Option<&'static str>> {
+        let (d, src, dst) = (self.d, self.src, self.dst);
+        if let Err(e) = self.src_client.freeze(&d.domain, None).await {
+            return self.fail(self.moving(src, "", &e)).await;
+        }
+        let data = match self.src_client.export(&d.domain).await {
+            Ok(data) => data,
+            Err(e) => return self.fail(self.moving(src, "exporting failed: ", &e)).await,
+        };
+        if let Err(e) = self.spec_on_target().await {
+            return self.fail(self.moving(dst, "", &e)).await;
+        }
+        // Frozen before the data arrives: nothing written there meanwhile could be
+        // overwritten by a copy made again after a failure.
+        if let Err(e) = self.dst_client.freeze(&d.domain, None).await {
+            return self.fail(self.moving(dst, "", &e)).await;
+        }
+        if let Err(e) = self.dst_client.import(&data).await {
+            return self.fail(self.moving(dst, "importing failed: ", &e)).await;
+        }
+        let now = self.state.clock.now();
+        domains::set_move_step(&self.state.db, &d.id, Some("switch"), now).await?;
+        tracing::info!(
+            domain = d.domain,
+            from = src.name,
+            to = dst.name,
+            "domain data copied"
+        );
+        Ok(Some("switch"))
+    }
+
+    async fn switch(&self) -> anyhow::Result<Option<&'static str>> {
+        let (d, src, dst) = (self.d, self.src, self.dst);
+        // The spec again: the domain may have changed since its data was copied.
+        if let Err(e) = self.spec_on_target().await {
+            return self.fail(self.moving(dst, "", &e)).await;
+        }
+        if let Err(e) = self.dst_client.thaw(&d.domain).await {
+            return self.fail(self.moving(dst, "", &e)).await;
+        }
+        let now = self.state.clock.now();
+        domains::applied(&self.state.db, &d.id, &dst.id, d.generation, now).await?;
+        let recorded = domains::get(&self.state.db, &d.id).await?;
+        if recorded.and_then(|r| r.applied_node_id).as_deref() != Some(dst.id.as_str()) {
+            // A newer generation came meanwhile: the next pass pushes it and switches.
+            return Ok(None);
+        }
+        match self
+            .src_client
+            .freeze(&d.domain, Some(&c2s_address(dst)))
+            .await
+        {
+            // Gone from the old node already: nobody there to send on.
+            Err(e) if e.status() != Some(404) => {
+                return self.fail(self.moving(src, "", &e)).await;
+            }
+            _ => {}
+        }
+        domains::set_move_step(&self.state.db, &d.id, Some("cleanup"), now).await?;
+        tracing::info!(
+            domain = d.domain,
+            from = src.name,
+            to = dst.name,
+            "domain served by its new node; clients sent there"
+        );
+        Ok(Some("cleanup"))
+    }
+
+    async fn cleanup(&self) -> anyhow::Result<Option<&'static str>> {
+        let (d, src) = (self.d, self.src);
+        if let Err(e) = self.src_client.delete_vhost(&d.domain).await {
+            let why = format!(
+                "Removing the moved domain from {}: {}",
+                src.name,
+                describe(&src.name, &e)
+            );
+            return self.fail(why).await;
+        }
+        let now = self.state.clock.now();
+        domains::set_move_step(&self.state.db, &d.id, None, now).await?;
+        tracing::info!(
+            domain = d.domain,
+            from = src.name,
+            "moved domain removed from its old node"
+        );
+        Ok(None)
+    }
 }
 
 /// One round of health and usage polling over every node, concurrently.

@@ -1,8 +1,8 @@
 //! The node's control API as the panel uses it, against real `rookery-node` processes:
 //! specs applied at once and kept across restarts, limits (sessions, storage quota) and
 //! suspensions enforced on real XMPP sessions, contact addresses in disco#info, a domain's
-//! data moved from one node to another, and enrollment with `rookery-node join` against a
-//! stand-in panel.
+//! data moved from one node to another (frozen meanwhile, across a restart too), and
+//! enrollment with `rookery-node join` against a stand-in panel.
 
 use std::{sync::Arc, time::Duration};
 
@@ -100,7 +100,20 @@ async fn a_spec_applies_at_once_and_bad_requests_get_clear_answers() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["username"], "alice", "user names are normalised");
     // No waiting for the node's once-a-second reload: the PUT's 200 means "served".
-    let _alice = login(&node, "alice", "pass-alice-1", "desk").await.unwrap();
+    let mut alice = login(&node, "alice", "pass-alice-1", "desk").await.unwrap();
+    // A message to herself: one message in, one out (her presence is no message).
+    alice
+        .send(&format!(
+            "<message to='alice@{DOMAIN}/desk' type='chat' id='m1'><body>hi</body></message>"
+        ))
+        .await
+        .unwrap();
+    loop {
+        let el = alice.next_element().await.unwrap();
+        if el.name == "message" {
+            break;
+        }
+    }
 
     let (status, body) = put_spec(&node, spec(1, json!({"limits": {"max_accounts": 2}}))).await;
     assert_eq!(
@@ -220,9 +233,10 @@ async fn a_spec_applies_at_once_and_bad_requests_get_clear_answers() {
         (Some(2), Some(1)),
         "{usage}"
     );
-    assert!(
-        u["messages_in"].as_i64().unwrap() >= 1,
-        "alice sent presence: {usage}"
+    assert_eq!(
+        (u["messages_in"].as_i64(), u["messages_out"].as_i64()),
+        (Some(1), Some(1)),
+        "one message, and no presence or iq counted: {usage}"
     );
     assert!(u["storage_bytes"].as_i64().unwrap() > 0, "{usage}");
 }
@@ -555,6 +569,87 @@ async fn a_domain_exported_from_one_node_logs_in_on_another() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_frozen_vhost_keeps_its_sessions_refuses_writes_and_stays_frozen_after_a_restart() {
+    let mut node = NodeProcess::start().await.unwrap();
+    put_spec(&node, spec(1, json!({}))).await;
+    add_account(&node, "alice", "pass-alice-1").await;
+    add_account(&node, "bob", "pass-bob-1").await;
+    let mut alice = login(&node, "alice", "pass-alice-1", "desk").await.unwrap();
+    let move_path = format!("/v1/vhosts/{DOMAIN}/move");
+    let (status, body) = node
+        .control(Method::PUT, &move_path, Some(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // The session stays; what it would store bounces with a wait error.
+    round_trip(&mut alice, "still-here").await;
+    alice
+        .send(&format!(
+            "<message to='bob@{DOMAIN}' type='chat' id='m1'><body>are you there?</body></message>"
+        ))
+        .await
+        .unwrap();
+    let bounce = next_matching(&mut alice, |e| e.name == "message").await;
+    let error = bounce.child("error").expect("an error");
+    assert_eq!(error.attr("type"), Some("wait"), "{bounce:?}");
+    assert!(error.child("resource-constraint").is_some(), "{bounce:?}");
+    assert!(
+        error
+            .child("text")
+            .unwrap()
+            .text
+            .contains("try again in a moment"),
+        "{bounce:?}"
+    );
+    for _ in 0..2 {
+        let (status, body) = add_account(&node, "carol", "pass-carol-1").await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::CONFLICT, "vhost_moving")
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("try again in a moment"),
+            "{body}"
+        );
+        // A crash does not thaw it: the freeze is kept in the node's store.
+        node.kill_and_restart().await.unwrap();
+    }
+    let mut alice = login(&node, "alice", "pass-alice-1", "again")
+        .await
+        .unwrap();
+
+    // Sent on: open sessions and new logins hear where to go.
+    let (status, _) = node
+        .control(
+            Method::PUT,
+            &move_path,
+            Some(json!({"redirect_to": "node2.example.net:5222"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let ended = stream_end(&mut alice).await;
+    assert!(
+        ended.contains("see-other-host") && ended.contains("node2.example.net:5222"),
+        "{ended}"
+    );
+
+    // Thawed (a move called off): writes and logins go through again.
+    let (status, _) = node
+        .control(Method::DELETE, &move_path, None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = add_account(&node, "carol", "pass-carol-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    login(&node, "carol", "pass-carol-1", "desk").await.unwrap();
 }
 
 /// A stand-in for the panel's `POST /api/nodes/join`: answers each request with the next

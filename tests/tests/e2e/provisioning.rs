@@ -2,7 +2,10 @@
 //! enroll with join tokens (a reused or expired one fails), domains spread over them,
 //! cordoning steers new domains away, draining moves domains (and a real XMPP client logs in
 //! to a moved domain on its new node), a panel killed in the middle of provisioning restarts
-//! and everything converges with nothing duplicated, and a killed node is marked down.
+//! and everything converges with nothing duplicated, and a killed node is marked down. A
+//! move keeps the domain's data still while it is copied (writes are refused, sessions
+//! stay) and sends clients to the new node only once it holds their data, even when the
+//! new node crashes in the middle.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -10,7 +13,10 @@ use rookery_tests::{
     app::{PASSWORD, TestClient, eventually, location, unique_email},
     node::NodeProcess,
     process::PanelProcess,
-    xmpp::client::{Account, LoginConfig, Session, tls_connector},
+    xmpp::{
+        client::{Account, LoginConfig, Session, tls_connector},
+        xml::El,
+    },
 };
 use sqlx::Row;
 
@@ -279,6 +285,238 @@ async fn domains_are_placed_spread_cordoned_drained_and_survive_a_panel_crash() 
     .await
     .expect("node a is shown down");
     drop(node_b);
+}
+
+/// Logs in to `domain` on `node` (STARTTLS, SCRAM-SHA-256, bind, initial presence).
+async fn login_on(
+    node: &NodeProcess,
+    domain: &str,
+    user: &str,
+    resource: &str,
+) -> anyhow::Result<Session> {
+    let cfg = LoginConfig {
+        addr: format!("127.0.0.1:{}", node.c2s_port).parse()?,
+        domain: domain.into(),
+        tls: tls_connector(&node.cert_of(domain))?,
+        keys: Default::default(),
+        resource: resource.into(),
+        presence: true,
+    };
+    let account = Account {
+        user: user.into(),
+        password: PASSWORD.into(),
+    };
+    Session::login(&cfg, &account).await
+}
+
+/// The next element the node sends that matches `pick` (others are skipped), within 10 s.
+async fn next_matching(session: &mut Session, pick: impl Fn(&El) -> bool) -> El {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let el = tokio::time::timeout_at(deadline, session.next_element())
+            .await
+            .expect("the node answered within 10 s")
+            .unwrap();
+        if pick(&el) {
+            return el;
+        }
+    }
+}
+
+/// Sends `xml` (an iq with this `id`) and waits for its answer.
+async fn ask(session: &mut Session, id: &str, xml: &str) -> El {
+    session.send(xml).await.unwrap();
+    next_matching(session, |e| e.name == "iq" && e.attr("id") == Some(id)).await
+}
+
+async fn ping(session: &mut Session, id: &str) {
+    let answer = ask(
+        session,
+        id,
+        &format!("<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    )
+    .await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+}
+
+/// Reads until the node ends the stream (within `secs`); returns how.
+async fn stream_end(session: &mut Session, secs: u64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, session.next_element()).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => return format!("{e:#}"),
+            Err(_) => return format!("still open after {secs} s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_drain_sends_clients_to_the_new_node_only_once_it_holds_their_data() {
+    let mut panel = PanelProcess::start_with_env(&[
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+        ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1"),
+        // Node b's crash must not get it marked down while the move waits for it.
+        ("ROOKERY_PROVISIONING__DOWN_AFTER_MISSES", "30"),
+        ("ROOKERY_PROVISIONING__MAX_RETRY_SECS", "1"),
+        // The restarted panel takes the reconciler's lease over soon.
+        ("ROOKERY_LEASE_SECS", "3"),
+    ])
+    .await
+    .expect("the panel starts");
+    let admin = admin_client(&panel).await;
+    let token = join_token(&admin, "node a").await;
+    let node_a = NodeProcess::join_and_start(&panel.base_url, &token, "node-a")
+        .await
+        .expect("node a joins");
+    let customer = TestClient::new(&panel.base_url);
+    let r = customer
+        .post_form(
+            "/signup",
+            &[
+                ("email", unique_email("mover").as_str()),
+                ("password", PASSWORD),
+                ("org_name", "Movers Ltd"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let org_path = location(&r).split('?').next().unwrap().to_string();
+    const DOMAIN: &str = "moving.spread.test";
+    let page = add_domain(&customer, &org_path, DOMAIN).await;
+    settle(&panel, 1, 30).await;
+    for user in ["alice", "bob"] {
+        let r = customer
+            .post_form(
+                &format!("{page}/accounts"),
+                &[("username", user), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    }
+    let token = join_token(&admin, "node b").await;
+    let mut node_b = NodeProcess::join_and_start(&panel.base_url, &token, "node-b")
+        .await
+        .expect("node b joins");
+
+    // Alice is online on node a with bob in her roster and a message waiting for him.
+    let mut alice = login_on(&node_a, DOMAIN, "alice", "desk").await.unwrap();
+    let added = ask(
+        &mut alice,
+        "r1",
+        &format!("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@{DOMAIN}' name='Bob'/></query></iq>"),
+    )
+    .await;
+    assert_eq!(added.attr("type"), Some("result"), "{added:?}");
+    alice
+        .send(&format!(
+            "<message to='bob@{DOMAIN}' type='chat' id='m1'><body>written before the move</body></message>"
+        ))
+        .await
+        .unwrap();
+    ping(&mut alice, "p1").await;
+
+    // Node b crashes just as node a is drained: the move freezes the domain on node a,
+    // copies its data and waits for node b, retrying.
+    node_b.kill().await;
+    let a_id = node_ids(&panel).await["node-a"].clone();
+    let r = admin
+        .post_form(&format!("/admin/nodes/{a_id}/drain"), &[])
+        .await;
+    assert_eq!(r.status(), 303);
+    let waiting = format!(
+        "SELECT domain, COALESCE(waiting_reason, '') FROM domains WHERE domain = '{DOMAIN}' AND move_from_node_id IS NOT NULL"
+    );
+    eventually(20, || async {
+        query_pairs(&panel, &waiting)
+            .await
+            .get(DOMAIN)
+            .is_some_and(|why| why.contains("node-b"))
+    })
+    .await
+    .expect("the move waits for node b");
+
+    // Meanwhile the data on node a stays still: account changes are refused with a
+    // sentence people understand, stanzas that would store something bounce with a wait
+    // error, and alice's session goes on.
+    let r = customer
+        .post_form(
+            &format!("{page}/accounts"),
+            &[("username", "carol"), ("password", PASSWORD)],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!(
+            "{DOMAIN} is moving to another server right now; try again in a moment."
+        )),
+        "{html}"
+    );
+    alice
+        .send(&format!(
+            "<message to='bob@{DOMAIN}' type='chat' id='m2'><body>written during the move</body></message>"
+        ))
+        .await
+        .unwrap();
+    let bounce = next_matching(&mut alice, |e| e.name == "message").await;
+    assert_eq!(bounce.attr("id"), Some("m2"));
+    let error = bounce.child("error").expect("an error");
+    assert_eq!(error.attr("type"), Some("wait"), "{bounce:?}");
+    assert!(error.child("resource-constraint").is_some(), "{bounce:?}");
+    ping(&mut alice, "p2").await;
+
+    // The panel crashes too; once node b is back the move finishes from what the panel
+    // recorded, and only then is alice sent there.
+    panel.kill_and_restart().await.expect("the panel restarts");
+    node_b.kill_and_restart().await.expect("node b restarts");
+    let ended = stream_end(&mut alice, 30).await;
+    let b_address = format!("127.0.0.1:{}", node_b.c2s_port);
+    assert!(
+        ended.contains("see-other-host") && ended.contains(&b_address),
+        "alice is sent to node b: {ended}"
+    );
+    // She follows at once: her account, roster and bob's message are there.
+    let mut alice = login_on(&node_b, DOMAIN, "alice", "desk")
+        .await
+        .expect("alice logs in on node b right after the redirect");
+    let roster = ask(
+        &mut alice,
+        "r2",
+        "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
+    )
+    .await;
+    let items: Vec<&str> = roster
+        .child("query")
+        .unwrap()
+        .children
+        .iter()
+        .filter_map(|i| i.attr("jid"))
+        .collect();
+    assert_eq!(items, [format!("bob@{DOMAIN}")], "{roster:?}");
+    let mut bob = login_on(&node_b, DOMAIN, "bob", "phone").await.unwrap();
+    let message = next_matching(&mut bob, |e| e.name == "message").await;
+    assert_eq!(
+        message.child("body").map(|b| b.text.as_str()),
+        Some("written before the move")
+    );
+    ping(&mut bob, "p3").await;
+
+    settle_until(&panel, 1, 30, |p| p[DOMAIN] == "node-b").await;
+    eventually(20, || async { vhosts_of(&node_a).await.is_empty() })
+        .await
+        .expect("node a lets go of the domain");
+    // The refused account was never written anywhere; the panel takes it now.
+    assert!(login_on(&node_b, DOMAIN, "carol", "desk").await.is_err());
+    let r = customer
+        .post_form(
+            &format!("{page}/accounts"),
+            &[("username", "carol"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    login_on(&node_b, DOMAIN, "carol", "desk")
+        .await
+        .expect("carol logs in on node b");
 }
 
 /// The README's run command: the panel with its local node. A new customer adds a domain,

@@ -5,6 +5,8 @@
 //!
 //! Handlers hold no SQL: they validate, call the store, and make the running node follow
 //! (`Node::reload_vhosts`) before they answer, so a client can log in right after a 200.
+//! Account changes hold a write permit and are refused with 409 `vhost_moving` while the
+//! vhost is frozen for a move (`control::moving`).
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Instant};
 
@@ -23,7 +25,7 @@ use axum::{
 };
 use rookery_common::control::{
     AccountInfo, AccountPage, ApiError, ApplyOutcome, NewAccount, NewPassword, NodeStatus,
-    UsageReport, VhostData, VhostSpec, VhostSummary, VhostUsage,
+    UsageReport, VhostData, VhostMove, VhostSpec, VhostSummary, VhostUsage,
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
@@ -31,6 +33,7 @@ use subtle::ConstantTimeEq;
 
 use super::{
     Auth, TlsListener,
+    moving::{WritePermit, moving_text},
     spec::{self, Decision, SpecError},
     usage,
 };
@@ -97,6 +100,10 @@ pub fn router(state: ControlState) -> Router {
         .route(
             "/v1/vhosts/{domain}/data",
             put(import_vhost).layer(DefaultBodyLimit::max(DATA_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/vhosts/{domain}/move",
+            put(put_move).delete(delete_move),
         )
         .fallback(|| async { Problem::not_found("There is no such endpoint.".into()) })
         .method_not_allowed_fallback(|| async {
@@ -364,8 +371,8 @@ async fn get_usage(State(s): State<ControlState>) -> Result<Json<UsageReport>, P
                 accounts: accounts.get(&domain).copied().unwrap_or(0),
                 sessions: host.counters.sessions(),
                 peak_sessions: period.peak_sessions,
-                messages_in: period.stanzas_in,
-                messages_out: period.stanzas_out,
+                messages_in: period.messages_in,
+                messages_out: period.messages_out,
                 storage_bytes: storage.get(&domain).copied().unwrap_or(0),
                 domain,
             }
@@ -551,6 +558,16 @@ async fn list_accounts(
     }))
 }
 
+/// A permit to change `domain`'s accounts, or 409 `vhost_moving` while it is frozen for a
+/// move (the panel shows the message and its user tries again).
+async fn writable<'a>(s: &'a ControlState, domain: &str) -> Result<WritePermit<'a>, Problem> {
+    let permit = s.node.writes.enter().await;
+    if s.node.is_frozen(domain) {
+        return Err(Problem::conflict("vhost_moving", moving_text(domain)));
+    }
+    Ok(permit)
+}
+
 /// Passwords: not empty, at most 1023 bytes.
 pub fn check_password(password: &str) -> Result<(), String> {
     if password.is_empty() {
@@ -571,6 +588,8 @@ async fn create_account(
     ApiJson(body): ApiJson<NewAccount>,
 ) -> Result<(StatusCode, Json<AccountInfo>), Problem> {
     check_password(&body.password).map_err(|m| Problem::unprocessable("invalid_account", m))?;
+    let domain = path_domain(&domain)?;
+    let _permit = writable(&s, &domain).await?;
     let iterations = s.node.settings.node.scram_iterations;
     let store = &s.node.store;
     let account = if body.system {
@@ -597,6 +616,8 @@ async fn set_password(
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<StatusCode, Problem> {
     check_password(&body.password).map_err(|m| Problem::unprocessable("invalid_account", m))?;
+    let domain = path_domain(&domain)?;
+    let _permit = writable(&s, &domain).await?;
     let iterations = s.node.settings.node.scram_iterations;
     s.node
         .store
@@ -609,6 +630,8 @@ async fn delete_account(
     State(s): State<ControlState>,
     ApiPath((domain, username)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, Problem> {
+    let domain = path_domain(&domain)?;
+    let _permit = writable(&s, &domain).await?;
     s.node.store.remove_account(&domain, &username).await?;
     // The account is gone: so are its sessions and its cached block list.
     if let Ok(account) = Jid::from_parts(Some(&username), &domain, None) {
@@ -678,6 +701,49 @@ async fn import_vhost(
     // Nothing cached may outlive the data it came from.
     s.node.blocks.forget_domain(&domain);
     tracing::info!(vhost = %domain, "imported a vhost's data");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Freezes a vhost for a move (and redirects its clients if asked); answers once the
+/// writes under way are done and the sessions were told.
+async fn put_move(
+    State(s): State<ControlState>,
+    ApiPath(domain): ApiPath<String>,
+    ApiJson(body): ApiJson<VhostMove>,
+) -> Result<StatusCode, Problem> {
+    let domain = path_domain(&domain)?;
+    let redirect_to = body.redirect_to.as_deref().map(str::trim);
+    if let Some(to) = redirect_to {
+        spec::check_host_port(to).map_err(|why| {
+            Problem::unprocessable(
+                "invalid_move",
+                format!("redirect_to \"{to}\" is not a host or host:port: {why}."),
+            )
+        })?;
+    }
+    let _one_at_a_time = s.apply_lock.lock().await;
+    if s.node.store.vhost(&domain).await?.is_none() {
+        return Err(Problem::not_found(format!("{domain} is not hosted here.")));
+    }
+    s.node.store.set_vhost_move(&domain, redirect_to).await?;
+    s.node.reload_vhosts().await?;
+    tracing::info!(vhost = %domain, ?redirect_to, "frozen for a move");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends a vhost's move here: its data may change again, its clients are let in.
+async fn delete_move(
+    State(s): State<ControlState>,
+    ApiPath(domain): ApiPath<String>,
+) -> Result<StatusCode, Problem> {
+    let domain = path_domain(&domain)?;
+    let _one_at_a_time = s.apply_lock.lock().await;
+    if s.node.store.vhost(&domain).await?.is_none() {
+        return Err(Problem::not_found(format!("{domain} is not hosted here.")));
+    }
+    s.node.store.clear_vhost_move(&domain).await?;
+    s.node.reload_vhosts().await?;
+    tracing::info!(vhost = %domain, "no longer frozen");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -947,7 +1013,7 @@ mod tests {
             Some(serde_json::json!({"username": "alice", "password": "pw-123456"})),
         )
         .await;
-        node.host("example.com").unwrap().counters.stanza_in();
+        node.host("example.com").unwrap().counters.message_in();
         let (_, usage) = call(&app, "GET", "/v1/usage", None).await;
         let v = &usage["vhosts"][0];
         assert_eq!(
@@ -968,6 +1034,108 @@ mod tests {
         assert!(node.store.account_counts().await.unwrap().is_empty());
         let (status, _) = call(&app, "DELETE", "/v1/vhosts/example.com", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_vhost_frozen_for_a_move_refuses_account_changes_until_it_is_thawed() {
+        let (app, node, _dir) = app().await;
+        call(
+            &app,
+            "PUT",
+            "/v1/vhosts/example.com",
+            Some(serde_json::json!({"domain": "example.com", "generation": 1})),
+        )
+        .await;
+        let alice = serde_json::json!({"username": "alice", "password": "pw-123456"});
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/v1/vhosts/example.com/accounts",
+            Some(alice.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/v1/vhosts/Example.COM/move",
+            Some(serde_json::json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(node.is_frozen("example.com"));
+        let bob = serde_json::json!({"username": "bob", "password": "pw-123456"});
+        let refused = [
+            ("POST", "/v1/vhosts/example.com/accounts", Some(bob.clone())),
+            (
+                "PUT",
+                "/v1/vhosts/example.com/accounts/alice/password",
+                Some(serde_json::json!({"password": "pw-654321"})),
+            ),
+            ("DELETE", "/v1/vhosts/example.com/accounts/alice", None),
+        ];
+        for (method, path, body) in refused {
+            let (status, answer) = call(&app, method, path, body).await;
+            assert_eq!(
+                (status, answer["code"].as_str()),
+                (StatusCode::CONFLICT, Some("vhost_moving")),
+                "{method} {path}"
+            );
+            assert_eq!(answer["message"], moving_text("example.com"));
+        }
+        // Reading and exporting go on; so does the import a move ends with.
+        let (status, page) = call(&app, "GET", "/v1/vhosts/example.com/accounts", None).await;
+        assert_eq!(
+            (status, page["accounts"][0]["username"].as_str()),
+            (StatusCode::OK, Some("alice"))
+        );
+        let (status, data) = call(&app, "GET", "/v1/vhosts/example.com/export", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(&app, "PUT", "/v1/vhosts/example.com/data", Some(data)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        let (status, body) = call(
+            &app,
+            "PUT",
+            "/v1/vhosts/example.com/move",
+            Some(serde_json::json!({"redirect_to": "node2 example:5222"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_move"))
+        );
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/v1/vhosts/example.com/move",
+            Some(serde_json::json!({"redirect_to": "node2.example.net:5222"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            node.access("example.com"),
+            crate::proto::c2s::HostAccess::MovedTo("node2.example.net:5222".into())
+        );
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/v1/vhosts/nowhere.example/move",
+            Some(serde_json::json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, _) = call(&app, "DELETE", "/v1/vhosts/example.com/move", None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(!node.is_frozen("example.com"));
+        assert_eq!(
+            node.access("example.com"),
+            crate::proto::c2s::HostAccess::Open
+        );
+        let (status, body) = call(&app, "POST", "/v1/vhosts/example.com/accounts", Some(bob)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The node agent: the HTTPS control API the panel calls (`api`), the rules for vhost specs
-//! (`spec`), usage figures (`usage`), and enrollment into a panel's pool (`join`).
+//! (`spec`), usage figures (`usage`), moving a vhost to another node (`moving`), and
+//! enrollment into a panel's pool (`join`).
 //!
 //! Data flow: `rookery-node join` posts this node's facts and its control certificate's
 //! SHA-256 to the panel and stores what the panel answers (a node id and the SHA-256 of
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod join;
+pub mod moving;
 pub mod spec;
 pub mod usage;
 

@@ -171,7 +171,7 @@ fn looks_like_uri(a: &str) -> bool {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn check_host_port(s: &str) -> Result<(), String> {
+pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or("an unclosed [")?;
         v6.parse::<std::net::Ipv6Addr>()

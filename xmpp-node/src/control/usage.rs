@@ -1,19 +1,20 @@
-//! Usage figures: per-vhost counters the connections bump (stanzas in and out, sessions
+//! Usage figures: per-vhost counters the connections bump (messages in and out, sessions
 //! and their peak), and the process and machine figures of `GET /v1/status`, read from
 //! `/proc`.
 //!
 //! A session looks its vhost's [`VhostCounters`] up once, when it binds, and holds the
-//! `Arc`: counting a stanza is one relaxed atomic add, with no map look-up on the routing
+//! `Arc`: counting a message is one relaxed atomic add, with no map look-up on the routing
 //! path. `GET /v1/usage` takes the period's counts and starts a new period; its
-//! `messages_in`/`messages_out` count every stanza (messages, presence, iq).
+//! `messages_in`/`messages_out` count `<message>` stanzas only (presence and iq traffic is
+//! protocol chatter, not what a customer calls a message).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// The counters of one vhost.
 #[derive(Debug, Default)]
 pub struct VhostCounters {
-    stanzas_in: AtomicU64,
-    stanzas_out: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
     sessions: AtomicI64,
     peak: AtomicI64,
 }
@@ -21,20 +22,20 @@ pub struct VhostCounters {
 /// A period's counts, taken by [`VhostCounters::take_period`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeriodCounts {
-    pub stanzas_in: i64,
-    pub stanzas_out: i64,
+    pub messages_in: i64,
+    pub messages_out: i64,
     pub peak_sessions: i64,
 }
 
 impl VhostCounters {
-    /// A stanza from one of the vhost's clients.
-    pub fn stanza_in(&self) {
-        self.stanzas_in.fetch_add(1, Ordering::Relaxed);
+    /// A `<message>` from one of the vhost's clients.
+    pub fn message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A stanza written to one of the vhost's clients.
-    pub fn stanza_out(&self) {
-        self.stanzas_out.fetch_add(1, Ordering::Relaxed);
+    /// A `<message>` written to one of the vhost's clients.
+    pub fn message_out(&self) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a new session unless that would pass `max`; false when the limit is reached.
@@ -67,8 +68,8 @@ impl VhostCounters {
     pub fn take_period(&self) -> PeriodCounts {
         let now = self.sessions();
         PeriodCounts {
-            stanzas_in: self.stanzas_in.swap(0, Ordering::Relaxed) as i64,
-            stanzas_out: self.stanzas_out.swap(0, Ordering::Relaxed) as i64,
+            messages_in: self.messages_in.swap(0, Ordering::Relaxed) as i64,
+            messages_out: self.messages_out.swap(0, Ordering::Relaxed) as i64,
             peak_sessions: self.peak.swap(now, Ordering::Relaxed).max(now),
         }
     }
@@ -125,21 +126,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stanzas_and_the_session_peak_are_counted_per_period() {
+    fn messages_and_the_session_peak_are_counted_per_period() {
         let c = VhostCounters::default();
         for _ in 0..3 {
             assert!(c.try_add_session(None));
         }
         c.remove_session();
         c.remove_session();
-        c.stanza_in();
-        c.stanza_in();
-        c.stanza_out();
+        c.message_in();
+        c.message_in();
+        c.message_out();
         assert_eq!(
             c.take_period(),
             PeriodCounts {
-                stanzas_in: 2,
-                stanzas_out: 1,
+                messages_in: 2,
+                messages_out: 1,
                 peak_sessions: 3
             }
         );
@@ -147,8 +148,8 @@ mod tests {
         assert_eq!(
             c.take_period(),
             PeriodCounts {
-                stanzas_in: 0,
-                stanzas_out: 0,
+                messages_in: 0,
+                messages_out: 0,
                 peak_sessions: 1
             }
         );

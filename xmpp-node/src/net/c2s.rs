@@ -233,11 +233,21 @@ impl Connection {
         // Held for the connection's lifetime, so small: TLS keeps its own record buffer, and a
         // bigger stanza just takes more reads (the parser is incremental).
         let mut buf = vec![0u8; 512];
+        // One timer for the connection's life, re-armed lazily: activity only ever moves the
+        // deadline later, so it is checked when the timer fires rather than reset on every
+        // stanza (which would touch the timer wheel twice per stanza).
+        let timer = tokio::time::sleep_until(self.next_deadline(pre_auth_deadline));
+        tokio::pin!(timer);
+        let mut timer_bound = self.session.is_some();
         loop {
             if self.c2s.is_closed() {
                 break;
             }
-            let deadline = self.next_deadline(pre_auth_deadline);
+            if timer_bound != self.session.is_some() {
+                // Bound since: the idle deadline replaces the pre-authentication one.
+                timer_bound = self.session.is_some();
+                timer.as_mut().reset(self.next_deadline(pre_auth_deadline));
+            }
             tokio::select! {
                 read = self.io.read(&mut buf) => {
                     let n = read?;
@@ -256,8 +266,10 @@ impl Connection {
                                 me.taken();
                             }
                             self.node.metrics.stanzas_out.inc();
-                            if let Some(c) = &self.counters {
-                                c.stanza_out();
+                            if let Some(c) = &self.counters
+                                && stanza.name() == "message"
+                            {
+                                c.message_out();
                             }
                             stanza.write_to(&mut self.out, ns::CLIENT);
                             // Write whatever else is queued in the same syscall.
@@ -266,8 +278,10 @@ impl Connection {
                                     me.taken();
                                 }
                                 self.node.metrics.stanzas_out.inc();
-                                if let Some(c) = &self.counters {
-                                    c.stanza_out();
+                                if let Some(c) = &self.counters
+                                    && more.name() == "message"
+                                {
+                                    c.message_out();
                                 }
                                 more.write_to(&mut self.out, ns::CLIENT);
                             }
@@ -278,10 +292,16 @@ impl Connection {
                     self.drive(outputs).await?;
                     self.flush().await?;
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut timer => {
+                    let due = self.next_deadline(pre_auth_deadline);
+                    if due > Instant::now() {
+                        timer.as_mut().reset(due);
+                        continue;
+                    }
                     if self.on_timer(pre_auth_deadline).await? {
                         break;
                     }
+                    timer.as_mut().reset(self.next_deadline(pre_auth_deadline));
                 }
                 _ = self.shutdown.changed() => {
                     let outputs = self.c2s.stream_error("system-shutdown", Some("The server is restarting; reconnect in a moment."));
@@ -353,12 +373,14 @@ impl Connection {
             }
             let outputs = match self.parser.next_event() {
                 Ok(Some(event)) => {
-                    if matches!(event, crate::proto::parser::StreamEvent::Stanza(_))
+                    if let crate::proto::parser::StreamEvent::Stanza(stanza) = &event
                         && self.session.is_some()
                     {
                         self.node.metrics.stanzas_in.inc();
-                        if let Some(c) = &self.counters {
-                            c.stanza_in();
+                        if let Some(c) = &self.counters
+                            && stanza.name() == "message"
+                        {
+                            c.message_in();
                         }
                         self.throttle().await;
                     }

@@ -1,17 +1,19 @@
 //! Every table that holds per-vhost rows, listed once ([`VHOST_TABLES`]), and what is done
 //! to a vhost's data table by table: delete it all, export it as JSON rows, import such
 //! rows in place of what is there (to move a domain from one node to another), measure it.
+//! A vhost taking part in a move is frozen meanwhile (`vhost_moves`, kept here so a
+//! restarted node stays frozen): the running node then refuses every write of its data.
 //!
 //! A migration that adds a per-vhost table adds one entry here; the unit test at the bottom
 //! compares the list with the schema, so a forgotten table or column fails the build's
 //! tests rather than a customer's move.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, bump_vhosts, now};
 
 /// The type of a column, as JSON carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +258,54 @@ impl Store {
         self.remeasure_after_write(domain).await;
         Ok(())
     }
+
+    /// The vhosts taking part in a move, with where their clients are sent (None: frozen,
+    /// sessions stay).
+    #[tracing::instrument(skip_all)]
+    pub async fn vhost_moves(&self) -> Result<HashMap<String, Option<String>>, StoreError> {
+        Ok(sqlx::query("SELECT domain, redirect_to FROM vhost_moves")
+            .fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|r| (r.get("domain"), r.get("redirect_to")))
+            .collect())
+    }
+
+    /// Freezes `domain` (normalised, hosted) for a move, and sends its clients to
+    /// `redirect_to` if given; a running node follows at its next reload.
+    #[tracing::instrument(skip_all, fields(domain))]
+    pub async fn set_vhost_move(
+        &self,
+        domain: &str,
+        redirect_to: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO vhost_moves (domain, redirect_to, frozen_at) VALUES ($1, $2, $3)
+             ON CONFLICT (domain) DO UPDATE SET redirect_to = excluded.redirect_to",
+        )
+        .bind(domain)
+        .bind(redirect_to)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        bump_vhosts(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the move of `domain` here: its data may change again.
+    #[tracing::instrument(skip_all, fields(domain))]
+    pub async fn clear_vhost_move(&self, domain: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM vhost_moves WHERE domain = $1")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+        bump_vhosts(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -370,6 +420,35 @@ mod tests {
         let bytes = b.storage_bytes().await.unwrap();
         assert!(bytes["example.com"] > 100, "{bytes:?}");
         assert_eq!(b.account_counts().await.unwrap()["example.com"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_move_is_kept_until_it_is_cleared_or_its_vhost_goes() {
+        let (a, _da) = store().await;
+        a.add_vhost("example.com", None).await.unwrap();
+        a.add_vhost("other.example", None).await.unwrap();
+        a.set_vhost_move("example.com", None).await.unwrap();
+        a.set_vhost_move("other.example", None).await.unwrap();
+        a.set_vhost_move("other.example", Some("node2.example.net:5222"))
+            .await
+            .unwrap();
+        let moves = a.vhost_moves().await.unwrap();
+        assert_eq!(
+            moves,
+            HashMap::from([
+                ("example.com".to_string(), None),
+                (
+                    "other.example".to_string(),
+                    Some("node2.example.net:5222".to_string())
+                ),
+            ])
+        );
+        a.clear_vhost_move("example.com").await.unwrap();
+        a.remove_vhost("other.example").await.unwrap();
+        assert!(a.vhost_moves().await.unwrap().is_empty());
+        // A vhost added again later is not frozen by a move long over.
+        a.add_vhost("other.example", None).await.unwrap();
+        assert!(a.vhost_moves().await.unwrap().is_empty());
     }
 
     #[tokio::test]
