@@ -14,6 +14,7 @@ pub fn Shell(ctx: PageCtx, children: Children) -> impl IntoView {
         format!("{} · Rookery", ctx.title)
     };
     let signed_in = ctx.user.is_some();
+    let refresh = ctx.refresh.clone();
     let nav = ctx
         .user
         .clone()
@@ -75,6 +76,7 @@ pub fn Shell(ctx: PageCtx, children: Children) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <title>{title}</title>
+                {refresh.map(|(secs, url)| view! { <meta http-equiv="refresh" content=format!("{secs}; url={url}")/> })}
                 <link rel="stylesheet" href=STYLESHEET_PATH/>
                 <script src=SCRIPT_PATH defer></script>
             </head>

@@ -34,6 +34,9 @@ pub struct PageCtx {
     pub user: Option<NavUser>,
     /// A one-off message from the previous action.
     pub flash: Option<Flash>,
+    /// Reload `url` after this many seconds (`<meta http-equiv="refresh">`), for pages that
+    /// follow something changing on its own, such as a domain being set up.
+    pub refresh: Option<(u32, String)>,
 }
 
 /// The signed-in person, as the navigation shows them.

@@ -53,6 +53,18 @@ pub fn notice(code: &str) -> Option<Flash> {
             FlashKind::Success,
             "Thank you for your payment. The domain is being set up; this takes a few seconds.",
         ),
+        "plan-changed" => (
+            FlashKind::Success,
+            "Plan changed. The domain's server gets the new limits within seconds.",
+        ),
+        "plan-change-sent" => (
+            FlashKind::Info,
+            "The new plan was sent to Stripe; it applies as soon as Stripe confirms it.",
+        ),
+        "plan-paid" => (
+            FlashKind::Success,
+            "Thank you for your payment. The domain moves to its new plan within seconds.",
+        ),
         "checkout-failed" => (
             FlashKind::Error,
             "The payment page could not be opened. Your order is kept: use Pay now to try again.",
@@ -129,6 +141,7 @@ pub async fn ctx(
         csrf: visitor.csrf.clone(),
         user,
         flash: notice_code.and_then(notice),
+        refresh: None,
     })
 }
 

@@ -9,8 +9,14 @@
 //!
 //! The API (under `/v1`):
 //! - `POST /customers`, `POST /checkout/sessions` (subscription mode),
+//!   `POST /checkout/sessions/{id}/expire` (sends `checkout.session.expired`),
 //!   `POST /billing_portal/sessions`, `GET /invoices?customer=…`,
+//!   `GET /subscriptions/{id}`, `POST /subscriptions/{id}` (item prices and quantities,
+//!   metadata; sends `customer.subscription.updated` with `previous_attributes`),
 //!   `DELETE /subscriptions/{id}` (cancels now and sends `customer.subscription.deleted`).
+//!
+//! Subscriptions carry their items (`items.data[n]` with the embedded `price`), in API
+//! answers and in every event.
 //!
 //! Pages a browser visits (no key needed), like Stripe's hosted pages:
 //! - `GET /pay/{cs_id}`: the checkout page with a "Pay" button; `POST /pay/{cs_id}` pays:
@@ -35,7 +41,7 @@ use axum::{
     extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
-    routing::{delete, get, post},
+    routing::{get, post},
 };
 use rookery::clock::Clock;
 use serde_json::{Value, json};
@@ -256,6 +262,47 @@ impl FakeStripe {
             .await)
     }
 
+    /// The customer moves the subscription to `price_id` in Stripe's customer portal: the
+    /// first item changes price (quantity 1) and `customer.subscription.updated` is sent,
+    /// with the old items in `previous_attributes`. Returns the event.
+    pub async fn change_price(
+        &self,
+        subscription_id: &str,
+        price_id: &str,
+    ) -> anyhow::Result<Value> {
+        let item = self
+            .subscription(subscription_id)
+            .context("no such subscription")?["items"]["data"][0]["id"]
+            .as_str()
+            .context("the subscription has no item")?
+            .to_owned();
+        let form = FormData(vec![
+            ("items[0][id]".into(), item),
+            ("items[0][price]".into(), price_id.to_owned()),
+        ]);
+        let (subscription, previous) = self
+            .shared
+            .update_subscription(subscription_id, &form)
+            .map_err(|e| anyhow::anyhow!("{}", e.1))?;
+        Ok(self
+            .shared
+            .send_event("customer.subscription.updated", subscription, previous)
+            .await)
+    }
+
+    /// The checkout session expires unpaid (Stripe expires them after 24 hours): sends
+    /// `checkout.session.expired` and returns it.
+    pub async fn expire_checkout(&self, session_id: &str) -> anyhow::Result<Value> {
+        let session = self
+            .shared
+            .expire_session(session_id)
+            .map_err(|e| anyhow::anyhow!("{}", e.1))?;
+        Ok(self
+            .shared
+            .send_event("checkout.session.expired", session, None)
+            .await)
+    }
+
     /// Signs `body` as it is, now, and POSTs it to the webhook URL once; returns the
     /// receiver's status. For replay and tampering tests.
     pub async fn send_raw(&self, body: &str) -> anyhow::Result<u16> {
@@ -295,7 +342,16 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/checkout/sessions", post(create_checkout_session))
         .route("/v1/billing_portal/sessions", post(create_portal_session))
         .route("/v1/invoices", get(list_invoices))
-        .route("/v1/subscriptions/{id}", delete(cancel_subscription))
+        .route(
+            "/v1/checkout/sessions/{id}/expire",
+            post(expire_checkout_session),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(retrieve_subscription)
+                .post(update_subscription)
+                .delete(cancel_subscription),
+        )
         .route("/pay/{id}", get(show_checkout).post(pay_checkout))
         .route("/portal/{id}", get(show_portal))
         .route("/invoices/{id}", get(show_invoice))
@@ -524,6 +580,56 @@ async fn cancel_subscription(
     Ok(Json(subscription))
 }
 
+async fn retrieve_subscription(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&headers)?;
+    match shared.data().subscriptions.get(&id) {
+        Some(subscription) => Ok(Json(subscription.clone())),
+        None => Err(no_such(
+            StatusCode::NOT_FOUND,
+            "subscription",
+            &id,
+            Some("id"),
+        )),
+    }
+}
+
+async fn update_subscription(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let form = authorize_form(&headers, &body)?;
+    let (subscription, previous) = shared.update_subscription(&id, &form)?;
+    if let Some(previous) = previous {
+        shared
+            .send_event(
+                "customer.subscription.updated",
+                subscription.clone(),
+                Some(previous),
+            )
+            .await;
+    }
+    Ok(Json(subscription))
+}
+
+async fn expire_checkout_session(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&headers)?;
+    let session = shared.expire_session(&id)?;
+    shared
+        .send_event("checkout.session.expired", session.clone(), None)
+        .await;
+    Ok(Json(session))
+}
+
 // ---- the pages a customer visits ----
 
 async fn show_checkout(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -628,7 +734,7 @@ fn complete_checkout(shared: &Shared, data: &mut Data, id: &str) -> Result<(Valu
         .unwrap_or_default()
         .to_owned();
     let quantity = session["_line_item"]["quantity"].as_i64().unwrap_or(1);
-    let (unit_amount, currency) = price_of(data, &price);
+    let (_, currency) = price_of(data, &price);
     let subscription_id = new_id("sub");
     let subscription = json!({
         "id": subscription_id,
@@ -644,25 +750,7 @@ fn complete_checkout(shared: &Shared, data: &mut Data, id: &str) -> Result<(Valu
         "ended_at": null,
         "items": {
             "object": "list",
-            "data": [{
-                "id": new_id("si"),
-                "object": "subscription_item",
-                "created": now,
-                "current_period_start": now,
-                "current_period_end": now + 30 * 24 * 3600,
-                "metadata": {},
-                "price": {
-                    "id": price,
-                    "object": "price",
-                    "active": true,
-                    "currency": currency,
-                    "recurring": { "interval": "month", "interval_count": 1, "usage_type": "licensed" },
-                    "type": "recurring",
-                    "unit_amount": unit_amount,
-                },
-                "quantity": quantity,
-                "subscription": subscription_id,
-            }],
+            "data": [subscription_item(data, &subscription_id, &price, quantity, now)],
             "has_more": false,
             "url": format!("/v1/subscription_items?subscription={subscription_id}"),
         },
@@ -843,6 +931,166 @@ impl Shared {
         Some(subscription.clone())
     }
 
+    /// `POST /v1/subscriptions/{id}` as Stripe documents it, for the parameters Rookery
+    /// and the customer portal use: `items[n][id]` with `items[n][price]` (the item moves
+    /// to that price; its quantity becomes `items[n][quantity]`, else 1),
+    /// `items[n][quantity]` alone, `items[n][deleted]`, `items[n][price]` without an id
+    /// (a new item), `metadata[k]` (an empty value removes the key) and
+    /// `proration_behavior` (`create_prorations`, the default, `none` or `always_invoice`;
+    /// checked, but the fake bills no prorations). Returns the subscription afterwards and,
+    /// when something changed, the `previous_attributes` of the update event.
+    fn update_subscription(
+        &self,
+        id: &str,
+        form: &FormData,
+    ) -> Result<(Value, Option<Value>), ApiError> {
+        if let Some(behavior) = form.get("proration_behavior")
+            && !matches!(behavior, "create_prorations" | "none" | "always_invoice")
+        {
+            return Err(stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_invalid_string"),
+                "Invalid proration_behavior: must be one of create_prorations, none, or always_invoice",
+                Some("proration_behavior"),
+            ));
+        }
+        let now = self.clock.now();
+        let mut data = self.data();
+        let Some(current) = data.subscriptions.get(id).cloned() else {
+            return Err(no_such(
+                StatusCode::NOT_FOUND,
+                "subscription",
+                id,
+                Some("id"),
+            ));
+        };
+        let item_changes = form.indexed("items");
+        if current["status"] == "canceled" && !item_changes.is_empty() {
+            return Err(stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "A canceled subscription can only update its cancellation_details and metadata.",
+                None,
+            ));
+        }
+        let mut items: Vec<Value> = current["items"]["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (n, change) in &item_changes {
+            let param = |field: &str| format!("items[{n}][{field}]");
+            let quantity = match change.get("quantity") {
+                Some(q) => Some(q.parse::<i64>().ok().filter(|q| *q >= 0).ok_or_else(|| {
+                    stripe_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        Some("parameter_invalid_integer"),
+                        "Invalid integer",
+                        Some(&param("quantity")),
+                    )
+                })?),
+                None => None,
+            };
+            let price = change.get("price").map(String::as_str);
+            match change.get("id") {
+                Some(item_id) => {
+                    let Some(item) = items.iter_mut().find(|i| i["id"] == item_id.as_str()) else {
+                        return Err(no_such(
+                            StatusCode::BAD_REQUEST,
+                            "subscription item",
+                            item_id,
+                            Some(&param("id")),
+                        ));
+                    };
+                    if change.get("deleted").map(String::as_str) == Some("true") {
+                        let gone = item["id"].clone();
+                        items.retain(|i| i["id"] != gone);
+                        continue;
+                    }
+                    if let Some(price) = price {
+                        item["price"] = price_object(&data, price);
+                        item["quantity"] = json!(quantity.unwrap_or(1));
+                    } else if let Some(quantity) = quantity {
+                        item["quantity"] = json!(quantity);
+                    }
+                }
+                None => {
+                    let Some(price) = price else {
+                        return Err(stripe_error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request_error",
+                            Some("parameter_missing"),
+                            &format!("Missing required param: {}.", param("price")),
+                            Some(&param("price")),
+                        ));
+                    };
+                    items.push(subscription_item(
+                        &data,
+                        id,
+                        price,
+                        quantity.unwrap_or(1),
+                        now,
+                    ));
+                }
+            }
+        }
+        let mut metadata = current["metadata"].clone();
+        if let (Some(map), Value::Object(changes)) =
+            (metadata.as_object_mut(), form.map("metadata"))
+        {
+            for (key, value) in changes {
+                if value.as_str() == Some("") {
+                    map.remove(&key);
+                } else {
+                    map.insert(key, value);
+                }
+            }
+        }
+        let mut previous = serde_json::Map::new();
+        let subscription = data.subscriptions.get_mut(id).expect("looked up above");
+        if current["items"]["data"] != json!(items) {
+            previous.insert("items".into(), current["items"].clone());
+            subscription["items"]["data"] = json!(items);
+        }
+        if current["metadata"] != metadata {
+            previous.insert("metadata".into(), current["metadata"].clone());
+            subscription["metadata"] = metadata;
+        }
+        let previous = (!previous.is_empty()).then_some(Value::Object(previous));
+        Ok((subscription.clone(), previous))
+    }
+
+    /// Expires an open checkout session (as Stripe does after 24 hours, or when asked);
+    /// returns it as it is afterwards.
+    fn expire_session(&self, id: &str) -> Result<Value, ApiError> {
+        let mut data = self.data();
+        let Some(session) = data.sessions.get_mut(id) else {
+            return Err(no_such(
+                StatusCode::NOT_FOUND,
+                "checkout session",
+                id,
+                Some("session"),
+            ));
+        };
+        if session["status"] != "open" {
+            return Err(stripe_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &format!(
+                    "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
+                    session["status"].as_str().unwrap_or_default()
+                ),
+                None,
+            ));
+        }
+        session["status"] = json!("expired");
+        session["url"] = Value::Null;
+        Ok(public(session.clone()))
+    }
+
     /// Builds an event around `object`, delivers it and records it; returns the event.
     async fn send_event(&self, kind: &str, object: Value, previous: Option<Value>) -> Value {
         let mut data = json!({ "object": object });
@@ -924,6 +1172,41 @@ fn price_of(data: &Data, price: &str) -> (i64, String) {
         .unwrap_or((DEFAULT_PRICE.0, DEFAULT_PRICE.1.to_owned()))
 }
 
+/// A new subscription item: `quantity` units of `price`, its period starting now.
+fn subscription_item(
+    data: &Data,
+    subscription_id: &str,
+    price: &str,
+    quantity: i64,
+    now: i64,
+) -> Value {
+    json!({
+        "id": new_id("si"),
+        "object": "subscription_item",
+        "created": now,
+        "current_period_start": now,
+        "current_period_end": now + 30 * 24 * 3600,
+        "metadata": {},
+        "price": price_object(data, price),
+        "quantity": quantity,
+        "subscription": subscription_id,
+    })
+}
+
+/// The price object Stripe embeds in subscription items: monthly, licensed.
+fn price_object(data: &Data, price: &str) -> Value {
+    let (unit_amount, currency) = price_of(data, price);
+    json!({
+        "id": price,
+        "object": "price",
+        "active": true,
+        "currency": currency,
+        "recurring": { "interval": "month", "interval_count": 1, "usage_type": "licensed" },
+        "type": "recurring",
+        "unit_amount": unit_amount,
+    })
+}
+
 /// The object as the API shows it: without the fake's own `_` fields.
 fn public(mut object: Value) -> Value {
     if let Some(map) = object.as_object_mut() {
@@ -952,6 +1235,32 @@ impl FormData {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The entries of a list parameter, by index: `items[0][id]=si_1&items[0][price]=p`
+    /// → `[(0, {"id": "si_1", "price": "p"})]`, in index order.
+    fn indexed(&self, prefix: &str) -> Vec<(usize, HashMap<String, String>)> {
+        let start = format!("{prefix}[");
+        let mut entries: Vec<(usize, HashMap<String, String>)> = Vec::new();
+        for (key, value) in &self.0 {
+            let Some((n, field)) = key
+                .strip_prefix(&start)
+                .and_then(|rest| rest.split_once("]["))
+            else {
+                continue;
+            };
+            let (Ok(n), Some(field)) = (n.parse::<usize>(), field.strip_suffix(']')) else {
+                continue;
+            };
+            match entries.iter_mut().find(|(i, _)| *i == n) {
+                Some((_, fields)) => {
+                    fields.insert(field.to_owned(), value.clone());
+                }
+                None => entries.push((n, HashMap::from([(field.to_owned(), value.clone())]))),
+            }
+        }
+        entries.sort_by_key(|(n, _)| *n);
+        entries
     }
 
     /// The string map under `prefix`: `metadata[a]=1&metadata[b]=2` → `{"a":"1","b":"2"}`.

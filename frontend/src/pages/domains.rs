@@ -1,5 +1,7 @@
 //! An organisation's domains: the list with each domain's state, adding a domain, and a
-//! domain's page with where it is served and its chat accounts.
+//! domain's page with where it is served, its plan and its chat accounts. While a domain
+//! changes on its own (waiting for its payment, being set up or deleted) both pages reload
+//! themselves every few seconds, so its state follows without JavaScript.
 
 use leptos::prelude::*;
 
@@ -30,6 +32,33 @@ pub struct DomainView {
     /// The prober's verdict for the list: status ("up", "down", "incident") and the
     /// 24-hour uptime; `None` before the first round.
     pub probe: Option<(String, String)>,
+    /// The plan card, on the domain's own page.
+    pub plan: Option<PlanCard>,
+}
+
+/// How often a page showing a domain in a transitional state reloads itself, in seconds.
+pub const REFRESH_SECS: u32 = 5;
+
+/// Whether a domain in `state` is changing on its own (waiting for its payment's webhook,
+/// being set up, being deleted), so that a page showing it should reload itself.
+pub fn is_transitional(state: &str) -> bool {
+    matches!(state, "pending_payment" | "provisioning" | "deleting")
+}
+
+/// A domain's plan, the plans it can move to, and the form to change it.
+#[derive(Clone, Debug, Default)]
+pub struct PlanCard {
+    /// The current plan; `None`: no plan (no limits).
+    pub current: Option<PlanChoice>,
+    /// The plans it can move to (the offered ones but the current one).
+    pub choices: Vec<PlanChoice>,
+    /// Why the plan cannot be changed now (shown instead of the form).
+    pub locked: Option<String>,
+    /// How a change is billed, for people.
+    pub hint: String,
+    /// The plan chosen in a refused form.
+    pub chosen: String,
+    pub errors: FormErrors,
 }
 
 /// Whether the domain's public status page is on, and where it is.
@@ -189,9 +218,14 @@ pub fn list(
         plan: chosen,
         errors,
     } = form;
+    let base = format!("/o/{org_id}/domains");
+    let mut ctx = ctx;
+    // Not after a refused order: reloading would drop what was typed.
+    if errors.is_empty() && domains.iter().any(|d| is_transitional(&d.state)) {
+        ctx.refresh = Some((REFRESH_SECS, base.clone()));
+    }
     render(move || {
         let csrf = ctx.csrf.clone();
-        let base = format!("/o/{org_id}/domains");
         let list = if domains.is_empty() {
             view! { <Empty title="No domains yet"><p>"Add your first domain below: its chat accounts will be name@your-domain."</p></Empty> }.into_any()
         } else {
@@ -221,7 +255,7 @@ pub fn list(
         view! {
             <Shell ctx=ctx>
                 <h1>"Domains"</h1>
-                <p class="muted">"Each domain is an XMPP service of its own, hosted on our servers. Reload this page to follow a new domain as it is set up."</p>
+                <p class="muted">"Each domain is an XMPP service of its own, hosted on our servers. While a domain is being set up or deleted, this page updates itself every few seconds."</p>
                 {list}
                 <section class="card">
                     <h2>"Add a domain"</h2>
@@ -271,9 +305,17 @@ pub struct AccountsView {
 }
 
 pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> String {
+    let base = format!("/o/{org_id}/domains/{}", d.id);
+    let mut ctx = ctx;
+    // Not while the page shows something once (a password) or a refused form.
+    let quiet = a.shown_once.is_none()
+        && a.errors.is_empty()
+        && d.plan.as_ref().is_none_or(|p| p.errors.is_empty());
+    if quiet && is_transitional(&d.state) {
+        ctx.refresh = Some((REFRESH_SECS, base.clone()));
+    }
     render(move || {
         let csrf = ctx.csrf.clone();
-        let base = format!("/o/{org_id}/domains/{}", d.id);
         let active = d.state == "active";
         let shown = a.shown_once.clone().map(|(address, password)| view! {
             <div class="alert alert-success" role="status" id="password-once">
@@ -343,6 +385,7 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                     </dl>
                     <p><a href=format!("{base}/dns")>"DNS records for this domain"</a></p>
                 </section>
+                {d.plan.clone().map(|p| plan_card(&base, &csrf, p))}
                 {d.uptime.clone().map(|u| view! { <UptimeCard uptime=u/> })}
                 {d.status_page.clone().map(|p| status_page_switch(&base, &csrf, p))}
                 {d.usage.clone().map(|u| view! {
@@ -371,6 +414,57 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
             </Shell>
         }
     })
+}
+
+/// The domain's plan with its limits, and the "Change plan" form (a choice among the other
+/// plans) unless the plan cannot change now.
+fn plan_card(base: &str, csrf: &str, p: PlanCard) -> impl IntoView + use<> {
+    let current = match &p.current {
+        Some(c) => view! {
+            <p id="current-plan" data-plan=c.id.clone()>
+                <strong>{c.name.clone()}</strong> " — " {c.price.clone()}
+                <span class="muted small">{format!(" ({})", c.limits)}</span>
+            </p>
+        }
+        .into_any(),
+        None => view! { <p id="current-plan" class="muted">"No plan: no limits."</p> }.into_any(),
+    };
+    let form = match (&p.locked, p.choices.is_empty()) {
+        (Some(why), _) => view! { <p class="muted">{why.clone()}</p> }.into_any(),
+        (None, true) => {
+            view! { <p class="muted">"There is no other plan to move to."</p> }.into_any()
+        }
+        (None, false) => {
+            let error = p.errors.get("plan");
+            let has_error = error.is_some();
+            view! {
+                <form method="post" action=format!("{base}/plan") class="plan-form" id="plan-form">
+                    <Csrf token=csrf.to_string()/>
+                    <fieldset class="field plan-choice" class:has-error=has_error>
+                        <legend>"Change plan"</legend>
+                        {p.choices.iter().map(|c| view! {
+                            <label class="plan-option">
+                                <input type="radio" name="plan" value=c.id.clone() checked=c.id == p.chosen required=true/>
+                                " " <strong>{c.name.clone()}</strong> " — " {c.price.clone()}
+                                <span class="muted small">{format!(" ({})", c.limits)}</span>
+                            </label>
+                        }).collect_view()}
+                        {error.map(|e| view! { <p class="field-error" id="f-plan-error" role="alert">{e}</p> })}
+                        <p class="hint">{p.hint.clone()}</p>
+                    </fieldset>
+                    <button type="submit" class="button" id="plan-submit">"Change plan"</button>
+                </form>
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <section class="card" id="plan">
+            <h2>"Plan"</h2>
+            {current}
+            {form}
+        </section>
+    }
 }
 
 /// "Public status page: off", with a button to turn it on (or the other way round), and

@@ -1,8 +1,16 @@
-//! Billing with Stripe: paying for a domain through Stripe Checkout, the webhook that
-//! drives domains from Stripe's events (each processed exactly once), the billing page
-//! with invoices and the customer portal, and the clock-driven steps (a failed payment's
-//! grace period, a cancelled domain's retention). With no Stripe key, billing is off and
-//! every plan is free.
+//! Billing with Stripe: paying for a domain through Stripe Checkout, changing a domain's
+//! plan, the webhook that drives domains from Stripe's events (each processed exactly
+//! once), the billing page with invoices and the customer portal, and the clock-driven
+//! steps (a failed payment's grace period, a cancelled domain's retention). With no Stripe
+//! key, billing is off and every plan is free.
+//!
+//! A plan change ([`change_plan`]) depends on what is paid: between free plans (or with
+//! billing off) the plan simply changes; between paid plans the subscription's item moves
+//! to the new price at Stripe and the plan follows Stripe's answer; from free to paid the
+//! payer goes through Checkout and the plan follows the payment; from paid to free the
+//! subscription is cancelled. Either way a new generation carries the plan's limits to
+//! the node. A price changed in Stripe's customer portal arrives as
+//! `customer.subscription.updated` and moves the domain to the plan sold at that price.
 
 pub mod stripe;
 pub mod webhook;
@@ -19,6 +27,8 @@ use rookery_frontend::pages::billing::{self as pages, BillingView, InvoiceView, 
 use secrecy::SecretString;
 
 use self::{stripe::StripeClient, webhook::Event};
+use rookery_frontend::pages::PlanView;
+
 use crate::{
     clock::format_ts,
     domains::{
@@ -137,24 +147,226 @@ pub async fn start_checkout(
     d: &DomainRow,
     back: &ReturnUrls,
 ) -> anyhow::Result<String> {
-    let Some(stripe) = client(state) else {
-        anyhow::bail!("billing is off");
-    };
-    let stripe = stripe?;
     let plan = match &d.plan_id {
         Some(p) => crate::admin::plans::get_plan(&state.db, p).await?,
         None => None,
     };
-    let Some(price) = plan.and_then(|p| p.stripe_price_id) else {
-        anyhow::bail!("the plan has no Stripe price");
+    let Some(plan) = plan else {
+        anyhow::bail!("the domain has no plan");
+    };
+    checkout_for(state, payer, d, &plan, back).await
+}
+
+/// Starts Stripe Checkout for one unit of `plan`'s price for the domain; the plan goes
+/// into the session's metadata, so the payment moves the domain to it.
+async fn checkout_for(
+    state: &AppState,
+    payer: &Payer,
+    d: &DomainRow,
+    plan: &PlanView,
+    back: &ReturnUrls,
+) -> anyhow::Result<String> {
+    let Some(stripe) = client(state) else {
+        anyhow::bail!("billing is off");
+    };
+    let stripe = stripe?;
+    let Some(price) = &plan.stripe_price_id else {
+        anyhow::bail!("the plan {} has no Stripe price", plan.name);
     };
     let customer = customer_of(state, payer, &stripe).await?;
     let session = stripe
-        .create_checkout_session(&customer, &price, &back.success, &back.cancel, &d.id)
+        .create_checkout_session(
+            &customer,
+            price,
+            &back.success,
+            &back.cancel,
+            &d.id,
+            &plan.id,
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     domains::set_billing(&state.db, &d.id, None, Some(&session.id), state.clock.now()).await?;
     Ok(session.url)
+}
+
+/// What changing a domain's plan did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanChanged {
+    /// The domain is on the new plan; its node gets the new limits within seconds.
+    Applied,
+    /// Stripe took the new price without confirming it yet: the plan follows with Stripe's
+    /// `customer.subscription.updated`.
+    Pending,
+    /// A free domain moves to a paid plan: the payer goes to Stripe Checkout at this URL,
+    /// and the plan changes when the payment arrives.
+    Checkout(String),
+}
+
+/// Why a domain's plan was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePlanError {
+    #[error("Choose one of the plans offered.")]
+    UnknownPlan,
+    #[error("The domain is already on this plan.")]
+    SamePlan,
+    /// The domain's state does not allow it (the sentence says why).
+    #[error("{0}")]
+    NotNow(&'static str),
+    #[error(
+        "This domain has {accounts} chat accounts and the {plan} plan allows {limit}. Delete accounts until {limit} are left, or choose a bigger plan."
+    )]
+    TooManyAccounts {
+        accounts: i64,
+        limit: i64,
+        plan: String,
+    },
+    /// The node could not say how many accounts the domain has.
+    #[error("{}", crate::domains::NODE_DOWN)]
+    NodeDown,
+    /// Stripe refused or could not be reached; nothing changed.
+    #[error(
+        "The plan could not be changed with our payment provider just now. Nothing was changed; try again in a minute."
+    )]
+    Billing,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ChangePlanError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Why the domain's plan cannot change now, if it cannot: it is being deleted, or its
+/// subscription ended and it waits for deletion.
+pub fn plan_is_fixed(d: &DomainRow) -> Option<&'static str> {
+    match d.state.as_str() {
+        "pending_payment" | "provisioning" | "active" | "suspended" if d.delete_after.is_none() => {
+            None
+        }
+        "pending_payment" | "provisioning" | "active" | "suspended" => {
+            Some("This domain's subscription has ended: it is suspended until its data is deleted.")
+        }
+        _ => Some("The plan of a domain being deleted cannot be changed."),
+    }
+}
+
+/// Moves a domain to another public plan, as the domain page's "Change plan" form does
+/// (see the module's header for the cases). A plan allowing fewer chat accounts than the
+/// domain has is refused. `back` is where Checkout sends the payer when a free domain
+/// moves to a paid plan.
+#[tracing::instrument(skip_all, fields(domain = %d.domain, plan_id = %plan_id))]
+pub async fn change_plan(
+    state: &AppState,
+    payer: &Payer,
+    d: &DomainRow,
+    plan_id: &str,
+    back: &ReturnUrls,
+) -> Result<PlanChanged, ChangePlanError> {
+    if let Some(why) = plan_is_fixed(d) {
+        return Err(ChangePlanError::NotNow(why));
+    }
+    if d.plan_id.as_deref() == Some(plan_id) {
+        return Err(ChangePlanError::SamePlan);
+    }
+    let plan = crate::admin::plans::list(&state.db, true)
+        .await?
+        .into_iter()
+        .find(|p| p.id == plan_id)
+        .ok_or(ChangePlanError::UnknownPlan)?;
+    if d.max_accounts.is_none_or(|now| plan.max_accounts < now) {
+        let accounts = crate::domains::account_count(state, d).await.map_err(|e| {
+            tracing::warn!(error = format!("{e:#}"), "counting accounts failed");
+            ChangePlanError::NodeDown
+        })?;
+        if accounts > plan.max_accounts {
+            return Err(ChangePlanError::TooManyAccounts {
+                accounts,
+                limit: plan.max_accounts,
+                plan: plan.name,
+            });
+        }
+    }
+    let now = state.clock.now();
+    let db = &state.db;
+    let stripe = match client(state) {
+        Some(c) => Some(c.map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "the Stripe client");
+            ChangePlanError::Billing
+        })?),
+        None => None,
+    };
+    let outcome = match (stripe, &d.stripe_subscription_id) {
+        // Billing off: every plan is free.
+        (None, _) => {
+            domains::set_plan(db, &d.id, &plan.id, now, now).await?;
+            PlanChanged::Applied
+        }
+        // Free to free; or a paid order not paid yet, which is paid on the new plan (a
+        // free one needs no payment at all).
+        (Some(_), None) if plan.price_cents == 0 || d.state == "pending_payment" => {
+            domains::set_plan(db, &d.id, &plan.id, now, now).await?;
+            if d.state == "pending_payment" && plan.price_cents == 0 {
+                domains::transition(db, &d.id, DomainEvent::OrderedFree, now)
+                    .await?
+                    .ok();
+            }
+            PlanChanged::Applied
+        }
+        // Free to paid: through Checkout; the payment's webhook moves the plan.
+        (Some(_), None) => match checkout_for(state, payer, d, &plan, back).await {
+            Ok(url) => PlanChanged::Checkout(url),
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "starting a checkout failed");
+                return Err(ChangePlanError::Billing);
+            }
+        },
+        // Paid to free: the subscription ends. It is detached first, so that Stripe's
+        // `customer.subscription.deleted` is about a subscription the domain no longer has
+        // (and does not suspend it).
+        (Some(stripe), Some(sub)) if plan.price_cents == 0 => {
+            domains::set_subscription(db, &d.id, None, now).await?;
+            if let Err(e) = stripe.cancel_subscription(sub).await {
+                tracing::error!(error = %e, "cancelling a subscription failed");
+                domains::set_subscription(db, &d.id, Some(sub), now).await?;
+                return Err(ChangePlanError::Billing);
+            }
+            domains::set_plan(db, &d.id, &plan.id, now, now).await?;
+            PlanChanged::Applied
+        }
+        // Paid to paid: the subscription's item moves to the new price.
+        (Some(stripe), Some(sub)) => {
+            let Some(price) = &plan.stripe_price_id else {
+                tracing::error!(plan = plan.name, "the plan has no Stripe price");
+                return Err(ChangePlanError::Billing);
+            };
+            let changed = async {
+                let item = stripe.subscription_item(sub).await?;
+                if &item.price_id == price {
+                    return Ok(item);
+                }
+                stripe.change_price(sub, &item.id, price).await
+            }
+            .await;
+            match changed {
+                Ok(item) if &item.price_id == price => {
+                    domains::set_plan(db, &d.id, &plan.id, now, now).await?;
+                    PlanChanged::Applied
+                }
+                Ok(_) => PlanChanged::Pending,
+                Err(e) => {
+                    tracing::error!(error = %e, "changing a subscription's price failed");
+                    return Err(ChangePlanError::Billing);
+                }
+            }
+        }
+    };
+    if outcome == PlanChanged::Applied {
+        tracing::info!(plan = plan.name, "domain plan changed");
+    }
+    state.reconcile_now.notify_one();
+    Ok(outcome)
 }
 
 async fn checkout(
@@ -287,17 +499,54 @@ async fn domain_of(state: &AppState, event: &Event) -> anyhow::Result<Option<Dom
     }
 }
 
+/// Why an event is about a subscription the domain no longer has, if it is: one that
+/// ended when the domain moved to a free plan, or one a newer subscription replaced. Such
+/// an event (the old subscription's `customer.subscription.deleted`, a late invoice)
+/// must not touch the domain. Checkout events and domains still waiting for their first
+/// payment are never stale.
+fn stale_subscription(d: &DomainRow, event: &Event) -> Option<&'static str> {
+    if event.kind.starts_with("checkout.session.") || d.state == "pending_payment" {
+        return None;
+    }
+    let sub = event.subscription_id()?;
+    (d.stripe_subscription_id.as_deref() != Some(sub))
+        .then_some("about a subscription the domain no longer has")
+}
+
 async fn apply(state: &AppState, event: &Event) -> anyhow::Result<&'static str> {
     let Some(d) = domain_of(state, event).await? else {
         return Ok("no domain of ours");
     };
+    if let Some(why) = stale_subscription(&d, event) {
+        return Ok(why);
+    }
     let now = state.clock.now();
     let db = &state.db;
     let outcome = match event.kind.as_str() {
         "checkout.session.completed" => {
             domains::set_billing(db, &d.id, event.subscription_id(), None, now).await?;
             step(state, &d, DomainEvent::Paid, now).await?;
-            "paid: provisioning"
+            // The plan paid for (a free domain moving to a paid plan pays through Checkout).
+            let moved = match event.metadata("plan_id") {
+                Some(plan) => switch_plan(state, &d, plan, event.created, now).await?,
+                None => false,
+            };
+            match (d.state.as_str(), moved) {
+                ("pending_payment", _) => "paid: provisioning",
+                (_, true) => "paid: plan changed",
+                _ => "paid",
+            }
+        }
+        "checkout.session.expired" => {
+            // Only the order's own checkout withdraws it: the payer may have started
+            // another one since, and a plan change's checkout leaves the domain as it is.
+            let current = domains::checkout_id(db, &d.id).await?;
+            if d.state == "pending_payment" && current.as_deref() == event.object_str("id") {
+                step(state, &d, DomainEvent::Abandoned, now).await?;
+                "checkout expired: order withdrawn"
+            } else {
+                "checkout expired"
+            }
         }
         "invoice.paid" => {
             domains::set_grace(db, &d.id, None).await?;
@@ -315,19 +564,74 @@ async fn apply(state: &AppState, event: &Event) -> anyhow::Result<&'static str> 
             "payment failed: grace period"
         }
         "customer.subscription.updated" => match event.object_str("status") {
-            Some("past_due") => {
-                let grace = now + state.settings.stripe.grace_days * 86_400;
-                domains::set_grace(db, &d.id, Some(grace)).await?;
-                "past due: grace period"
-            }
             Some("canceled" | "unpaid") => cancel(state, &d, now).await?,
-            _ => "noted",
+            status => {
+                // The price may have changed (here, or in Stripe's customer portal).
+                let moved = match event.subscription_price() {
+                    Some(price) => follow_price(state, &d, price, event.created, now).await?,
+                    None => false,
+                };
+                match (status, moved) {
+                    (Some("past_due"), _) => {
+                        let grace = now + state.settings.stripe.grace_days * 86_400;
+                        domains::set_grace(db, &d.id, Some(grace)).await?;
+                        "past due: grace period"
+                    }
+                    (_, true) => "plan changed",
+                    _ => "noted",
+                }
+            }
         },
         "customer.subscription.deleted" => cancel(state, &d, now).await?,
         _ => "ignored",
     };
     state.reconcile_now.notify_one();
     Ok(outcome)
+}
+
+/// Moves the domain to the plan sold at `price` (a subscription's price as Stripe has it
+/// now), unless the domain is on it already or its plan was chosen after `chosen_at`.
+async fn follow_price(
+    state: &AppState,
+    d: &DomainRow,
+    price: &str,
+    chosen_at: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
+    match domains::plan_for_price(&state.db, price).await? {
+        Some(plan) => switch_plan(state, d, &plan, chosen_at, now).await,
+        None => {
+            tracing::warn!(
+                domain = d.domain,
+                price,
+                "the subscription's price belongs to no plan; the plan stays"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Moves the domain to `plan_id` as Stripe decided (see [`domains::set_plan`]); an
+/// unknown plan (deleted since) changes nothing.
+async fn switch_plan(
+    state: &AppState,
+    d: &DomainRow,
+    plan_id: &str,
+    chosen_at: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
+    if d.plan_id.as_deref() == Some(plan_id)
+        || crate::admin::plans::get_plan(&state.db, plan_id)
+            .await?
+            .is_none()
+    {
+        return Ok(false);
+    }
+    let moved = domains::set_plan(&state.db, &d.id, plan_id, chosen_at, now).await?;
+    if moved {
+        tracing::info!(domain = d.domain, plan_id, "plan changed at Stripe");
+    }
+    Ok(moved)
 }
 
 /// One state transition; an event that no longer applies (a late or repeated one) is noted.

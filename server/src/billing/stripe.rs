@@ -15,7 +15,9 @@ use anyhow::anyhow;
 use secrecy::{ExposeSecret, SecretString};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::ListInvoice;
-use stripe_billing::subscription::CancelSubscription;
+use stripe_billing::subscription::{
+    CancelSubscription, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+};
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{CreateCheckoutSession, CreateCheckoutSessionLineItems};
 use stripe_core::customer::CreateCustomer;
@@ -102,9 +104,52 @@ pub struct Invoice {
     pub hosted_invoice_url: Option<String>,
 }
 
+/// A subscription's first item: what the customer pays for (Rookery's subscriptions have
+/// one item, one unit of the domain's plan price).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionItem {
+    /// `si_…`
+    pub id: String,
+    /// `price_…`
+    pub price_id: String,
+}
+
 #[derive(miniserde::Deserialize)]
 struct IdOnly {
     id: String,
+}
+
+#[derive(miniserde::Deserialize)]
+struct SubscriptionWithItems {
+    id: String,
+    items: ItemList,
+}
+
+#[derive(miniserde::Deserialize)]
+struct ItemList {
+    data: Vec<ItemWithPrice>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct ItemWithPrice {
+    id: String,
+    price: IdOnly,
+}
+
+impl SubscriptionWithItems {
+    fn first_item(self) -> Result<SubscriptionItem, StripeApiError> {
+        let id = self.id;
+        let item = self
+            .items
+            .data
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("Stripe returned subscription {id} without items"))?;
+        Ok(SubscriptionItem {
+            id: item.id,
+            price_id: item.price.id,
+        })
+    }
 }
 
 #[derive(miniserde::Deserialize)]
@@ -156,7 +201,8 @@ impl StripeClient {
 
     /// Creates a subscription-mode Checkout Session for one unit of `price_id`. The
     /// domain's id goes into the session's `client_reference_id` and `metadata`, and into
-    /// the subscription's `metadata`, so every later event leads back to the domain.
+    /// the subscription's `metadata`, so every later event leads back to the domain; the
+    /// plan paid for goes into both `metadata` too.
     #[tracing::instrument(skip_all, fields(customer_id = %customer_id, domain_id = %domain_id))]
     pub async fn create_checkout_session(
         &self,
@@ -165,8 +211,12 @@ impl StripeClient {
         success_url: &str,
         cancel_url: &str,
         domain_id: &str,
+        plan_id: &str,
     ) -> Result<CheckoutSession, StripeApiError> {
-        let metadata = HashMap::from([("domain_id".to_owned(), domain_id.to_owned())]);
+        let metadata = HashMap::from([
+            ("domain_id".to_owned(), domain_id.to_owned()),
+            ("plan_id".to_owned(), plan_id.to_owned()),
+        ]);
         let mut line_item = CreateCheckoutSessionLineItems::new();
         line_item.price = Some(price_id.to_owned());
         line_item.quantity = Some(1);
@@ -240,6 +290,35 @@ impl StripeClient {
         let request = CancelSubscription::new(subscription_id);
         let _: IdOnly = self.send(&request).await?;
         Ok(())
+    }
+
+    /// The subscription's first item and its price.
+    #[tracing::instrument(skip_all, fields(subscription_id = %subscription_id))]
+    pub async fn subscription_item(
+        &self,
+        subscription_id: &str,
+    ) -> Result<SubscriptionItem, StripeApiError> {
+        let request = RetrieveSubscription::new(subscription_id);
+        let subscription: SubscriptionWithItems = self.send(&request).await?;
+        subscription.first_item()
+    }
+
+    /// Moves the subscription's item `item_id` to `price_id` (`POST /v1/subscriptions/{id}`
+    /// with `items[0][id]` and `items[0][price]`; Stripe's default proration). Stripe then
+    /// sends `customer.subscription.updated`. Returns the item as Stripe has it afterwards.
+    #[tracing::instrument(skip_all, fields(subscription_id = %subscription_id, price_id = %price_id))]
+    pub async fn change_price(
+        &self,
+        subscription_id: &str,
+        item_id: &str,
+        price_id: &str,
+    ) -> Result<SubscriptionItem, StripeApiError> {
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id.to_owned());
+        item.price = Some(price_id.to_owned());
+        let request = UpdateSubscription::new(subscription_id).items(vec![item]);
+        let subscription: SubscriptionWithItems = self.send(&request).await?;
+        subscription.first_item()
     }
 
     /// Sends a request built by async-stripe and decodes the answer as `T` instead of the

@@ -118,6 +118,17 @@ impl Event {
             )
         })
     }
+
+    /// The price of a subscription's first item (`items.data[0].price`, an id or the
+    /// embedded price object), on `customer.subscription.*` events: what the customer pays
+    /// for now, whether the change came from the panel or from Stripe's customer portal.
+    pub fn subscription_price(&self) -> Option<&str> {
+        let object = &self.data_object;
+        if object.get("object").and_then(|o| o.as_str()) != Some("subscription") {
+            return None;
+        }
+        id_of(object.get("items")?.get("data")?.get(0)?.get("price")?)
+    }
 }
 
 /// A field holding either an id or an expanded object with an `id`.
@@ -423,5 +434,24 @@ mod tests {
             event(r#"{"id":"cs_1","object":"checkout.session","metadata":{"domain_id":"d"}}"#);
         assert_eq!(checkout.subscription_id(), None);
         assert_eq!(checkout.metadata("domain_id"), Some("d"));
+    }
+
+    #[test]
+    fn a_subscriptions_price_is_its_first_items_embedded_or_bare() {
+        let event = |object: &str| {
+            Event::from_json(
+                format!(r#"{{"id":"evt","type":"t","created":1,"data":{{"object":{object}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let embedded = r#"{"id":"sub_1","object":"subscription","items":{"object":"list","data":[{"id":"si_1","price":{"id":"price_pro","object":"price"}},{"id":"si_2","price":{"id":"price_other"}}]}}"#;
+        assert_eq!(event(embedded).subscription_price(), Some("price_pro"));
+        let bare = r#"{"id":"sub_1","object":"subscription","items":{"data":[{"id":"si_1","price":"price_team"}]}}"#;
+        assert_eq!(event(bare).subscription_price(), Some("price_team"));
+        let empty = r#"{"id":"sub_1","object":"subscription","items":{"data":[]}}"#;
+        assert_eq!(event(empty).subscription_price(), None);
+        let invoice = r#"{"id":"in_1","object":"invoice","items":{"data":[{"price":"price_x"}]}}"#;
+        assert_eq!(event(invoice).subscription_price(), None);
     }
 }

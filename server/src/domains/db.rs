@@ -119,6 +119,8 @@ async fn many(db: &Pool, filter: &str, value: &str) -> Result<Vec<DomainRow>, sq
 /// Why a domain could not be added.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateError {
+    /// A domain of that name is not deleted (it waits for payment, is set up, runs, is
+    /// suspended or is being deleted). Deleted domains keep their row but not their name.
     Taken,
 }
 
@@ -165,8 +167,31 @@ pub async fn get(db: &Pool, id: &str) -> Result<Option<DomainRow>, sqlx::Error> 
     one(db, "d.id = $1", id).await
 }
 
+/// The domain called `domain`: the live one (not deleted) if there is one, else the one
+/// deleted last. A name is free to order again once its domain is deleted, so several
+/// deleted rows and one live row can share it; callers that act on a domain check its
+/// state (the reconciler removes a stray vhost only when its domain was deleted).
 pub async fn by_name(db: &Pool, domain: &str) -> Result<Option<DomainRow>, sqlx::Error> {
-    one(db, "d.domain = $1", domain).await
+    match one(db, "d.domain = $1 AND d.state <> 'deleted'", domain).await? {
+        Some(live) => Ok(Some(live)),
+        None => {
+            let filter = "d.domain = $1 AND d.state = 'deleted' ORDER BY d.updated_at DESC, d.id DESC LIMIT 1";
+            one(db, filter, domain).await
+        }
+    }
+}
+
+/// Whether another domain had this domain's name before it (and was deleted).
+pub async fn had_predecessor(db: &Pool, d: &DomainRow) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM domains WHERE domain = $1 AND id <> $2 AND state = 'deleted' AND created_at <= $3",
+    )
+    .bind(&d.domain)
+    .bind(&d.id)
+    .bind(d.created_at)
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
 }
 
 /// An organisation's domains (deleted ones left out), by name.
@@ -487,6 +512,75 @@ pub async fn set_billing(
     Ok(())
 }
 
+/// Sets (or, with None, clears) the domain's Stripe subscription.
+pub async fn set_subscription(
+    db: &Pool,
+    id: &str,
+    subscription: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE domains SET stripe_subscription_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(subscription)
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The Checkout Session the domain's payment was last started with, if any.
+pub async fn checkout_id(db: &Pool, id: &str) -> Result<Option<String>, sqlx::Error> {
+    Ok(
+        sqlx::query("SELECT stripe_checkout_id FROM domains WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?
+            .map(|r| r.try_get("stripe_checkout_id"))
+            .transpose()?
+            .flatten(),
+    )
+}
+
+/// Moves a domain to another plan; a new generation carries the plan's limits to its node.
+/// `chosen_at` is when the plan was chosen: the Stripe event's time, or now for a change
+/// made in the panel. A choice older than the current plan's (a late or replayed Stripe
+/// event), the plan the domain already has, or a domain that is not waiting for payment,
+/// being set up, active or suspended, changes nothing. Returns whether it changed.
+#[tracing::instrument(skip_all, fields(domain_id = %id, plan_id = %plan_id))]
+pub async fn set_plan(
+    db: &Pool,
+    id: &str,
+    plan_id: &str,
+    chosen_at: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE domains SET plan_id = $1, plan_changed_at = $2, generation = generation + 1, attempts = 0,
+            next_attempt_at = 0, updated_at = $3
+         WHERE id = $4 AND state IN ('pending_payment', 'provisioning', 'active', 'suspended')
+           AND (plan_id IS NULL OR plan_id <> $1) AND plan_changed_at <= $2",
+    )
+    .bind(plan_id)
+    .bind(chosen_at)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(changed)
+}
+
+/// The plan sold at a Stripe price (public plans first), if any.
+pub async fn plan_for_price(db: &Pool, price_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM plans WHERE stripe_price_id = $1 ORDER BY is_public DESC, created_at, id LIMIT 1",
+    )
+    .bind(price_id)
+    .fetch_optional(db)
+    .await
+}
+
 /// Starts (or clears, with None) a failed payment's grace period.
 pub async fn set_grace(db: &Pool, id: &str, until: Option<i64>) -> Result<(), sqlx::Error> {
     let sql = if until.is_some() {
@@ -567,4 +661,122 @@ pub async fn page(
     .iter()
     .map(from_row)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db_with_plans() -> Pool {
+        let db = crate::db::test_db_with_org().await;
+        for (id, price) in [("small", "price_small"), ("big", "price_big")] {
+            sqlx::query(
+                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, created_at, stripe_price_id)
+                 VALUES ($1, $1, '', 100, 'eur', 5, 5, 5, 0, $2)",
+            )
+            .bind(id)
+            .bind(price)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        db
+    }
+
+    #[tokio::test]
+    async fn a_deleted_domains_name_can_be_ordered_again_and_a_live_ones_cannot() {
+        let db = db_with_plans().await;
+        let first = create(
+            &db,
+            "o",
+            "chat.example",
+            None,
+            DomainState::PendingPayment,
+            10,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let again = create(
+            &db,
+            "o",
+            "chat.example",
+            None,
+            DomainState::Provisioning,
+            11,
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.unwrap_err(), CreateError::Taken);
+
+        mark_deleted(&db, &first.id, 12).await.unwrap();
+        assert_eq!(
+            by_name(&db, "chat.example").await.unwrap().unwrap().id,
+            first.id
+        );
+        let second = create(
+            &db,
+            "o",
+            "chat.example",
+            None,
+            DomainState::Provisioning,
+            13,
+        )
+        .await
+        .unwrap()
+        .expect("the name is free once its domain is deleted");
+        assert_eq!(
+            by_name(&db, "chat.example").await.unwrap().unwrap().id,
+            second.id
+        );
+
+        // With every domain of the name deleted, the last one deleted is the answer.
+        mark_deleted(&db, &second.id, 14).await.unwrap();
+        let last = by_name(&db, "chat.example").await.unwrap().unwrap();
+        assert_eq!(
+            (last.id.as_str(), last.state.as_str()),
+            (second.id.as_str(), "deleted")
+        );
+        assert!(by_name(&db, "other.example").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_plan_change_bumps_the_generation_unless_it_is_older_than_the_current_plan() {
+        let db = db_with_plans().await;
+        let d = create(
+            &db,
+            "o",
+            "chat.example",
+            Some("small"),
+            DomainState::Provisioning,
+            10,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(set_plan(&db, &d.id, "big", 100, 101).await.unwrap());
+        let moved = get(&db, &d.id).await.unwrap().unwrap();
+        assert_eq!(moved.plan_id.as_deref(), Some("big"));
+        assert_eq!(moved.generation, d.generation + 1);
+
+        // The same plan again, or a choice made before the current one: nothing changes.
+        assert!(!set_plan(&db, &d.id, "big", 200, 201).await.unwrap());
+        assert!(!set_plan(&db, &d.id, "small", 99, 202).await.unwrap());
+        let kept = get(&db, &d.id).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.plan_id.as_deref(), kept.generation),
+            (Some("big"), moved.generation)
+        );
+
+        assert!(set_plan(&db, &d.id, "small", 100, 203).await.unwrap());
+        assert_eq!(
+            plan_for_price(&db, "price_small").await.unwrap().as_deref(),
+            Some("small")
+        );
+        assert_eq!(plan_for_price(&db, "price_gone").await.unwrap(), None);
+
+        // A deleted domain's plan stays as it was.
+        mark_deleted(&db, &d.id, 300).await.unwrap();
+        assert!(!set_plan(&db, &d.id, "big", 400, 400).await.unwrap());
+    }
 }

@@ -15,8 +15,8 @@ use rookery_common::control::{NewAccount, NewPassword};
 use rookery_frontend::{
     FormErrors,
     pages::domains::{
-        self as pages, AccountsView, DomainView, IncidentView, OrderForm, PlanChoice, UptimeView,
-        UsageView,
+        self as pages, AccountsView, DomainView, IncidentView, OrderForm, PlanCard, PlanChoice,
+        UptimeView, UsageView,
     },
 };
 use serde::Deserialize;
@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/o/{org_id}/domains", get(show_list).post(add))
         .route("/o/{org_id}/domains/{domain_id}", get(show_detail))
+        .route("/o/{org_id}/domains/{domain_id}/plan", post(change_plan))
         .route(
             "/o/{org_id}/domains/{domain_id}/accounts",
             post(add_account),
@@ -125,6 +126,7 @@ fn view(d: &DomainRow) -> DomainView {
         uptime: None,
         probe: None,
         status_page: None,
+        plan: None,
     }
 }
 
@@ -336,7 +338,13 @@ impl UsageFigures {
 /// page's usage card and the REST API show them.
 pub async fn usage_figures(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageFigures>> {
     let today = state.clock.now().div_euclid(86_400);
-    let days = nodes::daily_usage(&state.db, &d.domain, today, 30).await?;
+    let mut days = nodes::daily_usage(&state.db, &d.domain, today, 30).await?;
+    // Usage is kept by name, and a name can be ordered again after its domain was deleted:
+    // then the days before this domain was ordered belong to the earlier one.
+    if db::had_predecessor(&state.db, d).await? {
+        let ordered = d.created_at.div_euclid(86_400);
+        days.retain(|u| u.day >= ordered);
+    }
     Ok(days
         .last()
         .cloned()
@@ -371,24 +379,28 @@ async fn usage(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageView>> 
     }))
 }
 
+/// A plan as the order form and the plan card show it.
+fn plan_choice(state: &AppState, p: rookery_frontend::pages::PlanView) -> PlanChoice {
+    PlanChoice {
+        price: if state.settings.stripe.enabled() {
+            p.price_label()
+        } else {
+            "free while billing is off".into()
+        },
+        limits: format!(
+            "{} accounts, {} connections, {} MB",
+            p.max_accounts, p.max_sessions, p.storage_mb
+        ),
+        id: p.id,
+        name: p.name,
+    }
+}
+
 async fn plan_choices(state: &AppState) -> AppResult<Vec<PlanChoice>> {
-    let billing = state.settings.stripe.enabled();
     Ok(crate::admin::plans::list(&state.db, true)
         .await?
         .into_iter()
-        .map(|p| PlanChoice {
-            price: if billing {
-                p.price_label()
-            } else {
-                "free while billing is off".into()
-            },
-            limits: format!(
-                "{} accounts, {} connections, {} MB",
-                p.max_accounts, p.max_sessions, p.storage_mb
-            ),
-            id: p.id,
-            name: p.name,
-        })
+        .map(|p| plan_choice(state, p))
         .collect())
 }
 
@@ -602,6 +614,23 @@ pub async fn account_page(
     Ok(Some(client.accounts(&d.domain, after, limit).await?))
 }
 
+/// How many chat accounts the domain has on its node (0 while it is on none), page by
+/// page; the node's system accounts (the prober's) are not listed, so not counted.
+pub async fn account_count(state: &AppState, d: &DomainRow) -> anyhow::Result<i64> {
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let Some(page) = account_page(state, d, after.as_deref(), 1000).await? else {
+            return Ok(count);
+        };
+        count += i64::try_from(page.accounts.len()).unwrap_or(i64::MAX);
+        match page.next {
+            Some(next) if !page.accounts.is_empty() => after = Some(next),
+            _ => return Ok(count),
+        }
+    }
+}
+
 /// The account list from the node serving the domain.
 async fn accounts(state: &AppState, d: &DomainRow) -> AccountsView {
     let mut view = AccountsView::default();
@@ -634,7 +663,38 @@ async fn render_detail(
     d: &DomainRow,
     a: AccountsView,
 ) -> AppResult<Html<String>> {
-    render_detail_with(state, access, d, a, None).await
+    render_detail_with(state, access, d, a, None, PlanForm::default()).await
+}
+
+/// The domain's plan card: its plan, the plans it can move to, and how a change is billed.
+async fn plan_card(state: &AppState, d: &DomainRow, form: PlanForm) -> AppResult<PlanCard> {
+    let choices = plan_choices(state).await?;
+    let current = match &d.plan_id {
+        Some(id) => match choices.iter().find(|p| &p.id == id) {
+            Some(p) => Some(p.clone()),
+            // A plan no longer offered still shows as the domain's.
+            None => crate::admin::plans::get_plan(&state.db, id)
+                .await?
+                .map(|p| plan_choice(state, p)),
+        },
+        None => None,
+    };
+    let hint = if state.settings.stripe.enabled() {
+        "A change between paid plans applies at once, and Stripe prorates the difference on your next invoice. A change from a free plan to a paid one goes through the payment page; a change to a free plan ends the subscription. A plan must allow at least the chat accounts the domain has."
+    } else {
+        "The new limits apply within seconds. A plan must allow at least the chat accounts the domain has."
+    };
+    Ok(PlanCard {
+        choices: choices
+            .into_iter()
+            .filter(|p| Some(&p.id) != d.plan_id.as_ref())
+            .collect(),
+        current,
+        locked: crate::billing::plan_is_fixed(d).map(str::to_string),
+        hint: hint.into(),
+        chosen: form.plan,
+        errors: form.errors,
+    })
 }
 
 async fn render_detail_with(
@@ -643,6 +703,7 @@ async fn render_detail_with(
     d: &DomainRow,
     mut a: AccountsView,
     notice: Option<&str>,
+    plan_form: PlanForm,
 ) -> AppResult<Html<String>> {
     let fetched = accounts(state, d).await;
     a.accounts = fetched.accounts;
@@ -661,6 +722,7 @@ async fn render_detail_with(
     shown.usage = usage(state, d).await?;
     shown.uptime = uptime(state, d).await?;
     shown.status_page = Some(crate::status_page::switch(state, &access.org.id, d).await?);
+    shown.plan = Some(plan_card(state, d, plan_form).await?);
     Ok(Html(pages::detail(ctx, access.org.id.0.clone(), shown, a)))
 }
 
@@ -677,8 +739,55 @@ async fn show_detail(
         &d,
         AccountsView::default(),
         q.notice.as_deref(),
+        PlanForm::default(),
     )
     .await
+}
+
+/// The "Change plan" form as posted (and, with errors, as shown again).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PlanForm {
+    plan: String,
+    #[serde(skip)]
+    errors: FormErrors,
+}
+
+async fn change_plan(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(f): Form<PlanForm>,
+) -> AppResult<Response> {
+    use crate::billing::{ChangePlanError, PlanChanged};
+    let d = domain_of(&state, &access, &id).await?;
+    let page = format!("/o/{}/domains/{}", access.org.id.0, d.id);
+    let back = crate::billing::ReturnUrls {
+        success: format!("{}{page}?notice=plan-paid", state.settings.base_url()),
+        cancel: format!("{}{page}", state.settings.base_url()),
+    };
+    let payer = crate::billing::Payer::of(&access);
+    match crate::billing::change_plan(&state, &payer, &d, &f.plan, &back).await {
+        Ok(PlanChanged::Applied) => {
+            Ok(Redirect::to(&format!("{page}?notice=plan-changed")).into_response())
+        }
+        Ok(PlanChanged::Pending) => {
+            Ok(Redirect::to(&format!("{page}?notice=plan-change-sent")).into_response())
+        }
+        Ok(PlanChanged::Checkout(url)) => Ok(Redirect::to(&url).into_response()),
+        Err(ChangePlanError::Internal(e)) => Err(AppError::Internal(e)),
+        Err(refused) => {
+            let mut errors = FormErrors::default();
+            errors.add("plan", refused.to_string());
+            let form = PlanForm {
+                plan: f.plan,
+                errors,
+            };
+            let html = render_detail_with(&state, &access, &d, AccountsView::default(), None, form)
+                .await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
+        }
+    }
 }
 
 /// A password people can read out and type: 4 groups of 5 from an unambiguous alphabet

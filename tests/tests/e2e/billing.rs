@@ -3,7 +3,10 @@
 //! domain on a paid plan, pays through the fake checkout, the domain becomes active, an
 //! account logs in; a failed payment (no grace period here) suspends the domain and the
 //! client is refused; a later payment brings it back; cancelling schedules deletion. Bad
-//! webhooks are refused, a replayed one is processed once.
+//! webhooks are refused, a replayed one is processed once. A domain's plan changes from
+//! its page (the subscription's price at Stripe, the node's account limit) or in Stripe's
+//! customer portal; a name whose order was abandoned or whose domain was deleted can be
+//! ordered again.
 
 use std::time::Duration;
 
@@ -42,11 +45,15 @@ async fn domain_state(panel: &PanelProcess, domain: &str) -> String {
     let pool = rookery_common::db::connect(&panel.database.url, 1)
         .await
         .unwrap();
-    let state: String = sqlx::query_scalar("SELECT state FROM domains WHERE domain = $1")
-        .bind(domain)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    // The live domain of that name, else the one deleted last.
+    let state: String = sqlx::query_scalar(
+        "SELECT state FROM domains WHERE domain = $1
+         ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, updated_at DESC LIMIT 1",
+    )
+    .bind(domain)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     state
 }
@@ -491,4 +498,560 @@ async fn a_reseller_orders_on_a_paid_plan_and_sends_its_customer_to_checkout_thr
     .await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["code"], "already_member");
+}
+
+/// The live domain of a name, as the panel's database has it.
+#[derive(Debug, Clone)]
+struct LiveDomain {
+    id: String,
+    state: String,
+    plan_id: Option<String>,
+    generation: i64,
+    subscription: Option<String>,
+    delete_after: Option<i64>,
+}
+
+async fn live_domain(panel: &PanelProcess, domain: &str) -> LiveDomain {
+    use sqlx::Row;
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let r = sqlx::query(
+        "SELECT id, state, plan_id, generation, stripe_subscription_id, delete_after FROM domains
+         WHERE domain = $1 AND state <> 'deleted'",
+    )
+    .bind(domain)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let live = LiveDomain {
+        id: r.get("id"),
+        state: r.get("state"),
+        plan_id: r.get("plan_id"),
+        generation: r.get("generation"),
+        subscription: r.get("stripe_subscription_id"),
+        delete_after: r.get("delete_after"),
+    };
+    pool.close().await;
+    live
+}
+
+async fn count(panel: &PanelProcess, sql: &str, domain: &str) -> i64 {
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let n = sqlx::query_scalar(sql)
+        .bind(domain)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+async fn plan_named(panel: &PanelProcess, name: &str) -> String {
+    let pool = rookery_common::db::connect(&panel.database.url, 1)
+        .await
+        .unwrap();
+    let id = sqlx::query_scalar("SELECT id FROM plans WHERE name = $1")
+        .bind(name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    id
+}
+
+/// The admin's plan form with its own account limit.
+fn plan_with_accounts<'a>(
+    name: &'a str,
+    price: &'a str,
+    stripe_price_id: Option<&'a str>,
+    accounts: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    let mut form = rookery_tests::app::plan_form(name, price, stripe_price_id);
+    for field in form.iter_mut().filter(|(key, _)| *key == "max_accounts") {
+        field.1 = accounts;
+    }
+    form
+}
+
+/// Creates a chat account through the domain page: the status and the page.
+async fn add_account(customer: &TestClient, page: &str, username: &str) -> (u16, String) {
+    let r = customer
+        .post_form(
+            &format!("{page}/accounts"),
+            &[("username", username), ("password", PASSWORD)],
+        )
+        .await;
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A paid domain changes plan from its page: the subscription's item moves to the new
+/// price at Stripe, the plan and the generation follow, and the node enforces the new
+/// account limit. A plan below the domain's account count is refused and changes nothing.
+/// A price changed in Stripe's customer portal moves the plan too, and a move to the free
+/// plan ends the subscription without suspending the domain.
+#[tokio::test]
+async fn a_customer_changes_a_paid_domains_plan_and_the_node_enforces_its_account_limit() {
+    let fake = FakeStripe::start("", WEBHOOK_SECRET)
+        .await
+        .expect("the fake Stripe starts");
+    fake.set_price("price_small", 300, "eur");
+    fake.set_price("price_big", 900, "eur");
+    fake.set_price("price_huge", 1500, "eur");
+    let (panel, _ports) = PanelProcess::start_demo(&[
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
+        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ])
+    .await
+    .expect("the panel starts");
+    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    let admin = panel.admin_client().await.expect("an admin");
+    for form in [
+        plan_with_accounts("Small", "3.00", Some("price_small"), "2"),
+        plan_with_accounts("Big", "9.00", Some("price_big"), "4"),
+        plan_with_accounts("Huge", "15.00", Some("price_huge"), "6"),
+        plan_with_accounts("Free", "0", None, "10"),
+    ] {
+        assert_eq!(admin.post_form("/admin/plans", &form).await.status(), 303);
+    }
+    let small = plan_named(&panel, "Small").await;
+    let big = plan_named(&panel, "Big").await;
+    let huge = plan_named(&panel, "Huge").await;
+    let free = plan_named(&panel, "Free").await;
+
+    // A paid domain on Small, live.
+    let customer = TestClient::new(&panel.base_url);
+    let org = customer.sign_up(&unique_email("planner"), "Planners").await;
+    let r = customer
+        .post_form(
+            &format!("{org}/domains"),
+            &[("domain", "plans.demo.test"), ("plan", small.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let paid = no_redirects().post(location(&r)).send().await.unwrap();
+    assert_eq!(paid.status(), 303);
+    eventually(20, || async {
+        domain_state(&panel, "plans.demo.test").await == "active"
+    })
+    .await
+    .expect("the paid domain becomes active");
+    let start = live_domain(&panel, "plans.demo.test").await;
+    assert_eq!(start.plan_id.as_deref(), Some(small.as_str()));
+    let sub = start.subscription.clone().expect("a subscription");
+    let page = format!("{org}/domains/{}", start.id);
+
+    // The page shows the plan and offers the others; an active domain's page stays still.
+    let html = customer.page(&page).await;
+    assert!(
+        html.contains(&format!("id=\"current-plan\" data-plan=\"{small}\"")),
+        "{html}"
+    );
+    assert!(html.contains("id=\"plan-form\"") && html.contains(&format!("value=\"{big}\"")));
+    assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
+
+    // Small allows 2 accounts.
+    for name in ["ann", "bob"] {
+        assert_eq!(add_account(&customer, &page, name).await.0, 303);
+    }
+    let (status, html) = add_account(&customer, &page, "cat").await;
+    assert_eq!(status, 422);
+    assert!(html.contains("Your plan allows 2 accounts"), "{html}");
+
+    // Up to Big: Stripe's item moves to Big's price, and the domain's plan follows.
+    let r = customer
+        .post_form(&format!("{page}/plan"), &[("plan", big.as_str())])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).ends_with("?notice=plan-changed"),
+        "{}",
+        location(&r)
+    );
+    let subscription = fake.subscription(&sub).unwrap();
+    assert_eq!(subscription["items"]["data"][0]["price"]["id"], "price_big");
+    let update = fake
+        .events_sent()
+        .into_iter()
+        .rfind(|e| e.kind() == "customer.subscription.updated")
+        .expect("Stripe announced the change");
+    assert_eq!(update.last_status, Some(200));
+    let upgraded = live_domain(&panel, "plans.demo.test").await;
+    assert_eq!(upgraded.plan_id.as_deref(), Some(big.as_str()));
+    assert!(upgraded.generation > start.generation, "{upgraded:?}");
+    assert_eq!(upgraded.subscription.as_deref(), Some(sub.as_str()));
+    assert!(
+        customer
+            .page(&format!("{page}?notice=plan-changed"))
+            .await
+            .contains("Plan changed.")
+    );
+
+    // The node gets Big's limit from the vhost spec: 4 accounts.
+    eventually(20, || async {
+        add_account(&customer, &page, "cat").await.0 == 303
+    })
+    .await
+    .expect("the node allows a third account");
+    assert_eq!(add_account(&customer, &page, "dan").await.0, 303);
+    let (status, html) = add_account(&customer, &page, "eve").await;
+    assert_eq!(status, 422);
+    assert!(html.contains("Your plan allows 4 accounts"), "{html}");
+
+    // Back down to Small with 4 accounts: refused, and nothing changes anywhere.
+    let r = customer
+        .post_form(&format!("{page}/plan"), &[("plan", small.as_str())])
+        .await;
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("This domain has 4 chat accounts and the Small plan allows 2."),
+        "{html}"
+    );
+    let refused = live_domain(&panel, "plans.demo.test").await;
+    assert_eq!(
+        (&refused.plan_id, refused.generation),
+        (&upgraded.plan_id, upgraded.generation)
+    );
+    assert_eq!(
+        fake.subscription(&sub).unwrap()["items"]["data"][0]["price"]["id"],
+        "price_big"
+    );
+
+    // In Stripe's customer portal the customer moves to Huge: the webhook moves the plan.
+    fake.change_price(&sub, "price_huge").await.unwrap();
+    let portal = live_domain(&panel, "plans.demo.test").await;
+    assert_eq!(portal.plan_id.as_deref(), Some(huge.as_str()));
+    assert!(portal.generation > upgraded.generation, "{portal:?}");
+    eventually(20, || async {
+        add_account(&customer, &page, "eve").await.0 == 303
+    })
+    .await
+    .expect("the node allows a fifth account");
+
+    // Down to the free plan: the subscription ends at Stripe; its end does not suspend
+    // the domain, which stays active on the free plan.
+    let r = customer
+        .post_form(&format!("{page}/plan"), &[("plan", free.as_str())])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).ends_with("?notice=plan-changed"),
+        "{}",
+        location(&r)
+    );
+    assert_eq!(fake.subscription(&sub).unwrap()["status"], "canceled");
+    let ended = fake
+        .events_sent()
+        .into_iter()
+        .rfind(|e| e.kind() == "customer.subscription.deleted")
+        .expect("Stripe announced the end");
+    assert_eq!(ended.last_status, Some(200));
+    let freed = live_domain(&panel, "plans.demo.test").await;
+    assert_eq!(freed.plan_id.as_deref(), Some(free.as_str()));
+    assert_eq!(
+        (
+            freed.state.as_str(),
+            &freed.subscription,
+            freed.delete_after
+        ),
+        ("active", &None, None)
+    );
+    let html = customer.page(&page).await;
+    assert!(!html.contains("id=\"billing-note\""), "{html}");
+
+    // Back to a paid plan: through Checkout, and the payment moves the plan.
+    let r = customer
+        .post_form(&format!("{page}/plan"), &[("plan", huge.as_str())])
+        .await;
+    assert_eq!(r.status(), 303);
+    let checkout = location(&r);
+    assert!(checkout.starts_with(fake.base_url()), "{checkout}");
+    assert_eq!(
+        live_domain(&panel, "plans.demo.test")
+            .await
+            .plan_id
+            .as_deref(),
+        Some(free.as_str()),
+        "nothing changes before the payment"
+    );
+    let paid = no_redirects().post(&checkout).send().await.unwrap();
+    assert_eq!(paid.status(), 303);
+    assert!(
+        location(&paid).ends_with("?notice=plan-paid"),
+        "{}",
+        location(&paid)
+    );
+    let repaid = live_domain(&panel, "plans.demo.test").await;
+    assert_eq!(repaid.plan_id.as_deref(), Some(huge.as_str()));
+    assert_eq!(repaid.state, "active");
+    let new_sub = repaid.subscription.expect("a new subscription");
+    assert_ne!(new_sub, sub);
+    assert_eq!(
+        fake.subscription(&new_sub).unwrap()["items"]["data"][0]["price"]["id"],
+        "price_huge"
+    );
+}
+
+/// A name stays taken while its order waits for payment; when the checkout expires the
+/// order is withdrawn and anyone can order the name. A domain deleted by its organisation
+/// (no retention period here) frees its name too, and the next order of it starts afresh,
+/// without the deleted domain's accounts. Pages reload themselves only while a domain is
+/// changing on its own.
+#[tokio::test]
+async fn a_name_can_be_ordered_again_once_its_order_is_abandoned_or_its_domain_deleted() {
+    const NAME: &str = "again.demo.test";
+    let fake = FakeStripe::start("", WEBHOOK_SECRET)
+        .await
+        .expect("the fake Stripe starts");
+    fake.set_price("price_team", 900, "eur");
+    let (panel, _ports) = PanelProcess::start_demo(&[
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
+        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("ROOKERY_STRIPE__RETENTION_DAYS", "0"),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ])
+    .await
+    .expect("the panel starts");
+    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    let admin = panel.admin_client().await.expect("an admin");
+    for form in [
+        rookery_tests::app::plan_form("Team", "9.00", Some("price_team")),
+        rookery_tests::app::plan_form("Starter", "0", None),
+    ] {
+        assert_eq!(admin.post_form("/admin/plans", &form).await.status(), 303);
+    }
+    let team = plan_named(&panel, "Team").await;
+    let starter = plan_named(&panel, "Starter").await;
+    let first = TestClient::new(&panel.base_url);
+    let first_org = first.sign_up(&unique_email("first"), "First").await;
+    let second = TestClient::new(&panel.base_url);
+    let second_org = second.sign_up(&unique_email("second"), "Second").await;
+    async fn order(client: &TestClient, org: &str, plan: &str) -> reqwest::Response {
+        client
+            .post_form(
+                &format!("{org}/domains"),
+                &[("domain", NAME), ("plan", plan)],
+            )
+            .await
+    }
+
+    // The first customer orders on the paid plan and leaves the checkout unpaid; the list
+    // reloads itself while the order waits.
+    let r = order(&first, &first_org, &team).await;
+    assert_eq!(r.status(), 303);
+    let session = location(&r).rsplit('/').next().unwrap().to_string();
+    assert!(session.starts_with("cs_"), "{session}");
+    let list = first.page(&format!("{first_org}/domains")).await;
+    assert!(
+        list.contains(&format!(
+            "<meta http-equiv=\"refresh\" content=\"5; url={first_org}/domains\""
+        )),
+        "{list}"
+    );
+    let r = order(&second, &second_org, &starter).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("already hosted here"));
+
+    // The checkout expires: the order is withdrawn, and the name is free.
+    fake.expire_checkout(&session).await.unwrap();
+    assert_eq!(domain_state(&panel, NAME).await, "deleted");
+    let list = first.page(&format!("{first_org}/domains")).await;
+    assert!(
+        !list.contains(NAME) && !list.contains("http-equiv=\"refresh\""),
+        "{list}"
+    );
+
+    // The second customer orders it on the free plan; it goes live with an account.
+    let r = order(&second, &second_org, &starter).await;
+    assert_eq!(r.status(), 303);
+    let page = location(&r);
+    eventually(20, || async {
+        domain_state(&panel, NAME).await == "active"
+    })
+    .await
+    .expect("the second order goes live");
+    assert_eq!(add_account(&second, &page, "bee").await.0, 303);
+
+    // Deleted through the API (no retention here): removed from its node, name free.
+    let key = crate::api::create_key(
+        &second,
+        &format!("{second_org}/api-keys"),
+        "ops",
+        "read_write",
+        "",
+    )
+    .await;
+    let id = page.rsplit('/').next().unwrap();
+    let r = reqwest::Client::new()
+        .delete(panel.url(&format!("/api/v1/domains/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    eventually(30, || async {
+        domain_state(&panel, NAME).await == "deleted"
+    })
+    .await
+    .expect("the domain is deleted after its retention period");
+
+    // The first customer orders it again: a new domain, without the old one's accounts.
+    let r = order(&first, &first_org, &starter).await;
+    assert_eq!(r.status(), 303);
+    let again = location(&r);
+    assert_ne!(again, page);
+    eventually(20, || async {
+        domain_state(&panel, NAME).await == "active"
+    })
+    .await
+    .expect("the third order goes live");
+    let html = first.page(&again).await;
+    assert!(html.contains("No chat accounts yet."), "{html}");
+    assert_eq!(
+        count(
+            &panel,
+            "SELECT COUNT(*) FROM domains WHERE domain = $1",
+            NAME
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            &panel,
+            "SELECT COUNT(*) FROM domains WHERE domain = $1 AND state <> 'deleted'",
+            NAME
+        )
+        .await,
+        1
+    );
+}
+
+/// Migration 0013 rebuilds `domains` to make names unique only among live domains: every
+/// row and column survives, deleted names can be taken again, live ones cannot, and the
+/// foreign keys still hold. On whichever engine the run is for.
+#[tokio::test]
+async fn the_reusable_names_migration_keeps_every_domain_and_its_rules() {
+    use sqlx::{Executor, Row};
+    let database = rookery_tests::db::fresh_database_url().await.unwrap();
+    let pool = rookery_common::db::connect(&database.url, 1).await.unwrap();
+    let run = |version: i64| {
+        let pool = pool.clone();
+        async move {
+            for m in rookery::db::MIGRATOR
+                .iter()
+                .filter(|m| m.version == version)
+            {
+                pool.execute(&*m.sql).await.unwrap();
+            }
+        }
+    };
+    for version in 1..13 {
+        run(version).await;
+    }
+    for sql in [
+        "INSERT INTO organisations (id, name, created_at) VALUES ('o1', 'Org', 1)",
+        "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, created_at, stripe_price_id)
+         VALUES ('p1', 'Pro', '', 450, 'eur', 10, 20, 100, 1, 'price_pro')",
+        "INSERT INTO domains (id, org_id, domain, state, plan_id, generation, applied_generation, created_at, active_at, updated_at,
+            grace_until, stripe_subscription_id, stripe_checkout_id, suspended_by_admin, probe_username, status_public)
+         VALUES ('d1', 'o1', 'live.example', 'active', 'p1', 7, 7, 100, 101, 102, 500, 'sub_1', 'cs_1', 1, 'probe-x', 1)",
+        "INSERT INTO domains (id, org_id, domain, state, generation, created_at, updated_at)
+         VALUES ('d2', 'o1', 'gone.example', 'deleted', 3, 10, 11)",
+    ] {
+        pool.execute(sql).await.unwrap();
+    }
+    run(13).await;
+
+    let r = sqlx::query(
+        "SELECT org_id, domain, state, plan_id, generation, applied_generation, created_at, active_at, updated_at,
+            grace_until, stripe_subscription_id, stripe_checkout_id, suspended_by_admin, probe_username, status_public,
+            plan_changed_at
+         FROM domains WHERE id = 'd1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(r.get::<String, _>("domain"), "live.example");
+    assert_eq!(r.get::<String, _>("state"), "active");
+    assert_eq!(r.get::<Option<String>, _>("plan_id").as_deref(), Some("p1"));
+    assert_eq!(
+        (
+            r.get::<i64, _>("generation"),
+            r.get::<i64, _>("applied_generation"),
+            r.get::<i64, _>("created_at"),
+            r.get::<Option<i64>, _>("active_at"),
+            r.get::<i64, _>("updated_at"),
+            r.get::<Option<i64>, _>("grace_until"),
+        ),
+        (7, 7, 100, Some(101), 102, Some(500))
+    );
+    assert_eq!(
+        (
+            r.get::<Option<String>, _>("stripe_subscription_id")
+                .as_deref(),
+            r.get::<Option<String>, _>("stripe_checkout_id").as_deref(),
+            r.get::<Option<String>, _>("probe_username").as_deref(),
+        ),
+        (Some("sub_1"), Some("cs_1"), Some("probe-x"))
+    );
+    assert_eq!(
+        (
+            r.get::<i64, _>("suspended_by_admin"),
+            r.get::<i64, _>("status_public"),
+            r.get::<i64, _>("plan_changed_at"),
+        ),
+        (1, 1, 0)
+    );
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+
+    let insert = |id: &'static str, org: &'static str, name: &'static str, state: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO domains (id, org_id, domain, state, generation, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 1, 200, 200)",
+            )
+            .bind(id)
+            .bind(org)
+            .bind(name)
+            .bind(state)
+            .execute(&pool)
+            .await
+        }
+    };
+    insert("d3", "o1", "gone.example", "active")
+        .await
+        .expect("a deleted domain's name is free");
+    insert("d4", "o1", "gone.example", "deleted")
+        .await
+        .expect("deleted rows share names");
+    let taken = insert("d5", "o1", "live.example", "pending_payment")
+        .await
+        .unwrap_err();
+    assert!(rookery_common::db::is_unique_violation(&taken), "{taken}");
+    let taken = insert("d6", "o1", "gone.example", "provisioning")
+        .await
+        .unwrap_err();
+    assert!(rookery_common::db::is_unique_violation(&taken), "{taken}");
+    let orphan = insert("d7", "nobody", "orphan.example", "active").await;
+    assert!(orphan.is_err(), "the organisation must exist");
+    pool.close().await;
 }

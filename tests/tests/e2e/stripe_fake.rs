@@ -127,6 +127,7 @@ async fn subscribe(stripe: &StripeClient, domain_id: &str) {
             "http://panel.test/billing/success?session={CHECKOUT_SESSION_ID}",
             "http://panel.test/billing/cancelled",
             domain_id,
+            "plan-basic",
         )
         .await
         .unwrap();
@@ -156,6 +157,7 @@ async fn a_customer_pays_on_the_fake_checkout_and_every_webhook_verifies() {
             "http://panel.test/billing/success?session={CHECKOUT_SESSION_ID}",
             "http://panel.test/billing/cancelled",
             "domain-42",
+            "plan-basic",
         )
         .await
         .unwrap();
@@ -196,6 +198,7 @@ async fn a_customer_pays_on_the_fake_checkout_and_every_webhook_verifies() {
         Some("domain-42")
     );
     assert_eq!(completed.metadata("domain_id"), Some("domain-42"));
+    assert_eq!(completed.metadata("plan_id"), Some("plan-basic"));
     let subscription = completed.subscription_id().unwrap().to_owned();
     assert!(subscription.starts_with("sub_"), "{subscription}");
     let invoice_paid = &events[1];
@@ -324,7 +327,14 @@ async fn the_fake_refuses_a_wrong_key_and_unknown_objects_as_stripe_does() {
 
     let stripe = client_for(&fake, FakeStripe::API_KEY);
     match stripe
-        .create_checkout_session("cus_nobody", "price_basic", "http://s", "http://c", "d")
+        .create_checkout_session(
+            "cus_nobody",
+            "price_basic",
+            "http://s",
+            "http://c",
+            "d",
+            "p",
+        )
         .await
     {
         Err(StripeApiError::Refused {
@@ -385,4 +395,125 @@ async fn webhooks_are_retried_until_accepted_and_raw_sends_replay_or_go_stale() 
         deliveries.last().unwrap().verified,
         Err(WebhookError::TimestampOutsideTolerance { .. })
     ));
+}
+
+/// A subscription's price changes as Stripe documents it (`POST /v1/subscriptions/{id}`
+/// with `items[0][id]` and `items[0][price]`): the client reads the item, moves it, and
+/// `customer.subscription.updated` carries the new price with the old items in
+/// `previous_attributes`. The customer portal's change sends the same event; an open
+/// checkout session can expire, with its event.
+#[tokio::test]
+async fn a_subscriptions_price_changes_through_the_api_and_the_portal() {
+    let receiver = Receiver::start().await;
+    let fake = FakeStripe::start(&receiver.url, WEBHOOK_SECRET)
+        .await
+        .unwrap();
+    fake.set_price("price_basic", 500, "eur");
+    fake.set_price("price_pro", 1500, "eur");
+    let stripe = client_for(&fake, FakeStripe::API_KEY);
+    subscribe(&stripe, "domain-9").await;
+    let subscription = receiver.events()[0].subscription_id().unwrap().to_owned();
+
+    let item = stripe.subscription_item(&subscription).await.unwrap();
+    assert!(item.id.starts_with("si_"), "{}", item.id);
+    assert_eq!(item.price_id, "price_basic");
+
+    let moved = stripe
+        .change_price(&subscription, &item.id, "price_pro")
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.id.as_str(), moved.price_id.as_str()),
+        (item.id.as_str(), "price_pro")
+    );
+    let updated = receiver.events().pop().unwrap();
+    assert_eq!(updated.kind, "customer.subscription.updated");
+    assert_eq!(updated.subscription_price(), Some("price_pro"));
+    assert_eq!(updated.metadata("domain_id"), Some("domain-9"));
+    let sent = fake.events_sent().pop().unwrap();
+    assert_eq!(
+        sent.event["data"]["previous_attributes"]["items"]["data"][0]["price"]["id"],
+        "price_basic"
+    );
+    let stored = fake.subscription(&subscription).unwrap();
+    assert_eq!(stored["items"]["data"][0]["price"]["unit_amount"], 1500);
+    assert_eq!(stored["items"]["data"][0]["quantity"], 1);
+
+    // The same price again changes nothing, and sends nothing.
+    let before = fake.events_sent().len();
+    stripe
+        .change_price(&subscription, &item.id, "price_pro")
+        .await
+        .unwrap();
+    assert_eq!(fake.events_sent().len(), before);
+
+    // An unknown item and a bad proration behaviour are refused as Stripe refuses them.
+    match stripe
+        .change_price(&subscription, "si_nothing", "price_basic")
+        .await
+    {
+        Err(StripeApiError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_deref()), (400, Some("resource_missing")));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let bad = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/subscriptions/{subscription}",
+            fake.base_url()
+        ))
+        .bearer_auth(FakeStripe::API_KEY)
+        .form(&[("proration_behavior", "sometimes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // The customer portal moves it back.
+    let event = fake
+        .change_price(&subscription, "price_basic")
+        .await
+        .unwrap();
+    assert_eq!(event["type"], "customer.subscription.updated");
+    assert_eq!(
+        receiver.events().pop().unwrap().subscription_price(),
+        Some("price_basic")
+    );
+
+    // A cancelled subscription's items cannot change.
+    stripe.cancel_subscription(&subscription).await.unwrap();
+    match stripe
+        .change_price(&subscription, &item.id, "price_pro")
+        .await
+    {
+        Err(StripeApiError::Refused { status, .. }) => assert_eq!(status, 400),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // An open checkout session expires unpaid.
+    let customer = stripe
+        .create_customer(None, "Later", "org-2")
+        .await
+        .unwrap();
+    let session = stripe
+        .create_checkout_session(
+            &customer,
+            "price_basic",
+            "http://s",
+            "http://c",
+            "domain-10",
+            "p",
+        )
+        .await
+        .unwrap();
+    let expired = fake.expire_checkout(&session.id).await.unwrap();
+    assert_eq!(expired["type"], "checkout.session.expired");
+    assert_eq!(expired["data"]["object"]["status"], "expired");
+    assert_eq!(
+        expired["data"]["object"]["metadata"]["domain_id"],
+        "domain-10"
+    );
+    let paid = no_redirects().post(&session.url).send().await.unwrap();
+    assert_eq!(paid.status(), 400, "an expired session cannot be paid");
+    assert!(fake.expire_checkout(&session.id).await.is_err());
 }
