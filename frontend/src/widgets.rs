@@ -56,6 +56,15 @@ pub fn Field(
     }
 }
 
+/// The error of a field drawn by hand (a select, a group of checkboxes), with the id
+/// `f-<name>-error` its control names in `aria-describedby`.
+#[component]
+pub fn FieldError(name: &'static str, errors: FormErrors) -> impl IntoView {
+    errors.get(name).map(|e| {
+        view! { <p class="field-error" id=format!("f-{name}-error")>{e}</p> }
+    })
+}
+
 /// The message for the form as a whole (errors under the `""` key).
 #[component]
 pub fn FormAlert(errors: FormErrors) -> impl IntoView {

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::{
     FormErrors, PageCtx, Shell, render,
-    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
+    widgets::{ActionButton, Csrf, Empty, Field, FieldError, FormAlert},
 };
 
 /// A key as the list shows it (never the key itself).
@@ -62,6 +62,7 @@ pub fn api_keys(ctx: PageCtx, v: ApiKeysView) -> String {
         });
         let form = v.can_manage.then(|| {
             let read_write = v.scope != "read";
+            let scope_error = e.get("scope").is_some();
             view! {
                 <section class="card">
                     <h2>"Create a key"</h2>
@@ -70,12 +71,13 @@ pub fn api_keys(ctx: PageCtx, v: ApiKeysView) -> String {
                         <Csrf token=csrf.clone()/>
                         <Field name="name" label="Name" value=v.name.clone() errors=e.clone()
                             hint="What uses it, e.g. billing-sync." required=true/>
-                        <div class="field">
+                        <div class="field" class:has-error=scope_error>
                             <label for="f-scope">"Access"</label>
-                            <select id="f-scope" name="scope">
+                            <select id="f-scope" name="scope" aria-invalid=scope_error.then_some("true") aria-describedby=scope_error.then_some("f-scope-error")>
                                 <option value="read_write" selected=read_write>"Read and write"</option>
                                 <option value="read" selected=!read_write>"Read-only"</option>
                             </select>
+                            <FieldError name="scope" errors=e.clone()/>
                         </div>
                         <Field name="expires_days" label="Expires after (days)" kind="number" value=v.expires_days.clone()
                             errors=e.clone() hint="Empty: never."/>

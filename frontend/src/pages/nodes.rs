@@ -4,8 +4,8 @@
 use leptos::prelude::*;
 
 use crate::{
-    PageCtx, Shell, render,
-    widgets::{ActionButton, Csrf, Empty},
+    FormErrors, PageCtx, Shell, render,
+    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -71,6 +71,9 @@ pub struct PoolView {
     /// A token just created: shown once, with the command that uses it.
     pub new_token: Option<String>,
     pub join_command: Option<String>,
+    /// The join token form as typed, when it was refused.
+    pub note_input: String,
+    pub errors: FormErrors,
 }
 
 /// A capacity bar: a native `<progress>` (the CSP allows no inline styles).
@@ -165,12 +168,11 @@ pub fn pool(ctx: PageCtx, p: PoolView) -> String {
                 {list}
                 <section class="card">
                     <h2>"Add a node"</h2>
+                    <FormAlert errors=p.errors.clone()/>
                     <form method="post" action="/admin/nodes/tokens" class="form-row">
                         <Csrf token=csrf/>
-                        <div class="field">
-                            <label for="f-note">"What it is for"</label>
-                            <input id="f-note" name="note" type="text" maxlength="100" placeholder="e.g. node-3 in eu-west"/>
-                        </div>
+                        <Field name="note" label="What it is for" value=p.note_input.clone() errors=p.errors.clone()
+                            hint="At most 100 characters, e.g. node-3 in eu-west."/>
                         <button type="submit" class="button" id="token-submit">"Create join token"</button>
                     </form>
                     {tokens}

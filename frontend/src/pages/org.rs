@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use crate::{
     FormErrors, PageCtx, Shell, render,
-    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
+    widgets::{ActionButton, Csrf, Empty, Field, FieldError, FormAlert},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -200,6 +200,7 @@ pub fn team(ctx: PageCtx, t: TeamView) -> String {
         });
         let invite_form = manage.then(|| {
             let role = t.invite_role.clone();
+            let role_error = t.errors.get("role").is_some();
             view! {
                 <section class="card">
                     <h2>"Invite someone"</h2>
@@ -207,12 +208,13 @@ pub fn team(ctx: PageCtx, t: TeamView) -> String {
                     <form method="post" action=format!("{base}/invite") class="form-row">
                         <Csrf token=csrf.clone()/>
                         <Field name="email" label="Email" kind="email" value=t.invite_email.clone() errors=t.errors.clone() required=true/>
-                        <div class="field">
+                        <div class="field" class:has-error=role_error>
                             <label for="f-role">"Role"</label>
-                            <select id="f-role" name="role">
+                            <select id="f-role" name="role" aria-invalid=role_error.then_some("true") aria-describedby=role_error.then_some("f-role-error")>
                                 <option value="member" selected=role != "owner">"Member"</option>
                                 <option value="owner" selected=role == "owner">"Owner"</option>
                             </select>
+                            <FieldError name="role" errors=t.errors.clone()/>
                         </div>
                         <button type="submit" class="button" id="invite-submit">"Send invitation"</button>
                     </form>

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::{
     FormErrors, PageCtx, Shell, render,
-    widgets::{ActionButton, Csrf, Empty, Field, FormAlert},
+    widgets::{ActionButton, Csrf, Empty, Field, FieldError, FormAlert},
 };
 
 /// One endpoint, as lists and its page show it.
@@ -69,11 +69,13 @@ fn events_label(events: &[String]) -> String {
 }
 
 /// Checkboxes `event:<type>`; none ticked means all.
-fn event_boxes(types: Vec<String>, chosen: Vec<String>) -> impl IntoView {
+fn event_boxes(types: Vec<String>, chosen: Vec<String>, errors: FormErrors) -> impl IntoView {
+    let has_error = errors.get("events").is_some();
     view! {
-        <fieldset class="field" id="webhook-events">
+        <fieldset class="field" class:has-error=has_error id="webhook-events" aria-describedby=has_error.then_some("f-events-error")>
             <legend>"Events"</legend>
             <p class="hint">"Tick none to receive every event type."</p>
+            <FieldError name="events" errors=errors/>
             {types.into_iter().map(|t| {
                 let checked = chosen.contains(&t);
                 let name = format!("event:{t}");
@@ -133,7 +135,7 @@ pub fn webhooks(ctx: PageCtx, v: WebhooksView) -> String {
                         <Field name="url" label="URL" kind="url" value=v.url.clone() errors=e.clone()
                             hint="We POST a signed JSON event here."/>
                         <Field name="description" label="Description" value=v.description.clone() errors=e.clone()/>
-                        {event_boxes(v.event_types.clone(), v.chosen.clone())}
+                        {event_boxes(v.event_types.clone(), v.chosen.clone(), e.clone())}
                         <button type="submit" class="button" id="webhook-add">"Add endpoint"</button>
                     </form>
                 </section>
@@ -175,7 +177,7 @@ pub fn webhook(ctx: PageCtx, v: WebhookView) -> String {
                     <h2>"Events"</h2>
                     <form method="post" action=base.clone() class="grid-form" id="edit-webhook">
                         <Csrf token=csrf.clone()/>
-                        {event_boxes(v.event_types.clone(), ep.events.clone())}
+                        {event_boxes(v.event_types.clone(), ep.events.clone(), FormErrors::default())}
                         <button type="submit" class="button" id="webhook-save">"Save events"</button>
                     </form>
                     <p class="row-actions">

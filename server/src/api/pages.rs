@@ -171,7 +171,10 @@ fn check_form(f: &KeyForm, now: i64) -> Result<(String, Scope, Option<i64>), For
     } else if name.chars().count() > 100 || name.chars().any(char::is_control) {
         errors.add("name", "Use at most 100 characters that can be shown.");
     }
-    let scope = Scope::parse(&f.scope).unwrap_or(Scope::ReadWrite);
+    let scope = Scope::parse(&f.scope).unwrap_or_else(|| {
+        errors.add("scope", "Choose read only or read and write.");
+        Scope::Read
+    });
     let expires = match f.expires_days.trim() {
         "" => None,
         days => match days.parse::<i64>() {

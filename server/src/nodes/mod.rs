@@ -303,6 +303,7 @@ async fn pool_view(state: &AppState) -> AppResult<PoolView> {
         tokens,
         new_token: None,
         join_command: None,
+        ..PoolView::default()
     })
 }
 
@@ -334,8 +335,22 @@ async fn create_token(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Form(f): Form<TokenForm>,
-) -> AppResult<Html<String>> {
-    let note: String = f.note.trim().chars().take(100).collect();
+) -> AppResult<Response> {
+    let note = f.note.trim().to_string();
+    if note.chars().count() > 100 || note.chars().any(char::is_control) {
+        let mut view = pool_view(&state).await?;
+        view.errors
+            .add("note", "Use at most 100 characters that can be shown.");
+        view.errors
+            .add("", "No token was created: please correct the note.");
+        view.note_input = note;
+        let ctx = ctx(&state, &admin.visitor, "Nodes", "admin-nodes", None, None).await?;
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Html(pages::pool(ctx, view)),
+        )
+            .into_response());
+    }
     let now = state.clock.now();
     let ttl = state.settings.provisioning.join_token_ttl_secs;
     let token = db::create_token(&state.db, &admin.user.id, &note, now, ttl).await?;
@@ -356,7 +371,7 @@ async fn create_token(
     ));
     view.new_token = Some(token);
     let ctx = ctx(&state, &admin.visitor, "Nodes", "admin-nodes", None, None).await?;
-    Ok(Html(pages::pool(ctx, view)))
+    Ok(Html(pages::pool(ctx, view)).into_response())
 }
 
 async fn show_node(

@@ -5,6 +5,7 @@
 use axum::{
     Form, Router,
     extract::{Path, Query, State},
+    http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -222,7 +223,7 @@ async fn create_location(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Form(f): Form<LocationForm>,
-) -> AppResult<Html<String>> {
+) -> AppResult<Response> {
     let name = f.name.trim().to_string();
     let now = state.clock.now();
     let mut error = check_location_name(&name, &state.settings.probe.location).err();
@@ -246,6 +247,11 @@ async fn create_location(
         }
     }
     let mut view = overview(&state, 1).await?;
+    let status = if created.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     match created {
         Some(token) => {
             let command = format!(
@@ -260,7 +266,7 @@ async fn create_location(
         }
     }
     let ctx = ctx(&state, &admin.visitor, "Uptime", "admin-uptime", None, None).await?;
-    Ok(Html(pages::uptime_overview(ctx, view)))
+    Ok((status, Html(pages::uptime_overview(ctx, view))).into_response())
 }
 
 async fn revoke_location(
