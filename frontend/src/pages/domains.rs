@@ -163,12 +163,15 @@ pub struct UsageView {
     pub accounts: i64,
     pub sessions_now: i64,
     pub peak_today: i64,
-    pub stanzas_today: i64,
+    /// `<message>` stanzas sent and received today (no presence or iq traffic).
+    pub messages_today: i64,
     pub storage: String,
     pub updated: String,
     /// (tooltip, value) per day, oldest first, for the last 30 days.
-    pub stanzas_per_day: Vec<(String, i64)>,
+    pub messages_per_day: Vec<(String, i64)>,
     pub peak_per_day: Vec<(String, i64)>,
+    /// Bytes stored at each day's last report.
+    pub storage_per_day: Vec<(String, i64)>,
 }
 
 fn state_label(state: &str) -> (&'static str, &'static str) {
@@ -395,12 +398,13 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                             <div><strong>{u.accounts}</strong>"accounts"</div>
                             <div><strong>{u.sessions_now}</strong>"connected now"</div>
                             <div><strong>{u.peak_today}</strong>"peak connections today"</div>
-                            <div><strong>{u.stanzas_today}</strong>"stanzas today"</div>
+                            <div><strong>{u.messages_today}</strong>"messages today"</div>
                             <div><strong>{u.storage.clone()}</strong>"stored"</div>
                         </div>
                         <div class="charts">
-                            <div><h3>"Stanzas per day (messages, presence, requests)"</h3><BarChart label="Stanzas per day over the last 30 days".to_string() bars=u.stanzas_per_day.clone()/></div>
+                            <div><h3>"Messages per day (sent and received)"</h3><BarChart label="Messages per day over the last 30 days".to_string() bars=u.messages_per_day.clone()/></div>
                             <div><h3>"Peak connections per day"</h3><BarChart label="Peak connections per day over the last 30 days".to_string() bars=u.peak_per_day.clone()/></div>
+                            <div><h3>"Storage"</h3><BarChart label="Storage used per day over the last 30 days".to_string() bars=u.storage_per_day.clone()/></div>
                         </div>
                         <p class="hint">{format!("Last 30 days, UTC. Updated {}.", u.updated)}</p>
                     </section>
@@ -408,6 +412,9 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                 <section class="card">
                     <h2>"Chat accounts"</h2>
                     {limit_line}
+                    // The form shows its own errors; without it (the domain is not active)
+                    // a refused action still says why.
+                    {(!active).then(|| view! { <FormAlert errors=a.errors.clone()/> })}
                     {accounts}
                     {form}
                 </section>

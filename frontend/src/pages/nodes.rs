@@ -66,6 +66,8 @@ pub struct PoolView {
     pub fill_pct: u32,
     pub headroom_pct: u32,
     pub over_headroom: bool,
+    /// There are nodes, but none takes new domains (all cordoned, draining or down).
+    pub none_usable: bool,
     pub waiting_domains: i64,
     pub tokens: Vec<TokenView>,
     /// A token just created: shown once, with the command that uses it.
@@ -105,10 +107,13 @@ fn state_badge(state: &str, health: &str) -> impl IntoView + use<> {
 pub fn pool(ctx: PageCtx, p: PoolView) -> String {
     render(move || {
         let csrf = ctx.csrf.clone();
-        let warning = p.over_headroom.then(|| view! {
-            <div class="alert alert-error" role="alert" id="headroom-warning">
-                {format!("The pool is {}% full, past its {}% headroom line: add nodes before they are needed.", p.fill_pct, 100 - p.headroom_pct.min(100))}
-            </div>
+        let warning = p.over_headroom.then(|| {
+            let text = if p.none_usable {
+                "No node takes new domains: every node is cordoned, draining or down. Uncordon or add a node; new domains wait until then.".to_string()
+            } else {
+                format!("The pool is {}% full, past its {}% headroom line: add nodes before they are needed.", p.fill_pct, 100 - p.headroom_pct.min(100))
+            };
+            view! { <div class="alert alert-error" role="alert" id="headroom-warning">{text}</div> }
         });
         let waiting = (p.waiting_domains > 0).then(|| view! {
             <div class="alert alert-info" role="status">{format!("{} domain(s) wait for a node; see the domain pages for why.", p.waiting_domains)}</div>

@@ -106,7 +106,13 @@ fn account_after(d: &DomainRow, cursor: &str) -> ApiResult<String> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| t.strip_prefix("a1:").map(String::from))
-        .and_then(|u| domains::check_username(d, &u).filter(|n| *n == u))
+        // Any account name can start a page (the node's own tools allow more than the
+        // panel's rule for new names).
+        .and_then(|u| {
+            rookery_node::store::normalize_username(&d.domain, &u)
+                .ok()
+                .filter(|n| *n == u)
+        })
         .ok_or_else(|| {
             Problem::bad_request(
                 "invalid_cursor",

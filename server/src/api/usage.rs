@@ -1,6 +1,6 @@
 //! `GET /api/v1/domains/{domain_id}/usage`: what the domain page's usage card shows (its
 //! data function, [`domains::usage_figures`]), as numbers: accounts, connections now and at
-//! today's peak, today's stanzas, storage, and the last 30 days.
+//! today's peak, today's messages, storage, and the last 30 days.
 
 use axum::{
     Json, Router,
@@ -25,8 +25,9 @@ pub struct UsageDay {
     pub accounts: i64,
     /// Connections at the day's peak.
     pub peak_sessions: i64,
-    /// Stanzas routed that day.
-    pub stanzas: i64,
+    /// `<message>` stanzas the domain's users sent and received that day (presence and iq
+    /// traffic is not counted).
+    pub messages: i64,
     pub storage_bytes: i64,
 }
 
@@ -40,7 +41,8 @@ pub struct Usage {
     /// Connections now.
     pub sessions_now: i64,
     pub peak_sessions_today: i64,
-    pub stanzas_today: i64,
+    /// Messages sent and received today (as `messages` of a day).
+    pub messages_today: i64,
     pub storage_bytes: i64,
     /// The last 30 days, oldest first, today last.
     pub days: Vec<UsageDay>,
@@ -76,7 +78,7 @@ pub async fn get_usage(
                 .collect(),
             accounts: day(n).map_or(0, |u| u.accounts),
             peak_sessions: day(n).map_or(0, |u| u.peak_sessions),
-            stanzas: day(n).map_or(0, |u| u.messages),
+            messages: day(n).map_or(0, |u| u.messages),
             storage_bytes: day(n).map_or(0, |u| u.storage_bytes),
         })
         .collect();
@@ -92,7 +94,7 @@ pub async fn get_usage(
         accounts: figures.as_ref().map_or(0, |f| f.last.accounts),
         sessions_now: today_only(|u| u.sessions),
         peak_sessions_today: today_only(|u| u.peak_sessions),
-        stanzas_today: today_only(|u| u.messages),
+        messages_today: today_only(|u| u.messages),
         storage_bytes: figures.as_ref().map_or(0, |f| f.last.storage_bytes),
         days,
     }))

@@ -371,11 +371,21 @@ async fn usage(state: &AppState, d: &DomainRow) -> AppResult<Option<UsageView>> 
         accounts: last.accounts,
         sessions_now: if is_today { last.sessions } else { 0 },
         peak_today: if is_today { last.peak_sessions } else { 0 },
-        stanzas_today: if is_today { last.messages } else { 0 },
+        messages_today: if is_today { last.messages } else { 0 },
         storage: bytes_label(last.storage_bytes),
         updated: format_ts(last.updated_at),
-        stanzas_per_day: series(|u| u.messages, "stanzas"),
+        messages_per_day: series(|u| u.messages, "messages"),
         peak_per_day: series(|u| u.peak_sessions, "connections at the peak"),
+        // A day without a report shows no bar rather than a drop to nothing stored.
+        storage_per_day: (today - 29..=today)
+            .map(|day| match days.iter().find(|u| u.day == day) {
+                Some(u) => (
+                    format!("{}: {} stored", label(day), bytes_label(u.storage_bytes)),
+                    u.storage_bytes,
+                ),
+                None => (format!("{}: no report", label(day)), 0),
+            })
+            .collect(),
     }))
 }
 
@@ -832,7 +842,14 @@ pub const USERNAME_RULE: &str =
 /// A chat account name as typed, normalised for the domain (`None`: not a usable name).
 pub fn check_username(d: &DomainRow, raw: &str) -> Option<String> {
     match rookery_node::store::normalize_username(&d.domain, raw.trim()) {
-        Ok(u) if !u.is_empty() && u.len() <= 64 => Some(u),
+        Ok(u)
+            if !u.is_empty()
+                && u.len() <= 64
+                && u.chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+        {
+            Some(u)
+        }
         _ => None,
     }
 }
@@ -972,18 +989,21 @@ async fn add_account(
         Ok(c) => c,
         Err(why) => {
             errors.add("", why);
-            return Ok(render_detail(
-                &state,
-                &access,
-                &d,
-                AccountsView {
-                    username: f.username,
-                    errors,
-                    ..Default::default()
-                },
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                render_detail(
+                    &state,
+                    &access,
+                    &d,
+                    AccountsView {
+                        username: f.username,
+                        errors,
+                        ..Default::default()
+                    },
+                )
+                .await?,
             )
-            .await?
-            .into_response());
+                .into_response());
         }
     };
     if let (true, Some(username)) = (errors.is_empty(), username) {
@@ -1044,7 +1064,13 @@ async fn detail_with_error(
         errors,
         ..Default::default()
     };
-    Ok(render_detail(state, access, d, view).await?.into_response())
+    // The node not answering is the server's trouble; anything else, the request's.
+    let status = if why == NODE_DOWN {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((status, render_detail(state, access, d, view).await?).into_response())
 }
 
 async fn reset_password(

@@ -299,6 +299,10 @@ async fn pool_view(state: &AppState) -> AppResult<PoolView> {
         fill_pct: (fill * 100.0).round().min(999.0) as u32,
         headroom_pct: u32::from(headroom),
         over_headroom: over,
+        none_usable: !candidates.is_empty()
+            && !candidates
+                .iter()
+                .any(|c| c.state == placement::NodeState::Active && c.up),
         waiting_domains: waiting,
         tokens,
         new_token: None,

@@ -207,14 +207,19 @@ impl Skipped {
 }
 
 /// The pool's fill over its usable nodes, and whether it is past the headroom line
-/// (admins are warned: add nodes before they are needed).
+/// (admins are warned: add nodes before they are needed). With nodes but none usable
+/// (all cordoned, draining or down) there is no room at all: full, and past the line.
 pub fn pool_pressure(pool: &[Candidate], headroom_percent: u8) -> (f64, bool) {
     let usable: Vec<&Candidate> = pool
         .iter()
         .filter(|c| c.state == NodeState::Active && c.up)
         .collect();
     if usable.is_empty() {
-        return (0.0, !pool.is_empty());
+        return if pool.is_empty() {
+            (0.0, false)
+        } else {
+            (1.0, true)
+        };
     }
     let (vh, vmax, s, smax) = usable.iter().fold((0, 0, 0, 0), |acc, c| {
         (
@@ -287,6 +292,16 @@ mod tests {
         assert_eq!(place(&pool, &rules(Policy::Spread)).unwrap(), "a");
         let (fill, warn) = pool_pressure(&pool, 20);
         assert!(warn && fill > 0.9);
+    }
+
+    #[test]
+    fn a_pool_with_no_usable_node_is_full_and_an_empty_one_is_not() {
+        let mut a = node("a", 0, 10);
+        a.state = NodeState::Cordoned;
+        let mut b = node("b", 0, 10);
+        b.up = false;
+        assert_eq!(pool_pressure(&[a, b], 20), (1.0, true));
+        assert_eq!(pool_pressure(&[], 20), (0.0, false));
     }
 
     #[test]

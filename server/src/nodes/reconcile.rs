@@ -607,7 +607,7 @@ async fn poll_node(state: &AppState, node: &NodeRow) -> anyhow::Result<()> {
             if let Err(e) = client.delete_vhost(&v.domain).await {
                 tracing::warn!(domain = v.domain, error = %e, "removing a stray vhost failed");
             }
-        } else {
+        } else if first_sighting(&node.id, &v.domain) {
             tracing::warn!(
                 domain = v.domain,
                 node = node.name,
@@ -616,4 +616,15 @@ async fn poll_node(state: &AppState, node: &NodeRow) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether this process has not yet reported `domain` on `node` as unknown: the warning is
+/// logged once, not at every poll.
+fn first_sighting(node: &str, domain: &str) -> bool {
+    static SEEN: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    > = std::sync::LazyLock::new(Default::default);
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((node.to_string(), domain.to_string()))
 }

@@ -404,7 +404,6 @@ async fn chat_account_forms_refuse_bad_input_and_nothing_reaches_the_node() {
 
 /// On a suspended domain the account forms must say why nothing happened.
 #[tokio::test]
-#[ignore = "product bug: add_account and reset_password (server/src/domains/mod.rs, via node_client and detail_with_error) put their reason in the form errors, but the domain page renders the account form and its FormAlert only for active domains (frontend/src/pages/domains.rs, `let form = active.then`): on a suspended domain a post gets 200, the account list and no reason"]
 async fn the_account_forms_of_a_suspended_domain_say_why_nothing_happened() {
     let app = spawn_app_with(with_local_node).await;
     let admin = admin(&app).await;
@@ -441,10 +440,9 @@ async fn the_account_forms_of_a_suspended_domain_say_why_nothing_happened() {
     assert_eq!(accounts_on_node(&app, &id).await, vec!["romeo".to_string()]);
 }
 
-/// The panel's account-name rule says "letters, digits and . _ - only"; the check behind it
-/// is the JID localpart's (RFC 7622), which also lets `+`, `!`, `#`, `$`, `=`… through.
+/// The panel's account-name rule says "letters, digits and . _ - only", and means it: the
+/// JID localpart rules alone (RFC 7622) would also let `+`, `!`, `#`, `$`, `=`… through.
 #[tokio::test]
-#[ignore = "product bug: check_username (server/src/domains/mod.rs) accepts names that USERNAME_RULE, shown to people, says are not allowed, e.g. ro+meo and x!y"]
 async fn a_chat_account_name_outside_the_stated_rule_is_refused() {
     let app = spawn_app_with(with_local_node).await;
     let (customer, org) = app.customer(&unique_email("rule"), "Rules").await;

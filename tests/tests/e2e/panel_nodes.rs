@@ -376,6 +376,11 @@ async fn a_domains_usage_is_rolled_up_per_day_and_charted() {
         storage_bytes: 3 * 1024 * 1024,
     };
     let db = &app.state.db;
+    // "Today" must not end between the reports and the page: keep clear of UTC midnight.
+    let second_of_day = app.state.clock.now().rem_euclid(86_400);
+    if second_of_day > 86_400 - 120 {
+        app.state.clock.advance(86_400 - second_of_day + 1);
+    }
     let now = app.state.clock.now();
     // Yesterday, then two reports today.
     rookery::nodes::db::record_usage(db, "n", 5, &[report(1, 4, 10)], now - 86_400)
@@ -396,17 +401,25 @@ async fn a_domains_usage_is_rolled_up_per_day_and_charted() {
         "the day's highest peak"
     );
     assert!(
-        usage.contains("<strong>150</strong>stanzas today"),
+        usage.contains("<strong>150</strong>messages today"),
         "reports add up"
     );
     assert!(usage.contains("3.0 MB"));
     assert_eq!(
         usage.matches("<rect").count(),
-        60,
-        "30 bars in each of two charts"
+        90,
+        "30 bars in each of three charts: messages, peak connections, storage"
     );
     assert!(
-        usage.contains("20 stanzas</title>"),
+        usage.contains("20 messages</title>"),
         "yesterday's bar has its tooltip"
+    );
+    assert!(
+        usage.contains("3.0 MB stored</title>"),
+        "the storage chart's bars say how much"
+    );
+    assert!(
+        usage.contains("no report</title>"),
+        "days without a report say so"
     );
 }
