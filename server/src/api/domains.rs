@@ -47,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/domains/{domain_id}/suspend", post(suspend_domain))
         .route("/domains/{domain_id}/resume", post(resume_domain))
         .route("/domains/{domain_id}/checkout", post(start_checkout))
+        .route("/domains/{domain_id}/plan", post(change_plan))
 }
 
 /// Where a domain is in its life: `pending_payment → provisioning → active ⇄ suspended →
@@ -469,6 +470,128 @@ pub async fn start_checkout(
             ))
         }
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePlan {
+    /// The plan to move to (one of `GET /plans`).
+    pub plan_id: String,
+    /// For a move from a free plan to a paid one, which goes through Stripe Checkout:
+    /// where Stripe sends the payer after paying. Default: the domain's page in the panel.
+    pub success_url: Option<String>,
+    /// Where it sends a payer who goes back without paying. Default: the domain's page.
+    pub cancel_url: Option<String>,
+}
+
+/// What a plan change did.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanChangeOutcome {
+    /// The domain is on the new plan; its server gets the new limits within seconds.
+    Applied,
+    /// Stripe took the new price and has not confirmed it yet: the plan follows with its
+    /// confirmation.
+    Pending,
+    /// A free domain moves to a paid plan: send the payer to `checkout_url`; the plan
+    /// changes once the payment arrives.
+    Checkout,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanChange {
+    pub domain_id: String,
+    pub outcome: PlanChangeOutcome,
+    /// With `checkout`: Stripe Checkout's page for the new plan.
+    pub checkout_url: Option<String>,
+}
+
+/// Change a domain's plan
+///
+/// Moves the domain to another plan, as the domain page's "Change plan" form does: with
+/// billing off or between free plans at once; between paid plans by changing the price of
+/// the domain's Stripe subscription (prorated by Stripe); from paid to free by cancelling
+/// the subscription; from free to paid through Stripe Checkout. A plan allowing fewer chat
+/// accounts than the domain has is refused. Send an `Idempotency-Key` to retry safely.
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains/{domain_id}/plan",
+    tag = "domains",
+    operation_id = "change_plan",
+    params(
+        ("domain_id" = String, Path, description = "The domain's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this POST return the first answer (24 hours)"),
+    ),
+    request_body = ChangePlan,
+    responses(
+        (status = 200, description = "What the change did", body = PlanChange),
+        (status = 409, description = "`domain_state_conflict`: the domain's state does not allow a plan change now, it is on this plan already, or it has more chat accounts than the plan allows", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (`unknown_plan`, `invalid_url`)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`billing_unavailable` or `node_unavailable`: nothing was changed", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn change_plan(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain_id): Path<String>,
+    ApiJson(body): ApiJson<ChangePlan>,
+) -> ApiResult<Json<PlanChange>> {
+    use crate::billing::{ChangePlanError, PlanChanged};
+    who.require_write()?;
+    let d = visible_domain(&state, &who, &domain_id).await?;
+    let org = who.org(&state, &d.org_id).await?;
+    let mut back = crate::billing::ReturnUrls::panel(&state, &d);
+    if let Some(u) = &body.success_url {
+        back.success = return_url(&state, "success_url", u)?;
+    }
+    if let Some(u) = &body.cancel_url {
+        back.cancel = return_url(&state, "cancel_url", u)?;
+    }
+    let payer = crate::billing::Payer {
+        email: crate::alerts::db::owner_email(&state.db, &org.id).await?,
+        org_id: org.id.0.clone(),
+        org_name: org.name.clone(),
+    };
+    let conflict =
+        |detail: String| Problem::new(StatusCode::CONFLICT, "domain_state_conflict", detail);
+    let (outcome, checkout_url) =
+        match crate::billing::change_plan(&state, &payer, &d, body.plan_id.trim(), &back).await {
+            Ok(PlanChanged::Applied) => (PlanChangeOutcome::Applied, None),
+            Ok(PlanChanged::Pending) => (PlanChangeOutcome::Pending, None),
+            Ok(PlanChanged::Checkout(url)) => (PlanChangeOutcome::Checkout, Some(url)),
+            Err(e @ ChangePlanError::UnknownPlan) => {
+                return Err(Problem::validation(vec![FieldError {
+                    field: "plan_id".into(),
+                    code: "unknown_plan".into(),
+                    message: e.to_string(),
+                }]));
+            }
+            Err(
+                e @ (ChangePlanError::SamePlan
+                | ChangePlanError::NotNow(_)
+                | ChangePlanError::TooManyAccounts { .. }),
+            ) => return Err(conflict(e.to_string())),
+            Err(e @ ChangePlanError::NodeDown) => {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "node_unavailable",
+                    e.to_string(),
+                ));
+            }
+            Err(e @ ChangePlanError::Billing) => {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "billing_unavailable",
+                    e.to_string(),
+                ));
+            }
+            Err(ChangePlanError::Internal(e)) => return Err(e.into()),
+        };
+    Ok(Json(PlanChange {
+        domain_id: d.id.clone(),
+        outcome,
+        checkout_url,
+    }))
 }
 
 /// Get a domain

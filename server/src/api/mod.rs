@@ -180,6 +180,7 @@ async fn openapi_json() -> impl IntoResponse {
         domains::resume_domain,
         domains::delete_domain,
         domains::start_checkout,
+        domains::change_plan,
         usage::get_usage,
         dns::get_dns,
         dns::check_dns,

@@ -611,6 +611,13 @@ fn matrix() -> Vec<Row> {
             body: None,
             owners: DOMAIN_OWNERS,
         },
+        // The first owner moves C1's domain to the plan (200), the next find it there (409).
+        Row {
+            method: Method::POST,
+            path: "/api/v1/domains/{domain}/plan",
+            body: Some(r#"{"plan_id": "{plan}"}"#),
+            owners: DOMAIN_OWNERS,
+        },
         Row {
             method: Method::POST,
             path: "/api/v1/domains/{domain}/suspend",
@@ -721,6 +728,8 @@ async fn every_endpoint_answers_each_kind_of_key_as_the_authorisation_matrix_say
                 {
                     &[409]
                 }
+                // The first owner moves C1's domain to the plan; the others find it there.
+                k if row.owners.contains(&k) && row.path.ends_with("/plan") => &[200, 409],
                 k if row.owners.contains(&k) => &[200, 201, 202, 204],
                 _ => &[404],
             };
@@ -1082,6 +1091,92 @@ async fn a_domains_chat_accounts_are_managed_like_on_its_page_within_the_plans_l
             );
         }
     }
+
+    // The plan changes through the API as on the page (billing off: at once).
+    for (name, max) in [("Solo", "1"), ("Roomy", "5")] {
+        let mut p = plan;
+        p[0] = ("name", name);
+        p[3] = ("max_accounts", max);
+        assert_eq!(w.admin.post_form("/admin/plans", &p).await.status(), 303);
+    }
+    let plans = call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None).await;
+    let plan_named = |name: &str| {
+        plans.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (solo, roomy) = (plan_named("Solo"), plan_named("Roomy"));
+    let change = format!("/api/v1/domains/{tiny}/plan");
+    let post_plan = |plan_id: String| {
+        let (panel, change, body) = (&w.panel, &change, json!({ "plan_id": plan_id }));
+        async move { call(panel, Method::POST, change, Some(key), Some(&body)).await }
+    };
+    let r = post_plan(solo).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["code"].as_str()),
+        (409, Some("domain_state_conflict")),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has 2 chat accounts"),
+        "{}",
+        r.body
+    );
+    let r = post_plan(plan_id.clone()).await;
+    assert_eq!(r.status, 409, "already on it: {}", r.body);
+    let r = post_plan("no-such-plan".into()).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["errors"][0]["code"].as_str()),
+        (422, Some("unknown_plan")),
+        "{}",
+        r.body
+    );
+    let got = call(
+        &w.panel,
+        Method::GET,
+        &format!("/api/v1/domains/{tiny}"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(got.body["plan_id"], plan_id.as_str(), "nothing changed");
+    let r = post_plan(roomy.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["outcome"], "applied");
+    let got = call(
+        &w.panel,
+        Method::GET,
+        &format!("/api/v1/domains/{tiny}"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(got.body["plan_id"], roomy.as_str());
+    // The node gets the new limit: a third account is now allowed.
+    eventually(20, || async {
+        call(
+            &w.panel,
+            Method::POST,
+            &tiny_accounts,
+            Some(key),
+            Some(&json!({"username": "three"})),
+        )
+        .await
+        .status
+            == 201
+    })
+    .await
+    .expect("the node takes a third account on the bigger plan");
 }
 
 #[tokio::test]
