@@ -226,6 +226,22 @@ async fn a_paid_domain_goes_live_is_suspended_when_unpaid_and_comes_back_when_pa
     .await
     .expect("logins work again");
 
+    // Stripe delivering the old payment failure again (a retry, or a replay by someone who
+    // kept it) is recognised by its id and changes nothing: the domain stays active.
+    let failed = fake
+        .events_sent()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind() == "invoice.payment_failed")
+        .expect("the payment failure was sent");
+    let status = fake
+        .send_raw(&failed.event.to_string())
+        .await
+        .expect("the replay is sent");
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(domain_state(&panel, "paid.demo.test").await, "active");
+
     // Cancelling suspends it and schedules deletion; the data can be downloaded first.
     fake.cancel(&sub).await.unwrap();
     eventually(20, || async {
