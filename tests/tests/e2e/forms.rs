@@ -1234,3 +1234,83 @@ async fn the_customer_portal_button_opens_stripes_portal_or_says_why_not() {
     assert_eq!(r.status(), 303);
     assert!(location(&r).starts_with(&format!("{}/portal/", p.fake.base_url())));
 }
+
+/// The state an ordered domain is in, by name.
+async fn state_of(app: &TestApp, domain: &str) -> String {
+    sqlx::query_scalar("SELECT state FROM domains WHERE domain = $1 AND state <> 'deleted'")
+        .bind(domain)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_billing_on_a_free_plan_skips_payment_and_no_stripe_customer_is_made() {
+    let paid = paid_panel().await;
+    let admin = admin(&paid.app).await;
+    let r = admin
+        .post_form("/admin/plans", &plan_form("Hobby", "0", None))
+        .await;
+    assert_eq!(r.status(), 303, "a free plan needs no Stripe price");
+    let free: String = sqlx::query_scalar("SELECT id FROM plans WHERE name = 'Hobby'")
+        .fetch_one(&paid.app.state.db)
+        .await
+        .unwrap();
+    let (customer, org) = paid.app.customer(&unique_email("hobby"), "Hobby").await;
+    let r = customer
+        .post_form(
+            &format!("{org}/domains"),
+            &[("domain", "hobby.example.org"), ("plan", free.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    assert!(
+        to.starts_with(&format!("{org}/domains/")),
+        "to the domain's page, not to Checkout: {to}"
+    );
+    assert_ne!(
+        state_of(&paid.app, "hobby.example.org").await,
+        "pending_payment"
+    );
+    assert_eq!(paid.stripe_customer(&org).await, None);
+    assert!(paid.fake.events_sent().is_empty());
+    // The paid plan still goes through Checkout.
+    let r = paid.order(&customer, &org, "pro.example.org").await;
+    assert!(
+        location(&r).starts_with(paid.fake.base_url())
+            || location(&r).starts_with(&paid.front.base_url)
+    );
+    assert_eq!(
+        state_of(&paid.app, "pro.example.org").await,
+        "pending_payment"
+    );
+}
+
+#[tokio::test]
+async fn with_billing_off_every_plan_is_free() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let r = admin
+        .post_form("/admin/plans", &plan_form("Pro", "4.50", None))
+        .await;
+    assert_eq!(
+        r.status(),
+        303,
+        "no Stripe price needed while billing is off"
+    );
+    let plan: String = sqlx::query_scalar("SELECT id FROM plans WHERE name = 'Pro'")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let (customer, org) = app.customer(&unique_email("free-ride"), "Free").await;
+    let r = customer
+        .post_form(
+            &format!("{org}/domains"),
+            &[("domain", "pro.example.org"), ("plan", plan.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with(&format!("{org}/domains/")));
+    assert_eq!(state_of(&app, "pro.example.org").await, "provisioning");
+}
