@@ -387,6 +387,7 @@ pub fn detail(ctx: PageCtx, org_id: String, d: DomainView, a: AccountsView) -> S
                         <dt>"Added"</dt><dd>{d.created.clone()}</dd>
                     </dl>
                     <p><a href=format!("{base}/dns")>"DNS records for this domain"</a></p>
+                    <p><a href=format!("{base}/settings") id="domain-settings">"Contact addresses and TLS certificate"</a></p>
                 </section>
                 {d.plan.clone().map(|p| plan_card(&base, &csrf, p))}
                 {d.uptime.clone().map(|u| view! { <UptimeCard uptime=u/> })}

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod api;
 pub mod billing;
 pub mod dns;
+pub mod domain_settings;
 pub mod domains;
 pub mod nodes;
 pub mod org;
@@ -31,6 +32,8 @@ pub struct PlanView {
     pub storage_mb: i64,
     pub upload_mb: i64,
     pub archive_days: i64,
+    /// Days an offline message waits for its recipient; None: the node's default.
+    pub offline_days: Option<i64>,
     pub stripe_price_id: Option<String>,
     pub public: bool,
 }

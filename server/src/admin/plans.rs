@@ -1,6 +1,7 @@
 //! Plans customers choose from: name, monthly price, limits (accounts, connections,
-//! storage, uploads, archive) and the Stripe price. Admins create and edit them here; an
-//! edit reaches every domain on the plan through a new vhost spec.
+//! storage, uploads, archive, offline message retention) and the Stripe price. Admins
+//! create and edit them here; an edit reaches every domain on the plan through a new vhost
+//! spec.
 
 use axum::{
     Form, Router,
@@ -35,7 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/plans/{id}", get(show_plan).post(update_plan))
 }
 
-const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public";
+const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, offline_days, stripe_price_id, is_public";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
     Ok(PlanView {
@@ -49,6 +50,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
         storage_mb: r.try_get("storage_mb")?,
         upload_mb: r.try_get("upload_mb")?,
         archive_days: r.try_get("archive_days")?,
+        offline_days: r.try_get("offline_days")?,
         stripe_price_id: r.try_get("stripe_price_id")?,
         public: r.try_get::<i64, _>("is_public")? != 0,
     })
@@ -119,6 +121,7 @@ struct PlanInput {
     storage_mb: String,
     upload_mb: String,
     archive_days: String,
+    offline_days: String,
     stripe_price_id: String,
     public: Option<String>,
 }
@@ -130,6 +133,8 @@ struct Plan {
     price_cents: i64,
     currency: String,
     limits: [i64; 5],
+    /// Days an offline message is kept; None: the node's default.
+    offline_days: Option<i64>,
     stripe_price_id: Option<String>,
     public: bool,
 }
@@ -137,9 +142,9 @@ struct Plan {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 impl Plan {
-    /// Binds the plan's eleven columns in table order: name, description, price_cents,
+    /// Binds the plan's twelve columns in this order: name, description, price_cents,
     /// currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days,
-    /// stripe_price_id, is_public.
+    /// stripe_price_id, is_public, offline_days.
     fn bind_fields<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         let q = q
             .bind(&self.name)
@@ -151,6 +156,7 @@ impl Plan {
             .fold(q, |q, n| q.bind(*n))
             .bind(&self.stripe_price_id)
             .bind(i64::from(self.public))
+            .bind(self.offline_days)
     }
 }
 
@@ -186,6 +192,19 @@ impl PlanInput {
             }
             n.unwrap_or_default()
         });
+        let offline_days = match self.offline_days.trim() {
+            "" => None,
+            v => {
+                let days = v.parse::<i64>().ok().filter(|d| OFFLINE_DAYS.contains(d));
+                if days.is_none() {
+                    errors.add(
+                        "offline_days",
+                        "Enter a number of days from 1 to 3650, or leave it empty for the server's default.",
+                    );
+                }
+                days
+            }
+        };
         let stripe_price_id =
             Some(self.stripe_price_id.trim().to_string()).filter(|s| !s.is_empty());
         if let Some(p) = &stripe_price_id
@@ -213,6 +232,7 @@ impl PlanInput {
             price_cents: price.unwrap_or_default(),
             currency,
             limits,
+            offline_days,
             stripe_price_id,
             public: self.public.is_some(),
         })
@@ -229,6 +249,7 @@ impl PlanInput {
             storage_mb: self.storage_mb,
             upload_mb: self.upload_mb,
             archive_days: self.archive_days,
+            offline_days: self.offline_days,
             stripe_price_id: self.stripe_price_id,
             public: self.public.is_some(),
             errors,
@@ -255,6 +276,9 @@ pub fn parse_price(s: &str) -> Option<i64> {
         .filter(|c| *c <= 100_000_000)
 }
 
+/// Days an offline message may be kept for: a day to ten years.
+const OFFLINE_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
+
 fn positive(s: &str) -> Option<i64> {
     s.trim()
         .parse::<i64>()
@@ -275,8 +299,8 @@ async fn create_plan(
         Ok(p) => {
             let now = state.clock.now();
             let inserted = sqlx::query(
-                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, offline_days, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
             )
             .bind(new_id());
             let inserted = p.bind_fields(inserted).bind(now).execute(&state.db).await;
@@ -327,6 +351,7 @@ fn form_of(p: &PlanView) -> PlanForm {
         storage_mb: p.storage_mb.to_string(),
         upload_mb: p.upload_mb.to_string(),
         archive_days: p.archive_days.to_string(),
+        offline_days: p.offline_days.map(|d| d.to_string()).unwrap_or_default(),
         stripe_price_id: p.stripe_price_id.clone().unwrap_or_default(),
         public: p.public,
         errors: FormErrors::default(),
@@ -374,7 +399,8 @@ async fn update_plan(
             let mut tx = state.db.begin().await?;
             let updated = sqlx::query(
                 "UPDATE plans SET name = $1, description = $2, price_cents = $3, currency = $4, max_accounts = $5, max_sessions = $6,
-                    storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, updated_at = $12 WHERE id = $13",
+                    storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, offline_days = $12,
+                    updated_at = $13 WHERE id = $14",
             );
             let updated = p
                 .bind_fields(updated)
@@ -384,7 +410,8 @@ async fn update_plan(
                 .await;
             match updated {
                 Ok(_) => {
-                    // Every domain on the plan gets a new spec generation with the new limits.
+                    // Every domain on the plan gets a new spec generation with the new limits
+                    // (all of them, offline retention included: `spec_for` reads the plan).
                     let moved = sqlx::query(
                         "UPDATE domains SET generation = generation + 1, next_attempt_at = 0, updated_at = $1
                          WHERE plan_id = $2 AND state IN ('provisioning', 'active', 'suspended')",
@@ -396,14 +423,17 @@ async fn update_plan(
                     .rows_affected();
                     tx.commit().await?;
                     state.reconcile_now.notify_one();
+                    let days = |d: Option<i64>| d.map_or("default".into(), |d| format!("{d} days"));
                     let details = format!(
-                        "accounts {}→{}, connections {}→{}, storage {}→{} MB; {moved} domain(s) updated",
+                        "accounts {}→{}, connections {}→{}, storage {}→{} MB, offline messages {}→{}; {moved} domain(s) updated",
                         old.max_accounts,
                         p.limits[0],
                         old.max_sessions,
                         p.limits[1],
                         old.storage_mb,
-                        p.limits[2]
+                        p.limits[2],
+                        days(old.offline_days),
+                        days(p.offline_days)
                     );
                     nodes::audit(
                         &state.db,
@@ -451,6 +481,34 @@ mod tests {
         assert_eq!(parse_price("0"), Some(0));
         for bad in ["", "-1", "1.234", "abc", "1e3", ".5"] {
             assert_eq!(parse_price(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn offline_retention_is_optional_and_between_a_day_and_ten_years() {
+        let input = |days: &str| PlanInput {
+            name: "Small".into(),
+            price: "0".into(),
+            currency: "EUR".into(),
+            max_accounts: "10".into(),
+            max_sessions: "20".into(),
+            storage_mb: "100".into(),
+            upload_mb: "100".into(),
+            archive_days: "30".into(),
+            offline_days: days.into(),
+            ..Default::default()
+        };
+        let days = |d: &str| input(d).check(false).map(|p| p.offline_days);
+        assert_eq!(days("").ok(), Some(None));
+        assert_eq!(days(" 14 ").ok(), Some(Some(14)));
+        assert_eq!(days("1").ok(), Some(Some(1)));
+        assert_eq!(days("3650").ok(), Some(Some(3650)));
+        for bad in ["0", "-3", "3651", "2.5", "a week"] {
+            let errors = days(bad).unwrap_err();
+            assert!(
+                errors.get("offline_days").unwrap().contains("1 to 3650"),
+                "{bad}"
+            );
         }
     }
 }

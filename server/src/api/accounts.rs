@@ -427,6 +427,10 @@ mod tests {
             node_name: None,
             node_host: None,
             node_c2s_port: None,
+            offline_days: None,
+            contacts: Default::default(),
+            tls_cert_pem: None,
+            tls_key_sealed: None,
         }
     }
 

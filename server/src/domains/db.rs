@@ -1,5 +1,7 @@
 //! SQL of customer domains: their state and their desired and applied placement.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 
 use super::state::DomainState;
@@ -46,6 +48,14 @@ pub struct DomainRow {
     pub node_name: Option<String>,
     pub node_host: Option<String>,
     pub node_c2s_port: Option<i64>,
+    /// The plan's offline message retention in days (None: the node's default).
+    pub offline_days: Option<i64>,
+    /// XEP-0157 contact addresses by kind (see `domains::settings`).
+    pub contacts: BTreeMap<String, Vec<String>>,
+    /// The customer's certificate chain (PEM) and its key, sealed (see
+    /// `domains::settings`); None: the node serves a certificate of its own.
+    pub tls_cert_pem: Option<String>,
+    pub tls_key_sealed: Option<String>,
 }
 
 impl DomainRow {
@@ -58,7 +68,7 @@ impl DomainRow {
     }
 }
 
-const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port";
+const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed";
 const FROM: &str =
     "FROM domains d LEFT JOIN plans p ON p.id = d.plan_id LEFT JOIN nodes n ON n.id = d.node_id";
 
@@ -91,6 +101,11 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
         node_name: r.try_get("node_name")?,
         node_host: r.try_get("node_host")?,
         node_c2s_port: r.try_get("node_c2s_port")?,
+        offline_days: r.try_get("offline_days")?,
+        contacts: serde_json::from_str(&r.try_get::<String, _>("contacts")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        tls_cert_pem: r.try_get("tls_cert_pem")?,
+        tls_key_sealed: r.try_get("tls_key_sealed")?,
     })
 }
 

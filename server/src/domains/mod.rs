@@ -2,6 +2,7 @@
 //! its state, and its chat accounts, which live on the node that serves it.
 
 pub mod db;
+pub mod settings;
 pub mod state;
 
 use axum::http::StatusCode;
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/o/{org_id}/domains", get(show_list).post(add))
         .route("/o/{org_id}/domains/{domain_id}", get(show_detail))
         .route("/o/{org_id}/domains/{domain_id}/plan", post(change_plan))
+        .merge(settings::router())
         .route(
             "/o/{org_id}/domains/{domain_id}/accounts",
             post(add_account),

@@ -11,7 +11,8 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use rookery_common::control::{VhostLimits, VhostSpec};
+use anyhow::Context;
+use rookery_common::control::{TlsMaterial, VhostLimits, VhostSpec};
 use tokio::task::JoinSet;
 
 use super::{
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::{
     domains::db::{self as domains, DomainRow},
+    seal::Sealer,
     state::AppState,
 };
 
@@ -191,9 +193,31 @@ async fn start_drains(state: &AppState, pool: &[NodeRow]) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The spec the panel wants a node to serve for a domain.
-pub fn spec_for(d: &DomainRow, moved_to: Option<String>) -> VhostSpec {
-    VhostSpec {
+/// The spec the panel wants a node to serve for a domain: the plan's limits, the domain's
+/// state, contact addresses and certificate (its key opened from its seal; an error only
+/// when the panel's secret key cannot open it).
+///
+/// `features` stays at its defaults: nodes accept and store every switch but act on none
+/// yet. They have no in-band registration (XEP-0077), federation, MUC, HTTP upload,
+/// message archive (MAM) or push, so there is nothing a switch could turn on or off; the
+/// panel will set them from the plan once nodes implement them.
+pub fn spec_for(
+    d: &DomainRow,
+    sealer: &Sealer,
+    moved_to: Option<String>,
+) -> anyhow::Result<VhostSpec> {
+    let tls = match (&d.tls_cert_pem, &d.tls_key_sealed) {
+        (Some(cert_pem), Some(sealed)) => Some(TlsMaterial {
+            cert_pem: cert_pem.clone(),
+            key_pem: Some(
+                sealer
+                    .open(&crate::domains::settings::tls_key_context(&d.id), sealed)
+                    .context("opening the domain's TLS key")?,
+            ),
+        }),
+        _ => None,
+    };
+    Ok(VhostSpec {
         domain: d.domain.clone(),
         generation: d.generation,
         limits: VhostLimits {
@@ -202,14 +226,14 @@ pub fn spec_for(d: &DomainRow, moved_to: Option<String>) -> VhostSpec {
             storage_quota_bytes: d.storage_mb.map(|mb| mb * 1024 * 1024),
             upload_quota_bytes: d.upload_mb.map(|mb| mb * 1024 * 1024),
             archive_retention_days: d.archive_days,
-            ..Default::default()
+            offline_retention_days: d.offline_days,
         },
         features: Default::default(),
-        tls: None,
+        tls,
         suspended: d.state == "suspended",
         moved_to,
-        contacts: Default::default(),
-    }
+        contacts: d.contacts.clone(),
+    })
 }
 
 fn c2s_address(n: &NodeRow) -> String {
@@ -268,7 +292,7 @@ async fn work_on(
         return move_step(state, pool, &d, &from, &target).await;
     }
 
-    let spec = spec_for(&d, None);
+    let spec = spec_for(&d, &state.sealer, None)?;
     match client(&target)?.put_vhost(&spec).await {
         Ok(outcome) => {
             domains::applied(&state.db, &d.id, &target, spec.generation, now).await?;
@@ -389,11 +413,12 @@ impl Move<'_> {
     }
 
     /// The spec on the new node (a newer one there is fine: the panel catches up later).
-    async fn spec_on_target(&self) -> Result<(), CallError> {
-        match self.dst_client.put_vhost(&spec_for(self.d, None)).await {
+    async fn spec_on_target(&self) -> anyhow::Result<Result<(), CallError>> {
+        let spec = spec_for(self.d, &self.state.sealer, None)?;
+        Ok(match self.dst_client.put_vhost(&spec).await {
             Err(e) if e.code() != Some("stale_generation") => Err(e),
             _ => Ok(()),
-        }
+        })
     }
 
     async fn copy(&self) -> anyhow::Result<Option<&'static str>> {
@@ -405,7 +430,7 @@ impl Move<'_> {
             Ok(data) => data,
             Err(e) => return self.fail(self.moving(src, "exporting failed: ", &e)).await,
         };
-        if let Err(e) = self.spec_on_target().await {
+        if let Err(e) = self.spec_on_target().await? {
             return self.fail(self.moving(dst, "", &e)).await;
         }
         // Frozen before the data arrives: nothing written there meanwhile could be
@@ -430,7 +455,7 @@ impl Move<'_> {
     async fn switch(&self) -> anyhow::Result<Option<&'static str>> {
         let (d, src, dst) = (self.d, self.src, self.dst);
         // The spec again: the domain may have changed since its data was copied.
-        if let Err(e) = self.spec_on_target().await {
+        if let Err(e) = self.spec_on_target().await? {
             return self.fail(self.moving(dst, "", &e)).await;
         }
         if let Err(e) = self.dst_client.thaw(&d.domain).await {

@@ -21,4 +21,5 @@ mod provisioning;
 mod status_page;
 mod stripe_fake;
 mod uptime;
+mod vhost_settings;
 mod webhooks;

@@ -349,7 +349,7 @@ async fn ordering_checks_the_name_and_plan_and_plan_edits_reach_the_domains() {
         .unwrap()
         .unwrap();
     assert_eq!(row.generation, generation + 1);
-    let spec = rookery::nodes::reconcile::spec_for(&row, None);
+    let spec = rookery::nodes::reconcile::spec_for(&row, &app.state.sealer, None).unwrap();
     assert_eq!(spec.limits.max_accounts, Some(7));
     assert_eq!(spec.limits.upload_quota_bytes, Some(100 * 1024 * 1024));
     assert!(admin.page("/admin/audit").await.contains("plan.updated"));
