@@ -41,6 +41,8 @@ pub struct Plan {
     pub storage_mb: i64,
     pub upload_mb: i64,
     pub archive_days: i64,
+    /// Days an offline message waits for its recipient; null: until delivered.
+    pub offline_days: Option<i64>,
     /// Shown on the landing page and orderable by customers.
     pub public: bool,
 }
@@ -58,6 +60,7 @@ impl From<PlanView> for Plan {
             storage_mb: p.storage_mb,
             upload_mb: p.upload_mb,
             archive_days: p.archive_days,
+            offline_days: p.offline_days,
             public: p.public,
         }
     }

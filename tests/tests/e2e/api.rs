@@ -1041,6 +1041,11 @@ async fn a_domains_chat_accounts_are_managed_like_on_its_page_within_the_plans_l
     assert_eq!(w.admin.post_form("/admin/plans", &plan).await.status(), 303);
     let plans = call(&w.panel, Method::GET, "/api/v1/plans", Some(key), None).await;
     let plan_id = plans.body["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        plans.body["items"][0]["offline_days"],
+        Value::Null,
+        "no retention set: offline messages wait until delivered"
+    );
     let order =
         json!({"domain": "tiny.customer-one.example", "org_id": w.c1.org_id, "plan_id": plan_id});
     let r = call(
