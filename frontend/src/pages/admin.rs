@@ -79,6 +79,7 @@ pub struct PlanForm {
     pub archive_days: String,
     /// Empty: the node's default.
     pub offline_days: String,
+    pub node_labels: String,
     pub stripe_price_id: String,
     pub public: bool,
     pub errors: FormErrors,
@@ -106,6 +107,7 @@ fn plan_fields(
             <Field name="upload_mb" label="File uploads (MB)" kind="number" value=form.upload_mb.clone() errors=e.clone() required=true/>
             <Field name="archive_days" label="Message archive (days)" kind="number" value=form.archive_days.clone() errors=e.clone() required=true/>
             <Field name="offline_days" label="Offline message retention (days)" kind="number" value=form.offline_days.clone() errors=e.clone() hint="1 to 3650; empty: kept until delivered (the server's default)."/>
+            <Field name="node_labels" label="Required node labels" value=form.node_labels.clone() errors=e.clone() hint="name=value pairs separated by commas, e.g. region=eu-west: the plan's domains go only to nodes with all of them. Empty: any node."/>
             <Field name="stripe_price_id" label="Stripe price id" value=form.stripe_price_id.clone() errors=e.clone() hint="price_…; needed for paid plans when billing is on."/>
             <div class="field checkbox">
                 <label><input type="checkbox" name="public" value="1" checked=form.public/>" Shown on the landing page"</label>
@@ -125,7 +127,7 @@ pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
                 <table class="table" id="plans">
                     <thead><tr>
                         <th scope="col">"Plan"</th><th scope="col">"Price"</th><th scope="col">"Accounts"</th>
-                        <th scope="col">"Connections"</th><th scope="col">"Storage / uploads"</th><th scope="col">"Archive"</th><th scope="col">"Offline messages"</th><th scope="col">"Shown"</th>
+                        <th scope="col">"Connections"</th><th scope="col">"Storage / uploads"</th><th scope="col">"Archive"</th><th scope="col">"Offline messages"</th><th scope="col">"Nodes"</th><th scope="col">"Shown"</th>
                     </tr></thead>
                     <tbody>
                         {plans.into_iter().map(|p| view! {
@@ -137,6 +139,7 @@ pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
                                 <td>{format!("{} MB / {} MB", p.storage_mb, p.upload_mb)}</td>
                                 <td>{format!("{} days", p.archive_days)}</td>
                                 <td>{p.offline_days.map_or_else(|| "until delivered".to_string(), |d| format!("{d} days"))}</td>
+                                <td>{if p.node_labels.is_empty() { "any".to_string() } else { p.node_labels_text() }}</td>
                                 <td>{if p.public { "on landing page" } else { "hidden" }}</td>
                             </tr>
                         }).collect_view()}

@@ -36,6 +36,19 @@ pub struct PlanView {
     pub offline_days: Option<i64>,
     pub stripe_price_id: Option<String>,
     pub public: bool,
+    /// Node labels the plan's domains are placed by (name → value); empty: any node.
+    pub node_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl PlanView {
+    /// The node labels as typed and shown: `region=eu-west, tier=gold`.
+    pub fn node_labels_text(&self) -> String {
+        self.node_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl PlanView {

@@ -17,6 +17,8 @@ use rookery_frontend::{
         admin::{PlanForm, plan_edit, plans as plans_page},
     },
 };
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use sqlx::Row;
 
@@ -36,7 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/plans/{id}", get(show_plan).post(update_plan))
 }
 
-const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, offline_days, stripe_price_id, is_public";
+const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, offline_days, stripe_price_id, is_public, node_labels";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
     Ok(PlanView {
@@ -53,6 +55,8 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
         offline_days: r.try_get("offline_days")?,
         stripe_price_id: r.try_get("stripe_price_id")?,
         public: r.try_get::<i64, _>("is_public")? != 0,
+        node_labels: serde_json::from_str(&r.try_get::<String, _>("node_labels")?)
+            .unwrap_or_default(),
     })
 }
 
@@ -122,6 +126,7 @@ struct PlanInput {
     upload_mb: String,
     archive_days: String,
     offline_days: String,
+    node_labels: String,
     stripe_price_id: String,
     public: Option<String>,
 }
@@ -137,14 +142,16 @@ struct Plan {
     offline_days: Option<i64>,
     stripe_price_id: Option<String>,
     public: bool,
+    /// Node labels the plan's domains need, as stored (a JSON object).
+    node_labels: String,
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 impl Plan {
-    /// Binds the plan's twelve columns in this order: name, description, price_cents,
+    /// Binds the plan's thirteen columns in this order: name, description, price_cents,
     /// currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days,
-    /// stripe_price_id, is_public, offline_days.
+    /// stripe_price_id, is_public, offline_days, node_labels.
     fn bind_fields<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         let q = q
             .bind(&self.name)
@@ -157,6 +164,7 @@ impl Plan {
             .bind(&self.stripe_price_id)
             .bind(i64::from(self.public))
             .bind(self.offline_days)
+            .bind(&self.node_labels)
     }
 }
 
@@ -205,6 +213,10 @@ impl PlanInput {
                 days
             }
         };
+        let node_labels = parse_node_labels(&self.node_labels).unwrap_or_else(|why| {
+            errors.add("node_labels", why);
+            Default::default()
+        });
         let stripe_price_id =
             Some(self.stripe_price_id.trim().to_string()).filter(|s| !s.is_empty());
         if let Some(p) = &stripe_price_id
@@ -235,6 +247,7 @@ impl PlanInput {
             offline_days,
             stripe_price_id,
             public: self.public.is_some(),
+            node_labels: serde_json::to_string(&node_labels).unwrap_or_else(|_| "{}".into()),
         })
     }
 
@@ -250,11 +263,39 @@ impl PlanInput {
             upload_mb: self.upload_mb,
             archive_days: self.archive_days,
             offline_days: self.offline_days,
+            node_labels: self.node_labels,
             stripe_price_id: self.stripe_price_id,
             public: self.public.is_some(),
             errors,
         }
     }
+}
+
+/// `region=eu-west, tier=gold` → {region: eu-west, tier: gold}: at most 32 pairs, names of
+/// 1–63 characters and values of up to 255, as nodes declare them when they join.
+pub fn parse_node_labels(raw: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(format!("“{pair}” is not name=value."));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.is_empty() || name.chars().count() > 63 || value.chars().count() > 255 {
+            return Err(format!(
+                "“{pair}”: a name is 1 to 63 characters, a value at most 255."
+            ));
+        }
+        if name.chars().chain(value.chars()).any(char::is_control) {
+            return Err(format!("“{pair}” holds characters that cannot be shown."));
+        }
+        if labels.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(format!("The label {name} is given twice."));
+        }
+    }
+    if labels.len() > 32 {
+        return Err("Name at most 32 labels.".into());
+    }
+    Ok(labels)
 }
 
 /// `4.50` → 450 cents. At most two decimals, no sign, no exponent.
@@ -299,8 +340,8 @@ async fn create_plan(
         Ok(p) => {
             let now = state.clock.now();
             let inserted = sqlx::query(
-                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, offline_days, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, offline_days, node_labels, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
             )
             .bind(new_id());
             let inserted = p.bind_fields(inserted).bind(now).execute(&state.db).await;
@@ -352,6 +393,7 @@ fn form_of(p: &PlanView) -> PlanForm {
         upload_mb: p.upload_mb.to_string(),
         archive_days: p.archive_days.to_string(),
         offline_days: p.offline_days.map(|d| d.to_string()).unwrap_or_default(),
+        node_labels: p.node_labels_text(),
         stripe_price_id: p.stripe_price_id.clone().unwrap_or_default(),
         public: p.public,
         errors: FormErrors::default(),
@@ -400,7 +442,7 @@ async fn update_plan(
             let updated = sqlx::query(
                 "UPDATE plans SET name = $1, description = $2, price_cents = $3, currency = $4, max_accounts = $5, max_sessions = $6,
                     storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, offline_days = $12,
-                    updated_at = $13 WHERE id = $14",
+                    node_labels = $13, updated_at = $14 WHERE id = $15",
             );
             let updated = p
                 .bind_fields(updated)
@@ -424,8 +466,22 @@ async fn update_plan(
                     tx.commit().await?;
                     state.reconcile_now.notify_one();
                     let days = |d: Option<i64>| d.map_or("default".into(), |d| format!("{d} days"));
+                    let new_labels: BTreeMap<String, String> =
+                        serde_json::from_str(&p.node_labels).unwrap_or_default();
+                    let labels = if new_labels == old.node_labels {
+                        String::new()
+                    } else {
+                        let text = |l: &BTreeMap<String, String>| {
+                            if l.is_empty() {
+                                "any".to_string()
+                            } else {
+                                l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                            }
+                        };
+                        format!(", nodes {}→{} (for new placements)", text(&old.node_labels), text(&new_labels))
+                    };
                     let details = format!(
-                        "accounts {}→{}, connections {}→{}, storage {}→{} MB, offline messages {}→{}; {moved} domain(s) updated",
+                        "accounts {}→{}, connections {}→{}, storage {}→{} MB, offline messages {}→{}{labels}; {moved} domain(s) updated",
                         old.max_accounts,
                         p.limits[0],
                         old.max_sessions,
@@ -472,6 +528,25 @@ async fn update_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_labels_are_name_value_pairs() {
+        assert_eq!(parse_node_labels("  ").unwrap(), BTreeMap::new());
+        let l = parse_node_labels("region=eu-west, tier = gold,").unwrap();
+        assert_eq!(
+            l.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("region".to_string(), "eu-west".to_string()),
+                ("tier".to_string(), "gold".to_string())
+            ]
+        );
+        assert_eq!(parse_node_labels("ssd=").unwrap()["ssd"], "");
+        for bad in ["region", "=eu", "a=1,a=2", &format!("{}=x", "n".repeat(64))] {
+            assert!(parse_node_labels(bad).is_err(), "{bad}");
+        }
+        let many = (0..33).map(|i| format!("l{i}=v")).collect::<Vec<_>>().join(",");
+        assert!(parse_node_labels(&many).is_err());
+    }
 
     #[test]
     fn prices_are_read_in_cents() {

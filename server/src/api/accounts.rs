@@ -431,6 +431,7 @@ mod tests {
             contacts: Default::default(),
             tls_cert_pem: None,
             tls_key_sealed: None,
+            plan_node_labels: Default::default(),
         }
     }
 

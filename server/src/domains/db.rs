@@ -56,6 +56,8 @@ pub struct DomainRow {
     /// `domains::settings`); None: the node serves a certificate of its own.
     pub tls_cert_pem: Option<String>,
     pub tls_key_sealed: Option<String>,
+    /// Node labels the domain's plan requires (on top of the pool-wide ones).
+    pub plan_node_labels: BTreeMap<String, String>,
 }
 
 impl DomainRow {
@@ -68,7 +70,7 @@ impl DomainRow {
     }
 }
 
-const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed";
+const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed, COALESCE(p.node_labels, '{}') AS plan_node_labels";
 const FROM: &str =
     "FROM domains d LEFT JOIN plans p ON p.id = d.plan_id LEFT JOIN nodes n ON n.id = d.node_id";
 
@@ -106,6 +108,8 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         tls_cert_pem: r.try_get("tls_cert_pem")?,
         tls_key_sealed: r.try_get("tls_key_sealed")?,
+        plan_node_labels: serde_json::from_str(&r.try_get::<String, _>("plan_node_labels")?)
+            .unwrap_or_default(),
     })
 }
 

@@ -102,12 +102,16 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rules(state: &AppState) -> Rules {
+/// The placement rules for `d`: the pool's, with the labels its plan requires added (a
+/// plan's value wins over the pool's for the same name).
+fn rules(state: &AppState, d: &DomainRow) -> Rules {
     let p = &state.settings.provisioning;
+    let mut required_labels = p.required_labels.clone();
+    required_labels.extend(d.plan_node_labels.clone());
     Rules {
         policy: p.placement_policy,
         headroom_percent: p.headroom_percent,
-        required_labels: p.required_labels.clone(),
+        required_labels,
         exclude: vec![],
     }
 }
@@ -119,7 +123,7 @@ async fn place(
     candidates: &mut [placement::Candidate],
 ) -> anyhow::Result<bool> {
     let now = state.clock.now();
-    match placement::place(candidates, &rules(state)) {
+    match placement::place(candidates, &rules(state, d)) {
         Ok(node_id) => {
             domains::assign(&state.db, &d.id, &node_id, now).await?;
             if let Some(c) = candidates.iter_mut().find(|c| c.id == node_id) {
@@ -157,7 +161,7 @@ async fn start_drains(state: &AppState, pool: &[NodeRow]) -> anyhow::Result<()> 
             if d.state == "deleting" {
                 continue;
             }
-            let mut r = rules(state);
+            let mut r = rules(state, &d);
             r.exclude.push(node.id.clone());
             let now = state.clock.now();
             match placement::place(&candidates, &r) {

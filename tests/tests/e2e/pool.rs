@@ -140,17 +140,26 @@ async fn enroll(
     name: &str,
     env: &[(&str, &str)],
 ) -> NodeProcess {
+    enroll_labelled(panel, admin, name, env, &[]).await
+}
+
+/// [`enroll`] with `--label name=value` for each of `labels`.
+async fn enroll_labelled(
+    panel: &PanelProcess,
+    admin: &TestClient,
+    name: &str,
+    env: &[(&str, &str)],
+    labels: &[&str],
+) -> NodeProcess {
     let token = join_token(admin, name).await;
     let mut node = NodeProcess::start_unenrolled(env)
         .await
         .expect("the node starts");
-    let out = node
-        .cli(
-            &["join", &panel.base_url, "--token", &token, "--name", name],
-            None,
-        )
-        .await
-        .expect("join runs");
+    let mut args = vec!["join", &panel.base_url, "--token", &token, "--name", name];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    let out = node.cli(&args, None).await.expect("join runs");
     assert!(
         out.status.success(),
         "{name} joins: {}",
@@ -782,4 +791,70 @@ async fn a_pool_with_no_usable_node_warns_without_calling_itself_empty() {
         "the warning contradicts itself: {warning}"
     );
     assert!(warning.contains("No node takes new domains"), "{warning}");
+}
+
+#[tokio::test]
+async fn a_plans_domains_go_only_to_nodes_with_its_labels() {
+    let panel = PanelProcess::start_with_env(FAST)
+        .await
+        .expect("the panel starts");
+    let (admin, _) = admin(&panel).await;
+    let _eu = enroll_labelled(&panel, &admin, "node-eu", &[], &["region=eu-west"]).await;
+    let _us = enroll_labelled(&panel, &admin, "node-us", &[], &["region=us-east"]).await;
+
+    // Bad labels are refused with the reason, and no plan is made.
+    let mut form = rookery_tests::app::plan_form("EU", "0", None);
+    form.push(("node_labels", "region"));
+    let r = admin.post_form("/admin/plans", &form).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("is not name=value"));
+    form.pop();
+    form.push(("node_labels", "region=eu-west"));
+    assert_eq!(admin.post_form("/admin/plans", &form).await.status(), 303);
+    let mut mars = rookery_tests::app::plan_form("Mars", "0", None);
+    mars.push(("node_labels", "region=mars"));
+    assert_eq!(admin.post_form("/admin/plans", &mars).await.status(), 303);
+    let plan = |name: &'static str| {
+        let panel = &panel;
+        async move {
+            query_pairs(panel, "SELECT name, id FROM plans WHERE name = $1", &[name])
+                .await
+                .pop()
+                .unwrap()
+                .1
+        }
+    };
+    let (eu_plan, mars_plan) = (plan("EU").await, plan("Mars").await);
+    let page = admin.page("/admin/plans").await;
+    assert!(page.contains("region=eu-west"), "the plan list shows the labels");
+
+    let (customer, org) = customer(&panel, "Labels").await;
+    for i in 0..4 {
+        let domain = format!("eu{i}.labels.test");
+        let r = customer
+            .post_form(
+                &format!("{org}/domains"),
+                &[("domain", domain.as_str()), ("plan", eu_plan.as_str())],
+            )
+            .await;
+        assert_eq!(r.status(), 303);
+    }
+    let placed = settle_until(&panel, 4, 30, |_| true).await;
+    assert_eq!(on(&placed, "node-eu").len(), 4, "{placed:?}");
+
+    // No node has the label: the domain waits, saying why.
+    let r = customer
+        .post_form(
+            &format!("{org}/domains"),
+            &[("domain", "mars.labels.test"), ("plan", mars_plan.as_str())],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let mars_page = rookery_tests::app::location(&r);
+    eventually(20, || async {
+        customer.page(&mars_page).await.contains("label")
+    })
+    .await
+    .expect("the waiting domain says no node has the plan's labels");
+    assert_eq!(placements(&panel).await["mars.labels.test"], "-");
 }
