@@ -10,4 +10,5 @@ pub mod parser;
 pub mod redact;
 pub mod roster;
 pub mod sasl;
+pub mod sm;
 pub mod stanza;

@@ -25,3 +25,5 @@ pub const DATA_FORMS: &str = "jabber:x:data";
 /// The FORM_TYPE of XEP-0157 contact addresses.
 pub const SERVER_INFO: &str = "http://jabber.org/network/serverinfo";
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
+/// XEP-0198 Stream Management, version 3 of its protocol.
+pub const SM: &str = "urn:xmpp:sm:3";
