@@ -475,10 +475,17 @@ async fn update_plan(
                             if l.is_empty() {
                                 "any".to_string()
                             } else {
-                                l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                                l.iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
                             }
                         };
-                        format!(", nodes {}→{} (for new placements)", text(&old.node_labels), text(&new_labels))
+                        format!(
+                            ", nodes {}→{} (for new placements)",
+                            text(&old.node_labels),
+                            text(&new_labels)
+                        )
                     };
                     let details = format!(
                         "accounts {}→{}, connections {}→{}, storage {}→{} MB, offline messages {}→{}{labels}; {moved} domain(s) updated",
@@ -544,7 +551,10 @@ mod tests {
         for bad in ["region", "=eu", "a=1,a=2", &format!("{}=x", "n".repeat(64))] {
             assert!(parse_node_labels(bad).is_err(), "{bad}");
         }
-        let many = (0..33).map(|i| format!("l{i}=v")).collect::<Vec<_>>().join(",");
+        let many = (0..33)
+            .map(|i| format!("l{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
         assert!(parse_node_labels(&many).is_err());
     }
 

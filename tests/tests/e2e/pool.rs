@@ -826,7 +826,10 @@ async fn a_plans_domains_go_only_to_nodes_with_its_labels() {
     };
     let (eu_plan, mars_plan) = (plan("EU").await, plan("Mars").await);
     let page = admin.page("/admin/plans").await;
-    assert!(page.contains("region=eu-west"), "the plan list shows the labels");
+    assert!(
+        page.contains("region=eu-west"),
+        "the plan list shows the labels"
+    );
 
     let (customer, org) = customer(&panel, "Labels").await;
     for i in 0..4 {
