@@ -988,27 +988,13 @@ async fn add_account(
         errors.add("password", why);
     }
     let client = match node_client(&state, &d).await? {
-        Ok(c) => c,
+        Ok(c) => Some(c),
         Err(why) => {
             errors.add("", why);
-            return Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                render_detail(
-                    &state,
-                    &access,
-                    &d,
-                    AccountsView {
-                        username: f.username,
-                        errors,
-                        ..Default::default()
-                    },
-                )
-                .await?,
-            )
-                .into_response());
+            None
         }
     };
-    if let (true, Some(username)) = (errors.is_empty(), username) {
+    if let (true, Some(username), Some(client)) = (errors.is_empty(), username, client) {
         match create_account(&client, &d, &username, &password).await {
             Ok(()) => {
                 crate::alerts::endpoints::account_created(&state, &access.org.id, &d.id, &d.domain, &username).await;

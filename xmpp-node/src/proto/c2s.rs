@@ -156,8 +156,6 @@ enum State {
     AwaitBound,
     Bound {
         jid: Jid,
-        /// `jid` as written, stamped as `from` on every stanza.
-        full: String,
     },
     Closed,
 }
@@ -403,8 +401,8 @@ impl C2s {
 
     fn on_element(&mut self, e: Element) -> Vec<Output> {
         // The hot path: a bound session's stanza, without taking the state apart.
-        if let State::Bound { full, .. } = &self.state {
-            return match bound_stanza(e, full) {
+        if let State::Bound { jid } = &self.state {
+            return match bound_stanza(e, jid) {
                 Ok(outputs) => outputs,
                 Err(()) => self.stream_error("unsupported-stanza-type", None),
             };
@@ -599,6 +597,8 @@ impl C2s {
             return self.auth_failed(SaslError::NotAuthorized);
         };
         self.authenticated = Some(jid.clone());
+        // Bound to the TLS session for SASL alone: not needed once authenticated.
+        self.channel_binding = None;
         self.state = State::Header;
         self.header_sent = false;
         let success = match additional {
@@ -694,10 +694,7 @@ impl C2s {
 
     /// The connection registered `jid` (the requested resource, or one it made up).
     pub fn on_bound(&mut self, jid: Jid, iq_id: &str) -> Vec<Output> {
-        self.state = State::Bound {
-            full: jid.to_string(),
-            jid: jid.clone(),
-        };
+        self.state = State::Bound { jid: jid.clone() };
         let reply = Element::new("iq", ns::CLIENT)
             .with_attr("type", "result")
             .with_attr("id", iq_id)
@@ -711,12 +708,12 @@ impl C2s {
 
 /// A bound session's stanza: stamped with its sender, its `to` checked and normalised.
 /// `Err` when it is not a stanza at all (the stream ends with unsupported-stanza-type).
-fn bound_stanza(mut e: Element, full: &str) -> Result<Vec<Output>, ()> {
+fn bound_stanza(mut e: Element, jid: &Jid) -> Result<Vec<Output>, ()> {
     if !stanza::is_stanza(&e) {
         return Err(());
     }
     // RFC 6120 §8.1.2.1: the server stamps the sender's full JID.
-    e.set_attr("from", full);
+    e.set_attr("from", jid.to_string());
     if let Some(to) = e.attr("to") {
         match Jid::parse(to) {
             // Most clients write addresses in their canonical form already.

@@ -147,7 +147,6 @@ impl Jid {
         self.resource.is_none()
     }
 
-    /// The JID without its resource: `node@domain` or `domain`.
     /// Whether `s` is exactly this JID's canonical text (so it need not be rewritten).
     pub fn is_written_as(&self, s: &str) -> bool {
         let mut rest = s;
@@ -169,6 +168,7 @@ impl Jid {
         }
     }
 
+    /// The JID without its resource: `node@domain` or `domain`.
     pub fn bare(&self) -> Jid {
         Jid {
             node: self.node.clone(),
