@@ -117,6 +117,38 @@ impl TestApp {
         let dashboard = c.sign_up(email, org).await;
         (c, dashboard)
     }
+
+    /// A platform admin, signed up and logged in (with an organisation of their own);
+    /// returns the client and the admin's email address.
+    pub async fn admin_with_email(&self) -> (TestClient, String) {
+        let email = unique_email("admin");
+        let (client, _) = self.customer(&email, "Operator").await;
+        sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
+            .bind(&email)
+            .execute(&self.state.db)
+            .await
+            .expect("the user becomes an admin");
+        (client, email)
+    }
+
+    /// [`TestApp::admin_with_email`], the client alone.
+    pub async fn admin(&self) -> TestClient {
+        self.admin_with_email().await.0
+    }
+}
+
+/// Settings for [`spawn_app_with`]: the panel's own node on free loopback ports, fast
+/// reconcile and poll loops, the prober off.
+pub fn with_local_node(s: &mut Settings) {
+    let any = "127.0.0.1:0".parse().expect("an address");
+    s.local_node.enabled = true;
+    s.local_node.c2s_listen = any;
+    s.local_node.c2s_tls_listen = any;
+    s.local_node.http_listen = any;
+    s.local_node.control_listen = any;
+    s.provisioning.reconcile_interval_ms = 100;
+    s.provisioning.poll_interval_secs = 1;
+    s.probe.enabled = false;
 }
 
 /// A password every policy accepts.

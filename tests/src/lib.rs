@@ -7,5 +7,6 @@ pub mod browser;
 pub mod db;
 pub mod fake_stripe;
 pub mod node;
+pub mod pool;
 pub mod process;
 pub mod xmpp;

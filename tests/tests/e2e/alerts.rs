@@ -216,15 +216,7 @@ async fn alert_contacts_are_validated_kept_as_typed_and_saved_with_a_signing_sec
     assert_eq!(r.status(), 404);
 
     // The admin sees every delivery.
-    let admin_email = unique_email("admin");
-    app.customer(&admin_email, "Admins").await;
-    sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
-        .bind(&admin_email)
-        .execute(&app.state.db)
-        .await
-        .unwrap();
-    let admin = app.client();
-    assert_eq!(admin.login(&admin_email, PASSWORD).await.status(), 303);
+    let admin = app.admin().await;
     let html = admin.page("/admin/deliveries").await;
     assert!(html.contains("Alerting Co"));
     assert!(html.contains("alert.test"));

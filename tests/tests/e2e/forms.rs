@@ -20,11 +20,10 @@ use axum::{
     http::{HeaderMap, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
-use rookery::config::Settings;
 use rookery_tests::{
     app::{
         PASSWORD, TestApp, TestClient, eventually, location, plan_form, spawn_app, spawn_app_with,
-        unique_email,
+        unique_email, with_local_node,
     },
     fake_stripe::FakeStripe,
 };
@@ -36,14 +35,7 @@ const WEBHOOK_SECRET: &str = "whsec_rookery_forms_test";
 
 /// A platform admin's client.
 async fn admin(app: &TestApp) -> TestClient {
-    let email = unique_email("admin");
-    let (client, _) = app.customer(&email, "Operator").await;
-    sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
-        .bind(&email)
-        .execute(&app.state.db)
-        .await
-        .unwrap();
-    client
+    app.admin().await
 }
 
 /// The value of the input with this id in a page.
@@ -80,20 +72,6 @@ async fn snapshot(app: &TestApp, sql: &str) -> Vec<String> {
                 .join(" | ")
         })
         .collect()
-}
-
-/// The panel's local node on free loopback ports, with fast loops: domains go live in a
-/// moment.
-fn with_local_node(s: &mut Settings) {
-    let any = "127.0.0.1:0".parse().unwrap();
-    s.local_node.enabled = true;
-    s.local_node.c2s_listen = any;
-    s.local_node.c2s_tls_listen = any;
-    s.local_node.http_listen = any;
-    s.local_node.control_listen = any;
-    s.provisioning.reconcile_interval_ms = 100;
-    s.provisioning.poll_interval_secs = 1;
-    s.probe.enabled = false;
 }
 
 const PLAN_ROW: &str = "SELECT name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, updated_at FROM plans ORDER BY name";

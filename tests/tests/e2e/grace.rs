@@ -11,7 +11,10 @@
 
 use rookery::{clock::Clock, config::Settings};
 use rookery_tests::{
-    app::{TestApp, TestClient, eventually, location, plan_form, spawn_app_with, unique_email},
+    app::{
+        TestApp, TestClient, eventually, location, plan_form, spawn_app_with, unique_email,
+        with_local_node,
+    },
     fake_stripe::{API_VERSION, FakeStripe},
 };
 use serde_json::{Value, json};
@@ -45,15 +48,7 @@ struct DomainBilling {
 /// fake Stripe with a one-day grace period; sessions outlive the clock's jumps.
 fn settings(fake: &FakeStripe) -> impl FnOnce(&mut Settings) + '_ {
     move |s| {
-        let any = "127.0.0.1:0".parse().unwrap();
-        s.local_node.enabled = true;
-        s.local_node.c2s_listen = any;
-        s.local_node.c2s_tls_listen = any;
-        s.local_node.http_listen = any;
-        s.local_node.control_listen = any;
-        s.provisioning.reconcile_interval_ms = 100;
-        s.provisioning.poll_interval_secs = 1;
-        s.probe.enabled = false;
+        with_local_node(s);
         s.alerts.enabled = false;
         s.stripe.api_base = fake.base_url().to_owned();
         s.stripe.secret_key = FakeStripe::API_KEY.to_owned();
@@ -73,13 +68,7 @@ async fn start() -> Billing {
     let app = spawn_app_with(settings(&fake)).await;
     fake.set_webhook_url(&format!("{}/webhooks/stripe", app.address));
 
-    let email = unique_email("billing-admin");
-    let (admin, _) = app.customer(&email, "Operator").await;
-    sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
-        .bind(&email)
-        .execute(&app.state.db)
-        .await
-        .unwrap();
+    let admin = app.admin().await;
     let r = admin
         .post_form("/admin/plans", &plan_form("Pro", "4.50", Some("price_pro")))
         .await;

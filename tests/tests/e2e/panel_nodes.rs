@@ -6,14 +6,7 @@ use rookery_common::control::{ApiError, JoinRequest, JoinResponse, NodeCapacity}
 use rookery_tests::app::{TestApp, TestClient, spawn_app, unique_email};
 
 async fn admin(app: &TestApp) -> TestClient {
-    let email = unique_email("admin");
-    let (client, _) = app.customer(&email, "Operator").await;
-    sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
-        .bind(&email)
-        .execute(&app.state.db)
-        .await
-        .unwrap();
-    client
+    app.admin().await
 }
 
 async fn token(admin: &TestClient) -> String {

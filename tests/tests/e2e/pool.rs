@@ -17,11 +17,11 @@ use rookery_common::control::VhostSummary;
 use rookery_tests::{
     app::{PASSWORD, TestClient, eventually, location, unique_email},
     node::NodeProcess,
+    pool::{join_token, placements, query_pairs, settle_until},
     process::{PanelProcess, test_log},
     xmpp::client::{Account, LoginConfig, Session, tls_connector},
 };
 use serde_json::json;
-use sqlx::Row;
 
 /// Fast loops, so each test takes seconds.
 const FAST: &[(&str, &str)] = &[
@@ -34,70 +34,6 @@ fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static s
     let mut env = FAST.to_vec();
     env.extend_from_slice(extra);
     env
-}
-
-/// Creates a join token through the pool page and reads it off the page (shown once).
-async fn join_token(admin: &TestClient, note: &str) -> String {
-    let r = admin
-        .post_form("/admin/nodes/tokens", &[("note", note)])
-        .await;
-    assert_eq!(r.status(), 200);
-    let html = r.text().await.unwrap();
-    let marker = "id=\"join-token\" class=\"code\">";
-    let start = html.find(marker).expect("the token is shown") + marker.len();
-    let end = start + html[start..].find('<').unwrap();
-    html[start..end].trim().to_string()
-}
-
-/// Rows of two text columns from the panel's database, `$1`… bound to `binds`.
-async fn query_pairs(panel: &PanelProcess, sql: &str, binds: &[&str]) -> Vec<(String, String)> {
-    let pool = rookery_common::db::connect(&panel.database.url, 1)
-        .await
-        .expect("the panel's database");
-    let mut query = sqlx::query(sql);
-    for b in binds {
-        query = query.bind(*b);
-    }
-    let rows = query.fetch_all(&pool).await.expect("query");
-    pool.close().await;
-    rows.iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-        .collect()
-}
-
-/// domain → the name of the node the panel confirmed it on ("-" while not settled).
-async fn placements(panel: &PanelProcess) -> BTreeMap<String, String> {
-    query_pairs(
-        panel,
-        "SELECT d.domain, CASE WHEN d.applied_node_id = d.node_id AND d.applied_generation = d.generation
-                AND d.move_from_node_id IS NULL AND d.state = 'active' THEN n.name ELSE '-' END
-         FROM domains d LEFT JOIN nodes n ON n.id = d.node_id WHERE d.state <> 'deleted'",
-        &[],
-    )
-    .await
-    .into_iter()
-    .collect()
-}
-
-/// Waits until `expected` domains are settled and `done` holds for their placement.
-async fn settle_until(
-    panel: &PanelProcess,
-    expected: usize,
-    secs: u64,
-    done: impl Fn(&BTreeMap<String, String>) -> bool,
-) -> BTreeMap<String, String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let placed = placements(panel).await;
-        if placed.len() == expected && placed.values().all(|n| n != "-") && done(&placed) {
-            return placed;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "domains did not settle in {secs} s: {placed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn on(placed: &BTreeMap<String, String>, node: &str) -> Vec<String> {

@@ -12,13 +12,13 @@ use std::{collections::BTreeMap, time::Duration};
 use rookery_tests::{
     app::{PASSWORD, TestClient, eventually, location, unique_email},
     node::NodeProcess,
+    pool::{join_token, query_pairs, settle_until},
     process::PanelProcess,
     xmpp::{
         client::{Account, LoginConfig, Session, tls_connector},
         xml::El,
     },
 };
-use sqlx::Row;
 
 /// Fast loops, so the test takes seconds.
 const PANEL_ENV: &[(&str, &str)] = &[
@@ -33,47 +33,12 @@ async fn admin_client(panel: &PanelProcess) -> TestClient {
     panel.admin_client().await.expect("an admin logs in")
 }
 
-/// Creates a join token through the pool page and reads it off the page (shown once).
-async fn join_token(admin: &TestClient, note: &str) -> String {
-    let r = admin
-        .post_form("/admin/nodes/tokens", &[("note", note)])
-        .await;
-    assert_eq!(r.status(), 200);
-    let html = r.text().await.unwrap();
-    let start = html
-        .find("id=\"join-token\" class=\"code\">")
-        .expect("the token is shown")
-        + "id=\"join-token\" class=\"code\">".len();
-    let end = start + html[start..].find('<').unwrap();
-    html[start..end].trim().to_string()
-}
-
-async fn query_pairs(panel: &PanelProcess, sql: &str) -> BTreeMap<String, String> {
-    let pool = rookery_common::db::connect(&panel.database.url, 1)
-        .await
-        .expect("the panel's database");
-    let rows = sqlx::query(sql).fetch_all(&pool).await.expect("query");
-    let out = rows
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-        .collect();
-    pool.close().await;
-    out
-}
-
-/// domain → the name of the node the panel confirmed it on ("-" while not settled).
-async fn placements(panel: &PanelProcess) -> BTreeMap<String, String> {
-    query_pairs(
-        panel,
-        "SELECT d.domain, CASE WHEN d.applied_node_id = d.node_id AND d.applied_generation = d.generation AND d.move_from_node_id IS NULL AND d.state = 'active'
-                THEN n.name ELSE '-' END AS node
-         FROM domains d LEFT JOIN nodes n ON n.id = d.node_id WHERE d.state <> 'deleted'",
-    )
-    .await
+async fn query_map(panel: &PanelProcess, sql: &str) -> BTreeMap<String, String> {
+    query_pairs(panel, sql, &[]).await.into_iter().collect()
 }
 
 async fn node_ids(panel: &PanelProcess) -> BTreeMap<String, String> {
-    query_pairs(panel, "SELECT name, id FROM nodes").await
+    query_map(panel, "SELECT name, id FROM nodes").await
 }
 
 async fn vhosts_of(node: &NodeProcess) -> Vec<String> {
@@ -103,27 +68,6 @@ async fn add_domain(customer: &TestClient, org_path: &str, domain: &str) -> Stri
 
 async fn settle(panel: &PanelProcess, expected: usize, secs: u64) -> BTreeMap<String, String> {
     settle_until(panel, expected, secs, |_| true).await
-}
-
-/// Waits until `expected` domains are settled and `done` holds for their placement.
-async fn settle_until(
-    panel: &PanelProcess,
-    expected: usize,
-    secs: u64,
-    done: impl Fn(&BTreeMap<String, String>) -> bool,
-) -> BTreeMap<String, String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let placed = placements(panel).await;
-        if placed.len() == expected && placed.values().all(|n| n != "-") && done(&placed) {
-            return placed;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "domains did not settle in {secs} s: {placed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn count_on(placed: &BTreeMap<String, String>, node: &str) -> usize {
@@ -211,7 +155,7 @@ async fn domains_are_placed_spread_cordoned_drained_and_survive_a_panel_crash() 
         .find(|(_, n)| *n == "node-a")
         .map(|(d, _)| d.clone())
         .unwrap();
-    let moved_id = query_pairs(
+    let moved_id = query_map(
         &panel,
         &format!("SELECT domain, id FROM domains WHERE domain = '{moved}'"),
     )
@@ -428,7 +372,7 @@ async fn a_drain_sends_clients_to_the_new_node_only_once_it_holds_their_data() {
         "SELECT domain, COALESCE(waiting_reason, '') FROM domains WHERE domain = '{DOMAIN}' AND move_from_node_id IS NOT NULL"
     );
     eventually(20, || async {
-        query_pairs(&panel, &waiting)
+        query_map(&panel, &waiting)
             .await
             .get(DOMAIN)
             .is_some_and(|why| why.contains("node-b"))

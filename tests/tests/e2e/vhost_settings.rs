@@ -41,13 +41,7 @@ async fn setup() -> Setup {
         s.probe.enabled = false;
     })
     .await;
-    let email = unique_email("admin");
-    let (admin, _) = app.customer(&email, "Operator").await;
-    sqlx::query("UPDATE users SET is_admin = 1 WHERE email = $1")
-        .bind(&email)
-        .execute(&app.state.db)
-        .await
-        .unwrap();
+    let admin = app.admin().await;
     let html = admin
         .post_form("/admin/nodes/tokens", &[("note", "settings")])
         .await
