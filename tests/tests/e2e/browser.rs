@@ -247,6 +247,12 @@ async fn domain_and_pool(
     browser.wait_for("main[data-page=domain-dns]").await?;
     browser.wait_for(".copy-button").await?;
     browser.screenshot("11b-dns").await?;
+    // The settings page: contact addresses and the domain's own certificate.
+    browser.client.goto(page.as_str()).await?;
+    browser.wait_for("main[data-page=domain]").await?;
+    browser.click("#domain-settings").await?;
+    browser.wait_for("main[data-page=domain-settings]").await?;
+    browser.screenshot("11c-settings").await?;
     log_out(browser).await?;
 
     // The admin's view of the pool.
