@@ -11,6 +11,7 @@ mod grace;
 mod load;
 mod node;
 mod node_control;
+mod node_features;
 mod node_roster;
 mod panel;
 mod panel_nodes;
