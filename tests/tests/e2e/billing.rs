@@ -41,6 +41,26 @@ async fn slixmpp_login(
     (out.status.success(), text)
 }
 
+/// The demo panel (with its local node) billing through `fake`, webhooks pointed at it,
+/// fast reconcile loops; `extra` adds settings.
+async fn billing_panel(
+    fake: &FakeStripe,
+    extra: &[(&str, &str)],
+) -> (PanelProcess, rookery_tests::process::LocalNodePorts) {
+    let mut env = vec![
+        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
+        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
+        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
+    ];
+    env.extend_from_slice(extra);
+    let (panel, ports) = PanelProcess::start_demo(&env)
+        .await
+        .expect("the panel starts");
+    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    (panel, ports)
+}
+
 async fn domain_state(panel: &PanelProcess, domain: &str) -> String {
     let pool = rookery_common::db::connect(&panel.database.url, 1)
         .await
@@ -64,17 +84,8 @@ async fn a_paid_domain_goes_live_is_suspended_when_unpaid_and_comes_back_when_pa
         .await
         .expect("the fake Stripe starts");
     fake.set_price("price_pro", 450, "eur");
-    let (panel, ports) = PanelProcess::start_demo(&[
-        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
-        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
-        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("ROOKERY_STRIPE__GRACE_DAYS", "0"),
-        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
-    ])
-    .await
-    .expect("the panel starts");
+    let (panel, ports) = billing_panel(&fake, &[("ROOKERY_STRIPE__GRACE_DAYS", "0")]).await;
     let c2s = ports.c2s.to_string();
-    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
 
     // The admin's paid plan.
     let admin = panel.admin_client().await.expect("an admin");
@@ -331,15 +342,7 @@ async fn a_reseller_orders_on_a_paid_plan_and_sends_its_customer_to_checkout_thr
         .await
         .expect("the fake Stripe starts");
     fake.set_price("price_team", 900, "eur");
-    let (panel, _ports) = PanelProcess::start_demo(&[
-        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
-        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
-        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
-    ])
-    .await
-    .expect("the panel starts");
-    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    let (panel, _ports) = billing_panel(&fake, &[]).await;
     let admin = panel.admin_client().await.expect("an admin");
     let plan = rookery_tests::app::plan_form("Team", "9.00", Some("price_team"));
     assert_eq!(admin.post_form("/admin/plans", &plan).await.status(), 303);
@@ -623,15 +626,7 @@ async fn a_customer_changes_a_paid_domains_plan_and_the_node_enforces_its_accoun
     fake.set_price("price_small", 300, "eur");
     fake.set_price("price_big", 900, "eur");
     fake.set_price("price_huge", 1500, "eur");
-    let (panel, _ports) = PanelProcess::start_demo(&[
-        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
-        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
-        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
-    ])
-    .await
-    .expect("the panel starts");
-    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    let (panel, _ports) = billing_panel(&fake, &[]).await;
     let admin = panel.admin_client().await.expect("an admin");
     for form in [
         plan_with_accounts("Small", "3.00", Some("price_small"), "2"),
@@ -832,16 +827,7 @@ async fn a_name_can_be_ordered_again_once_its_order_is_abandoned_or_its_domain_d
         .await
         .expect("the fake Stripe starts");
     fake.set_price("price_team", 900, "eur");
-    let (panel, _ports) = PanelProcess::start_demo(&[
-        ("ROOKERY_STRIPE__API_BASE", fake.base_url()),
-        ("ROOKERY_STRIPE__SECRET_KEY", FakeStripe::API_KEY),
-        ("ROOKERY_STRIPE__WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("ROOKERY_STRIPE__RETENTION_DAYS", "0"),
-        ("ROOKERY_PROVISIONING__RECONCILE_INTERVAL_MS", "100"),
-    ])
-    .await
-    .expect("the panel starts");
-    fake.set_webhook_url(&panel.url("/webhooks/stripe"));
+    let (panel, _ports) = billing_panel(&fake, &[("ROOKERY_STRIPE__RETENTION_DAYS", "0")]).await;
     let admin = panel.admin_client().await.expect("an admin");
     for form in [
         rookery_tests::app::plan_form("Team", "9.00", Some("price_team")),
