@@ -36,7 +36,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, serverinfo, vcard},
+    xep::{blocking, private, serverinfo, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -903,6 +903,16 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
             let writes =
                 kind == "set" && (payload.is("vCard", ns::VCARD) || payload.ns() == ns::BLOCKING);
             if writes && refused_while_moving(node, me, &stanza, &[account.domain()]) {
+                return;
+            }
+            if payload.is("query", ns::PRIVATE) {
+                if kind == "set"
+                    && account == me.jid.bare()
+                    && refused_while_moving(node, me, &stanza, &[account.domain()])
+                {
+                    return;
+                }
+                me.deliver(private::handle(node, &me.jid, &account, &stanza).await);
                 return;
             }
             if payload.is("vCard", ns::VCARD) {

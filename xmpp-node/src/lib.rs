@@ -5,11 +5,13 @@
 //! - `store/`: vhosts, accounts and offline messages in SQLite or PostgreSQL;
 //! - `router`, `im`: who is online, and what happens to each stanza;
 //! - `server`: listeners, vhost reloads, `/metrics`, shutdown;
+//! - `hostmeta`: XEP-0156 host-meta documents on the HTTP port;
 //! - `upkeep`: once a minute, offline message retention and storage re-measurement;
 //! - `control`: the HTTPS control API the panel drives, and enrollment (`join`).
 
 pub mod config;
 pub mod control;
+pub mod hostmeta;
 pub mod im;
 pub mod metrics;
 pub mod net;

@@ -253,6 +253,7 @@ async fn watch_vhosts(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 async fn serve_http(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     use axum::{Router, http::header, routing::get};
     let app = Router::new()
+        .merge(crate::hostmeta::router(node.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",

@@ -27,3 +27,5 @@ pub const SERVER_INFO: &str = "http://jabber.org/network/serverinfo";
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 /// XEP-0198 Stream Management, version 3 of its protocol.
 pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0049 Private XML Storage (no disco feature).
+pub const PRIVATE: &str = "jabber:iq:private";

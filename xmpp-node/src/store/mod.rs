@@ -7,6 +7,7 @@
 //! bytes in `quota`, so writes that would pass a vhost's storage quota are refused.
 
 mod control;
+mod private;
 mod profile;
 pub mod quota;
 mod roster;
@@ -15,6 +16,7 @@ pub mod vhost_data;
 use std::{collections::BTreeMap, sync::Arc};
 
 pub use control::{Account, SpecWrite, StoredSpec};
+pub use private::PrivateItem;
 
 use anyhow::Context;
 use rookery_common::{

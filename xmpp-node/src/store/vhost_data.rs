@@ -42,6 +42,7 @@ pub const VHOST_TABLES: &[VhostTable] = &[
     VhostTable { name: "vcards", columns: &[("vhost", Text), ("username", Text), ("vcard", Text), ("updated_at", Int)] },
     VhostTable { name: "blocklist", columns: &[("vhost", Text), ("username", Text), ("blocked_jid", Text), ("created_at", Int)] },
     VhostTable { name: "last_activity", columns: &[("vhost", Text), ("username", Text), ("seen_at", Int), ("status", Text)] },
+    VhostTable { name: "private_storage", columns: &[("vhost", Text), ("username", Text), ("namespace", Text), ("name", Text), ("xml", Text), ("updated_at", Int)] },
 ];
 
 impl VhostTable {

@@ -1,7 +1,9 @@
-//! Extensions with state of their own: vCards (XEP-0054) and blocking (XEP-0191), and the
-//! server's contact addresses (XEP-0157, from the vhost spec). The stanza handlers in `im`
-//! hand them the queries; enforcement of blocks happens where stanzas are delivered.
+//! Extensions with state of their own: vCards (XEP-0054), blocking (XEP-0191), private XML
+//! storage (XEP-0049), and the server's contact addresses (XEP-0157, from the vhost spec).
+//! The stanza handlers in `im` hand them the queries; enforcement of blocks happens where
+//! stanzas are delivered.
 
 pub mod blocking;
+pub mod private;
 pub mod serverinfo;
 pub mod vcard;
