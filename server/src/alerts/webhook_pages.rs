@@ -208,8 +208,11 @@ async fn add(
             "An endpoint with this URL is already registered: change its event types instead.",
         );
     }
-    if description.chars().count() > 200 {
-        errors.add("description", "Use at most 200 characters.");
+    if description.chars().count() > 200 || description.chars().any(char::is_control) {
+        errors.add(
+            "description",
+            "Use at most 200 characters that can be shown (no control characters).",
+        );
     }
     let events = endpoints::events_column(&picked).unwrap_or_else(|bad| {
         errors.add("events", format!("Unknown event type {bad}."));

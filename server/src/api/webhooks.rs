@@ -182,11 +182,11 @@ fn check_events(events: &[String]) -> ApiResult<String> {
 
 fn check_description(d: &str) -> ApiResult<String> {
     let d = d.trim();
-    if d.chars().count() > 200 {
+    if d.chars().count() > 200 || d.chars().any(char::is_control) {
         return Err(field_error(
             "description",
             "invalid_description",
-            "Use at most 200 characters.",
+            "Use at most 200 characters that can be shown (no control characters).",
         ));
     }
     Ok(d.to_string())
@@ -517,4 +517,20 @@ pub async fn redeliver(
 /// Whether `delivery_id` is a delivery to this endpoint.
 async fn of_endpoint(state: &AppState, e: &Endpoint, delivery_id: &str) -> ApiResult<bool> {
     Ok(endpoints::has_delivery(&state.db, &e.org_id, &e.id, delivery_id).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_short_and_printable() {
+        assert_eq!(
+            check_description("  billing sync ").unwrap(),
+            "billing sync"
+        );
+        for bad in ["a\u{0}b", "bell\u{7}", &"x".repeat(201)] {
+            assert!(check_description(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -70,6 +70,13 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             Ok(b) => b,
             Err(_) => return AppError::BadRequest("The form is too large.".into()).into_response(),
         };
+        // A NUL in any field: no text here may hold one (PostgreSQL cannot store it).
+        if url::form_urlencoded::parse(&bytes).any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            return AppError::BadRequest(
+                "The form holds a NUL character; remove it and send it again.".into(),
+            )
+            .into_response();
+        }
         let sent = url::form_urlencoded::parse(&bytes)
             .find(|(k, _)| k == "csrf")
             .map(|(_, v)| v.into_owned());
