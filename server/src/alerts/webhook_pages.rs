@@ -208,10 +208,12 @@ async fn add(
             "An endpoint with this URL is already registered: change its event types instead.",
         );
     }
-    if description.chars().count() > 200 || description.chars().any(char::is_control) {
+    if description.chars().count() > 200 {
+        errors.add("description", "Use at most 200 characters.");
+    } else if description.chars().any(char::is_control) {
         errors.add(
             "description",
-            "Use at most 200 characters that can be shown (no control characters).",
+            "Use characters that can be shown (no control characters).",
         );
     }
     let events = endpoints::events_column(&picked).unwrap_or_else(|bad| {

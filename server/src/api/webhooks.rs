@@ -182,11 +182,18 @@ fn check_events(events: &[String]) -> ApiResult<String> {
 
 fn check_description(d: &str) -> ApiResult<String> {
     let d = d.trim();
-    if d.chars().count() > 200 || d.chars().any(char::is_control) {
+    if d.chars().count() > 200 {
         return Err(field_error(
             "description",
             "invalid_description",
-            "Use at most 200 characters that can be shown (no control characters).",
+            "Use at most 200 characters.",
+        ));
+    }
+    if d.chars().any(char::is_control) {
+        return Err(field_error(
+            "description",
+            "invalid_description",
+            "Use characters that can be shown (no control characters).",
         ));
     }
     Ok(d.to_string())
