@@ -68,6 +68,25 @@ pub struct Limits {
     /// Seconds of silence after which the server pings a client, and then gives up.
     pub idle_ping_secs: u64,
     pub ping_timeout_secs: u64,
+    /// XEP-0198: the longest time, in seconds, a broken stream is kept for resumption; 0
+    /// turns resumption off (acknowledgements still work).
+    pub sm_resume_secs: u32,
+    /// XEP-0198: stanzas written between two requests for an acknowledgement.
+    pub sm_request_every: u32,
+    /// XEP-0198: the most stanzas a session keeps waiting for an acknowledgement; past it
+    /// the stream ends and they go to other resources or offline storage.
+    pub sm_max_unacked: usize,
+}
+
+impl Limits {
+    /// How the node runs stream management (XEP-0198).
+    pub fn sm(&self) -> crate::proto::sm::SmConfig {
+        crate::proto::sm::SmConfig {
+            request_every: self.sm_request_every,
+            max_unacked: self.sm_max_unacked,
+            max_resume_secs: Some(self.sm_resume_secs).filter(|s| *s > 0),
+        }
+    }
 }
 
 impl Default for NodeSettings {
@@ -108,6 +127,9 @@ impl Default for Limits {
             stanzas_per_second: 200,
             idle_ping_secs: 300,
             ping_timeout_secs: 60,
+            sm_resume_secs: 300,
+            sm_request_every: 5,
+            sm_max_unacked: 500,
         }
     }
 }
@@ -225,10 +247,16 @@ mod tests {
                 "require_tls = false\n[limits]\nmax_depth = 10\n",
             )?;
             jail.set_env("ROOKERY_NODE_LIMITS__MAX_DEPTH", "12");
+            jail.set_env("ROOKERY_NODE_LIMITS__SM_RESUME_SECS", "2");
             let s = NodeSettings::load(Some(std::path::Path::new("node.toml")))
                 .map_err(|e| e.to_string())?;
             assert!(!s.require_tls);
             assert_eq!(s.limits.max_depth, 12);
+            assert_eq!(s.limits.sm().max_resume_secs, Some(2));
+            assert_eq!(
+                NodeSettings::default().limits.sm().max_resume_secs,
+                Some(300)
+            );
             Ok(())
         });
     }

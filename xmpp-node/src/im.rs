@@ -31,6 +31,7 @@ use crate::{
             self, Contact, Direction, Edit, PresenceNotice, RosterAnswer, RosterSet, RosterVersion,
             SubscriptionKind,
         },
+        sm::Unacked,
         stanza::{Condition, error_reply, iq_result},
     },
     router::{SessionHandle, message_targets},
@@ -183,7 +184,7 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         _ => {
             let targets = message_targets(&node.router.sessions(&to));
             if targets.is_empty() {
-                store_offline(node, me, &to, stanza).await;
+                store_offline(node, Some(me), &to, stanza).await;
             } else {
                 node.metrics.stanza_routed();
                 for s in targets {
@@ -194,13 +195,24 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     }
 }
 
-async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Element) {
+/// Stores a message for `to`'s next login; errors go back to the sender's session `me`
+/// (`None`: the sender is not online here, nobody to tell).
+async fn store_offline(node: &Node, me: Option<&SessionHandle>, to: &Jid, stanza: Element) {
     // Only messages worth reading later: with a body (XEP-0160 §3).
     if !stanza.has_child("body", ns::CLIENT) {
         return;
     }
-    if refused_while_moving(node, me, &stanza, &[to.domain()]) {
-        return;
+    let bounce = |stanza: &Element, condition, text: Option<&str>| {
+        if let Some(me) = me {
+            bounce(me, stanza, condition, text);
+        }
+    };
+    if node.is_frozen(to.domain()) {
+        return bounce(
+            &stanza,
+            Condition::ResourceConstraint,
+            Some(&moving_text(to.domain())),
+        );
     }
     let username = to.node().unwrap_or_default();
     let mut stored = stanza.clone();
@@ -224,7 +236,6 @@ async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Elemen
             }
         }
         Ok(false) => bounce(
-            me,
             &stanza,
             Condition::ServiceUnavailable,
             Some("The recipient's offline storage is full."),
@@ -232,7 +243,6 @@ async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Elemen
         Err(StoreError::StorageFull(domain, quota)) => {
             tracing::info!(vhost = %domain, quota, "an offline message was refused: the storage quota is used up");
             bounce(
-                me,
                 &stanza,
                 Condition::ResourceConstraint,
                 Some(&storage_full_text(
@@ -243,7 +253,7 @@ async fn store_offline(node: &Node, me: &SessionHandle, to: &Jid, stanza: Elemen
         }
         Err(e) => {
             tracing::error!(error = %e, "storing an offline message failed");
-            bounce(me, &stanza, Condition::InternalServerError, None);
+            bounce(&stanza, Condition::InternalServerError, None);
         }
     }
 }
@@ -533,6 +543,70 @@ pub async fn session_ended(node: &Node, me: &Arc<SessionHandle>) {
             .await
     {
         tracing::warn!(error = %e, "recording last activity failed");
+    }
+}
+
+/// Stanzas a session's client never acknowledged (XEP-0198 §4), when the session ends for
+/// good: each is treated as a stanza for an unavailable resource (RFC 6121 §8.5.3.2), so
+/// none is lost without a word. Call it after the session left the router and before
+/// [`session_ended`].
+///
+/// Messages (`normal`, `chat`) go to the account's other available resources, else into
+/// offline storage when they have a body, else back to their sender as
+/// `service-unavailable`; each carries a XEP-0203 delay from when it was first sent.
+/// Headlines go to other resources or nowhere, as for any unavailable resource; a
+/// `groupchat` message and an `iq` request bounce; errors, results and presence (which is
+/// state, announced again by [`session_ended`]) end here.
+pub async fn unacked_stanzas(node: &Node, me: &SessionHandle, unacked: Vec<Unacked>) {
+    if unacked.is_empty() {
+        return;
+    }
+    let _permit = node.writes.enter().await;
+    let domain = me.jid.domain();
+    tracing::info!(
+        count = unacked.len(),
+        "handing on stanzas the client did not acknowledge"
+    );
+    for u in unacked {
+        let stamp = crate::node::format_utc(u.sent_at);
+        let stanza = u.delayed(domain, &stamp);
+        // The sender's session, for an error: stanzas here carry their sender's full JID.
+        let sender = stanza
+            .attr("from")
+            .and_then(|f| Jid::parse(f).ok())
+            .and_then(|f| node.router.session(&f));
+        let bounce_back = |condition| {
+            if let Some(s) = &sender {
+                bounce(s, &stanza, condition, None);
+            }
+        };
+        let kind = stanza.attr("type").unwrap_or(match stanza.name() {
+            "message" => "normal",
+            _ => "",
+        });
+        match (stanza.name(), kind) {
+            ("message", "normal" | "chat") => {
+                let targets = message_targets(&node.router.sessions(&me.bare));
+                if !targets.is_empty() {
+                    for s in targets {
+                        s.deliver(stanza.clone());
+                    }
+                } else if stanza.has_child("body", ns::CLIENT) {
+                    store_offline(node, sender.as_deref(), &me.bare, stanza).await;
+                } else {
+                    bounce_back(Condition::ServiceUnavailable);
+                }
+            }
+            ("message", "headline") => {
+                for s in message_targets(&node.router.sessions(&me.bare)) {
+                    s.deliver(stanza.clone());
+                }
+            }
+            ("message", "groupchat") | ("iq", "get" | "set") => {
+                bounce_back(Condition::ServiceUnavailable)
+            }
+            _ => {}
+        }
     }
 }
 
@@ -847,12 +921,15 @@ async fn deliver_offline(node: &Node, me: &SessionHandle) {
                 }
                 match crate::node::parse_stored(&xml) {
                     Ok(mut m) => {
-                        // XEP-0203: when it originally arrived.
-                        m.append_child(
-                            Element::new("delay", ns::DELAY)
-                                .with_attr("from", domain)
-                                .with_attr("stamp", crate::node::format_utc(at)),
-                        );
+                        // XEP-0203: when it originally arrived (unless it says already: an
+                        // unacknowledged stanza stored after XEP-0198 gave up on it).
+                        if !m.has_child("delay", ns::DELAY) {
+                            m.append_child(
+                                Element::new("delay", ns::DELAY)
+                                    .with_attr("from", domain)
+                                    .with_attr("stamp", crate::node::format_utc(at)),
+                            );
+                        }
                         me.deliver(m);
                     }
                     Err(e) => {
@@ -1166,6 +1243,90 @@ mod tests {
         stanza(&format!(
             "<message xmlns='jabber:client' from='alice@example.com/desk' to='{to}' type='chat' id='m1'><body>{body}</body></message>"
         ))
+    }
+
+    fn unacked(stanza: Element) -> Unacked {
+        Unacked {
+            seq: 1,
+            stanza,
+            sent_at: 1_795_683_600,
+        }
+    }
+
+    #[tokio::test]
+    async fn unacked_messages_go_to_the_accounts_other_available_resource_with_a_delay() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1}),
+            &["alice", "bob"],
+        )
+        .await;
+        let (phone, _phone_rx) = bind(&node, "bob@example.com/phone");
+        let (laptop, mut laptop_rx) = bind(&node, "bob@example.com/laptop");
+        laptop.set_presence(Some(Element::new("presence", ns::CLIENT)));
+        node.router.unbind(&phone);
+        unacked_stanzas(
+            &node,
+            &phone,
+            vec![unacked(chat("bob@example.com/phone", "hi"))],
+        )
+        .await;
+        let got = delivered(&mut laptop_rx);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].child_text("body", ns::CLIENT).as_deref(), Some("hi"));
+        let delay = got[0].get_child("delay", ns::DELAY).unwrap();
+        assert_eq!(delay.attr("stamp"), Some("2026-11-26T09:00:00Z"));
+        assert_eq!(
+            node.store.take_offline(DOMAIN, "bob").await.unwrap().len(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn unacked_messages_without_another_resource_are_stored_offline_or_bounced() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1}),
+            &["alice", "bob"],
+        )
+        .await;
+        let (_desk, mut desk_rx) = bind(&node, "alice@example.com/desk");
+        let (phone, _phone_rx) = bind(&node, "bob@example.com/phone");
+        node.router.unbind(&phone);
+        let typing = stanza(
+            "<message xmlns='jabber:client' from='alice@example.com/desk' to='bob@example.com/phone' type='chat' id='t1'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
+        let ping = stanza(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' to='bob@example.com/phone' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let presence = stanza(
+            "<presence xmlns='jabber:client' from='alice@example.com/desk' to='bob@example.com/phone'/>",
+        );
+        unacked_stanzas(
+            &node,
+            &phone,
+            vec![
+                unacked(chat("bob@example.com/phone", "hi")),
+                unacked(typing),
+                unacked(ping),
+                unacked(presence),
+            ],
+        )
+        .await;
+        // The message with a body waits for bob's next login, with when it was first sent.
+        let stored = node.store.take_offline(DOMAIN, "bob").await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].0.contains("<body>hi</body>"), "{}", stored[0].0);
+        assert!(
+            stored[0].0.contains("2026-11-26T09:00:00Z"),
+            "{}",
+            stored[0].0
+        );
+        // The rest goes back to its sender as errors, but presence, which is state.
+        let bounced = delivered(&mut desk_rx);
+        let ids: Vec<_> = bounced.iter().map(|b| b.attr("id").unwrap()).collect();
+        assert_eq!(ids, ["t1", "p1"]);
+        for b in &bounced {
+            assert_eq!(error_of(b).1, "service-unavailable");
+        }
     }
 
     #[tokio::test]

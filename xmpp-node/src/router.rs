@@ -1,6 +1,7 @@
 //! Who is online: every bound session by full JID, grouped by account (bare JID), with its
 //! current presence. Sessions receive stanzas through their channel; the router never holds
-//! its lock across an await.
+//! its lock across an await. A session whose connection broke but that may be resumed
+//! (XEP-0198) stays bound here, and is found by its SM-ID in [`Router::resumable`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -148,6 +149,9 @@ impl SessionHandle {
 pub struct Router {
     by_account: RwLock<HashMap<Jid, Vec<Arc<SessionHandle>>>>,
     next_id: AtomicU64,
+    /// Sessions that can be resumed (XEP-0198), by SM-ID. A detached session stays bound
+    /// above until it is resumed or its resume timeout ends it.
+    pub resumable: crate::net::sm::Registry,
 }
 
 impl Router {

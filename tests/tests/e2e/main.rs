@@ -14,6 +14,7 @@ mod node_control;
 mod node_features;
 mod node_private;
 mod node_roster;
+mod node_sm;
 mod panel;
 mod panel_nodes;
 mod panels;

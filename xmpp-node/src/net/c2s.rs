@@ -2,6 +2,15 @@
 //! out what it asks (write, TLS, credential look-ups, bind), and writes stanzas routed to
 //! the session. Limits: a pre-authentication deadline, a stanza rate, idle pings, and
 //! whatever the parser refuses — each ends only this connection.
+//!
+//! Stream management (XEP-0198, [`crate::proto::sm`]): the connection owns the session's
+//! [`StreamManagement`] state, counts the client's stanzas, queues every stanza it writes
+//! until acked (one push per stanza, nothing when SM is off) and asks for acks at the
+//! configured cadence. When the socket breaks without `</stream:stream>` and the session is
+//! resumable, the task *detaches* instead of ending: the session stays bound, deliveries are
+//! queued, and the task waits for a `<resume/>` on another connection ([`super::sm`]), the
+//! resume timeout, or shutdown. A session that ends for good hands its unacknowledged
+//! stanzas to [`im::unacked_stanzas`] before [`im::session_ended`] announces it offline.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -27,6 +36,7 @@ use crate::{
     control::usage::VhostCounters,
     im,
     metrics::OutcomeLabel,
+    net::sm::{Handover, Lookup, SessionState, Takeover, new_id, next_takeover},
     node::Node,
     proto::{
         c2s::{C2s, C2sConfig, Output, StreamError, write_stanza},
@@ -34,9 +44,22 @@ use crate::{
         jid::Jid,
         ns,
         parser::{Limits, StreamParser},
+        sm::{
+            self, Nonza, Previous, Rejection, Resumed, SmError, Stage, StreamManagement, Unacked,
+        },
+        stanza::is_stanza,
     },
     router::{Delivery, SessionHandle},
 };
+
+/// `<r xmlns='urn:xmpp:sm:3'/>`, written as is on the hot path.
+const SM_REQUEST: &str = "<r xmlns='urn:xmpp:sm:3'/>";
+
+/// A resumption the old connection agreed to, waiting to be handed to the new one.
+type PendingHandover = (
+    Resumed,
+    tokio::sync::oneshot::Sender<Result<Handover, Rejection>>,
+);
 
 /// The socket, before or after TLS.
 enum Io {
@@ -148,7 +171,7 @@ pub async fn run(
         if let Err(e) = conn.serve(tcp, direct_tls).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
-        conn.cleanup().await;
+        conn.finish().await;
     }
     .instrument(span)
     .await
@@ -173,6 +196,12 @@ struct Connection {
     tokens: f64,
     tokens_at: Instant,
     vhost_recorded: bool,
+    /// XEP-0198 state of the bound session (disabled until `<enable/>`).
+    sm: StreamManagement,
+    /// Where `<resume/>`s for this session arrive, once it is resumable.
+    takeover: Option<tokio::sync::mpsc::Receiver<Takeover>>,
+    /// The client stopped answering pings: its stream is dead, as if the socket broke.
+    timed_out: bool,
 }
 
 impl Connection {
@@ -189,7 +218,9 @@ impl Connection {
             max_auth_failures: 3,
             scram_iterations: node.settings.node.scram_iterations,
             host_access: Arc::new(move |d: &str| hosts.access(d)),
+            stream_management: true,
         };
+        let sm = StreamManagement::new(node.settings.node.limits.sm());
         let limits = &node.settings.node.limits;
         let parser = StreamParser::new(Limits {
             max_stanza_bytes: limits.max_stanza_bytes,
@@ -213,6 +244,9 @@ impl Connection {
             tokens: burst,
             tokens_at: Instant::now(),
             vhost_recorded: false,
+            sm,
+            takeover: None,
+            timed_out: false,
             node,
             ip,
             tls,
@@ -262,35 +296,47 @@ impl Connection {
                 Some(delivery) = self.rx.recv() => {
                     let outputs = match delivery {
                         Delivery::Stanza(stanza) => {
-                            if let Some(me) = &self.session {
-                                me.taken();
-                            }
-                            self.node.metrics.stanzas_out.inc();
-                            if let Some(c) = &self.counters
-                                && stanza.name() == "message"
-                            {
-                                c.message_out();
-                            }
-                            stanza.write_to(&mut self.out, ns::CLIENT);
+                            let mut overflow = self.write_delivery(*stanza).err();
                             // Write whatever else is queued in the same syscall.
-                            while let Ok(Delivery::Stanza(more)) = self.rx.try_recv() {
-                                if let Some(me) = &self.session {
-                                    me.taken();
-                                }
-                                self.node.metrics.stanzas_out.inc();
-                                if let Some(c) = &self.counters
-                                    && more.name() == "message"
-                                {
-                                    c.message_out();
-                                }
-                                more.write_to(&mut self.out, ns::CLIENT);
+                            while overflow.is_none()
+                                && let Ok(Delivery::Stanza(more)) = self.rx.try_recv()
+                            {
+                                overflow = self.write_delivery(*more).err();
                             }
-                            vec![]
+                            match overflow {
+                                Some(e) => self.c2s.send_stream_error(&e.stream_error()),
+                                None => vec![],
+                            }
                         }
                         Delivery::Kick(kick) => self.c2s.send_stream_error(&kick),
                     };
                     self.drive(outputs).await?;
                     self.flush().await?;
+                }
+                Some(request) = next_takeover(&mut self.takeover) => {
+                    // A <resume/> for this session on another connection (§5): the client
+                    // lost this one without the server noticing. It ends with `conflict`.
+                    // The session moves before anything is written here: this socket may be
+                    // dead, and the new connection must not wait on it.
+                    if let Some((resumed, reply)) = self.agree_to_resume(request) {
+                        match self.hand_over(resumed, reply) {
+                            Ok(()) => {
+                                let outputs = self.c2s.send_stream_error(&StreamError::new(
+                                    "conflict",
+                                    "The session was resumed on another connection.",
+                                ));
+                                for output in outputs {
+                                    if let Output::Send(s) = output {
+                                        self.out.push_str(&s);
+                                    }
+                                }
+                                let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
+                                break;
+                            }
+                            // The resuming connection went away meanwhile: carry on here.
+                            Err(state) => self.restore(state),
+                        }
+                    }
                 }
                 () = &mut timer => {
                     let due = self.next_deadline(pre_auth_deadline);
@@ -313,6 +359,38 @@ impl Connection {
         self.flush().await?;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
         Ok(())
+    }
+
+    /// Writes one stanza routed to the session and, with stream management, queues it until
+    /// acked (and asks for an ack when due). `Err`: too many wait for an ack.
+    fn write_delivery(&mut self, stanza: Element) -> Result<(), SmError> {
+        if let Some(me) = &self.session {
+            me.taken();
+        }
+        self.node.metrics.stanzas_out.inc();
+        if let Some(c) = &self.counters
+            && stanza.name() == "message"
+        {
+            c.message_out();
+        }
+        stanza.write_to(&mut self.out, ns::CLIENT);
+        if self.sm.is_enabled() && self.sm.on_outbound(stanza, crate::node::unix_now())? {
+            self.out.push_str(SM_REQUEST);
+        }
+        Ok(())
+    }
+
+    /// Answers another connection's `<resume/>` for this session: `Some` when the session
+    /// is to move there (the state says resumed already), else the refusal is sent back.
+    fn agree_to_resume(&mut self, request: Takeover) -> Option<PendingHandover> {
+        let stage = Stage::Authenticated(&request.account);
+        match sm::resume(stage, &request.request, Previous::Found(&mut self.sm)) {
+            Ok(resumed) => Some((resumed, request.reply)),
+            Err(refused) => {
+                let _ = request.reply.send(Err(refused));
+                None
+            }
+        }
     }
 
     fn next_deadline(&self, pre_auth: Instant) -> Instant {
@@ -341,6 +419,7 @@ impl Connection {
         }
         if let Some(at) = self.ping_sent {
             if now >= at + Duration::from_secs(self.node.settings.node.limits.ping_timeout_secs) {
+                self.timed_out = true;
                 let outputs = self
                     .c2s
                     .stream_error("connection-timeout", Some("No answer to ping."));
@@ -360,6 +439,10 @@ impl Connection {
                 .with_attr("to", jid.to_string())
                 .with_child(Element::new("ping", ns::PING));
             self.out.push_str(&write_stanza(&ping));
+            // Stanzas below the ack cadence are not left unconfirmed for long.
+            if let Some(r) = self.sm.idle_request() {
+                r.write_to(&mut self.out, ns::CLIENT);
+            }
             self.flush().await?;
             self.ping_sent = Some(now);
         }
@@ -376,6 +459,11 @@ impl Connection {
                     if let crate::proto::parser::StreamEvent::Stanza(stanza) = &event
                         && self.session.is_some()
                     {
+                        // XEP-0198 §4: handled once routed, stored, answered or bounced, which
+                        // this event is before the next one is read.
+                        if self.sm.is_enabled() && is_stanza(stanza) {
+                            self.sm.on_inbound_stanza();
+                        }
                         self.node.metrics.stanzas_in.inc();
                         if let Some(c) = &self.counters
                             && stanza.name() == "message"
@@ -532,6 +620,19 @@ impl Connection {
                         Box::pin(im::handle(&self.node, &me, stanza)).await;
                     }
                 }
+                // Acks go back and forth all the time on a managed stream: answered here.
+                Output::Sm(Ok(Nonza::Request)) => match self.sm.on_request() {
+                    Ok(a) => self.out.push_str(&write_stanza(&a)),
+                    Err(e) => queue.extend(self.refuse(e.into())),
+                },
+                Output::Sm(Ok(Nonza::Ack(h))) => {
+                    if let Err(e) = self.sm.on_ack(h) {
+                        queue.extend(self.refuse(e.into()));
+                    }
+                }
+                // Boxed: rare, and its state would otherwise enlarge every `drive`.
+                Output::Sm(Ok(nonza)) => queue.extend(Box::pin(self.negotiate_sm(nonza)).await),
+                Output::Sm(Err(refused)) => queue.extend(self.refuse(refused)),
                 Output::Close => {
                     self.flush().await?;
                 }
@@ -544,6 +645,128 @@ impl Connection {
             self.vhost_recorded = true;
         }
         Ok(started_tls)
+    }
+
+    /// Writes a `<failed/>`, or ends the stream for a misuse of stream management.
+    fn refuse(&mut self, refused: Rejection) -> Vec<Output> {
+        match refused {
+            Rejection::Failed(f) => vec![Output::Send(write_stanza(&f.to_element()))],
+            Rejection::Stream(e) => self.c2s.send_stream_error(&e.stream_error()),
+        }
+    }
+
+    /// `<enable/>` or `<resume/>` from the client (XEP-0198 §3, §5).
+    async fn negotiate_sm(&mut self, nonza: Nonza) -> Vec<Output> {
+        let bound = self.c2s.jid().cloned();
+        let account = self.c2s.authenticated().cloned();
+        let stage = match (&bound, &account) {
+            (Some(jid), _) => Stage::Bound(jid),
+            (None, Some(account)) => Stage::Authenticated(account),
+            (None, None) => Stage::Unauthenticated,
+        };
+        match nonza {
+            Nonza::Enable(request) => {
+                let id = new_id();
+                match self.sm.enable(stage, &request, id.clone()) {
+                    Ok(enabled) => {
+                        if self.sm.is_resumable() {
+                            self.takeover = Some(self.node.router.resumable.register(&id));
+                        }
+                        tracing::info!(
+                            resumable = self.sm.is_resumable(),
+                            "stream management enabled"
+                        );
+                        vec![Output::Send(write_stanza(&enabled))]
+                    }
+                    Err(refused) => self.refuse(refused.into()),
+                }
+            }
+            Nonza::Request | Nonza::Ack(_) => vec![],
+            Nonza::Resume(request) => {
+                let Stage::Authenticated(account) = stage else {
+                    return match sm::resume(stage, &request, Previous::Unknown) {
+                        Ok(_) => vec![],
+                        Err(refused) => self.refuse(refused),
+                    };
+                };
+                let account = account.clone();
+                match self.take_over(account.clone(), request.clone()).await {
+                    Some(Ok(handover)) => self.adopt(handover).await,
+                    Some(Err(refused)) => self.refuse(refused),
+                    // The owner ended the session meanwhile: what is left is its tombstone.
+                    None => {
+                        let tombstone = match self.node.router.resumable.lookup(&request.previd) {
+                            Lookup::Expired(t) => Some(t),
+                            _ => None,
+                        };
+                        let previous = match &tombstone {
+                            Some(t) => Previous::Expired(t),
+                            None => Previous::Unknown,
+                        };
+                        match sm::resume(Stage::Authenticated(&account), &request, previous) {
+                            Ok(_) => vec![],
+                            Err(refused) => self.refuse(refused),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the owner of the session `request` names to hand it over. `None`: no owner
+    /// answered (unknown, expired, or gone meanwhile).
+    async fn take_over(
+        &mut self,
+        account: Jid,
+        request: sm::Resume,
+    ) -> Option<Result<Handover, Rejection>> {
+        let Lookup::Live(owner) = self.node.router.resumable.lookup(&request.previd) else {
+            return None;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let takeover = Takeover {
+            account,
+            request,
+            reply,
+        };
+        // Bounded: an owner stuck on a dead socket must not hold this connection forever.
+        let asked = async {
+            owner.send(takeover).await.ok()?;
+            answer.await.ok()
+        };
+        tokio::time::timeout(Duration::from_secs(10), asked)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Continues a resumed session on this stream: `<resumed/>`, the stanzas the client
+    /// missed, and from then on the session's own queue.
+    async fn adopt(&mut self, handover: Handover) -> Vec<Output> {
+        let Handover { resumed, state } = handover;
+        let jid = resumed.jid.clone();
+        // This stream's own channel was never bound to anything.
+        self.tx = state.tx;
+        self.rx = state.rx;
+        self.sm = state.sm;
+        self.session = Some(state.handle);
+        self.counters = state.counters;
+        self.takeover = Some(state.takeover);
+        resumed.answer.write_to(&mut self.out, ns::CLIENT);
+        for stanza in &resumed.resend {
+            stanza.write_to(&mut self.out, ns::CLIENT);
+        }
+        if resumed.request_ack {
+            self.out.push_str(SM_REQUEST);
+        }
+        tracing::Span::current().record("jid", tracing::field::display(&jid));
+        tracing::info!(
+            resent = resumed.resend.len(),
+            acked = resumed.released,
+            "session resumed"
+        );
+        self.c2s.on_resumed(jid);
+        vec![]
     }
 
     /// The vhost's stanza log (its runtime debug switch), credentials redacted.
@@ -607,7 +830,118 @@ impl Connection {
         Ok(())
     }
 
+    /// After the stream: a session whose stream broke (no `</stream:stream>`, no stream
+    /// error from the server, or no answer to pings) waits detached for a resumption if it
+    /// is resumable; otherwise, or when nobody resumes it in time, it ends.
+    async fn finish(&mut self) {
+        let broken = !self.c2s.is_closed() || self.timed_out;
+        if self.session.is_some() && self.sm.is_resumable() && broken && self.linger().await {
+            return;
+        }
+        self.cleanup().await;
+    }
+
+    /// Sends the session's state to the connection that resumed it; gives it back if that
+    /// connection went away meanwhile.
+    fn hand_over(
+        &mut self,
+        resumed: Resumed,
+        reply: tokio::sync::oneshot::Sender<Result<Handover, Rejection>>,
+    ) -> Result<(), Box<SessionState>> {
+        let (Some(handle), Some(takeover)) = (self.session.take(), self.takeover.take()) else {
+            return Ok(());
+        };
+        let (_, idle) = tokio::sync::mpsc::unbounded_channel();
+        let state = SessionState {
+            sm: std::mem::replace(
+                &mut self.sm,
+                StreamManagement::new(self.node.settings.node.limits.sm()),
+            ),
+            handle,
+            rx: std::mem::replace(&mut self.rx, idle),
+            tx: self.tx.clone(),
+            counters: self.counters.take(),
+            takeover,
+        };
+        match reply.send(Ok(Handover { resumed, state })) {
+            Ok(()) => {
+                tracing::info!("session handed to the connection that resumed it");
+                Ok(())
+            }
+            Err(Ok(handover)) => Err(Box::new(handover.state)),
+            Err(Err(_)) => Ok(()),
+        }
+    }
+
+    fn restore(&mut self, state: Box<SessionState>) {
+        self.sm = state.sm;
+        self.session = Some(state.handle);
+        self.rx = state.rx;
+        self.tx = state.tx;
+        self.counters = state.counters;
+        self.takeover = Some(state.takeover);
+    }
+
+    /// Detached: the stream is gone, the session stays bound and queues what is routed to
+    /// it, for at most the resume timeout. `true`: another connection resumed it and has it.
+    async fn linger(&mut self) -> bool {
+        let secs = self.sm.resume_timeout().unwrap_or(0);
+        self.sm.detach();
+        tracing::info!(
+            resume_secs = secs,
+            unacked = self.sm.unacked().len(),
+            "connection lost; the session waits for resumption"
+        );
+        let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+        loop {
+            tokio::select! {
+                delivery = self.rx.recv() => match delivery {
+                    Some(Delivery::Stanza(stanza)) => {
+                        if let Some(me) = &self.session {
+                            me.taken();
+                        }
+                        if let Err(e) = self.sm.on_outbound(*stanza, crate::node::unix_now()) {
+                            tracing::info!(error = %e, "a detached session's queue overflowed");
+                            return false;
+                        }
+                    }
+                    // Replaced by a new session with the same resource, or its domain left.
+                    Some(Delivery::Kick(_)) | None => return false,
+                },
+                Some(request) = next_takeover(&mut self.takeover) => {
+                    if let Some((resumed, reply)) = self.agree_to_resume(request) {
+                        match self.hand_over(resumed, reply) {
+                            Ok(()) => return true,
+                            // The resuming connection is gone already: wait for the next.
+                            Err(state) => {
+                                self.restore(state);
+                                self.sm.detach();
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::info!("the resume timeout ended the session");
+                    return false;
+                }
+                _ = self.shutdown.changed() => return false,
+            }
+        }
+    }
+
+    /// Ends the session for good: out of the router and the resumption registry, its
+    /// unacknowledged stanzas handed on, then announced offline.
     async fn cleanup(&mut self) {
+        if let Some(takeover) = self.takeover.take() {
+            if let Some(id) = self.sm.id() {
+                self.node
+                    .router
+                    .resumable
+                    .unregister(id, self.sm.tombstone());
+            }
+            // Requests that raced with the end get no answer: they see a closed channel.
+            drop(takeover);
+        }
         if let Some(c) = self.counters.take() {
             c.remove_session();
         }
@@ -620,6 +954,22 @@ impl Connection {
                     vhost: me.jid.domain().to_string(),
                 })
                 .dec();
+            if self.sm.is_enabled() {
+                // Written but not acked, then queued but never written: nothing is lost.
+                let mut unacked = self.sm.take_unacked();
+                let now = crate::node::unix_now();
+                while let Ok(delivery) = self.rx.try_recv() {
+                    if let Delivery::Stanza(stanza) = delivery {
+                        me.taken();
+                        unacked.push(Unacked {
+                            seq: 0,
+                            stanza: *stanza,
+                            sent_at: now,
+                        });
+                    }
+                }
+                im::unacked_stanzas(&self.node, &me, unacked).await;
+            }
             // RFC 6121 §4.5.2: a session that ends without unavailable presence gets one.
             im::session_ended(&self.node, &me).await;
         }

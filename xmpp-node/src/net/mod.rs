@@ -2,4 +2,5 @@
 //! connection by moving bytes between the socket and the sans-io stream state machine.
 
 pub mod c2s;
+pub mod sm;
 pub mod tls;

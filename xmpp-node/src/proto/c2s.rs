@@ -9,7 +9,13 @@
 //!  header ─► features(starttls) ─► <starttls/> ─► TLS ─► header ─► features(mechanisms)
 //!    ─► <auth/> ⇄ <challenge/>/<response/> ─► <success/> ─► header ─► features(bind)
 //!    ─► <iq><bind/></iq> ─► bound: stanzas flow
+//!                    └─► <resume/> (XEP-0198) ─► the connection resumes a session ─► bound
 //! ```
+//!
+//! Stream management (XEP-0198, [`super::sm`]) is offered after authentication when the node
+//! runs it; its elements (`<enable/>`, `<r/>`, `<a/>`, `<resume/>`) come out as
+//! [`Output::Sm`] for the connection, which owns the per-session state because that state
+//! outlives a broken stream.
 //!
 //! Every stream header is checked against how the node serves the domain ([`HostAccess`]):
 //! a domain that is not hosted gets `host-unknown`, a suspended one `policy-violation`,
@@ -26,6 +32,7 @@ use super::{
     ns,
     parser::{ParseError, StreamEvent, StreamHeader},
     sasl::{self, Mechanism, SaslError, ScramCredentials, ScramHash, ScramServer},
+    sm,
     stanza::{self, Condition},
 };
 
@@ -55,6 +62,9 @@ pub enum Output {
     },
     /// A stanza from the bound client, `from` stamped with its full JID.
     Stanza(Element),
+    /// A stream management element (XEP-0198) after authentication, or what to answer a
+    /// malformed one. Answer `<resume/>` with [`C2s::on_resumed`] when it succeeds.
+    Sm(Result<sm::Nonza, sm::Rejection>),
     /// Close the connection once everything before this is written.
     Close,
 }
@@ -132,6 +142,8 @@ pub struct C2sConfig {
     pub scram_iterations: u32,
     /// How a domain is served here (asked at every stream header).
     pub host_access: Arc<dyn Fn(&str) -> HostAccess + Send + Sync>,
+    /// Offer XEP-0198 stream management after authentication.
+    pub stream_management: bool,
 }
 
 #[derive(Debug)]
@@ -368,6 +380,9 @@ impl C2s {
             );
             features.append_child(Element::new("ver", ns::ROSTER_VER));
             features.append_child(Element::new("sub", ns::PRE_APPROVAL));
+            if self.cfg.stream_management {
+                features.append_child(sm::feature());
+            }
             self.state = State::Bind;
         } else {
             if !self.tls && self.cfg.starttls_available {
@@ -404,7 +419,10 @@ impl C2s {
         if let State::Bound { jid } = &self.state {
             return match bound_stanza(e, jid) {
                 Ok(outputs) => outputs,
-                Err(()) => self.stream_error("unsupported-stanza-type", None),
+                Err(e) => match self.sm_element(&e) {
+                    Some(out) => out,
+                    None => self.stream_error("unsupported-stanza-type", None),
+                },
             };
         }
         match std::mem::replace(&mut self.state, State::Closed) {
@@ -643,8 +661,19 @@ impl C2s {
         }
     }
 
+    /// An XEP-0198 element, when stream management is offered and `e` is one.
+    fn sm_element(&self, e: &Element) -> Option<Vec<Output>> {
+        if !self.cfg.stream_management {
+            return None;
+        }
+        sm::parse(e).map(|nonza| vec![Output::Sm(nonza)])
+    }
+
     fn bind(&mut self, e: Element) -> Vec<Output> {
         self.state = State::Bind;
+        if let Some(out) = self.sm_element(&e) {
+            return out;
+        }
         if !stanza::is_stanza(&e) {
             return self.stream_error("unsupported-stanza-type", None);
         }
@@ -692,6 +721,14 @@ impl C2s {
         vec![Output::Send(write_stanza(&reply))]
     }
 
+    /// The connection resumed a session bound to `jid` (XEP-0198 §5): the stream is bound
+    /// without a new resource binding. The connection wrote `<resumed/>` itself.
+    pub fn on_resumed(&mut self, jid: Jid) {
+        if matches!(self.state, State::Bind) {
+            self.state = State::Bound { jid };
+        }
+    }
+
     /// The connection registered `jid` (the requested resource, or one it made up).
     pub fn on_bound(&mut self, jid: Jid, iq_id: &str) -> Vec<Output> {
         self.state = State::Bound { jid: jid.clone() };
@@ -707,10 +744,11 @@ impl C2s {
 }
 
 /// A bound session's stanza: stamped with its sender, its `to` checked and normalised.
-/// `Err` when it is not a stanza at all (the stream ends with unsupported-stanza-type).
-fn bound_stanza(mut e: Element, jid: &Jid) -> Result<Vec<Output>, ()> {
+/// `Err` (giving it back) when it is not a stanza at all: a stream management element, or
+/// something that ends the stream with unsupported-stanza-type.
+fn bound_stanza(mut e: Element, jid: &Jid) -> Result<Vec<Output>, Element> {
     if !stanza::is_stanza(&e) {
-        return Err(());
+        return Err(e);
     }
     // RFC 6120 §8.1.2.1: the server stamps the sender's full JID.
     e.set_attr("from", jid.to_string());
@@ -820,6 +858,7 @@ mod tests {
                 "moved.example" => HostAccess::MovedTo("node2.example.net:5222".into()),
                 _ => HostAccess::Unknown,
             }),
+            stream_management: true,
         };
         Harness {
             c2s: C2s::new(cfg),
@@ -1182,6 +1221,66 @@ mod tests {
             "{text}"
         );
         assert!(h.c2s.is_closed());
+    }
+
+    /// PLAIN over TLS, then the restarted stream's features (bind offered).
+    fn authenticated(h: &mut Harness) -> String {
+        h.through_tls();
+        h.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            b64(b"\0juliet\0the-right-one")
+        ));
+        let creds = derive_credentials(
+            ScramHash::Sha256,
+            "the-right-one",
+            b"sixteen byte slt",
+            4096,
+        )
+        .unwrap();
+        assert!(sent(&h.c2s.on_credentials(Some(creds))).contains("<success"));
+        h.parser.reset();
+        sent(&h.send(HEADER)).to_string()
+    }
+
+    #[test]
+    fn stream_management_is_offered_after_authentication_and_its_elements_reach_the_connection() {
+        let mut h = harness();
+        let features = authenticated(&mut h);
+        assert!(
+            features.contains("<sm xmlns=\"urn:xmpp:sm:3\"/>"),
+            "{features}"
+        );
+        // Before binding: <resume/> is for the connection, which owns the registry.
+        let out = h.send("<resume xmlns='urn:xmpp:sm:3' previd='some-id' h='3'/>");
+        assert_eq!(
+            out,
+            vec![Output::Sm(Ok(sm::Nonza::Resume(sm::Resume {
+                previd: "some-id".into(),
+                h: 3
+            })))]
+        );
+        // A resumed session is bound without a resource binding.
+        let full = Jid::parse("juliet@example.com/balcony").unwrap();
+        h.c2s.on_resumed(full.clone());
+        assert_eq!(h.c2s.jid(), Some(&full));
+        let out = h.send("<r xmlns='urn:xmpp:sm:3'/><a xmlns='urn:xmpp:sm:3' h='2'/><message to='romeo@example.com'/>");
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0], Output::Sm(Ok(sm::Nonza::Request)));
+        assert_eq!(out[1], Output::Sm(Ok(sm::Nonza::Ack(2))));
+        assert!(matches!(&out[2], Output::Stanza(m) if m.name() == "message"));
+        // Anything else that is not a stanza still ends the stream.
+        let out = h.send("<foo xmlns='urn:example'/>");
+        assert_eq!(out.last(), Some(&Output::Close));
+    }
+
+    #[test]
+    fn without_stream_management_its_feature_is_not_offered() {
+        let mut h = harness();
+        h.c2s.cfg.stream_management = false;
+        let features = authenticated(&mut h);
+        assert!(!features.contains("urn:xmpp:sm:3"), "{features}");
+        let out = h.send("<enable xmlns='urn:xmpp:sm:3'/>");
+        assert_eq!(out.last(), Some(&Output::Close));
     }
 
     #[test]
