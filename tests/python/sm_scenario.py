@@ -3,7 +3,7 @@
 slixmpp's `xep_0198` plugin (a client library written by others). Run by the Rust tests in
 `tests/tests/e2e/node_sm.rs`.
 
-    sm_scenario.py HOST PORT DOMAIN CA_FILE resume|timeout|takeover
+    sm_scenario.py HOST PORT DOMAIN CA_FILE resume|timeout|takeover METRICS_URL
 
 Accounts alice and bob @DOMAIN must exist with the passwords "pass-alice-1" and
 "pass-bob-1". Alice enables stream management with resumption and tells bob (directed
@@ -22,11 +22,15 @@ Each step prints "ok <step>" or "FAIL <step>: why"; the exit code is 0 only when
 passed.
 """
 import asyncio
+import re
 import sys
+import urllib.request
 
 import slixmpp
 
-HOST, PORT, DOMAIN, CA, MODE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+HOST, PORT, DOMAIN, CA, MODE, METRICS = (
+    sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+)
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
 PASSWORDS = {ALICE: "pass-alice-1", BOB: "pass-bob-1"}
 DELAY = "{urn:xmpp:delay}delay"
@@ -97,6 +101,13 @@ class Client(slixmpp.ClientXMPP):
             return True
         except asyncio.TimeoutError:
             return False
+
+
+def gauge(name):
+    """A gauge of the node's Prometheus metrics."""
+    text = urllib.request.urlopen(METRICS, timeout=5).read().decode()
+    found = re.search(rf"^{name}(?:{{[^}}]*}})? (\d+)", text, re.M)
+    return int(found.group(1)) if found else None
 
 
 def send(bob, n):
@@ -177,6 +188,9 @@ async def main():
 
     if MODE == "resume":
         report("bob does not see alice go offline", unavailable not in bob.presences, str(bob.presences))
+        # Detached, the session holds no connection: only bob's is open.
+        open_now = gauge("rookery_node_connections")
+        report("the detached session holds no connection", open_now == 1, f"{open_now} open")
         alice.connect(host=HOST, port=PORT)
         try:
             await asyncio.wait_for(alice.resumed.wait(), 15)

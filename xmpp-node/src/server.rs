@@ -115,9 +115,10 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down: closing client streams");
         let _ = stop_tx.send(true);
-        // Give sessions a moment to send their closing stream errors.
+        // Give sessions a moment to send their closing stream errors, and detached ones
+        // (XEP-0198) to store what their clients never acknowledged.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while limits.total.available_permits() < limits.max
+        while (limits.total.available_permits() < limits.max || node.router.count() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -186,6 +187,22 @@ impl ConnLimits {
     }
 }
 
+/// One open connection's place in [`ConnLimits`] and the connections gauge, given back when
+/// dropped.
+struct Slot {
+    node: Arc<Node>,
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.node.metrics.connections.dec();
+        self.limits.release_ip(self.ip);
+    }
+}
+
 async fn accept_loop(
     node: Arc<Node>,
     listener: TcpListener,
@@ -215,14 +232,23 @@ async fn accept_loop(
             tracing::warn!(%peer, "connection refused: too many connections from this address");
             continue;
         }
-        let (node, tls, limits, stop) = (node.clone(), tls.clone(), limits.clone(), stop.clone());
-        tokio::spawn(async move {
-            node.metrics.connections.inc();
-            net::c2s::run(node.clone(), tcp, peer, tls, direct_tls, stop).await;
-            node.metrics.connections.dec();
-            limits.release_ip(peer.ip());
-            drop(permit);
-        });
+        node.metrics.connections.inc();
+        let slot = Slot {
+            node: node.clone(),
+            limits: limits.clone(),
+            ip: peer.ip(),
+            _permit: permit,
+        };
+        let (node, tls, stop) = (node.clone(), tls.clone(), stop.clone());
+        tokio::spawn(net::c2s::run(
+            node,
+            tcp,
+            peer,
+            tls,
+            direct_tls,
+            stop,
+            Box::new(slot),
+        ));
     }
 }
 

@@ -36,6 +36,7 @@ use super::{
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const NS_SM: &str = "urn:xmpp:sm:3";
 
 /// Accepts exactly one certificate (the node's self-signed one), byte for byte; the
 /// handshake signatures are still checked with ring.
@@ -176,6 +177,8 @@ pub struct Session {
     pub jid: String,
     stream: TlsStream<TcpStream>,
     framer: Framer,
+    /// Stanzas received since stream management was enabled (XEP-0198), when it is.
+    handled: Option<u32>,
 }
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en' to='";
@@ -358,6 +361,7 @@ impl Session {
             jid,
             stream: tls,
             framer,
+            handled: None,
         };
         if cfg.presence {
             session.send("<presence/>").await?;
@@ -378,8 +382,40 @@ impl Session {
         Ok(())
     }
 
-    /// The next top-level element from the node.
+    /// The next top-level element from the node. With stream management on, the node's
+    /// requests for an acknowledgement are answered here and never returned.
     pub async fn next_element(&mut self) -> anyhow::Result<El> {
-        read_element(&mut self.stream, &mut self.framer).await
+        loop {
+            let e = read_element(&mut self.stream, &mut self.framer).await?;
+            let Some(handled) = &mut self.handled else {
+                return Ok(e);
+            };
+            if e.attr("xmlns") == Some(NS_SM) {
+                if e.name == "r" {
+                    let h = *handled;
+                    self.send(&format!("<a xmlns='{NS_SM}' h='{h}'/>")).await?;
+                    continue;
+                }
+                return Ok(e);
+            }
+            if matches!(e.name.as_str(), "message" | "presence" | "iq") {
+                *handled = handled.wrapping_add(1);
+            }
+            return Ok(e);
+        }
+    }
+
+    /// Enables XEP-0198 stream management with resumption; from then on the node's
+    /// acknowledgement requests are answered by [`Session::next_element`].
+    pub async fn enable_stream_management(&mut self) -> anyhow::Result<()> {
+        self.send(&format!("<enable xmlns='{NS_SM}' resume='true'/>"))
+            .await?;
+        let enabled = read_element(&mut self.stream, &mut self.framer).await?;
+        ensure!(
+            enabled.name == "enabled" && enabled.attr("resume") == Some("true"),
+            "stream management was not enabled: {enabled:?}"
+        );
+        self.handled = Some(0);
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@ async fn scenario(domain: &str, mode: &str, env: &[(&str, &str)], steps: &[&str]
         .unwrap();
     node.wait_for_vhost(domain).await.unwrap();
     let cert = node.cert_of(domain);
+    let metrics = format!("http://127.0.0.1:{}/metrics", node.http_port);
     let out = run_python(
         "sm_scenario.py",
         &[
@@ -23,6 +24,7 @@ async fn scenario(domain: &str, mode: &str, env: &[(&str, &str)], steps: &[&str]
             domain,
             cert.to_str().unwrap(),
             mode,
+            &metrics,
         ],
         Duration::from_secs(120),
     )
@@ -50,6 +52,7 @@ async fn a_session_resumed_after_a_tcp_drop_gets_every_message_exactly_once() {
         &[
             "ok alice enabled resumable stream management",
             "ok bob does not see alice go offline",
+            "ok the detached session holds no connection",
             "ok alice resumes her session",
             "ok every message arrived exactly once",
             "ok the resumed session receives new messages",

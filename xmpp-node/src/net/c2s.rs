@@ -155,7 +155,9 @@ pub fn delay_for(failures: u32) -> Duration {
 /// Numbers connections for the logs (the `session` field of every line of a connection).
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Runs one client connection to its end.
+/// Runs one client connection to its end. `slot` is the connection's place in the node's
+/// connection limits: dropped when the socket goes, which for a resumable session is before
+/// the session ends (it waits detached, holding no connection).
 pub async fn run(
     node: Arc<Node>,
     tcp: TcpStream,
@@ -163,10 +165,12 @@ pub async fn run(
     tls: Arc<ServerConfig>,
     direct_tls: bool,
     shutdown: watch::Receiver<bool>,
+    slot: Box<dyn Send>,
 ) {
     let session = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("c2s", session, peer = %peer, vhost = tracing::field::Empty, jid = tracing::field::Empty);
     let mut conn = Connection::new(node, peer.ip(), tls, shutdown);
+    conn.slot = Some(slot);
     async move {
         if let Err(e) = conn.serve(tcp, direct_tls).await {
             tracing::debug!(error = %e, "connection ended with an error");
@@ -202,6 +206,8 @@ struct Connection {
     takeover: Option<tokio::sync::mpsc::Receiver<Takeover>>,
     /// The client stopped answering pings: its stream is dead, as if the socket broke.
     timed_out: bool,
+    /// The connection's place in the node's limits, while it has a socket.
+    slot: Option<Box<dyn Send>>,
 }
 
 impl Connection {
@@ -247,6 +253,7 @@ impl Connection {
             sm,
             takeover: None,
             timed_out: false,
+            slot: None,
             node,
             ip,
             tls,
@@ -297,15 +304,21 @@ impl Connection {
                     let outputs = match delivery {
                         Delivery::Stanza(stanza) => {
                             let mut overflow = self.write_delivery(*stanza).err();
+                            let mut kick = None;
                             // Write whatever else is queued in the same syscall.
-                            while overflow.is_none()
-                                && let Ok(Delivery::Stanza(more)) = self.rx.try_recv()
-                            {
-                                overflow = self.write_delivery(*more).err();
+                            while overflow.is_none() && kick.is_none() {
+                                match self.rx.try_recv() {
+                                    Ok(Delivery::Stanza(more)) => {
+                                        overflow = self.write_delivery(*more).err();
+                                    }
+                                    Ok(Delivery::Kick(k)) => kick = Some(k),
+                                    Err(_) => break,
+                                }
                             }
-                            match overflow {
-                                Some(e) => self.c2s.send_stream_error(&e.stream_error()),
-                                None => vec![],
+                            match (overflow, kick) {
+                                (Some(e), _) => self.c2s.send_stream_error(&e.stream_error()),
+                                (None, Some(k)) => self.c2s.send_stream_error(&k),
+                                (None, None) => vec![],
                             }
                         }
                         Delivery::Kick(kick) => self.c2s.send_stream_error(&kick),
@@ -892,6 +905,11 @@ impl Connection {
             unacked = self.sm.unacked().len(),
             "connection lost; the session waits for resumption"
         );
+        // The socket, its buffers and its place in the connection limits go now: a detached
+        // session is only its queue.
+        self.io = Io::Upgrading;
+        self.out = String::new();
+        self.slot = None;
         let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
         loop {
             tokio::select! {

@@ -70,12 +70,14 @@ pub enum Output {
 }
 
 /// A stream error (RFC 6120 §4.9): the condition, the content of a condition that has one
-/// (`see-other-host` names the host), and a sentence for people.
+/// (`see-other-host` names the host), a sentence for people, and an application-specific
+/// condition (XEP-0198's `<handled-count-too-high/>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamError {
     pub condition: &'static str,
     pub content: Option<String>,
     pub text: Option<Cow<'static, str>>,
+    pub app: Option<Element>,
 }
 
 impl StreamError {
@@ -84,7 +86,14 @@ impl StreamError {
             condition,
             content: None,
             text: Some(text.into()),
+            app: None,
         }
+    }
+
+    /// With an application-specific condition element (RFC 6120 §4.9.4).
+    pub fn with_app(mut self, app: Option<Element>) -> Self {
+        self.app = app;
+        self
     }
 
     /// `<see-other-host>host</see-other-host>` (RFC 6120 §4.9.3.19): reconnect there.
@@ -93,6 +102,7 @@ impl StreamError {
             condition: "see-other-host",
             content: Some(host.to_string()),
             text: Some(format!("This domain is now served by {host}; reconnect there.").into()),
+            app: None,
         }
     }
 }
@@ -260,7 +270,7 @@ impl C2s {
 
     /// Ends the stream with a stream error (RFC 6120 §4.9).
     pub fn stream_error(&mut self, condition: &str, text: Option<&str>) -> Vec<Output> {
-        self.end_with(condition, None, text)
+        self.end_with(condition, None, text, None)
     }
 
     /// Ends the stream with `error` (a kick from the node, a refused domain).
@@ -269,6 +279,7 @@ impl C2s {
             error.condition,
             error.content.as_deref(),
             error.text.as_deref(),
+            error.app.as_ref(),
         )
     }
 
@@ -277,6 +288,7 @@ impl C2s {
         condition: &str,
         content: Option<&str>,
         text: Option<&str>,
+        app: Option<&Element>,
     ) -> Vec<Output> {
         if self.is_closed() {
             return vec![];
@@ -296,6 +308,9 @@ impl C2s {
                     .with_attr("xml:lang", "en")
                     .with_text(t),
             );
+        }
+        if let Some(app) = app {
+            error.append_child(app.clone());
         }
         out.push_str(&write_stream_child(&error));
         out.push_str("</stream:stream>");
@@ -1271,6 +1286,26 @@ mod tests {
         // Anything else that is not a stanza still ends the stream.
         let out = h.send("<foo xmlns='urn:example'/>");
         assert_eq!(out.last(), Some(&Output::Close));
+    }
+
+    #[test]
+    fn an_ack_beyond_what_was_sent_ends_the_stream_naming_both_counts() {
+        let mut h = harness();
+        authenticated(&mut h);
+        let error = sm::SmError::HandledCountTooHigh {
+            h: 5,
+            send_count: 2,
+        }
+        .stream_error();
+        let out = sent(&h.c2s.send_stream_error(&error));
+        assert!(out.contains("<undefined-condition"), "{out}");
+        assert!(
+            out.contains(
+                "<handled-count-too-high xmlns=\"urn:xmpp:sm:3\" h=\"5\" send-count=\"2\"/>"
+            ),
+            "{out}"
+        );
+        assert!(h.c2s.is_closed());
     }
 
     #[test]

@@ -695,7 +695,7 @@ impl SmError {
 
     /// The stream error, with this error's sentence as its `<text/>`.
     pub fn stream_error(&self) -> StreamError {
-        StreamError::new(self.condition(), self.to_string())
+        StreamError::new(self.condition(), self.to_string()).with_app(self.app_condition())
     }
 
     /// The application-specific condition that goes next to the RFC condition in

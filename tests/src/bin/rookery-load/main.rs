@@ -67,6 +67,10 @@ struct Args {
     /// Send initial presence after binding (off: the run is about logins and routing).
     #[arg(long)]
     presence: bool,
+    /// Enable XEP-0198 stream management with resumption after binding; the generator
+    /// answers the node's acknowledgement requests.
+    #[arg(long)]
+    stream_management: bool,
     /// Derive each salted password during the login instead of ahead of it.
     #[arg(long)]
     cold_keys: bool,
@@ -178,8 +182,13 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     println!(
-        "sessions (N): {n} (plus {} warm-up sessions opened before the baseline and held)",
-        args.warmup
+        "sessions (N): {n} (plus {} warm-up sessions opened before the baseline and held); stream management (XEP-0198): {}",
+        args.warmup,
+        if args.stream_management {
+            "on, resumable"
+        } else {
+            "off"
+        }
     );
 
     let data = tempfile::Builder::new().prefix("rookery-load-").tempdir()?;
@@ -284,14 +293,14 @@ async fn measure(
         presence: args.presence,
     });
 
-    let held = login_all(&cfg, warmups, args.parallel).await?;
+    let held = login_all(&cfg, warmups, args.parallel, args.stream_management).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Phase 1: logins.
     let rss_before = rss_kib(node.pid)?;
     let cpu_before = CpuSample::take(node.pid)?;
     let started = Instant::now();
-    let sessions = login_all(&cfg, accounts, args.parallel).await?;
+    let sessions = login_all(&cfg, accounts, args.parallel, args.stream_management).await?;
     let login_wall = started.elapsed();
     let cpu_after = CpuSample::take(node.pid)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -381,6 +390,7 @@ async fn login_all(
     cfg: &Arc<LoginConfig>,
     accounts: &[Account],
     parallel: usize,
+    stream_management: bool,
 ) -> anyhow::Result<Vec<Session>> {
     let permits = Arc::new(Semaphore::new(parallel));
     let mut slots: Vec<Option<Session>> = (0..accounts.len()).map(|_| None).collect();
@@ -395,7 +405,14 @@ async fn login_all(
         let (cfg, a) = (cfg.clone(), a.clone());
         set.spawn(async move {
             let _permit = permit;
-            let session = timeout(Duration::from_secs(60), Session::login(&cfg, &a))
+            let login = async {
+                let mut session = Session::login(&cfg, &a).await?;
+                if stream_management {
+                    session.enable_stream_management().await?;
+                }
+                anyhow::Ok(session)
+            };
+            let session = timeout(Duration::from_secs(60), login)
                 .await
                 .context("no answer for 60 s")
                 .and_then(|r| r)
