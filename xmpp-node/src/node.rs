@@ -21,7 +21,6 @@ use crate::{
     proto::{
         c2s::{HostAccess, StreamError},
         element::Element,
-        parser::{Limits, StreamEvent, StreamParser},
     },
     router::Router,
     store::{Store, VhostPolicy},
@@ -257,22 +256,7 @@ impl Node {
 
 /// Parses one stanza stored as XML text (offline messages).
 pub fn parse_stored(xml: &str) -> anyhow::Result<Element> {
-    let mut parser = StreamParser::new(Limits {
-        max_stanza_bytes: 16 * 1024 * 1024,
-        ..Limits::default()
-    });
-    parser.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='stored' version='1.0'>");
-    parser.feed(xml.as_bytes());
-    loop {
-        match parser
-            .next_event()
-            .map_err(|e| anyhow::anyhow!("stored stanza: {e:?}"))?
-        {
-            Some(StreamEvent::Stanza(e)) => return Ok(e),
-            Some(_) => continue,
-            None => anyhow::bail!("stored stanza is incomplete"),
-        }
-    }
+    crate::proto::parser::parse_stanza(xml).map_err(|e| anyhow::anyhow!("stored stanza: {e}"))
 }
 
 pub fn unix_now() -> i64 {

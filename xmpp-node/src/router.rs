@@ -24,6 +24,10 @@ pub enum Delivery {
     /// End the session with this stream error (e.g. `conflict` when replaced, `see-other-host`
     /// when its domain moved). Boxed like `Stanza`, so a queue slot is one pointer wide.
     Kick(Box<StreamError>),
+    /// Another connection resumes this session (XEP-0198 §5): hand it over or refuse. It
+    /// comes through the session's own queue, so it is ordered after what was routed before
+    /// and no channel per session is needed for it.
+    Takeover(Box<crate::net::sm::Takeover>),
 }
 
 /// The most directed-presence targets a session's going offline is announced to.

@@ -36,7 +36,7 @@ use crate::{
     control::usage::VhostCounters,
     im,
     metrics::OutcomeLabel,
-    net::sm::{Handover, Lookup, SessionState, Takeover, new_id, next_takeover},
+    net::sm::{Handover, Lookup, SessionState, Takeover, new_id},
     node::Node,
     proto::{
         c2s::{C2s, C2sConfig, Output, StreamError, write_stanza},
@@ -169,9 +169,11 @@ pub async fn run(
 ) {
     let session = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("c2s", session, peer = %peer, vhost = tracing::field::Empty, jid = tracing::field::Empty);
-    let mut conn = Connection::new(node, peer.ip(), tls, shutdown);
-    conn.slot = Some(slot);
+    // The connection is made inside the instrumented future: made outside and moved in, it
+    // would take room twice in every connection's task.
     async move {
+        let mut conn = Connection::new(node, peer.ip(), tls, shutdown);
+        conn.slot = Some(slot);
         if let Err(e) = conn.serve(tcp, direct_tls).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
@@ -202,8 +204,9 @@ struct Connection {
     vhost_recorded: bool,
     /// XEP-0198 state of the bound session (disabled until `<enable/>`).
     sm: StreamManagement,
-    /// Where `<resume/>`s for this session arrive, once it is resumable.
-    takeover: Option<tokio::sync::mpsc::Receiver<Takeover>>,
+    /// The session is in the resumption registry: `<resume/>`s for it arrive as
+    /// [`Delivery::Takeover`] on its own queue.
+    registered: bool,
     /// The client stopped answering pings: its stream is dead, as if the socket broke.
     timed_out: bool,
     /// The connection's place in the node's limits, while it has a socket.
@@ -251,7 +254,7 @@ impl Connection {
             tokens_at: Instant::now(),
             vhost_recorded: false,
             sm,
-            takeover: None,
+            registered: false,
             timed_out: false,
             slot: None,
             node,
@@ -301,55 +304,45 @@ impl Connection {
                     self.process_input(pre_auth_deadline).await?;
                 }
                 Some(delivery) = self.rx.recv() => {
-                    let outputs = match delivery {
-                        Delivery::Stanza(stanza) => {
-                            let mut overflow = self.write_delivery(*stanza).err();
-                            let mut kick = None;
-                            // Write whatever else is queued in the same syscall.
-                            while overflow.is_none() && kick.is_none() {
-                                match self.rx.try_recv() {
-                                    Ok(Delivery::Stanza(more)) => {
-                                        overflow = self.write_delivery(*more).err();
-                                    }
-                                    Ok(Delivery::Kick(k)) => kick = Some(k),
-                                    Err(_) => break,
+                    let mut next = Some(delivery);
+                    let mut outputs = vec![];
+                    let mut moved = false;
+                    // Write whatever else is queued in the same syscall.
+                    while let Some(delivery) = next.take() {
+                        match delivery {
+                            Delivery::Stanza(stanza) => match self.write_delivery(*stanza) {
+                                Ok(()) => next = self.rx.try_recv().ok(),
+                                Err(e) => outputs = self.c2s.send_stream_error(&e.stream_error()),
+                            },
+                            Delivery::Kick(kick) => outputs = self.c2s.send_stream_error(&kick),
+                            // A <resume/> for this session on another connection (§5): the
+                            // client lost this one without the server noticing.
+                            Delivery::Takeover(request) => {
+                                moved = self.on_takeover(*request, false);
+                                if !moved {
+                                    next = self.rx.try_recv().ok();
                                 }
                             }
-                            match (overflow, kick) {
-                                (Some(e), _) => self.c2s.send_stream_error(&e.stream_error()),
-                                (None, Some(k)) => self.c2s.send_stream_error(&k),
-                                (None, None) => vec![],
-                            }
-                        }
-                        Delivery::Kick(kick) => self.c2s.send_stream_error(&kick),
-                    };
-                    self.drive(outputs).await?;
-                    self.flush().await?;
-                }
-                Some(request) = next_takeover(&mut self.takeover) => {
-                    // A <resume/> for this session on another connection (§5): the client
-                    // lost this one without the server noticing. It ends with `conflict`.
-                    // The session moves before anything is written here: this socket may be
-                    // dead, and the new connection must not wait on it.
-                    if let Some((resumed, reply)) = self.agree_to_resume(request) {
-                        match self.hand_over(resumed, reply) {
-                            Ok(()) => {
-                                let outputs = self.c2s.send_stream_error(&StreamError::new(
-                                    "conflict",
-                                    "The session was resumed on another connection.",
-                                ));
-                                for output in outputs {
-                                    if let Output::Send(s) = output {
-                                        self.out.push_str(&s);
-                                    }
-                                }
-                                let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
-                                break;
-                            }
-                            // The resuming connection went away meanwhile: carry on here.
-                            Err(state) => self.restore(state),
                         }
                     }
+                    if moved {
+                        // The session moved before anything is written here: this socket may
+                        // be dead, and the new connection must not wait on it. It ends with
+                        // `conflict`, briefly.
+                        let outputs = self.c2s.send_stream_error(&StreamError::new(
+                            "conflict",
+                            "The session was resumed on another connection.",
+                        ));
+                        for output in outputs {
+                            if let Output::Send(s) = output {
+                                self.out.push_str(&s);
+                            }
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
+                        break;
+                    }
+                    self.drive(outputs).await?;
+                    self.flush().await?;
                 }
                 () = &mut timer => {
                     let due = self.next_deadline(pre_auth_deadline);
@@ -386,11 +379,36 @@ impl Connection {
         {
             c.message_out();
         }
+        let start = self.out.len();
         stanza.write_to(&mut self.out, ns::CLIENT);
-        if self.sm.is_enabled() && self.sm.on_outbound(stanza, crate::node::unix_now())? {
+        if self.sm.is_enabled()
+            && self
+                .sm
+                .on_outbound(self.out[start..].to_string(), crate::node::unix_now())?
+        {
             self.out.push_str(SM_REQUEST);
         }
         Ok(())
+    }
+
+    /// Another connection's `<resume/>` for this session: `true` when the session moved
+    /// there (this connection has no session any more). `detached`: this connection lost
+    /// its socket already, and stays detached if the session comes back.
+    fn on_takeover(&mut self, request: Takeover, detached: bool) -> bool {
+        let Some((resumed, reply)) = self.agree_to_resume(request) else {
+            return false;
+        };
+        match self.hand_over(resumed, reply) {
+            Ok(()) => true,
+            // The resuming connection went away meanwhile: carry on here.
+            Err(state) => {
+                self.restore(state);
+                if detached {
+                    self.sm.detach();
+                }
+                false
+            }
+        }
     }
 
     /// Answers another connection's `<resume/>` for this session: `Some` when the session
@@ -683,7 +701,8 @@ impl Connection {
                 match self.sm.enable(stage, &request, id.clone()) {
                     Ok(enabled) => {
                         if self.sm.is_resumable() {
-                            self.takeover = Some(self.node.router.resumable.register(&id));
+                            self.node.router.resumable.register(&id, self.tx.clone());
+                            self.registered = true;
                         }
                         tracing::info!(
                             resumable = self.sm.is_resumable(),
@@ -742,11 +761,9 @@ impl Connection {
             request,
             reply,
         };
+        owner.send(Delivery::Takeover(Box::new(takeover))).ok()?;
         // Bounded: an owner stuck on a dead socket must not hold this connection forever.
-        let asked = async {
-            owner.send(takeover).await.ok()?;
-            answer.await.ok()
-        };
+        let asked = async { answer.await.ok() };
         tokio::time::timeout(Duration::from_secs(10), asked)
             .await
             .ok()
@@ -764,10 +781,10 @@ impl Connection {
         self.sm = state.sm;
         self.session = Some(state.handle);
         self.counters = state.counters;
-        self.takeover = Some(state.takeover);
+        self.registered = true;
         resumed.answer.write_to(&mut self.out, ns::CLIENT);
         for stanza in &resumed.resend {
-            stanza.write_to(&mut self.out, ns::CLIENT);
+            self.out.push_str(stanza);
         }
         if resumed.request_ack {
             self.out.push_str(SM_REQUEST);
@@ -848,10 +865,16 @@ impl Connection {
     /// is resumable; otherwise, or when nobody resumes it in time, it ends.
     async fn finish(&mut self) {
         let broken = !self.c2s.is_closed() || self.timed_out;
-        if self.session.is_some() && self.sm.is_resumable() && broken && self.linger().await {
+        // Boxed, both: once per connection, and their states (store writes among them)
+        // would otherwise enlarge every connection's task for its whole life.
+        if self.session.is_some()
+            && self.sm.is_resumable()
+            && broken
+            && Box::pin(self.linger()).await
+        {
             return;
         }
-        self.cleanup().await;
+        Box::pin(self.cleanup()).await;
     }
 
     /// Sends the session's state to the connection that resumed it; gives it back if that
@@ -861,9 +884,10 @@ impl Connection {
         resumed: Resumed,
         reply: tokio::sync::oneshot::Sender<Result<Handover, Rejection>>,
     ) -> Result<(), Box<SessionState>> {
-        let (Some(handle), Some(takeover)) = (self.session.take(), self.takeover.take()) else {
+        let Some(handle) = self.session.take() else {
             return Ok(());
         };
+        self.registered = false;
         let (_, idle) = tokio::sync::mpsc::unbounded_channel();
         let state = SessionState {
             sm: std::mem::replace(
@@ -874,7 +898,6 @@ impl Connection {
             rx: std::mem::replace(&mut self.rx, idle),
             tx: self.tx.clone(),
             counters: self.counters.take(),
-            takeover,
         };
         match reply.send(Ok(Handover { resumed, state })) {
             Ok(()) => {
@@ -892,7 +915,7 @@ impl Connection {
         self.rx = state.rx;
         self.tx = state.tx;
         self.counters = state.counters;
-        self.takeover = Some(state.takeover);
+        self.registered = true;
     }
 
     /// Detached: the stream is gone, the session stays bound and queues what is routed to
@@ -918,26 +941,20 @@ impl Connection {
                         if let Some(me) = &self.session {
                             me.taken();
                         }
-                        if let Err(e) = self.sm.on_outbound(*stanza, crate::node::unix_now()) {
+                        let xml = write_stanza(&stanza);
+                        if let Err(e) = self.sm.on_outbound(xml, crate::node::unix_now()) {
                             tracing::info!(error = %e, "a detached session's queue overflowed");
                             return false;
+                        }
+                    }
+                    Some(Delivery::Takeover(request)) => {
+                        if self.on_takeover(*request, true) {
+                            return true;
                         }
                     }
                     // Replaced by a new session with the same resource, or its domain left.
                     Some(Delivery::Kick(_)) | None => return false,
                 },
-                Some(request) = next_takeover(&mut self.takeover) => {
-                    if let Some((resumed, reply)) = self.agree_to_resume(request) {
-                        match self.hand_over(resumed, reply) {
-                            Ok(()) => return true,
-                            // The resuming connection is gone already: wait for the next.
-                            Err(state) => {
-                                self.restore(state);
-                                self.sm.detach();
-                            }
-                        }
-                    }
-                }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::info!("the resume timeout ended the session");
                     return false;
@@ -950,15 +967,15 @@ impl Connection {
     /// Ends the session for good: out of the router and the resumption registry, its
     /// unacknowledged stanzas handed on, then announced offline.
     async fn cleanup(&mut self) {
-        if let Some(takeover) = self.takeover.take() {
-            if let Some(id) = self.sm.id() {
-                self.node
-                    .router
-                    .resumable
-                    .unregister(id, self.sm.tombstone());
-            }
-            // Requests that raced with the end get no answer: they see a closed channel.
-            drop(takeover);
+        if std::mem::take(&mut self.registered)
+            && let Some(id) = self.sm.id()
+        {
+            // Requests that raced with the end are dropped with the queue below: their
+            // connections see no answer and look for the tombstone.
+            self.node
+                .router
+                .resumable
+                .unregister(id, self.sm.tombstone());
         }
         if let Some(c) = self.counters.take() {
             c.remove_session();
@@ -981,7 +998,7 @@ impl Connection {
                         me.taken();
                         unacked.push(Unacked {
                             seq: 0,
-                            stanza: *stanza,
+                            xml: write_stanza(&stanza),
                             sent_at: now,
                         });
                     }
@@ -1003,6 +1020,48 @@ fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection's task is as big as its biggest state; the rare paths (the end of a
+    /// session, stream management negotiation, waiting detached) must not make it bigger
+    /// than serving the stream does, or every idle connection pays for them. (Found by
+    /// heaptrack: the task had grown by 1.4 KiB, a copy of `Connection` among it.)
+    #[tokio::test]
+    async fn the_rare_paths_do_not_enlarge_every_connections_task() {
+        let (node, _dir) = crate::node::testing::node_with_spec(
+            serde_json::json!({"domain": "example.com", "generation": 1}),
+            &[],
+        )
+        .await;
+        let tls = crate::net::tls::server_config(node.certs.clone(), &[]);
+        let (_stop, shutdown) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let task = run(
+            node.clone(),
+            TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap(),
+            "127.0.0.1:5222".parse().unwrap(),
+            tls.clone(),
+            false,
+            shutdown.clone(),
+            Box::new(()),
+        );
+        let task = std::mem::size_of_val(&task);
+        let mut conn = Connection::new(node, [127, 0, 0, 1].into(), tls, shutdown);
+        let serve = std::mem::size_of_val(&conn.serve(tcp, false));
+        let finish = std::mem::size_of_val(&conn.finish());
+        let negotiate = std::mem::size_of_val(&conn.negotiate_sm(Nonza::Request));
+        let conn = std::mem::size_of_val(&conn);
+        println!(
+            "run {task} B, connection {conn} B, serve {serve} B, finish {finish} B, negotiate_sm {negotiate} B"
+        );
+        assert!(finish <= serve, "finish {finish} B > serve {serve} B");
+        // The task holds one connection and one serving state, plus a little: not two copies.
+        assert!(task <= conn + serve + 512, "run {task} B");
+    }
 
     #[test]
     fn failed_authentications_slow_down_exponentially_to_a_cap() {

@@ -2,14 +2,15 @@
 //! one resumes another's session.
 //!
 //! Every connection that enabled stream management with resumption registers its SM-ID here
-//! and keeps the receiving end of a [`Takeover`] channel. When its socket breaks, the
+//! with the sending end of its session's delivery queue, where a [`Takeover`] request
+//! arrives as [`Delivery::Takeover`]. When its socket breaks, the
 //! connection task does not end: it *detaches* (the session stays bound in the router, so
 //! deliveries keep queueing and nobody sees it go offline) and waits for a takeover, the
 //! resume timeout, or shutdown.
 //!
 //! ```text
 //!  new connection, authenticated ── <resume previd h/> ─► Registry::lookup(previd)
-//!      Live(sender) ─► Takeover{account, request, reply} ─► the old connection's task
+//!      Live(queue) ─► Delivery::Takeover{account, request, reply} ─► the old connection's task
 //!          sm::resume() ok ─► (kicks its own stream with `conflict` if still attached)
 //!                          ─► Handover{resumed, state} ─► the new connection adopts it
 //!          refused         ─► Rejection ─► <failed/> or a stream error
@@ -62,8 +63,15 @@ pub struct SessionState {
     pub rx: mpsc::UnboundedReceiver<Delivery>,
     pub tx: mpsc::UnboundedSender<Delivery>,
     pub counters: Option<Arc<VhostCounters>>,
-    /// Where the next `<resume/>` of this session is asked for.
-    pub takeover: mpsc::Receiver<Takeover>,
+}
+
+impl std::fmt::Debug for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Takeover")
+            .field("account", &self.account)
+            .field("previd", &self.request.previd)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the registry knows about an SM-ID.
@@ -71,8 +79,8 @@ pub struct SessionState {
 pub enum Lookup {
     Unknown,
     Expired(Tombstone),
-    /// The session's owner (attached or detached) takes requests here.
-    Live(mpsc::Sender<Takeover>),
+    /// The session's queue: its owner (attached or detached) takes requests there.
+    Live(mpsc::UnboundedSender<Delivery>),
 }
 
 #[derive(Default)]
@@ -82,20 +90,17 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Inner {
-    live: HashMap<String, mpsc::Sender<Takeover>>,
+    live: HashMap<String, mpsc::UnboundedSender<Delivery>>,
     tombstones: HashMap<String, Tombstone>,
     /// Tombstone ids, oldest first, to forget the oldest past [`MAX_TOMBSTONES`].
     order: VecDeque<String>,
 }
 
 impl Registry {
-    /// Registers a resumable session; its owner answers takeovers from the receiver.
-    pub fn register(&self, id: &str) -> mpsc::Receiver<Takeover> {
-        // Requests are rare (one per reconnection); a few may wait while the owner is busy.
-        let (tx, rx) = mpsc::channel(4);
+    /// Registers a resumable session by the sending end of its delivery queue.
+    pub fn register(&self, id: &str, queue: mpsc::UnboundedSender<Delivery>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.live.insert(id.to_string(), tx);
-        rx
+        inner.live.insert(id.to_string(), queue);
     }
 
     /// The session ended for good: forget it, keeping its tombstone (if resumable) so a late
@@ -143,14 +148,6 @@ pub fn new_id() -> String {
     hex::encode(b)
 }
 
-/// The next takeover request, or never when the session is not resumable.
-pub async fn next_takeover(rx: &mut Option<mpsc::Receiver<Takeover>>) -> Option<Takeover> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,14 +164,15 @@ mod tests {
     fn a_registered_session_is_found_until_it_ends_and_then_leaves_a_tombstone() {
         let registry = Registry::default();
         assert!(matches!(registry.lookup("a"), Lookup::Unknown));
-        let _rx = registry.register("a");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        registry.register("a", tx.clone());
         assert!(matches!(registry.lookup("a"), Lookup::Live(_)));
         assert_eq!(registry.live(), 1);
         registry.unregister("a", Some(tombstone("a", 7)));
         assert!(matches!(registry.lookup("a"), Lookup::Expired(t) if t.h == 7));
         assert_eq!(registry.live(), 0);
         // A session that was not resumable leaves nothing.
-        let _rx = registry.register("b");
+        registry.register("b", tx);
         registry.unregister("b", None);
         assert!(matches!(registry.lookup("b"), Lookup::Unknown));
     }
@@ -196,22 +194,24 @@ mod tests {
     #[tokio::test]
     async fn a_takeover_request_reaches_the_sessions_owner() {
         let registry = Registry::default();
-        let mut rx = Some(registry.register("a"));
+        let (queue, mut rx) = mpsc::unbounded_channel();
+        registry.register("a", queue);
         let Lookup::Live(tx) = registry.lookup("a") else {
             panic!("not live")
         };
         let (reply, answer) = oneshot::channel();
-        tx.send(Takeover {
+        tx.send(Delivery::Takeover(Box::new(Takeover {
             account: Jid::parse("romeo@example.net").unwrap(),
             request: Resume {
                 previd: "a".into(),
                 h: 0,
             },
             reply,
-        })
-        .await
+        })))
         .unwrap();
-        let request = next_takeover(&mut rx).await.unwrap();
+        let Some(Delivery::Takeover(request)) = rx.recv().await else {
+            panic!("no takeover on the session's queue")
+        };
         assert_eq!(request.request.previd, "a");
         // An owner that ends without answering: the new connection sees the channel close.
         drop(request);

@@ -1127,6 +1127,24 @@ fn excerpt(s: &str) -> &str {
     &s[..end]
 }
 
+/// Parses one stanza written as XML text in the `jabber:client` namespace without `xmlns`
+/// (as stored offline, or as written to a client stream).
+pub fn parse_stanza(xml: &str) -> Result<super::element::Element, String> {
+    let mut parser = StreamParser::new(Limits {
+        max_stanza_bytes: 16 * 1024 * 1024,
+        ..Limits::default()
+    });
+    parser.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='stored' version='1.0'>");
+    parser.feed(xml.as_bytes());
+    loop {
+        match parser.next_event().map_err(|e| format!("{e:?}"))? {
+            Some(StreamEvent::Stanza(e)) => return Ok(e),
+            Some(_) => continue,
+            None => return Err("the stanza is incomplete".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

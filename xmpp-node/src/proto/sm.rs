@@ -77,7 +77,10 @@ pub enum Stage<'a> {
 pub struct Unacked {
     /// The value of the client's `h` that acknowledges this stanza.
     pub seq: u32,
-    pub stanza: Element,
+    /// The stanza as written on the stream (`jabber:client`, no `xmlns`): a few hundred
+    /// bytes in one allocation, where the parsed element would take a dozen; it is parsed
+    /// again only in the rare case it must go somewhere else.
+    pub xml: String,
     /// When it was first written (Unix seconds), for the `<delay/>` of a late delivery.
     pub sent_at: i64,
 }
@@ -88,8 +91,9 @@ impl Unacked {
     /// resource.
     /// `stamp` is the XEP-0082 form of [`Unacked::sent_at`]. A stanza that already carries
     /// a delay from `from` (an offline message delivered earlier) keeps its original one.
-    pub fn delayed(self, from: &str, stamp: &str) -> Element {
-        let mut stanza = self.stanza;
+    /// `Err`: the text does not parse back (never for what the node wrote itself).
+    pub fn delayed(&self, from: &str, stamp: &str) -> Result<Element, String> {
+        let mut stanza = super::parser::parse_stanza(&self.xml)?;
         let stamped = stanza
             .children()
             .any(|c| c.is("delay", ns::DELAY) && c.attr("from") == Some(from));
@@ -100,7 +104,7 @@ impl Unacked {
                     .with_attr("stamp", stamp),
             );
         }
-        stanza
+        Ok(stanza)
     }
 }
 
@@ -317,14 +321,14 @@ impl StreamManagement {
     /// [`SmError::QueueFull`]: end the stream with `resource-constraint`. The stanza is
     /// queued even then, so [`StreamManagement::take_unacked`] hands it on with the rest.
     /// Without stream management the stanza is dropped: there is nothing to track.
-    pub fn on_outbound(&mut self, stanza: Element, now: i64) -> Result<bool, SmError> {
+    pub fn on_outbound(&mut self, xml: String, now: i64) -> Result<bool, SmError> {
         if !self.enabled {
             return Ok(false);
         }
         self.sent = self.sent.wrapping_add(1);
         self.queue.push_back(Unacked {
             seq: self.sent,
-            stanza,
+            xml,
             sent_at: now,
         });
         if self.queue.len() > self.cfg.max_unacked {
@@ -394,7 +398,7 @@ impl StreamManagement {
         let released = self.on_ack(client_h)?;
         self.detached = false;
         self.since_request = 0;
-        let resend: Vec<Element> = self.queue.iter().map(|u| u.stanza.clone()).collect();
+        let resend: Vec<String> = self.queue.iter().map(|u| u.xml.clone()).collect();
         Ok(Resumed {
             answer: Element::new("resumed", ns::SM)
                 .with_attr("h", self.handled.to_string())
@@ -428,7 +432,7 @@ pub struct Resumed {
     /// The stanzas after the client's `h`, oldest first: write them right after `answer`.
     /// They stay queued until acked; their sequence numbers carry over ("the sequence
     /// values are carried over from the previous session and are not reset").
-    pub resend: Vec<Element>,
+    pub resend: Vec<String>,
     /// Write `<r/>` after the resent stanzas, to learn soon that they arrived.
     pub request_ack: bool,
     /// How many stanzas the client's `h` released.
@@ -755,10 +759,9 @@ mod tests {
         Jid::parse("romeo@montague.example").unwrap()
     }
 
-    fn message(n: u32) -> Element {
-        Element::new("message", ns::CLIENT)
-            .with_attr("to", "romeo@montague.example/orchard")
-            .with_attr("id", format!("m{n}"))
+    /// A message as written on a client stream.
+    fn message(n: u32) -> String {
+        format!("<message to='romeo@montague.example/orchard' id='m{n}'/>")
     }
 
     fn cfg(request_every: u32, max_unacked: usize) -> SmConfig {
@@ -791,8 +794,14 @@ mod tests {
         }
     }
 
-    fn ids(stanzas: &[Element]) -> Vec<&str> {
-        stanzas.iter().map(|s| s.attr("id").unwrap()).collect()
+    fn ids(stanzas: &[String]) -> Vec<String> {
+        stanzas
+            .iter()
+            .map(|s| {
+                let stanza = super::super::parser::parse_stanza(s).unwrap();
+                stanza.attr("id").unwrap().to_string()
+            })
+            .collect()
     }
 
     fn resume_request(h: u32) -> Resume {
@@ -1134,7 +1143,7 @@ mod tests {
         // The stanza that overflowed is kept, so it is handed on with the others.
         let unacked = sm.take_unacked();
         assert_eq!(unacked.len(), 4);
-        assert_eq!(unacked[3].stanza.attr("id"), Some("m4"));
+        assert_eq!(ids(&[unacked[3].xml.clone()]), ["m4"]);
     }
 
     #[test]
@@ -1168,10 +1177,12 @@ mod tests {
     fn an_unacked_stanza_carries_a_delay_when_delivered_late() {
         let unacked = Unacked {
             seq: 1,
-            stanza: message(1),
+            xml: message(1),
             sent_at: 0,
         };
-        let late = unacked.delayed("montague.example", "2026-11-26T09:00:00Z");
+        let late = unacked
+            .delayed("montague.example", "2026-11-26T09:00:00Z")
+            .unwrap();
         assert_eq!(
             late.to_xml(),
             xep(
@@ -1179,12 +1190,15 @@ mod tests {
             )
         );
         // A stanza that already says when it first arrived keeps that.
+        let mut written = String::new();
+        late.write_to(&mut written, ns::CLIENT);
         let again = Unacked {
             seq: 2,
-            stanza: late.clone(),
+            xml: written,
             sent_at: 0,
         }
-        .delayed("montague.example", "2026-11-27T10:00:00Z");
+        .delayed("montague.example", "2026-11-27T10:00:00Z")
+        .unwrap();
         assert_eq!(again, late);
     }
 
