@@ -173,8 +173,10 @@ impl Refusal {
                 Condition::ResourceConstraint,
                 format!("{domain} has reached its limit of {max} accounts."),
             ),
+            // resource-constraint rather than policy-violation: RFC 3920 had no
+            // policy-violation, and clients that still use its list (slixmpp) cannot read it.
             Refusal::RateLimited { retry_after_secs } => (
-                Condition::PolicyViolation,
+                Condition::ResourceConstraint,
                 format!(
                     "Too many accounts were created from your address; try again in {} minutes.",
                     retry_after_secs.div_ceil(60).max(1)
@@ -192,14 +194,7 @@ impl Refusal {
     /// The error reply to `iq`.
     pub fn error(&self, iq: &Element) -> Element {
         let (condition, text) = self.condition();
-        let mut reply = stanza::error_reply(iq, condition, Some(&text));
-        // A rate limit is waited out (RFC 6120 §8.3.2), unlike other policy violations.
-        if matches!(self, Refusal::RateLimited { .. })
-            && let Some(error) = reply.get_child_mut("error", iq.ns())
-        {
-            error.set_attr("type", "wait");
-        }
-        reply
+        stanza::error_reply(iq, condition, Some(&text))
     }
 }
 
@@ -314,7 +309,7 @@ mod tests {
                 Refusal::RateLimited {
                     retry_after_secs: 61,
                 },
-                "<error type=\"wait\"><policy-violation",
+                "<error type=\"wait\"><resource-constraint",
             ),
         ];
         for (refusal, expected) in cases {

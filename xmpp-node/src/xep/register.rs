@@ -5,9 +5,9 @@
 //!   [`crate::proto::c2s::Output::Register`]): only on a domain whose spec switches
 //!   registration on (`features.registration`, off by default), within the per-address
 //!   limit ([`RegistrationLimiter`], `limits.registrations_per_ip_per_hour`), with the
-//!   control API's rules: the store's user-name rules and account limit, the same password
-//!   rule ([`crate::accounts::check_password`]), the same credential storage. A domain
-//!   frozen for a move refuses.
+//!   control API's rules: the store's user-name rules and account limit, its password rule
+//!   plus the panel's minimum length ([`crate::accounts::check_chosen_password`]), the same
+//!   credential storage. A domain frozen for a move refuses.
 //! - After authentication ([`handle`]): the account's own password change (§3.3) and its
 //!   removal (§3.2). These work whatever the switch says: the switch is about strangers
 //!   creating accounts, while changing one's password and leaving are the account holder's
@@ -23,7 +23,7 @@ use std::{
 };
 
 use crate::{
-    accounts::{account_deleted, check_password},
+    accounts::{account_deleted, check_chosen_password},
     control::moving::moving_text,
     node::Node,
     proto::{
@@ -127,7 +127,7 @@ pub async fn register(
             domain: domain.to_string(),
         });
     }
-    check_password(password).map_err(Refusal::NotAcceptable)?;
+    check_chosen_password(password).map_err(Refusal::NotAcceptable)?;
     let username = normalize_username(domain, username).map_err(refusal_of)?;
     node.registrations
         .try_take(ip, Instant::now())
@@ -225,7 +225,7 @@ async fn change_password(
             "You can only change the password of the account you are logged in with.",
         ));
     }
-    check_password(password).map_err(Refusal::NotAcceptable)?;
+    check_chosen_password(password).map_err(Refusal::NotAcceptable)?;
     if node.is_frozen(domain) {
         return Err(Refusal::Moving(moving_text(domain)));
     }
@@ -350,6 +350,10 @@ mod tests {
             Err(Refusal::NotAcceptable(m)) if m == "The password is empty."
         ));
         assert!(matches!(
+            register(&node, from, DOMAIN, "bob", "short").await,
+            Err(Refusal::NotAcceptable(m)) if m.contains("at least 10 characters")
+        ));
+        assert!(matches!(
             register(&node, from, DOMAIN, "b@b", "a-password-1").await,
             Err(Refusal::NotAcceptable(m)) if m.starts_with("\"b@b\" cannot be a user name")
         ));
@@ -434,7 +438,7 @@ mod tests {
             &alice,
             &iq(
                 "p1",
-                "<username>bob</username><password>new-one-1</password>",
+                "<username>bob</username><password>new-one-12</password>",
             ),
         )
         .await;
@@ -445,7 +449,7 @@ mod tests {
             &alice,
             &iq(
                 "p2",
-                "<username>Alice</username><password>new-one-1</password>",
+                "<username>Alice</username><password>new-one-12</password>",
             ),
         )
         .await;
