@@ -884,6 +884,20 @@ mod tests {
     }
 
     #[test]
+    fn the_registration_box_reads_as_on_only_when_ticked_and_junk_is_an_error() {
+        assert_eq!(parse_switch(None), Ok(false));
+        assert_eq!(parse_switch(Some("")), Ok(false));
+        assert_eq!(parse_switch(Some("on")), Ok(true));
+        assert_eq!(parse_switch(Some(" TRUE ")), Ok(true));
+        assert_eq!(parse_switch(Some("off")), Ok(false));
+        assert!(
+            parse_switch(Some("maybe"))
+                .unwrap_err()
+                .starts_with("Tick the box")
+        );
+    }
+
+    #[test]
     fn contact_addresses_are_read_one_per_line_and_empty_kinds_left_out() {
         let c = parse_contacts(&texts(&[
             (

@@ -137,8 +137,6 @@ pub fn registered(username: &str) -> Element {
 pub enum Refusal {
     /// The domain does not let people create accounts from their app.
     Off { domain: String },
-    /// The query makes no sense ([`Request::Invalid`], a name that is not the account's).
-    Invalid(String),
     /// The user name is taken.
     Taken { username: String },
     /// The user name or password breaks the rules; the sentence says which.
@@ -163,7 +161,6 @@ impl Refusal {
                 Condition::NotAllowed,
                 format!("{domain} does not let people create accounts from their app."),
             ),
-            Refusal::Invalid(why) => (Condition::BadRequest, why.clone()),
             Refusal::Taken { username } => (
                 Condition::Conflict,
                 format!("The user name {username} is taken; choose another."),

@@ -7,7 +7,10 @@
 //!   limit ([`RegistrationLimiter`], `limits.registrations_per_ip_per_hour`), with the
 //!   control API's rules: the store's user-name rules and account limit, its password rule
 //!   plus the panel's minimum length ([`crate::accounts::check_chosen_password`]), the same
-//!   credential storage. A domain frozen for a move refuses.
+//!   credential storage. A domain frozen for a move refuses. Refusals that reached the
+//!   store (a taken name, a full domain) slow the address down like failed logins
+//!   ([`crate::net::c2s::AuthThrottle`]): each cost a key derivation, and a taken name tells
+//!   that an account exists.
 //! - After authentication ([`handle`]): the account's own password change (§3.3) and its
 //!   removal (§3.2). These work whatever the switch says: the switch is about strangers
 //!   creating accounts, while changing one's password and leaving are the account holder's
@@ -154,6 +157,15 @@ pub async fn register(
         Err(refusal) => {
             node.registrations.give_back(ip);
             tracing::info!(?refusal, "in-band registration refused");
+            // A refusal from the store cost a key derivation and says whether a name is
+            // taken: slowed down per address like failed logins.
+            if matches!(
+                refusal,
+                Refusal::Taken { .. } | Refusal::AccountLimit { .. }
+            ) {
+                let delay = node.auth_throttle.record_failure(&[format!("ip:{ip}")]);
+                tokio::time::sleep(delay).await;
+            }
             Err(refusal)
         }
     }
@@ -173,9 +185,6 @@ fn refusal_of(e: StoreError) -> Refusal {
             Refusal::NotAcceptable(format!("This password cannot be used: {why}."))
         }
         StoreError::NoSuchVhost(domain) => Refusal::Off { domain },
-        StoreError::StorageFull(domain, quota) => Refusal::Moving(format!(
-            "The storage of {domain} is full (its quota is {quota} bytes)."
-        )),
         e => {
             tracing::error!(error = format!("{e:#}"), "an in-band account change failed");
             Refusal::Internal
