@@ -76,6 +76,10 @@ pub struct Limits {
     /// XEP-0198: the most stanzas a session keeps waiting for an acknowledgement; past it
     /// the stream ends and they go to other resources or offline storage.
     pub sm_max_unacked: usize,
+    /// XEP-0077: accounts one client address (an IPv6 /64) may create in-band per hour, on
+    /// domains that let people register; past it registrations are refused until the
+    /// oldest is an hour old. 0: no limit.
+    pub registrations_per_ip_per_hour: u32,
 }
 
 impl Limits {
@@ -130,6 +134,7 @@ impl Default for Limits {
             sm_resume_secs: 300,
             sm_request_every: 5,
             sm_max_unacked: 500,
+            registrations_per_ip_per_hour: 5,
         }
     }
 }

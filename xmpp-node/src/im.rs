@@ -26,7 +26,7 @@ use crate::{
     proto::{
         element::Element,
         jid::Jid,
-        ns,
+        ns, register,
         roster::{
             self, Contact, Direction, Edit, PresenceNotice, RosterAnswer, RosterSet, RosterVersion,
             SubscriptionKind,
@@ -970,6 +970,10 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     if is_roster && matches!(kind, "get" | "set") && (to.is_none() || for_own_account) {
         return roster_iq(node, me, stanza).await;
     }
+    // XEP-0077 after login: the account's own password change and removal, at its server.
+    if for_server && register::is_register_iq(&stanza) {
+        return crate::xep::register::handle(node, me, &stanza).await;
+    }
     if matches!(kind, "get" | "set")
         && let Some(payload) = stanza.children().next()
     {
@@ -1079,6 +1083,8 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                     ns::ROSTER,
                     ns::VCARD,
                     ns::BLOCKING,
+                    // In-band password change and removal work for every account.
+                    ns::REGISTER,
                 ] {
                     q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
                 }

@@ -9,6 +9,7 @@
 //! - `upkeep`: once a minute, offline message retention and storage re-measurement;
 //! - `control`: the HTTPS control API the panel drives, and enrollment (`join`).
 
+pub mod accounts;
 pub mod config;
 pub mod control;
 pub mod hostmeta;

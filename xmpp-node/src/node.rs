@@ -66,6 +66,8 @@ pub struct Node {
     pub started: Instant,
     pub auth_throttle: crate::net::c2s::AuthThrottle,
     pub blocks: crate::xep::blocking::BlockCache,
+    /// In-band registrations per client address (XEP-0077).
+    pub registrations: crate::xep::register::RegistrationLimiter,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
@@ -85,7 +87,11 @@ pub struct Settings {
 
 impl Node {
     pub fn new(settings: NodeSettings, store: Store, certs: Arc<CertResolver>) -> Arc<Self> {
+        let registrations = crate::xep::register::RegistrationLimiter::new(
+            settings.limits.registrations_per_ip_per_hour,
+        );
         Arc::new(Self {
+            registrations,
             settings: Settings {
                 node: settings,
                 max_offline_per_account: 1000,

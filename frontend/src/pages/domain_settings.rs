@@ -1,5 +1,6 @@
-//! A domain's settings: its contact addresses (XEP-0157), published by its server for
-//! other operators and users, and its own TLS certificate.
+//! A domain's settings: whether people may create accounts from their XMPP app (XEP-0077),
+//! its contact addresses (XEP-0157), published by its server for other operators and
+//! users, and its own TLS certificate.
 
 use leptos::prelude::*;
 
@@ -38,6 +39,9 @@ pub struct SettingsView {
     pub domain: String,
     /// False once the domain is being deleted: the page only shows.
     pub editable: bool,
+    /// XEP-0077 in-band registration is on.
+    pub registration: bool,
+    pub registration_errors: FormErrors,
     pub contacts: Vec<ContactField>,
     pub contact_errors: FormErrors,
     /// None: the server's own certificate is used.
@@ -93,6 +97,24 @@ pub fn settings(ctx: PageCtx, v: SettingsView) -> String {
         let frozen = (!v.editable).then(|| view! {
             <div class="alert alert-info" role="status">"This domain is being deleted; its settings can no longer change."</div>
         });
+
+        let r = v.registration_errors.clone();
+        let registration = if v.editable {
+            view! {
+                <FormAlert errors=r.clone()/>
+                <form method="post" action=format!("{base}/settings/registration") id="registration-form">
+                    <Csrf token=csrf.clone()/>
+                    <div class="field checkbox">
+                        <label><input type="checkbox" name="registration" value="on" id="registration" checked=v.registration/>" Let people create accounts from their XMPP app"</label>
+                        <FieldError name="registration" errors=r.clone()/>
+                    </div>
+                    <button type="submit" class="button" id="registration-submit">"Save"</button>
+                </form>
+            }.into_any()
+        } else {
+            let state = if v.registration { "On" } else { "Off" };
+            view! { <p id="registration-state">{state}</p> }.into_any()
+        };
 
         let e = v.contact_errors.clone();
         let contact_form = v.editable.then(|| view! {
@@ -158,6 +180,11 @@ pub fn settings(ctx: PageCtx, v: SettingsView) -> String {
                 <p><a href=base.clone()>{format!("← {}", v.domain)}</a></p>
                 <h1>{format!("Settings of {}", v.domain)}</h1>
                 {frozen}
+                <section class="card" id="registration-card">
+                    <h2>"Creating accounts"</h2>
+                    <p class="muted">"When this is on, anyone can create an account on this domain from their XMPP app (in-band registration, XEP-0077), within your plan's account limit; each network address can create only a few accounts an hour. When it is off, only you create accounts, here in the panel. Either way people can change their own password and delete their own account from their app."</p>
+                    {registration}
+                </section>
                 <section class="card" id="contacts">
                     <h2>"Contact addresses"</h2>
                     <p class="muted">"Published by the server in its service discovery (XEP-0157), so other server operators and users know whom to reach. One address per line: mailto:, xmpp: or https:."</p>

@@ -432,6 +432,7 @@ mod tests {
             tls_cert_pem: None,
             tls_key_sealed: None,
             plan_node_labels: Default::default(),
+            registration: false,
         }
     }
 

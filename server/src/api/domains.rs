@@ -1,6 +1,7 @@
 //! `/api/v1/domains`: list (a reseller's or admin's key across organisations, or filtered
 //! by `org_id`), order (the browser's order form's code path: [`domains::place_order`]),
-//! get (state, node, DNS records) and uptime (the prober's figures, as numbers).
+//! get (state, node, DNS records), update (its settings: in-band registration) and uptime
+//! (the prober's figures, as numbers).
 //!
 //! Its life, through the state machine ([`crate::domains::state`]) as billing drives it:
 //! admin keys suspend and resume (like a grace period running out, and a later payment;
@@ -41,7 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/domains", get(list_domains).post(create_domain))
         .route(
             "/domains/{domain_id}",
-            get(get_domain).delete(delete_domain),
+            get(get_domain).patch(update_domain).delete(delete_domain),
         )
         .route("/domains/{domain_id}/uptime", get(get_uptime))
         .route("/domains/{domain_id}/suspend", post(suspend_domain))
@@ -131,6 +132,9 @@ pub struct Domain {
     pub payment_url: Option<String>,
     /// Suspended by a platform admin (a payment does not resume it).
     pub suspended_by_admin: bool,
+    /// People may create chat accounts on the domain from their XMPP app (XEP-0077
+    /// in-band registration), within the plan's account limit. Off unless switched on.
+    pub registration: bool,
     /// After a deletion or a cancelled subscription: when its data is removed (Unix
     /// seconds). Until then `export_url` downloads it.
     pub delete_after: Option<i64>,
@@ -181,6 +185,7 @@ fn representation(state: &AppState, d: &DomainRow, with_dns: bool) -> Domain {
             )
         }),
         suspended_by_admin: d.suspended_by_admin,
+        registration: d.registration,
         delete_after: d.delete_after,
         export_url: d
             .delete_after
@@ -614,6 +619,65 @@ pub async fn get_domain(
         StatusCode::OK,
         representation(&state, &d, true),
     ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDomain {
+    /// Let people create chat accounts from their XMPP app (XEP-0077), as the domain's
+    /// settings page does.
+    pub registration: Option<bool>,
+}
+
+/// Update a domain
+///
+/// Changes the domain's settings, as its settings page does; fields left out stay as they
+/// are. The node serving the domain applies the change within seconds. Send `If-Match`
+/// with the domain's ETag to change it only if nobody else did meanwhile.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/domains/{domain_id}",
+    tag = "domains",
+    operation_id = "update_domain",
+    params(
+        ("domain_id" = String, Path, description = "The domain's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+    ),
+    request_body(content = UpdateDomain, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The domain, updated", body = Domain,
+            headers(("ETag" = String, description = "The domain's new ETag"))),
+        (status = 409, description = "`domain_state_conflict`: the domain is being deleted", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition_failed`: If-Match does not match", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn update_domain(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateDomain>,
+) -> ApiResult<Response> {
+    who.require_write()?;
+    let d = visible_domain(&state, &who, &domain_id).await?;
+    etag::check_if_match(&headers, &etag::of(&representation(&state, &d, true)))?;
+    let Some(on) = body.registration else {
+        return Ok(etag::with_etag(
+            StatusCode::OK,
+            representation(&state, &d, true),
+        ));
+    };
+    let org = crate::orgs::db::OrgId(d.org_id.clone());
+    let now = state.clock.now();
+    if !crate::domains::settings::store_registration(&state.db, &org, &d.id, on, now).await? {
+        return Err(state_conflict(&d, "changed"));
+    }
+    let details = if on {
+        "in-band registration on"
+    } else {
+        "in-band registration off"
+    };
+    changed(&state, &who, &d, "domain.update", details, StatusCode::OK).await
 }
 
 mod db {

@@ -175,6 +175,7 @@ async fn openapi_json() -> impl IntoResponse {
         domains::list_domains,
         domains::create_domain,
         domains::get_domain,
+        domains::update_domain,
         domains::get_uptime,
         domains::suspend_domain,
         domains::resume_domain,

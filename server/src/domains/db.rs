@@ -58,6 +58,8 @@ pub struct DomainRow {
     pub tls_key_sealed: Option<String>,
     /// Node labels the domain's plan requires (on top of the pool-wide ones).
     pub plan_node_labels: BTreeMap<String, String>,
+    /// XEP-0077: people may create accounts from their XMPP app (see `domains::settings`).
+    pub registration: bool,
 }
 
 impl DomainRow {
@@ -70,7 +72,7 @@ impl DomainRow {
     }
 }
 
-const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed, COALESCE(p.node_labels, '{}') AS plan_node_labels";
+const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed, COALESCE(p.node_labels, '{}') AS plan_node_labels, d.registration";
 const FROM: &str =
     "FROM domains d LEFT JOIN plans p ON p.id = d.plan_id LEFT JOIN nodes n ON n.id = d.node_id";
 
@@ -110,6 +112,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
         tls_key_sealed: r.try_get("tls_key_sealed")?,
         plan_node_labels: serde_json::from_str(&r.try_get::<String, _>("plan_node_labels")?)
             .unwrap_or_default(),
+        registration: r.try_get::<i64, _>("registration")? != 0,
     })
 }
 

@@ -1,5 +1,6 @@
-//! A domain's settings page (`/o/{org_id}/domains/{domain_id}/settings`): its XEP-0157
-//! contact addresses and its own TLS certificate. The domain page's rule applies: members
+//! A domain's settings page (`/o/{org_id}/domains/{domain_id}/settings`): whether people
+//! may create accounts from their XMPP app (XEP-0077 in-band registration, off by
+//! default), its XEP-0157 contact addresses and its own TLS certificate. The domain page's rule applies: members
 //! of the domain's organisation, owners or not; anyone else gets a 404.
 //!
 //! A post is checked whole by pure functions ([`parse_contacts`], [`check_certificate`])
@@ -46,6 +47,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/o/{org_id}/domains/{domain_id}/settings/contacts",
             post(save_contacts),
+        )
+        .route(
+            "/o/{org_id}/domains/{domain_id}/settings/registration",
+            post(save_registration),
         )
         .route(
             "/o/{org_id}/domains/{domain_id}/settings/tls",
@@ -232,6 +237,39 @@ fn check_contact_uri(uri: &str) -> Result<(), String> {
             )),
         },
         _ => Err(not_a()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// In-band registration
+
+/// The registration form as posted: the checkbox's value, absent when it is not ticked.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RegistrationForm {
+    registration: Option<String>,
+}
+
+/// The checkbox's value as a switch: absent or empty is off; what a checkbox or an API
+/// client sends for "on" is on; anything else is an error for the field.
+pub fn parse_switch(value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(false),
+        Some(v)
+            if ["on", "1", "true", "yes"]
+                .iter()
+                .any(|t| v.eq_ignore_ascii_case(t)) =>
+        {
+            Ok(true)
+        }
+        Some(v)
+            if ["off", "0", "false", "no"]
+                .iter()
+                .any(|t| v.eq_ignore_ascii_case(t)) =>
+        {
+            Ok(false)
+        }
+        Some(_) => Err("Tick the box to let people create accounts, or leave it empty.".into()),
     }
 }
 
@@ -498,6 +536,31 @@ async fn store_contacts(
     Ok(done.rows_affected() == 1)
 }
 
+/// Switches in-band registration on or off with a new generation (only when it changes);
+/// false as for [`store_contacts`]. The API's domain update uses it too.
+#[tracing::instrument(skip_all, fields(domain_id = %id, on))]
+pub async fn store_registration(
+    db: &Pool,
+    org: &OrgId,
+    id: &str,
+    on: bool,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "UPDATE domains SET registration = $1,
+            generation = generation + CASE WHEN registration = $1 THEN 0 ELSE 1 END,
+            attempts = 0, next_attempt_at = 0, updated_at = $2
+         WHERE id = $3 AND org_id = $4 AND state IN {EDITABLE}"
+    ))
+    .bind(i64::from(on))
+    .bind(now)
+    .bind(id)
+    .bind(&org.0)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Stores (or, with None, removes) the domain's certificate chain and sealed key with a
 /// new generation; false as for [`store_contacts`].
 #[tracing::instrument(skip_all, fields(domain_id = %id))]
@@ -530,6 +593,10 @@ async fn store_tls(
 fn notice(code: &str) -> Option<Flash> {
     let text = match code {
         "contacts-saved" => "Contact addresses saved; the server publishes them within seconds.",
+        "registration-on" => {
+            "People can now create accounts from their XMPP app, within the plan's account limit."
+        }
+        "registration-off" => "Accounts can no longer be created from XMPP apps.",
         "certificate-saved" => {
             "Certificate saved; the server presents it to clients within seconds."
         }
@@ -547,6 +614,7 @@ fn notice(code: &str) -> Option<Flash> {
 /// What was typed, for a page shown again with errors.
 #[derive(Default)]
 struct Typed {
+    registration_errors: FormErrors,
     contacts: Option<[(&'static str, String); 6]>,
     contact_errors: FormErrors,
     cert_pem: String,
@@ -612,6 +680,8 @@ async fn render(
             domain_id: d.id.clone(),
             domain: d.domain.clone(),
             editable: editable(d),
+            registration: d.registration,
+            registration_errors: typed.registration_errors,
             contacts,
             contact_errors: typed.contact_errors,
             certificate,
@@ -687,6 +757,43 @@ async fn save_contacts(
         settings_path(&access, &d)
     ))
     .into_response())
+}
+
+async fn save_registration(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(f): Form<RegistrationForm>,
+) -> AppResult<Response> {
+    let d = domain_of(&state, &access, &id).await?;
+    let on = match parse_switch(f.registration.as_deref()) {
+        Ok(on) => on,
+        Err(why) => {
+            let mut errors = FormErrors::default();
+            errors.add("registration", why);
+            let typed = Typed {
+                registration_errors: errors,
+                ..Default::default()
+            };
+            return refused(&state, &access, &d, typed).await;
+        }
+    };
+    let now = state.clock.now();
+    if !store_registration(&state.db, &access.org.id, &d.id, on, now).await? {
+        let typed = Typed {
+            registration_errors: frozen(""),
+            ..Default::default()
+        };
+        return refused(&state, &access, &d, typed).await;
+    }
+    state.reconcile_now.notify_one();
+    tracing::info!(domain = d.domain, on, "in-band registration switched");
+    let notice = if on {
+        "registration-on"
+    } else {
+        "registration-off"
+    };
+    Ok(Redirect::to(&format!("{}?notice={notice}", settings_path(&access, &d))).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -774,6 +881,20 @@ mod tests {
 
     fn texts(pairs: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         pairs.to_vec()
+    }
+
+    #[test]
+    fn the_registration_box_reads_as_on_only_when_ticked_and_junk_is_an_error() {
+        assert_eq!(parse_switch(None), Ok(false));
+        assert_eq!(parse_switch(Some("")), Ok(false));
+        assert_eq!(parse_switch(Some("on")), Ok(true));
+        assert_eq!(parse_switch(Some(" TRUE ")), Ok(true));
+        assert_eq!(parse_switch(Some("off")), Ok(false));
+        assert!(
+            parse_switch(Some("maybe"))
+                .unwrap_err()
+                .starts_with("Tick the box")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use rookery_common::control::{TlsMaterial, VhostLimits, VhostSpec};
+use rookery_common::control::{TlsMaterial, VhostFeatures, VhostLimits, VhostSpec};
 use tokio::task::JoinSet;
 
 use super::{
@@ -201,10 +201,11 @@ async fn start_drains(state: &AppState, pool: &[NodeRow]) -> anyhow::Result<()> 
 /// state, contact addresses and certificate (its key opened from its seal; an error only
 /// when the panel's secret key cannot open it).
 ///
-/// `features` stays at its defaults: nodes accept and store every switch but act on none
-/// yet. They have no in-band registration (XEP-0077), federation, MUC, HTTP upload,
-/// message archive (MAM) or push, so there is nothing a switch could turn on or off; the
-/// panel will set them from the plan once nodes implement them.
+/// Of `features`, only `registration` (XEP-0077 in-band registration, the customer's
+/// switch on the domain's settings page) is set: nodes act on no other switch yet. They
+/// have no federation, MUC, HTTP upload, message archive (MAM) or push, so there is
+/// nothing those switches could turn on or off; they stay at their defaults until nodes
+/// implement them.
 pub fn spec_for(
     d: &DomainRow,
     sealer: &Sealer,
@@ -232,7 +233,10 @@ pub fn spec_for(
             archive_retention_days: d.archive_days,
             offline_retention_days: d.offline_days,
         },
-        features: Default::default(),
+        features: VhostFeatures {
+            registration: d.registration,
+            ..Default::default()
+        },
         tls,
         suspended: d.state == "suspended",
         moved_to,

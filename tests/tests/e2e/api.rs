@@ -494,6 +494,12 @@ fn matrix() -> Vec<Row> {
             owners: DOMAIN_OWNERS,
         },
         Row {
+            method: Method::PATCH,
+            path: "/api/v1/domains/{domain}",
+            body: Some(r#"{"registration": false}"#),
+            owners: DOMAIN_OWNERS,
+        },
+        Row {
             method: Method::GET,
             path: "/api/v1/domains/{domain}/uptime",
             body: None,

@@ -13,6 +13,7 @@ mod node;
 mod node_control;
 mod node_features;
 mod node_private;
+mod node_register;
 mod node_roster;
 mod node_sm;
 mod panel;

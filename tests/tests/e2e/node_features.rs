@@ -61,6 +61,13 @@ const COVERAGE: &[(&str, &[&str])] = &[
         &["vcards_blocking_and_last_activity_work_with_slixmpp"],
     ),
     (
+        "jabber:iq:register",
+        &[
+            "in_band_registration_is_switched_on_in_the_panel_and_works_with_slixmpp",
+            "a_logged_in_account_changes_its_password_and_removes_itself",
+        ],
+    ),
+    (
         "urn:xmpp:blocking",
         &[
             "vcards_blocking_and_last_activity_work_with_slixmpp",

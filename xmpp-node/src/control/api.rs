@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     node::Node,
-    proto::{c2s::StreamError, jid::Jid},
+    proto::jid::Jid,
     store::{SpecWrite, StoreError, normalize_domain, vhost_data::ImportError},
 };
 
@@ -568,19 +568,7 @@ async fn writable<'a>(s: &'a ControlState, domain: &str) -> Result<WritePermit<'
     Ok(permit)
 }
 
-/// Passwords: not empty, at most 1023 bytes.
-pub fn check_password(password: &str) -> Result<(), String> {
-    if password.is_empty() {
-        return Err("The password is empty.".into());
-    }
-    if password.len() > 1023 {
-        return Err(format!(
-            "The password is {} bytes long; at most 1023 are allowed.",
-            password.len()
-        ));
-    }
-    Ok(())
-}
+pub use crate::accounts::check_password;
 
 async fn create_account(
     State(s): State<ControlState>,
@@ -635,13 +623,7 @@ async fn delete_account(
     s.node.store.remove_account(&domain, &username).await?;
     // The account is gone: so are its sessions and its cached block list.
     if let Ok(account) = Jid::from_parts(Some(&username), &domain, None) {
-        s.node.blocks.forget(&account);
-        for session in s.node.router.sessions(&account) {
-            session.kick(StreamError::new(
-                "not-authorized",
-                "This account was deleted.",
-            ));
-        }
+        crate::accounts::account_deleted(&s.node, &account);
     }
     Ok(StatusCode::NO_CONTENT)
 }

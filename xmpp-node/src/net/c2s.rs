@@ -221,6 +221,7 @@ impl Connection {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let hosts = node.clone();
+        let registration = node.clone();
         let cfg = C2sConfig {
             starttls_available: true,
             require_tls: node.settings.node.require_tls,
@@ -228,6 +229,7 @@ impl Connection {
             scram_iterations: node.settings.node.scram_iterations,
             host_access: Arc::new(move |d: &str| hosts.access(d)),
             stream_management: true,
+            registration: Arc::new(move |d: &str| crate::xep::register::open_on(&registration, d)),
         };
         let sm = StreamManagement::new(node.settings.node.limits.sm());
         let limits = &node.settings.node.limits;
@@ -570,6 +572,19 @@ impl Connection {
                         }
                     };
                     queue.extend(self.c2s.on_credentials(creds));
+                }
+                // XEP-0077: an account asked for before authentication.
+                Output::Register {
+                    iq_id,
+                    username,
+                    password,
+                } => {
+                    let domain = self.c2s.domain().unwrap_or_default().to_string();
+                    let outcome = Box::pin(crate::xep::register::register(
+                        &self.node, self.ip, &domain, &username, &password,
+                    ))
+                    .await;
+                    queue.extend(self.c2s.on_registered(&iq_id, outcome));
                 }
                 Output::AuthFailed { username } => {
                     self.node

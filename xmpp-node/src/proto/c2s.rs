@@ -17,6 +17,12 @@
 //! [`Output::Sm`] for the connection, which owns the per-session state because that state
 //! outlives a broken stream.
 //!
+//! In-band registration (XEP-0077, [`super::register`]) is offered before authentication
+//! where the domain lets people create accounts from their app (and once TLS is up when
+//! TLS is required): a `jabber:iq:register` get is answered here, a set comes out as
+//! [`Output::Register`] for the connection, which creates the account and answers with
+//! [`C2s::on_registered`]; the client then authenticates on the same stream.
+//!
 //! Every stream header is checked against how the node serves the domain ([`HostAccess`]):
 //! a domain that is not hosted gets `host-unknown`, a suspended one `policy-violation`,
 //! a moved one `see-other-host` naming its new host (RFC 6120 §4.9.3.19). The connection
@@ -31,6 +37,7 @@ use super::{
     jid::Jid,
     ns,
     parser::{ParseError, StreamEvent, StreamHeader},
+    register::{self, Refusal, Request},
     sasl::{self, Mechanism, SaslError, ScramCredentials, ScramHash, ScramServer},
     sm,
     stanza::{self, Condition},
@@ -50,6 +57,13 @@ pub enum Output {
         vhost: String,
         username: String,
         hash: ScramHash,
+    },
+    /// Before authentication: create this account (XEP-0077 §3.1) and answer with
+    /// [`C2s::on_registered`].
+    Register {
+        iq_id: String,
+        username: String,
+        password: String,
     },
     /// An authentication attempt failed (for per-IP and per-account slow-down).
     AuthFailed { username: Option<String> },
@@ -154,6 +168,8 @@ pub struct C2sConfig {
     pub host_access: Arc<dyn Fn(&str) -> HostAccess + Send + Sync>,
     /// Offer XEP-0198 stream management after authentication.
     pub stream_management: bool,
+    /// Whether a domain lets people register in-band (XEP-0077; asked at every header).
+    pub registration: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 #[derive(Debug)]
@@ -422,6 +438,9 @@ impl C2s {
                         ),
                     );
                 }
+                if self.registration_open() {
+                    features.append_child(register::feature());
+                }
             }
             self.state = State::PreAuth;
         }
@@ -496,10 +515,61 @@ impl C2s {
         if e.is("abort", ns::SASL) {
             return vec![sasl_failure("aborted", None)];
         }
+        // Never before TLS when TLS is required: the password would travel in the clear.
+        if register::is_register_iq(&e) && (self.tls || !self.cfg.require_tls) {
+            return self.register_iq(&e);
+        }
         if stanza::is_stanza(&e) {
             return self.stream_error("not-authorized", Some("Authenticate first."));
         }
         self.stream_error("unsupported-stanza-type", None)
+    }
+
+    /// Whether the stream's domain lets people register in-band.
+    fn registration_open(&self) -> bool {
+        self.domain
+            .as_deref()
+            .is_some_and(|d| (self.cfg.registration)(d))
+    }
+
+    /// A `jabber:iq:register` get or set before authentication (XEP-0077 §3.1).
+    fn register_iq(&mut self, e: &Element) -> Vec<Output> {
+        let domain = self.domain.clone().unwrap_or_default();
+        let refuse = |refusal: Refusal| vec![Output::Send(write_stanza(&refusal.error(e)))];
+        if !self.registration_open() {
+            return refuse(Refusal::Off { domain });
+        }
+        match register::parse(e) {
+            Request::Fields => {
+                let reply = stanza::iq_result(e).with_child(register::fields(&domain));
+                vec![Output::Send(write_stanza(&reply))]
+            }
+            Request::Set { username, password } => vec![Output::Register {
+                iq_id: e.attr("id").unwrap_or_default().to_string(),
+                username,
+                password,
+            }],
+            Request::Remove => refuse(Refusal::NotAuthorized(
+                "Log in first to delete your account.",
+            )),
+            Request::Invalid(why) => refuse(Refusal::NotAcceptable(why.into())),
+        }
+    }
+
+    /// The connection's answer to [`Output::Register`]: the account exists now, or why not.
+    /// The stream stays as it was; the client logs in next (or tries another name).
+    pub fn on_registered(&mut self, iq_id: &str, outcome: Result<(), Refusal>) -> Vec<Output> {
+        if !matches!(self.state, State::PreAuth) {
+            return vec![];
+        }
+        let request = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", iq_id);
+        let reply = match outcome {
+            Ok(()) => stanza::iq_result(&request),
+            Err(refusal) => refusal.error(&request),
+        };
+        vec![Output::Send(write_stanza(&reply))]
     }
 
     fn sasl_auth(&mut self, e: Element) -> Vec<Output> {
@@ -874,6 +944,7 @@ mod tests {
                 _ => HostAccess::Unknown,
             }),
             stream_management: true,
+            registration: Arc::new(|d: &str| d == "example.com"),
         };
         Harness {
             c2s: C2s::new(cfg),
@@ -1356,5 +1427,99 @@ mod tests {
         let out =
             h.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
         assert!(matches!(out.first(), Some(Output::Bind { .. })), "{out:?}");
+    }
+
+    const REGISTER_GET: &str = "<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>";
+
+    #[test]
+    fn registration_is_offered_only_after_tls_and_only_where_the_domain_allows_it() {
+        let mut h = harness();
+        let before = sent(&h.send(HEADER));
+        assert!(!before.contains("iq-register"), "{before}");
+        // Before TLS, a register query is a stanza before authentication like any other.
+        let out = h.send(REGISTER_GET);
+        assert!(sent(&out).contains("<not-authorized"), "{}", sent(&out));
+        assert_eq!(out.last(), Some(&Output::Close));
+
+        let mut h = harness();
+        let features = h.through_tls();
+        assert!(
+            features.contains("<register xmlns=\"http://jabber.org/features/iq-register\"/>"),
+            "{features}"
+        );
+        // The switch is asked at every header: off, neither offered nor answered.
+        h.c2s.cfg.registration = Arc::new(|_: &str| false);
+        h.c2s.state = State::Header;
+        h.parser.reset();
+        let features = sent(&h.send(HEADER));
+        assert!(!features.contains("iq-register"), "{features}");
+        let refused = sent(&h.send(REGISTER_GET));
+        assert!(
+            refused.contains("<error type=\"cancel\"><not-allowed"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("example.com does not let people create accounts"),
+            "{refused}"
+        );
+        assert!(!h.c2s.is_closed(), "the client may still log in");
+    }
+
+    #[test]
+    fn a_registration_is_asked_of_the_connection_and_the_client_then_logs_in() {
+        let mut h = harness();
+        h.through_tls();
+        let form = sent(&h.send(REGISTER_GET));
+        assert!(form.starts_with("<iq type=\"result\" id=\"r1\">"), "{form}");
+        assert!(form.contains("<username/><password/>"), "{form}");
+
+        let out = h.send("<iq type='set' id='r2'><query xmlns='jabber:iq:register'><username>Bill</username><password>Calliope</password></query></iq>");
+        assert_eq!(
+            out,
+            vec![Output::Register {
+                iq_id: "r2".into(),
+                username: "Bill".into(),
+                password: "Calliope".into()
+            }]
+        );
+        let taken = sent(&h.c2s.on_registered(
+            "r2",
+            Err(Refusal::Taken {
+                username: "bill".into(),
+            }),
+        ));
+        assert!(taken.contains("id=\"r2\""), "{taken}");
+        assert!(taken.contains("<conflict"), "{taken}");
+        let done = sent(&h.c2s.on_registered("r3", Ok(())));
+        assert_eq!(done, "<iq type=\"result\" id=\"r3\"/>");
+
+        // Missing fields never reach the connection; <remove/> needs a login.
+        let out = sent(&h.send("<iq type='set' id='r4'><query xmlns='jabber:iq:register'><username>bill</username></query></iq>"));
+        assert!(out.contains("<not-acceptable"), "{out}");
+        assert!(out.contains("Choose a password."), "{out}");
+        let out = sent(&h.send(
+            "<iq type='set' id='r5'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+        ));
+        assert!(out.contains("<not-authorized"), "{out}");
+
+        // Then SASL as usual, on the same stream.
+        let out = h.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            b64(b"\0bill\0Calliope")
+        ));
+        assert!(
+            matches!(out.first(), Some(Output::LookupCredentials { username, .. }) if username == "bill"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn without_required_tls_registration_is_offered_on_the_plain_stream() {
+        let mut h = harness();
+        h.c2s.cfg.require_tls = false;
+        h.c2s.cfg.starttls_available = false;
+        let features = sent(&h.send(HEADER));
+        assert!(features.contains("iq-register"), "{features}");
+        assert!(sent(&h.send(REGISTER_GET)).contains("type=\"result\""));
     }
 }

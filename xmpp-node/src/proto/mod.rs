@@ -8,6 +8,7 @@ pub mod jid;
 pub mod ns;
 pub mod parser;
 pub mod redact;
+pub mod register;
 pub mod roster;
 pub mod sasl;
 pub mod sm;

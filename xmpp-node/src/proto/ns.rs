@@ -29,3 +29,6 @@ pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 pub const SM: &str = "urn:xmpp:sm:3";
 /// XEP-0049 Private XML Storage (no disco feature).
 pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0077 in-band registration: the query, and the stream feature.
+pub const REGISTER: &str = "jabber:iq:register";
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";

@@ -20,7 +20,7 @@ pub use private::PrivateItem;
 
 use anyhow::Context;
 use rookery_common::{
-    control::VhostLimits,
+    control::{VhostFeatures, VhostLimits},
     db::{self, Pool},
 };
 use sqlx::{Row, migrate::Migrator};
@@ -72,6 +72,8 @@ pub struct VhostPolicy {
     pub offline_retention_days: Option<i64>,
     /// XEP-0157 contact addresses by kind (`abuse`, `admin`, …), served in disco#info.
     pub contacts: BTreeMap<String, Vec<String>>,
+    /// XEP-0077: people may create accounts from their app.
+    pub registration: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,8 @@ struct SpecExtras {
     limits: VhostLimits,
     #[serde(default)]
     contacts: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    features: VhostFeatures,
 }
 
 fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
@@ -152,6 +156,7 @@ fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
             storage_quota_bytes: extras.limits.storage_quota_bytes,
             offline_retention_days: extras.limits.offline_retention_days,
             contacts: extras.contacts,
+            registration: extras.features.registration,
         }
     });
     Vhost {
