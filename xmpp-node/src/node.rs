@@ -67,6 +67,8 @@ pub struct Node {
     pub started: Instant,
     pub auth_throttle: crate::net::c2s::AuthThrottle,
     pub blocks: crate::xep::blocking::BlockCache,
+    /// Message archives (XEP-0313): the writer, archive ids, cached preferences.
+    pub mam: crate::xep::mam::Mam,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
@@ -86,6 +88,8 @@ pub struct Settings {
 
 impl Node {
     pub fn new(settings: NodeSettings, store: Store, certs: Arc<CertResolver>) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let mam = crate::xep::mam::Mam::start(store.clone(), metrics.archive.clone());
         Arc::new(Self {
             settings: Settings {
                 node: settings,
@@ -94,7 +98,8 @@ impl Node {
             store,
             router: Router::default(),
             certs,
-            metrics: Metrics::new(),
+            metrics,
+            mam,
             started: Instant::now(),
             auth_throttle: Default::default(),
             blocks: Default::default(),
@@ -237,6 +242,7 @@ impl Node {
         for domain in &removed {
             tracing::info!(vhost = %domain, "no longer serving");
             self.blocks.forget_domain(domain);
+            self.mam.forget_domain(domain);
             for s in self.router.of_domain(domain) {
                 s.kick(StreamError::new(
                     "host-gone",

@@ -636,6 +636,7 @@ async fn delete_account(
     // The account is gone: so are its sessions and its cached block list.
     if let Ok(account) = Jid::from_parts(Some(&username), &domain, None) {
         s.node.blocks.forget(&account);
+        s.node.mam.forget(&account);
         for session in s.node.router.sessions(&account) {
             session.kick(StreamError::new(
                 "not-authorized",
@@ -656,6 +657,8 @@ async fn export_vhost(
     if s.node.store.vhost(&domain).await?.is_none() {
         return Err(Problem::not_found(format!("{domain} is not hosted here.")));
     }
+    // Archived messages queued before the freeze are part of the data.
+    s.node.mam.writer.flush().await;
     Ok(Json(VhostData {
         schema_version: s.node.store.schema_version().await?,
         tables: s.node.store.export_vhost(&domain).await?,
@@ -700,6 +703,7 @@ async fn import_vhost(
     }
     // Nothing cached may outlive the data it came from.
     s.node.blocks.forget_domain(&domain);
+    s.node.mam.forget_domain(&domain);
     tracing::info!(vhost = %domain, "imported a vhost's data");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,6 +6,7 @@
 //! and imports a vhost's data table by table. A running node counts each vhost's stored
 //! bytes in `quota`, so writes that would pass a vhost's storage quota are refused.
 
+pub mod archive;
 mod control;
 mod private;
 mod profile;
@@ -20,7 +21,7 @@ pub use private::PrivateItem;
 
 use anyhow::Context;
 use rookery_common::{
-    control::VhostLimits,
+    control::{VhostFeatures, VhostLimits},
     db::{self, Pool},
 };
 use sqlx::{Row, migrate::Migrator};
@@ -72,6 +73,10 @@ pub struct VhostPolicy {
     pub offline_retention_days: Option<i64>,
     /// XEP-0157 contact addresses by kind (`abuse`, `admin`, …), served in disco#info.
     pub contacts: BTreeMap<String, Vec<String>>,
+    /// Archived messages (XEP-0313) older than this many days are deleted.
+    pub archive_retention_days: Option<i64>,
+    /// What the domain is allowed (only `archive` is served yet).
+    pub features: VhostFeatures,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +137,8 @@ struct SpecExtras {
     limits: VhostLimits,
     #[serde(default)]
     contacts: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    features: VhostFeatures,
 }
 
 fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
@@ -152,6 +159,8 @@ fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
             storage_quota_bytes: extras.limits.storage_quota_bytes,
             offline_retention_days: extras.limits.offline_retention_days,
             contacts: extras.contacts,
+            archive_retention_days: extras.limits.archive_retention_days,
+            features: extras.features,
         }
     });
     Vhost {
