@@ -728,6 +728,19 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, metrics: ArchiveMetrics)
     }
 }
 
+/// Whether the database refused a row (a constraint) rather than failed.
+fn refused_row(e: &StoreError) -> bool {
+    match e {
+        StoreError::Internal(e) => e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Database(_))
+            )
+        }),
+        _ => false,
+    }
+}
+
 /// Writes a batch; retries once, then row by row, so one bad row loses only itself.
 async fn write_batch(store: &Store, rows: &[ArchiveRow], metrics: &ArchiveMetrics) {
     let first = match store.insert_archive_rows(rows).await {
@@ -737,15 +750,19 @@ async fn write_batch(store: &Store, rows: &[ArchiveRow], metrics: &ArchiveMetric
         }
         Err(e) => e,
     };
-    tracing::warn!(
-        rows = rows.len(),
-        error = format!("{first:#}"),
-        "writing archived messages failed; trying again"
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    if store.insert_archive_rows(rows).await.is_ok() {
-        metrics.written.inc_by(rows.len() as u64);
-        return;
+    // A row the database refuses (its account was just deleted) fails the batch: the
+    // others are written one by one at once. Anything else may pass: one more try first.
+    if !refused_row(&first) {
+        tracing::warn!(
+            rows = rows.len(),
+            error = format!("{first:#}"),
+            "writing archived messages failed; trying again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if store.insert_archive_rows(rows).await.is_ok() {
+            metrics.written.inc_by(rows.len() as u64);
+            return;
+        }
     }
     for row in rows {
         match store.insert_archive_rows(std::slice::from_ref(row)).await {

@@ -545,6 +545,8 @@ pub struct Query {
     pub filter: ArchiveFilter,
     pub from: PageFrom,
     pub max: i64,
+    /// `<flip-page/>` (`#extended`): the page's messages are sent newest first.
+    pub flip: bool,
 }
 
 /// Why a query is refused: a condition and a sentence.
@@ -663,6 +665,7 @@ pub fn parse_query(query: &Element) -> Result<Query, Refusal> {
         filter,
         from,
         max,
+        flip: query.has_child("flip-page", NS),
     })
 }
 
@@ -862,7 +865,11 @@ pub async fn handle(node: &Node, me: &SessionHandle, account: &Jid, iq: &Element
                     return refuse(Condition::InternalServerError, None);
                 }
             };
-            for m in &page.items {
+            let mut items: Vec<_> = page.items.iter().collect();
+            if q.flip {
+                items.reverse();
+            }
+            for m in items {
                 match parse_stored(&m.stanza) {
                     Ok(message) => {
                         me.deliver(result_message(
@@ -1110,7 +1117,10 @@ mod tests {
                 ids: Some(vec!["i1".into(), "i2".into()]),
             }
         );
-        assert_eq!((q.from, q.max), (PageFrom::After("p9".into()), 10));
+        assert_eq!(
+            (q.from, q.max, q.flip),
+            (PageFrom::After("p9".into()), 10, false)
+        );
         let plain = query("<query xmlns='urn:xmpp:mam:2'/>").unwrap();
         assert_eq!(
             (plain.from, plain.max, plain.filter),
@@ -1118,8 +1128,11 @@ mod tests {
         );
         let last = query("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><max>5000</max><before/></set></query>").unwrap();
         assert_eq!((last.from, last.max), (PageFrom::Before(None), MAX_PAGE));
-        let before = query("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><before>x</before></set></query>").unwrap();
-        assert_eq!(before.from, PageFrom::Before(Some("x".into())));
+        let before = query("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><before>x</before></set><flip-page/></query>").unwrap();
+        assert_eq!(
+            (before.from, before.flip),
+            (PageFrom::Before(Some("x".into())), true)
+        );
 
         let form = |fields: &str| {
             format!(
@@ -1297,6 +1310,19 @@ mod tests {
         let got = delivered(&mut alice_rx);
         assert_eq!(got.len(), 1);
         assert!(got[0].to_xml().contains("forbidden"), "{}", got[0].to_xml());
+        // A flipped page comes newest first.
+        let (flipped, _) = ask(
+            &node,
+            &bob,
+            &mut bob_rx,
+            "<query xmlns='urn:xmpp:mam:2'><flip-page/></query>",
+        )
+        .await;
+        let flipped: Vec<&str> = flipped
+            .iter()
+            .map(|m| m.get_child("result", NS).unwrap().attr("id").unwrap())
+            .collect();
+        assert_eq!(flipped, [ids[1].as_str(), ids[0].as_str()]);
         // An unknown after id is item-not-found.
         let (_, missing) = ask(&node, &bob, &mut bob_rx, "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'><after>nope</after></set></query>").await;
         assert!(
