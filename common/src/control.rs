@@ -73,9 +73,10 @@ pub struct VhostLimits {
 
 /// Feature switches of a vhost: what the domain is allowed, declared up front. A node
 /// serves the switched-on features it implements and ignores the others until a version
-/// that has them runs; this version implements none of these services yet (in-band
-/// registration, the archive and push come with the node's mobile profile, group chat and
-/// upload after it, federation last), so today every switch reads "allowed when available".
+/// that has them runs; this version implements the archive (XEP-0313: switched off, the
+/// domain archives nothing and advertises nothing) and none of the other services yet
+/// (in-band registration and push come with the node's mobile profile, group chat and
+/// upload after it, federation last), so those switches read "allowed when available".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VhostFeatures {
