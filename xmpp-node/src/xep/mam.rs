@@ -432,8 +432,11 @@ impl Archiving {
         to: &Jid,
         stanza: &mut Element,
     ) -> Option<String> {
-        let by = to.bare().to_string();
+        // Most messages carry no stanza-id and most are archived: the recipient's bare JID
+        // is written out only when one of the two needs it.
+        let by = || to.bare().to_string();
         if stanza.children().any(|c| c.is("stanza-id", NS_SID)) {
+            let by = by();
             stanza.remove_children(|c| c.is("stanza-id", NS_SID) && c.attr("by") == Some(&by));
         }
         if !self.sent && !self.received {
@@ -449,7 +452,7 @@ impl Archiving {
         {
             stanza.append_child(
                 Element::new("stanza-id", NS_SID)
-                    .with_attr("by", by)
+                    .with_attr("by", by())
                     .with_attr("id", id),
             );
         }
@@ -1456,6 +1459,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows.count, 0);
+    }
+
+    fn not_archived(node: &Node, reason: &'static str) -> u64 {
+        node.metrics
+            .archive
+            .not_archived
+            .get_or_create(&crate::metrics::ReasonLabel { reason })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn a_full_quota_or_a_move_delivers_without_archiving_and_says_so_in_the_metrics() {
+        let (node, _dir, [(alice, _alice_rx), (_bob, mut bob_rx)]) =
+            two_users(json!({"domain": DOMAIN, "generation": 1})).await;
+        let stored = node.store.measure_storage(DOMAIN).await.unwrap();
+        apply_spec(
+            &node,
+            json!({"domain": DOMAIN, "generation": 2, "limits": {"storage_quota_bytes": stored + 10}}),
+        )
+        .await;
+        let send = |body: &str| {
+            im::route_fast(
+                &node,
+                &alice,
+                chat("alice@example.com/desk", "bob@example.com/phone", body, ""),
+            )
+            .is_ok()
+        };
+        assert!(send("full"));
+        assert!(stanza_id(&delivered(&mut bob_rx).pop().unwrap()).is_none());
+        assert_eq!(not_archived(&node, "quota"), 2, "neither side");
+        // Frozen for a move: nothing is added to its data.
+        apply_spec(&node, json!({"domain": DOMAIN, "generation": 3})).await;
+        node.store.set_vhost_move(DOMAIN, None).await.unwrap();
+        node.reload_vhosts().await.unwrap();
+        assert!(send("moving"));
+        assert!(stanza_id(&delivered(&mut bob_rx).pop().unwrap()).is_none());
+        assert_eq!(not_archived(&node, "moving"), 2);
+        node.store.clear_vhost_move(DOMAIN).await.unwrap();
+        node.reload_vhosts().await.unwrap();
+        assert!(send("thawed"));
+        assert!(stanza_id(&delivered(&mut bob_rx).pop().unwrap()).is_some());
     }
 
     #[tokio::test]
