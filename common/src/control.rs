@@ -73,10 +73,11 @@ pub struct VhostLimits {
 
 /// Feature switches of a vhost: what the domain is allowed, declared up front. A node
 /// serves the switched-on features it implements and ignores the others until a version
-/// that has them runs. In-band registration is implemented and off unless switched on (the
-/// customer's choice in the panel); the other services are not yet (the archive and push
-/// come with the node's mobile profile, group chat and upload after it, federation last),
-/// so those switches read "allowed when available".
+/// that has them runs. In-band registration (off unless switched on: the customer's choice
+/// in the panel) and the archive (XEP-0313: switched off, the domain archives nothing and
+/// advertises nothing) are implemented; the others are not yet (push comes with the node's
+/// mobile profile, group chat and upload after it, federation last), so those switches read
+/// "allowed when available".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VhostFeatures {

@@ -40,6 +40,7 @@ pub fn check_chosen_password(password: &str) -> Result<(), String> {
 /// (whatever was delivered to them before is written first), its cached block list goes.
 pub fn account_deleted(node: &Node, account: &Jid) {
     node.blocks.forget(account);
+    node.mam.forget(account);
     for session in node.router.sessions(account) {
         session.kick(StreamError::new(
             "not-authorized",

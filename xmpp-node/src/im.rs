@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, private, serverinfo, vcard},
+    xep::{blocking, mam, private, serverinfo, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -76,6 +76,12 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
     {
         return Err(stanza);
     }
+    // XEP-0313: archived from memory, or the full path reads the preferences.
+    let Some(archiving) = mam::Archiving::cached(node, &me.jid, &to, &stanza) else {
+        return Err(stanza);
+    };
+    let mut stanza = stanza;
+    let _sent_id = archiving.archive(node, &me.jid, &to, &mut stanza);
     node.metrics.stanza_routed();
     target.deliver(stanza);
     Ok(())
@@ -148,7 +154,7 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
             Some("Federation with other servers is not available yet."),
         );
     }
-    let kind = stanza.attr("type").unwrap_or("normal");
+    let kind = stanza.attr("type").unwrap_or("normal").to_string();
     let Some(username) = to.node() else {
         // Messages to the server itself: nothing handles them.
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
@@ -163,13 +169,17 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     if blocking::blocks(node, &to.bare(), &me.jid).await {
         return bounce(me, &stanza, Condition::ServiceUnavailable, None);
     }
+    // XEP-0313 and XEP-0359: into both archives, stamped, whether delivered or stored.
+    let mut stanza = stanza;
+    let archiving = mam::Archiving::resolve(node, &me.jid, &to, &stanza).await;
+    let _sent_id = archiving.archive(node, &me.jid, &to, &mut stanza);
     // To a full JID: that resource if it is online (RFC 6121 §8.5.3.1).
     if let Some(session) = online {
         node.metrics.stanza_routed();
         session.deliver(stanza);
         return;
     }
-    match kind {
+    match kind.as_str() {
         "groupchat" => bounce(me, &stanza, Condition::ServiceUnavailable, None),
         "headline" => {
             for s in message_targets(&node.router.sessions(&to)) {
@@ -1006,6 +1016,9 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
                 me.deliver(vcard::handle(node, &me.jid, &account, &stanza).await);
                 return;
             }
+            if payload.ns() == mam::NS {
+                return mam::handle(node, me, &account, &stanza).await;
+            }
             if payload.ns() == ns::BLOCKING && account == me.jid.bare() {
                 return blocking_iq(node, me, &stanza).await;
             }
@@ -1106,6 +1119,10 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                 q.append_child(
                     Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO),
                 );
+                let account = target(&iq).unwrap_or_else(|| me.jid.bare());
+                for f in mam::account_features(node, account.domain()) {
+                    q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+                }
             }
             reply(Some(q))
         }
@@ -1245,8 +1262,10 @@ mod tests {
         let stored = node.store.measure_storage(DOMAIN).await.unwrap();
         apply_spec(
             node,
+            // Without archives, which would take room of their own (see `xep::mam`).
             json!({"domain": DOMAIN, "generation": generation,
-                   "limits": {"storage_quota_bytes": stored + room}}),
+                   "limits": {"storage_quota_bytes": stored + room},
+                   "features": {"archive": false}}),
         )
         .await;
     }

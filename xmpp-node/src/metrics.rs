@@ -16,8 +16,33 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// The message archive's writer (XEP-0313, `store::archive`).
+#[derive(Clone, Debug, Default)]
+pub struct ArchiveMetrics {
+    /// Rows written to the database.
+    pub written: Counter,
+    /// Rows waiting for the writer.
+    pub queued: Gauge,
+    /// Messages not archived, by reason (`queue_full`, `write_failed`, `quota`, `moving`).
+    pub not_archived: Family<ReasonLabel, Counter>,
+}
+
+impl ArchiveMetrics {
+    pub fn dropped(&self, reason: &'static str) {
+        self.not_archived
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub archive: ArchiveMetrics,
     pub sessions: Family<VhostLabel, Gauge>,
     pub connections: Gauge,
     pub stanzas_in: Counter,
@@ -38,8 +63,24 @@ impl Metrics {
             routed: Counter::default(),
             auth: Family::default(),
             queued: Gauge::default(),
+            archive: ArchiveMetrics::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "archive_written",
+            "Messages written to archives (XEP-0313)",
+            m.archive.written.clone(),
+        );
+        registry.register(
+            "archive_queue",
+            "Archived messages waiting to be written",
+            m.archive.queued.clone(),
+        );
+        registry.register(
+            "archive_dropped",
+            "Messages that were to be archived and were not, by reason",
+            m.archive.not_archived.clone(),
+        );
         registry.register(
             "sessions",
             "Bound client sessions per vhost",

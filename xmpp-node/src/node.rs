@@ -68,6 +68,8 @@ pub struct Node {
     pub blocks: crate::xep::blocking::BlockCache,
     /// In-band registrations per client address (XEP-0077).
     pub registrations: crate::xep::register::RegistrationLimiter,
+    /// Message archives (XEP-0313): the writer, archive ids, cached preferences.
+    pub mam: crate::xep::mam::Mam,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
@@ -90,6 +92,8 @@ impl Node {
         let registrations = crate::xep::register::RegistrationLimiter::new(
             settings.limits.registrations_per_ip_per_hour,
         );
+        let metrics = Metrics::new();
+        let mam = crate::xep::mam::Mam::start(store.clone(), metrics.archive.clone());
         Arc::new(Self {
             registrations,
             settings: Settings {
@@ -99,7 +103,8 @@ impl Node {
             store,
             router: Router::default(),
             certs,
-            metrics: Metrics::new(),
+            metrics,
+            mam,
             started: Instant::now(),
             auth_throttle: Default::default(),
             blocks: Default::default(),
@@ -242,6 +247,7 @@ impl Node {
         for domain in &removed {
             tracing::info!(vhost = %domain, "no longer serving");
             self.blocks.forget_domain(domain);
+            self.mam.forget_domain(domain);
             for s in self.router.of_domain(domain) {
                 s.kick(StreamError::new(
                     "host-gone",

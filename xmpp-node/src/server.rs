@@ -126,6 +126,8 @@ impl Server {
         for t in tasks {
             t.abort();
         }
+        // Archived messages still queued are written before the database closes.
+        node.mam.writer.flush().await;
         node.store.db.close().await;
         tracing::info!("node stopped");
         Ok(())

@@ -2,6 +2,7 @@
 //! older than their vhost's `offline_retention_days` are deleted, in bounded batches so a
 //! large backlog never holds the database for long, and each vhost with a storage quota
 //! is measured again, so the quota's running count (`store::quota`) cannot drift for long.
+//! Archived messages past `archive_retention_days` go the same way (`xep::mam::expire`).
 //!
 //! Delivery checks the same cutoff ([`offline_cutoff`]), so a message past the retention
 //! is never delivered, even in the minute before the sweep deletes it.
@@ -36,6 +37,7 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         expire_offline(&node, unix_now()).await;
+        crate::xep::mam::expire(&node, unix_now()).await;
         remeasure_storage(&node).await;
     }
 }

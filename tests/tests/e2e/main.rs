@@ -12,6 +12,7 @@ mod load;
 mod node;
 mod node_control;
 mod node_features;
+mod node_mam;
 mod node_private;
 mod node_register;
 mod node_roster;

@@ -357,8 +357,12 @@ async fn a_full_storage_quota_bounces_offline_messages_until_a_new_spec_raises_i
     add_account(&node, "bob", "pass-bob-1").await;
     let (_, usage) = node.control(Method::GET, "/v1/usage", None).await.unwrap();
     let stored = usage["vhosts"][0]["storage_bytes"].as_i64().unwrap();
-    // Room for one message of about 650 bytes, not for two.
-    let tiny = spec(2, json!({"limits": {"storage_quota_bytes": stored + 900}}));
+    // Room for one message of about 650 bytes, not for two (archives, which would take
+    // room of their own, are switched off).
+    let tiny = spec(
+        2,
+        json!({"limits": {"storage_quota_bytes": stored + 900}, "features": {"archive": false}}),
+    );
     assert_eq!(put_spec(&node, tiny).await.0, StatusCode::OK);
 
     let mut alice = login(&node, "alice", "pass-alice-1", "desk").await.unwrap();
@@ -388,7 +392,7 @@ async fn a_full_storage_quota_bounces_offline_messages_until_a_new_spec_raises_i
 
     let roomy = spec(
         3,
-        json!({"limits": {"storage_quota_bytes": stored + 100_000}}),
+        json!({"limits": {"storage_quota_bytes": stored + 100_000}, "features": {"archive": false}}),
     );
     assert_eq!(put_spec(&node, roomy).await.0, StatusCode::OK);
     alice

@@ -74,6 +74,27 @@ const COVERAGE: &[(&str, &[&str])] = &[
             "block_list_changes_are_pushed_only_to_resources_that_requested_the_list",
         ],
     ),
+    (
+        "urn:xmpp:mam:2",
+        &[
+            "archives_page_filter_and_stamp_messages_with_slixmpp",
+            "messages_are_archived_on_both_sides_and_delivered_with_the_recipients_archive_id",
+        ],
+    ),
+    (
+        "urn:xmpp:mam:2#extended",
+        &[
+            "archives_page_filter_and_stamp_messages_with_slixmpp",
+            "each_filter_narrows_the_set_and_unknown_ids_are_refused",
+        ],
+    ),
+    (
+        "urn:xmpp:sid:0",
+        &[
+            "archives_page_filter_and_stamp_messages_with_slixmpp",
+            "messages_are_archived_on_both_sides_and_delivered_with_the_recipients_archive_id",
+        ],
+    ),
 ];
 
 async fn node_with_alice() -> (NodeProcess, Session) {

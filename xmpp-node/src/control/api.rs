@@ -638,6 +638,8 @@ async fn export_vhost(
     if s.node.store.vhost(&domain).await?.is_none() {
         return Err(Problem::not_found(format!("{domain} is not hosted here.")));
     }
+    // Archived messages queued before the freeze are part of the data.
+    s.node.mam.writer.flush().await;
     Ok(Json(VhostData {
         schema_version: s.node.store.schema_version().await?,
         tables: s.node.store.export_vhost(&domain).await?,
@@ -682,6 +684,7 @@ async fn import_vhost(
     }
     // Nothing cached may outlive the data it came from.
     s.node.blocks.forget_domain(&domain);
+    s.node.mam.forget_domain(&domain);
     tracing::info!(vhost = %domain, "imported a vhost's data");
     Ok(StatusCode::NO_CONTENT)
 }

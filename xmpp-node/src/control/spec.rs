@@ -147,7 +147,8 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         storage_quota_bytes: spec.limits.storage_quota_bytes,
         offline_retention_days: spec.limits.offline_retention_days,
         contacts: spec.contacts.clone(),
-        registration: spec.features.registration,
+        archive_retention_days: spec.limits.archive_retention_days,
+        features: spec.features.clone(),
     };
     spec.domain = domain.clone();
     spec.moved_to = moved_to;

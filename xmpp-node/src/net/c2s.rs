@@ -655,6 +655,7 @@ impl Connection {
                     // Load the account's block list now, so routing its messages never waits
                     // for the store (XEP-0191 checks run on every stanza).
                     crate::xep::blocking::current(&self.node, &jid.bare()).await;
+                    crate::xep::mam::load_prefs(&self.node, &jid).await;
                     self.session = Some(handle);
                     queue.extend(self.c2s.on_bound(jid, &iq_id));
                 }

@@ -6,6 +6,7 @@
 //! and imports a vhost's data table by table. A running node counts each vhost's stored
 //! bytes in `quota`, so writes that would pass a vhost's storage quota are refused.
 
+pub mod archive;
 mod control;
 mod private;
 mod profile;
@@ -72,8 +73,10 @@ pub struct VhostPolicy {
     pub offline_retention_days: Option<i64>,
     /// XEP-0157 contact addresses by kind (`abuse`, `admin`, …), served in disco#info.
     pub contacts: BTreeMap<String, Vec<String>>,
-    /// XEP-0077: people may create accounts from their app.
-    pub registration: bool,
+    /// Archived messages (XEP-0313) older than this many days are deleted.
+    pub archive_retention_days: Option<i64>,
+    /// What the domain is allowed (only `archive` is served yet).
+    pub features: VhostFeatures,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +159,8 @@ fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
             storage_quota_bytes: extras.limits.storage_quota_bytes,
             offline_retention_days: extras.limits.offline_retention_days,
             contacts: extras.contacts,
-            registration: extras.features.registration,
+            archive_retention_days: extras.limits.archive_retention_days,
+            features: extras.features,
         }
     });
     Vhost {

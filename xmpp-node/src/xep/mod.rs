@@ -1,10 +1,11 @@
 //! Extensions with state of their own: vCards (XEP-0054), blocking (XEP-0191), private XML
-//! storage (XEP-0049), the server's contact addresses (XEP-0157, from the vhost spec), and
-//! in-band registration (XEP-0077) with its per-address limit.
+//! storage (XEP-0049), message archives with stanza ids (XEP-0313, XEP-0359), and the
+//! server's contact addresses (XEP-0157, from the vhost spec).
 //! The stanza handlers in `im` hand them the queries; enforcement of blocks happens where
 //! stanzas are delivered.
 
 pub mod blocking;
+pub mod mam;
 pub mod private;
 pub mod register;
 pub mod serverinfo;

@@ -113,7 +113,7 @@ fn address_key(ip: IpAddr) -> IpAddr {
 /// Whether `domain` lets people register in-band (its applied spec says so).
 pub fn open_on(node: &Node, domain: &str) -> bool {
     node.host(domain)
-        .is_some_and(|h| h.policy.as_ref().is_some_and(|p| p.registration))
+        .is_some_and(|h| h.policy.as_ref().is_some_and(|p| p.features.registration))
 }
 
 /// Creates an account asked for before authentication, from the client address `ip`.
