@@ -67,6 +67,8 @@ pub struct Node {
     pub started: Instant,
     pub auth_throttle: crate::net::c2s::AuthThrottle,
     pub blocks: crate::xep::blocking::BlockCache,
+    /// Verified XEP-0115 capabilities, for PEP's filtered notifications.
+    pub caps: crate::xep::caps::Caps,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
@@ -98,6 +100,7 @@ impl Node {
             started: Instant::now(),
             auth_throttle: Default::default(),
             blocks: Default::default(),
+            caps: Default::default(),
             writes: WriteGate::default(),
             usage_period: Mutex::new(Instant::now()),
             hosts: RwLock::new(HashMap::new()),

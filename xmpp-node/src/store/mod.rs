@@ -7,6 +7,7 @@
 //! bytes in `quota`, so writes that would pass a vhost's storage quota are refused.
 
 mod control;
+mod pep;
 mod private;
 mod profile;
 pub mod quota;
@@ -16,6 +17,7 @@ pub mod vhost_data;
 use std::{collections::BTreeMap, sync::Arc};
 
 pub use control::{Account, SpecWrite, StoredSpec};
+pub use pep::{PepConfig, PepItem, Published};
 pub use private::PrivateItem;
 
 use anyhow::Context;

@@ -43,6 +43,8 @@ pub const VHOST_TABLES: &[VhostTable] = &[
     VhostTable { name: "blocklist", columns: &[("vhost", Text), ("username", Text), ("blocked_jid", Text), ("created_at", Int)] },
     VhostTable { name: "last_activity", columns: &[("vhost", Text), ("username", Text), ("seen_at", Int), ("status", Text)] },
     VhostTable { name: "private_storage", columns: &[("vhost", Text), ("username", Text), ("namespace", Text), ("name", Text), ("xml", Text), ("updated_at", Int)] },
+    VhostTable { name: "pep_nodes", columns: &[("vhost", Text), ("username", Text), ("node", Text), ("access_model", Text), ("max_items", Int), ("persist_items", Int), ("send_last", Text), ("created_at", Int)] },
+    VhostTable { name: "pep_items", columns: &[("vhost", Text), ("username", Text), ("node", Text), ("item_id", Text), ("payload", Text), ("seq", Int), ("published_at", Int)] },
 ];
 
 impl VhostTable {

@@ -4,6 +4,8 @@
 //! stanzas are delivered.
 
 pub mod blocking;
+pub mod caps;
+pub mod pep;
 pub mod private;
 pub mod serverinfo;
 pub mod vcard;
