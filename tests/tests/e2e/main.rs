@@ -12,6 +12,7 @@ mod load;
 mod node;
 mod node_control;
 mod node_features;
+mod node_pep;
 mod node_private;
 mod node_roster;
 mod node_sm;

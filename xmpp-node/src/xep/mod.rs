@@ -3,7 +3,9 @@
 //! The stanza handlers in `im` hand them the queries; enforcement of blocks happens where
 //! stanzas are delivered.
 
+pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod pep;
 pub mod private;

@@ -42,7 +42,7 @@ use crate::{
     },
     router::SessionHandle,
     store::{PepConfig, PepItem, Published, StoreError},
-    xep::{blocking, caps},
+    xep::{avatar, blocking, bookmarks, caps},
 };
 
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -59,8 +59,11 @@ pub const MAX_ITEMS: i64 = 256;
 /// The most nodes one account has.
 pub const MAX_NODES: i64 = 128;
 
-/// The pubsub features advertised on an account's disco#info, each tested.
+/// The features advertised on an account's disco#info (PEP and its conversions), each
+/// tested.
 pub const ACCOUNT_FEATURES: &[&str] = &[
+    avatar::CONVERSION,
+    bookmarks::COMPAT,
     "http://jabber.org/protocol/pubsub#access-open",
     "http://jabber.org/protocol/pubsub#access-presence",
     "http://jabber.org/protocol/pubsub#access-whitelist",
@@ -452,7 +455,7 @@ async fn answer(node: &Node, me: &SessionHandle, owner: &Jid, iq: &Element) -> E
     let result = match (query.ns(), op.name(), set) {
         (PUBSUB, "publish", true) => publish(node, owner, user, &name, query, op, iq).await,
         (PUBSUB, "items", false) => items(node, me, owner, user, &name, op, iq).await,
-        (PUBSUB, "retract", true) => retract(node, owner, user, &name, op, iq).await,
+        (PUBSUB, "retract", true) => retract(node, owner, &name, op, iq).await,
         (PUBSUB_OWNER, "configure", false) => {
             match node.store.pep_config(domain, user, &name).await {
                 Ok(Some(config)) => Ok(iq_result(iq).with_child(
@@ -472,6 +475,9 @@ async fn answer(node: &Node, me: &SessionHandle, owner: &Jid, iq: &Element) -> E
             let config = node.store.pep_config(domain, user, &name).await;
             match node.store.clear_pep_node(domain, user, &name, delete).await {
                 Ok(true) => {
+                    if name == bookmarks::NODE {
+                        bookmarks::node_changed(node, owner).await;
+                    }
                     if let Ok(Some(config)) = config {
                         let event =
                             Element::new(op.name(), PUBSUB_EVENT).with_attr("node", name.clone());
@@ -582,30 +588,14 @@ async fn publish(
         .attr("id")
         .filter(|i| !i.is_empty())
         .map_or_else(crate::im::random_id, str::to_string);
-    match node
-        .store
-        .publish_pep_item(domain, user, name, &config, MAX_NODES, &id, &payload)
-        .await?
-    {
-        Published::TooManyNodes => {
-            return Ok(error_reply(
-                iq,
-                Condition::NotAllowed,
-                Some("The account has as many PEP nodes as it may have."),
-            ));
-        }
-        Published::Stored { .. } => {}
-    }
-    let stored = PepItem {
-        id: id.clone(),
-        payload,
-        published_at: crate::node::unix_now(),
+    let Some(stored) = publish_item(node, owner, name, &config, &id, payload).await? else {
+        return Ok(error_reply(
+            iq,
+            Condition::NotAllowed,
+            Some("The account has as many PEP nodes as it may have."),
+        ));
     };
-    let event = Element::new("items", PUBSUB_EVENT)
-        .with_attr("node", name)
-        .with_child(item_element(&stored, PUBSUB_EVENT));
-    notify(node, owner, name, &config.access_model, &event).await;
-    after_publish(node, owner, user, name, &stored).await;
+    after_publish(node, owner, name, &stored).await;
     Ok(iq_result(iq).with_child(
         Element::new("pubsub", PUBSUB).with_child(
             Element::new("publish", PUBSUB)
@@ -615,9 +605,79 @@ async fn publish(
     ))
 }
 
-/// The conversions a publish to some nodes calls for (XEP-0398, XEP-0402 #compat).
-async fn after_publish(node: &Node, owner: &Jid, user: &str, name: &str, item: &PepItem) {
-    let _ = (node, owner, user, name, item);
+/// Stores an item of `owner`'s node `name` (created with `config` if new) and notifies
+/// whoever wants it; `None` when the node would be one too many.
+pub async fn publish_item(
+    node: &Node,
+    owner: &Jid,
+    name: &str,
+    config: &PepConfig,
+    id: &str,
+    payload: String,
+) -> Result<Option<PepItem>, StoreError> {
+    let user = owner.node().unwrap_or_default();
+    let published = node
+        .store
+        .publish_pep_item(owner.domain(), user, name, config, MAX_NODES, id, &payload)
+        .await?;
+    if published == Published::TooManyNodes {
+        return Ok(None);
+    }
+    // The configuration it has (an existing node keeps its own).
+    let access_model = node
+        .store
+        .pep_config(owner.domain(), user, name)
+        .await?
+        .map_or_else(|| config.access_model.clone(), |c| c.access_model);
+    let stored = PepItem {
+        id: id.to_string(),
+        payload,
+        published_at: crate::node::unix_now(),
+    };
+    let event = Element::new("items", PUBSUB_EVENT)
+        .with_attr("node", name)
+        .with_child(item_element(&stored, PUBSUB_EVENT));
+    notify(node, owner, name, &access_model, &event).await;
+    Ok(Some(stored))
+}
+
+/// Retracts an item of `owner`'s node `name`, notifying whoever wants it when `tell`;
+/// false if there was no such item.
+pub async fn retract_item(
+    node: &Node,
+    owner: &Jid,
+    name: &str,
+    id: &str,
+    tell: bool,
+) -> Result<bool, StoreError> {
+    let user = owner.node().unwrap_or_default();
+    let Some(config) = node.store.pep_config(owner.domain(), user, name).await? else {
+        return Ok(false);
+    };
+    if !node
+        .store
+        .retract_pep_item(owner.domain(), user, name, id)
+        .await?
+    {
+        return Ok(false);
+    }
+    if tell {
+        let event = Element::new("items", PUBSUB_EVENT)
+            .with_attr("node", name)
+            .with_child(Element::new("retract", PUBSUB_EVENT).with_attr("id", id));
+        notify(node, owner, name, &config.access_model, &event).await;
+    }
+    Ok(true)
+}
+
+/// The conversions a change of some nodes calls for: XEP-0398 (avatar → vCard) and
+/// XEP-0402 #compat (bookmarks → private storage).
+async fn after_publish(node: &Node, owner: &Jid, name: &str, item: &PepItem) {
+    match name {
+        avatar::METADATA => avatar::metadata_published(node, owner, item).await,
+        bookmarks::NODE => bookmarks::node_changed(node, owner).await,
+        _ => {}
+    }
 }
 
 async fn items(
@@ -660,14 +720,10 @@ async fn items(
 async fn retract(
     node: &Node,
     owner: &Jid,
-    user: &str,
     name: &str,
     op: &Element,
     iq: &Element,
 ) -> Result<Element, StoreError> {
-    let Some(config) = node.store.pep_config(owner.domain(), user, name).await? else {
-        return Ok(error_reply(iq, Condition::ItemNotFound, None));
-    };
     let Some(id) = op
         .get_child("item", PUBSUB)
         .and_then(|i| i.attr("id"))
@@ -680,18 +736,12 @@ async fn retract(
             None,
         ));
     };
-    if !node
-        .store
-        .retract_pep_item(owner.domain(), user, name, &id)
-        .await?
-    {
+    let tell = matches!(op.attr("notify"), Some("1" | "true"));
+    if !retract_item(node, owner, name, &id, tell).await? {
         return Ok(error_reply(iq, Condition::ItemNotFound, None));
     }
-    if matches!(op.attr("notify"), Some("1" | "true")) {
-        let event = Element::new("items", PUBSUB_EVENT)
-            .with_attr("node", name)
-            .with_child(Element::new("retract", PUBSUB_EVENT).with_attr("id", id));
-        notify(node, owner, name, &config.access_model, &event).await;
+    if name == bookmarks::NODE {
+        bookmarks::node_changed(node, owner).await;
     }
     Ok(iq_result(iq))
 }
