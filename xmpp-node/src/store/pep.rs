@@ -464,3 +464,181 @@ async fn trim(
     }
     Ok((ids, freed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = "example.com";
+
+    async fn store_with_room(room: i64) -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/node.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        store.add_vhost(DOMAIN, None).await.unwrap();
+        store
+            .add_account(DOMAIN, "juliet", "a-password-1", 1)
+            .await
+            .unwrap();
+        let stored = store.measure_storage(DOMAIN).await.unwrap();
+        store
+            .meters
+            .configure([(DOMAIN.to_string(), Some(stored + room))]);
+        store.remeasure_storage(DOMAIN).await.unwrap();
+        (store, dir)
+    }
+
+    fn config(max_items: i64) -> PepConfig {
+        PepConfig {
+            access_model: "presence".into(),
+            max_items,
+            persist_items: true,
+            send_last: "on_sub_and_presence".into(),
+        }
+    }
+
+    async fn assert_counted_exactly(store: &Store) {
+        assert_eq!(
+            store.meters.get(DOMAIN).unwrap().used(),
+            store.measure_storage(DOMAIN).await.unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn publishing_counts_exactly_keeps_max_items_and_limits_the_nodes() {
+        let (store, _dir) = store_with_room(100_000).await;
+        for i in 0..3 {
+            let p = store
+                .publish_pep_item(
+                    DOMAIN,
+                    "juliet",
+                    "n",
+                    &config(2),
+                    2,
+                    &format!("i{i}"),
+                    "<x xmlns='y'/>",
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                p,
+                Published::Stored {
+                    created: i == 0,
+                    pushed_out: if i == 2 { vec!["i0".into()] } else { vec![] },
+                }
+            );
+            assert_counted_exactly(&store).await;
+        }
+        // The same id again replaces the item, which becomes the newest.
+        store
+            .publish_pep_item(
+                DOMAIN,
+                "juliet",
+                "n",
+                &config(2),
+                2,
+                "i1",
+                "<x xmlns='z'>longer</x>",
+            )
+            .await
+            .unwrap();
+        assert_counted_exactly(&store).await;
+        let items = store
+            .pep_items(DOMAIN, "juliet", "n", &[], None)
+            .await
+            .unwrap();
+        assert_eq!(
+            items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["i1", "i2"]
+        );
+        let last = store.pep_last_items(DOMAIN, "juliet").await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].2.id, "i1");
+
+        store
+            .publish_pep_item(DOMAIN, "juliet", "m", &config(1), 2, "a", "")
+            .await
+            .unwrap();
+        let third = store
+            .publish_pep_item(DOMAIN, "juliet", "o", &config(1), 2, "a", "")
+            .await
+            .unwrap();
+        assert_eq!(third, Published::TooManyNodes);
+        assert!(
+            store
+                .retract_pep_item(DOMAIN, "juliet", "n", "i2")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .retract_pep_item(DOMAIN, "juliet", "n", "i2")
+                .await
+                .unwrap()
+        );
+        assert_counted_exactly(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_publish_past_the_quota_writes_nothing_and_deleting_the_account_deletes_the_nodes() {
+        let (store, _dir) = store_with_room(300).await;
+        let big = format!("<x xmlns='y'>{}</x>", "z".repeat(300));
+        let refused = store
+            .publish_pep_item(DOMAIN, "juliet", "n", &config(1), 10, "a", &big)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::StorageFull(..))),
+            "{refused:?}"
+        );
+        assert!(
+            store
+                .pep_config(DOMAIN, "juliet", "n")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store
+            .publish_pep_item(DOMAIN, "juliet", "n", &config(1), 10, "a", "<x xmlns='y'/>")
+            .await
+            .unwrap();
+        store.remove_account(DOMAIN, "juliet").await.unwrap();
+        for table in ["pep_nodes", "pep_items"] {
+            let left: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+                .fetch_one(&store.db)
+                .await
+                .unwrap()
+                .get("n");
+            assert_eq!(left, 0, "{table}");
+        }
+        assert_counted_exactly(&store).await;
+    }
+
+    #[tokio::test]
+    async fn pep_nodes_and_items_travel_with_a_moved_vhost() {
+        let (a, _da) = store_with_room(100_000).await;
+        a.publish_pep_item(
+            DOMAIN,
+            "juliet",
+            "n",
+            &config(1),
+            10,
+            "current",
+            "<x xmlns='y'/>",
+        )
+        .await
+        .unwrap();
+        let exported = a.export_vhost(DOMAIN).await.unwrap();
+        assert_eq!(exported["pep_nodes"].len(), 1);
+        assert_eq!(exported["pep_items"].len(), 1);
+        let (b, _db) = store_with_room(100_000).await;
+        b.import_vhost(DOMAIN, &exported).await.unwrap();
+        assert_eq!(
+            b.pep_config(DOMAIN, "juliet", "n").await.unwrap(),
+            Some(config(1))
+        );
+        assert_eq!(
+            b.pep_items(DOMAIN, "juliet", "n", &[], None).await.unwrap()[0].payload,
+            "<x xmlns='y'/>"
+        );
+    }
+}

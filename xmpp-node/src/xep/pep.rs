@@ -1185,4 +1185,156 @@ mod tests {
                 .contains("resource-constraint")
         );
     }
+
+    #[tokio::test]
+    async fn configure_purge_and_delete_change_the_node_and_notify_the_owner() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": "example.com", "generation": 1}),
+            &["alice"],
+        )
+        .await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        let wants = format!("{DEVICES}+notify");
+        im::handle(
+            &node,
+            &alice,
+            presence_with_caps(&node, "alice@example.com/desk", "A", &[&wants]),
+        )
+        .await;
+        let ask = |xml: String| {
+            let node = node.clone();
+            let alice = alice.clone();
+            async move { im::handle(&node, &alice, stanza(&xml)).await }
+        };
+        ask(publish_iq("p1", "1", "").to_xml()).await;
+        delivered(&mut to_alice);
+
+        let config_set = format!(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='c'><pubsub xmlns='{PUBSUB_OWNER}'><configure node='{DEVICES}'>{}</configure></pubsub></iq>",
+            form(
+                NODE_CONFIG,
+                &[("pubsub#access_model", "open"), ("pubsub#max_items", "5")]
+            )
+            .to_xml()
+        );
+        ask(config_set).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+        let config = node
+            .store
+            .pep_config("example.com", "alice", DEVICES)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (config.access_model.as_str(), config.max_items),
+            ("open", 5)
+        );
+
+        ask(format!(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='u'><pubsub xmlns='{PUBSUB_OWNER}'><purge node='{DEVICES}'/></pubsub></iq>"
+        )).await;
+        let out = delivered(&mut to_alice);
+        assert!(
+            out.iter()
+                .any(|s| s.attr("id") == Some("u") && s.attr("type") == Some("result")),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|s| s.to_xml().contains("<purge node=")),
+            "{out:?}"
+        );
+        assert!(
+            node.store
+                .pep_items("example.com", "alice", DEVICES, &[], None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        ask(format!(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='d'><pubsub xmlns='{PUBSUB_OWNER}'><delete node='{DEVICES}'/></pubsub></iq>"
+        )).await;
+        let out = delivered(&mut to_alice);
+        assert!(
+            out.iter().any(|s| s.to_xml().contains("<delete node=")),
+            "{out:?}"
+        );
+        assert!(
+            node.store
+                .pep_config("example.com", "alice", DEVICES)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A deleted node is gone for purges and reads.
+        ask(format!(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='get' id='g'><pubsub xmlns='{PUBSUB}'><items node='{DEVICES}'/></pubsub></iq>"
+        )).await;
+        assert!(
+            delivered(&mut to_alice)[0]
+                .to_xml()
+                .contains("item-not-found")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vcard_photo_becomes_the_avatar_and_private_bookmarks_become_pep_items() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": "example.com", "generation": 1}),
+            &["alice"],
+        )
+        .await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        im::handle(&node, &alice, stanza(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='v'><vCard xmlns='vcard-temp'><FN>A</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard></iq>",
+        )).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+        let id = avatar::image_id(b"hello");
+        let meta = node
+            .store
+            .pep_items("example.com", "alice", avatar::METADATA, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(meta.len(), 1);
+        assert!(meta[0].payload.contains(&id), "{}", meta[0].payload);
+        let data = node
+            .store
+            .pep_items("example.com", "alice", avatar::DATA, &[id], None)
+            .await
+            .unwrap();
+        assert!(data[0].payload.contains("aGVsbG8="));
+
+        im::handle(&node, &alice, stanza(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='b'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='a@conference.example.com' autojoin='true'><nick>A</nick></conference><conference jid='b@conference.example.com'/></storage></query></iq>",
+        )).await;
+        assert_eq!(delivered(&mut to_alice)[0].attr("type"), Some("result"));
+        let ids = |node: Arc<Node>| async move {
+            let mut ids: Vec<String> = node
+                .store
+                .pep_items("example.com", "alice", bookmarks::NODE, &[], None)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            ids(node.clone()).await,
+            ["a@conference.example.com", "b@conference.example.com"]
+        );
+        let config = node
+            .store
+            .pep_config("example.com", "alice", bookmarks::NODE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.access_model, "whitelist");
+        // One bookmark less in private storage: its item is retracted.
+        im::handle(&node, &alice, stanza(
+            "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='b'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='b@conference.example.com'/></storage></query></iq>",
+        )).await;
+        assert_eq!(ids(node.clone()).await, ["b@conference.example.com"]);
+    }
 }
