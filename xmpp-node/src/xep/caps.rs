@@ -35,6 +35,8 @@ pub const CAPS: &str = "http://jabber.org/protocol/caps";
 const MAX_CACHED: usize = 10_000;
 /// How many disco#info queries may wait for an answer at once.
 const MAX_PENDING: usize = 10_000;
+/// How many other resources may wait for one query's answer.
+const MAX_WAITING: usize = 100;
 /// After this long without an answer, a `ver` is asked again (of whoever shows it next).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,6 +56,8 @@ pub fn caps_of(presence: &Element) -> Option<(String, String, String)> {
 /// A disco#info query the server sent and waits for.
 struct Pending {
     from: Jid,
+    /// Other resources that showed this `ver` meanwhile: they learn the answer too.
+    waiting: Vec<Jid>,
     hash: String,
     ver: String,
     sent: Instant,
@@ -98,19 +102,27 @@ impl Caps {
     }
 
     /// Notes a query for `ver` about to be sent to `from` under `id`; false when one is
-    /// already waiting for this `ver` (or too many wait).
+    /// already waiting for this `ver` (`from` then learns its answer too) or too many
+    /// wait.
     fn start_query(&self, id: &str, from: &Jid, hash: &str, ver: &str) -> bool {
         let mut inner = self.lock();
         inner
             .pending
             .retain(|_, p| p.sent.elapsed() < QUERY_TIMEOUT);
-        if inner.pending.len() >= MAX_PENDING || inner.pending.values().any(|p| p.ver == ver) {
+        if let Some(p) = inner.pending.values_mut().find(|p| p.ver == ver) {
+            if p.waiting.len() < MAX_WAITING && p.from != *from && !p.waiting.contains(from) {
+                p.waiting.push(from.clone());
+            }
+            return false;
+        }
+        if inner.pending.len() >= MAX_PENDING {
             return false;
         }
         inner.pending.insert(
             id.to_string(),
             Pending {
                 from: from.clone(),
+                waiting: Vec::new(),
                 hash: hash.to_string(),
                 ver: ver.to_string(),
                 sent: Instant::now(),
@@ -191,8 +203,15 @@ pub async fn on_answer(node: &Node, me: &Arc<SessionHandle>, iq: &Element) -> bo
     match verify(&pending.hash, &pending.ver, query) {
         Ok(features) => {
             node.caps.insert(pending.ver.clone(), Arc::new(features));
-            // The resource may have come online waiting for this.
+            // The resources may have come online waiting for this.
             crate::xep::pep::came_online(node, me).await;
+            for jid in &pending.waiting {
+                if let Some(s) = node.router.session(jid)
+                    && features_of(node, &s).is_some()
+                {
+                    crate::xep::pep::came_online(node, &s).await;
+                }
+            }
         }
         Err(why) => tracing::info!(ver = %pending.ver, why, "capabilities not verified"),
     }
@@ -424,12 +443,63 @@ mod tests {
         let alice = Jid::parse("alice@example.com/desk").unwrap();
         let mallory = Jid::parse("mallory@example.com/x").unwrap();
         assert!(caps.start_query("caps-1", &alice, "sha-1", "X"));
+        let phone = Jid::parse("alice@example.com/phone").unwrap();
         assert!(
-            !caps.start_query("caps-2", &alice, "sha-1", "X"),
+            !caps.start_query("caps-2", &phone, "sha-1", "X"),
             "one query per ver"
         );
         assert!(caps.take_query("caps-1", &mallory).is_none());
-        assert_eq!(caps.take_query("caps-1", &alice).unwrap().ver, "X");
+        let answered = caps.take_query("caps-1", &alice).unwrap();
+        assert_eq!(answered.ver, "X");
+        assert_eq!(
+            answered.waiting,
+            [phone],
+            "the other resource learns the answer"
+        );
         assert!(caps.take_query("caps-1", &alice).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_node_asks_an_unknown_ver_and_caches_it_only_when_the_answer_verifies() {
+        use crate::{
+            im,
+            node::testing::{bind, delivered, node_with_spec},
+        };
+        let (node, _dir) = node_with_spec(
+            serde_json::json!({"domain": "example.com", "generation": 1}),
+            &["alice", "bob"],
+        )
+        .await;
+        // bob answers with features that do not hash to his ver: nothing is cached, and
+        // an answer is never answered.
+        for (user, ver, answer, cached) in [
+            ("bob", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", SIMPLE, false),
+            ("alice", "QgayPKawpkPSDYmwT/WM94uAlu0=", SIMPLE, true),
+        ] {
+            let jid = format!("{user}@example.com/desk");
+            let (me, mut to_me) = bind(&node, &jid);
+            im::handle(&node, &me, stanza(&format!(
+                "<presence xmlns='jabber:client' from='{jid}'><c xmlns='{CAPS}' hash='sha-1' node='http://code.google.com/p/exodus' ver='{ver}'/></presence>"
+            ))).await;
+            let out = delivered(&mut to_me);
+            let ask = out
+                .iter()
+                .find(|s| s.name() == "iq" && s.attr("type") == Some("get"))
+                .unwrap_or_else(|| panic!("no disco#info query in {out:?}"));
+            let query = ask.get_child("query", ns::DISCO_INFO).unwrap();
+            assert_eq!(
+                query.attr("node"),
+                Some(format!("http://code.google.com/p/exodus#{ver}").as_str())
+            );
+            assert_eq!(ask.attr("from"), Some("example.com"));
+            let id = ask.attr("id").unwrap();
+            im::handle(&node, &me, stanza(&format!(
+                "<iq xmlns='jabber:client' from='{jid}' to='example.com' type='result' id='{id}'>{answer}</iq>"
+            ))).await;
+            assert!(delivered(&mut to_me).is_empty());
+            assert_eq!(node.caps.get(ver).is_some(), cached, "{user}");
+            let session = node.router.session(&me.jid).unwrap();
+            assert_eq!(features_of(&node, &session).is_some(), cached);
+        }
     }
 }

@@ -387,7 +387,7 @@ pub async fn came_online(node: &Node, me: &SessionHandle) {
             }
         };
         for (name, config, item) in last {
-            if config.send_last == "never"
+            if config.send_last != "on_sub_and_presence"
                 || !wants_notification(&config.access_model, who, Some(&features), &name)
             {
                 continue;
