@@ -695,6 +695,7 @@ async fn outbound_subscription(
     }
     if t.notice == Some(PresenceNotice::Available) {
         notify_contact(node, &user, &contact, PresenceNotice::Available);
+        pep::subscription_approved(node, &user, &contact).await;
     }
 }
 
@@ -776,6 +777,7 @@ async fn inbound_subscription(
     }
     if t.notice == Some(PresenceNotice::Available) {
         notify_contact(node, to, from, PresenceNotice::Available);
+        pep::subscription_approved(node, to, from).await;
     }
 }
 

@@ -184,10 +184,11 @@ pub fn parse_options(x: &Element, form_type: &str) -> Result<Options, &'static s
                 } else {
                     value.parse().map_err(|_| "max_items is not a number.")?
                 };
-                if !(1..=MAX_ITEMS).contains(&n) {
-                    return Err("max_items is out of range.");
+                if n < 1 {
+                    return Err("max_items must be at least 1.");
                 }
-                o.max_items = Some(n);
+                // More than a node keeps is as many as it keeps.
+                o.max_items = Some(n.min(MAX_ITEMS));
             }
             "pubsub#persist_items" => {
                 o.persist_items = Some(parse_bool(&value).ok_or("persist_items is not a boolean.")?)
@@ -378,34 +379,74 @@ pub async fn came_online(node: &Node, me: &SessionHandle) {
         {
             continue;
         }
-        let Some(user) = account.node() else { continue };
-        let last = match node.store.pep_last_items(account.domain(), user).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "reading last PEP items failed");
-                continue;
-            }
-        };
-        for (name, config, item) in last {
-            if config.send_last != "on_sub_and_presence"
-                || !wants_notification(&config.access_model, who, Some(&features), &name)
-            {
-                continue;
-            }
-            let mut m = event_message(
-                &account,
-                &me.jid,
-                Element::new("items", PUBSUB_EVENT)
-                    .with_attr("node", name.clone())
-                    .with_child(item_element(&item, PUBSUB_EVENT)),
-            );
-            m.append_child(
-                Element::new("delay", ns::DELAY)
-                    .with_attr("from", account.to_string())
-                    .with_attr("stamp", crate::node::format_utc(item.published_at)),
-            );
-            me.deliver(m);
+        send_last_items(node, me, &features, &account, who, "on_sub_and_presence").await;
+    }
+}
+
+/// `contact` was just allowed to see `owner`'s presence (RFC 6121: a `from` subscription
+/// for it): its available resources get the last item of each node they want
+/// (`send_last_published_item` other than `never`, XEP-0060 §6.1.7).
+pub async fn subscription_approved(node: &Node, owner: &Jid, contact: &Jid) {
+    if !node.is_hosted(contact.domain())
+        || blocking::blocks(node, owner, contact).await
+        || blocking::blocks(node, contact, owner).await
+    {
+        return;
+    }
+    for s in node.router.sessions(contact) {
+        if let (true, Some(features)) = (s.is_available(), caps::features_of(node, &s)) {
+            send_last_items(
+                node,
+                &s,
+                &features,
+                &owner.bare(),
+                Relation::Subscriber,
+                "on_sub",
+            )
+            .await;
         }
+    }
+}
+
+/// Sends `me` the last item of each node of `account` it wants, whose
+/// `send_last_published_item` is `least` or more (`on_sub` < `on_sub_and_presence`).
+async fn send_last_items(
+    node: &Node,
+    me: &SessionHandle,
+    features: &HashSet<String>,
+    account: &Jid,
+    who: Relation,
+    least: &str,
+) {
+    let Some(user) = account.node() else { return };
+    let last = match node.store.pep_last_items(account.domain(), user).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "reading last PEP items failed");
+            return;
+        }
+    };
+    for (name, config, item) in last {
+        let sent = match least {
+            "on_sub" => config.send_last != "never",
+            _ => config.send_last == "on_sub_and_presence",
+        };
+        if !sent || !wants_notification(&config.access_model, who, Some(features), &name) {
+            continue;
+        }
+        let mut m = event_message(
+            account,
+            &me.jid,
+            Element::new("items", PUBSUB_EVENT)
+                .with_attr("node", name.clone())
+                .with_child(item_element(&item, PUBSUB_EVENT)),
+        );
+        m.append_child(
+            Element::new("delay", ns::DELAY)
+                .with_attr("from", account.to_string())
+                .with_attr("stamp", crate::node::format_utc(item.published_at)),
+        );
+        me.deliver(m);
     }
 }
 
@@ -898,6 +939,16 @@ mod tests {
             );
         }
         assert!(parse_options(&form(NODE_CONFIG, &[]), PUBLISH_OPTIONS).is_err());
+        let many = parse_options(
+            &form(PUBLISH_OPTIONS, &[("pubsub#max_items", "1000")]),
+            PUBLISH_OPTIONS,
+        )
+        .unwrap();
+        assert_eq!(
+            many.max_items,
+            Some(MAX_ITEMS),
+            "clamped to what a node keeps"
+        );
     }
 
     #[test]
@@ -1336,5 +1387,41 @@ mod tests {
             "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='b'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='b@conference.example.com'/></storage></query></iq>",
         )).await;
         assert_eq!(ids(node.clone()).await, ["b@conference.example.com"]);
+    }
+
+    #[tokio::test]
+    async fn a_contact_whose_subscription_is_approved_gets_the_last_items_at_once() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": "example.com", "generation": 1}),
+            &["alice", "bob"],
+        )
+        .await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        let (bob, mut to_bob) = bind(&node, "bob@example.com/phone");
+        let wants = format!("{DEVICES}+notify");
+        im::handle(
+            &node,
+            &alice,
+            presence_with_caps(&node, "alice@example.com/desk", "A", &[]),
+        )
+        .await;
+        im::handle(
+            &node,
+            &bob,
+            presence_with_caps(&node, "bob@example.com/phone", "B", &[&wants]),
+        )
+        .await;
+        im::handle(&node, &alice, publish_iq("p1", "7", "")).await;
+        assert!(
+            events(&delivered(&mut to_bob)).is_empty(),
+            "not subscribed yet"
+        );
+        im::handle(&node, &bob, stanza("<presence xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' type='subscribe'/>")).await;
+        im::handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='bob@example.com' type='subscribed'/>")).await;
+        delivered(&mut to_alice);
+        let out = delivered(&mut to_bob);
+        let got = events(&out);
+        assert_eq!(got.len(), 1, "{out:?}");
+        assert!(got[0].to_xml().contains("device id=\"7\""));
     }
 }
