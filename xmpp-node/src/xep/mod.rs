@@ -1,5 +1,7 @@
 //! Extensions with state of their own: vCards (XEP-0054), blocking (XEP-0191), private XML
-//! storage (XEP-0049), and the server's contact addresses (XEP-0157, from the vhost spec).
+//! storage (XEP-0049), the server's contact addresses (XEP-0157, from the vhost spec), entity
+//! capabilities (XEP-0115) and PEP (XEP-0163) with the avatar (XEP-0398) and bookmark
+//! (XEP-0402) conversions that ride on it.
 //! The stanza handlers in `im` hand them the queries; enforcement of blocks happens where
 //! stanzas are delivered.
 
