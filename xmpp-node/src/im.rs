@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, mam, private, serverinfo, vcard},
+    xep::{blocking, caps, mam, pep, private, serverinfo, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -268,7 +268,7 @@ async fn store_offline(node: &Node, me: Option<&SessionHandle>, to: &Jid, stanza
     }
 }
 
-async fn account_exists(node: &Node, domain: &str, username: &str) -> bool {
+pub async fn account_exists(node: &Node, domain: &str, username: &str) -> bool {
     node.store
         .account_exists(domain, username)
         .await
@@ -360,6 +360,10 @@ async fn broadcast_own(node: &Node, me: &Arc<SessionHandle>, stanza: Element, av
             me.deliver(pending_request(c, &me.jid));
         }
         deliver_offline(node, me).await;
+    }
+    if available {
+        // XEP-0115: learn what the client wants notified; XEP-0163 last items on login.
+        caps::presence_sent(node, me, &stanza, initial).await;
     }
 }
 
@@ -707,6 +711,7 @@ async fn outbound_subscription(
     }
     if t.notice == Some(PresenceNotice::Available) {
         notify_contact(node, &user, &contact, PresenceNotice::Available);
+        pep::subscription_approved(node, &user, &contact).await;
     }
 }
 
@@ -788,6 +793,7 @@ async fn inbound_subscription(
     }
     if t.notice == Some(PresenceNotice::Available) {
         notify_contact(node, to, from, PresenceNotice::Available);
+        pep::subscription_approved(node, to, from).await;
     }
 }
 
@@ -811,7 +817,7 @@ fn push_to_interested(node: &Node, account: &Jid, version: &RosterVersion, item:
     }
 }
 
-fn random_id() -> String {
+pub fn random_id() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     hex::encode(b)
@@ -1022,6 +1028,13 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
             if payload.ns() == ns::BLOCKING && account == me.jid.bare() {
                 return blocking_iq(node, me, &stanza).await;
             }
+            if payload.ns() == pep::PUBSUB || payload.ns() == pep::PUBSUB_OWNER {
+                return pep::handle(node, me, &account, &stanza).await;
+            }
+            if payload.is("query", ns::DISCO_ITEMS) && to.is_some() {
+                me.deliver(pep::disco_items(node, me, &account, &stanza).await);
+                return;
+            }
             if payload.is("query", ns::LAST) && account != me.jid.bare() {
                 me.deliver(last_activity(node, &me.jid, &account, &stanza).await);
                 return;
@@ -1030,7 +1043,10 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     }
     if for_server || (for_own_account && matches!(kind, "get" | "set")) {
         if matches!(kind, "result" | "error") {
-            return; // answers to our own pings and roster pushes
+            // Answers to our capabilities queries go to caps; to our pings and roster
+            // pushes, nowhere.
+            caps::on_answer(node, me, &stanza).await;
+            return;
         }
         return answer(node, me, stanza, for_server);
     }
@@ -1121,6 +1137,15 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                 );
                 let account = target(&iq).unwrap_or_else(|| me.jid.bare());
                 for f in mam::account_features(node, account.domain()) {
+                    q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+                }
+                // XEP-0163 §6: the account is a PEP service.
+                q.append_child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "pep"),
+                );
+                for f in pep::ACCOUNT_FEATURES {
                     q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
                 }
             }

@@ -70,6 +70,8 @@ pub struct Node {
     pub registrations: crate::xep::register::RegistrationLimiter,
     /// Message archives (XEP-0313): the writer, archive ids, cached preferences.
     pub mam: crate::xep::mam::Mam,
+    /// Verified XEP-0115 capabilities, for PEP's filtered notifications.
+    pub caps: crate::xep::caps::Caps,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
@@ -108,6 +110,7 @@ impl Node {
             started: Instant::now(),
             auth_throttle: Default::default(),
             blocks: Default::default(),
+            caps: Default::default(),
             writes: WriteGate::default(),
             usage_period: Mutex::new(Instant::now()),
             hosts: RwLock::new(HashMap::new()),

@@ -13,6 +13,7 @@ mod node;
 mod node_control;
 mod node_features;
 mod node_mam;
+mod node_pep;
 mod node_private;
 mod node_register;
 mod node_roster;

@@ -8,6 +8,7 @@
 
 pub mod archive;
 mod control;
+mod pep;
 mod private;
 mod profile;
 pub mod quota;
@@ -17,6 +18,7 @@ pub mod vhost_data;
 use std::{collections::BTreeMap, sync::Arc};
 
 pub use control::{Account, SpecWrite, StoredSpec};
+pub use pep::{PepConfig, PepItem, Published};
 pub use private::PrivateItem;
 
 use anyhow::Context;

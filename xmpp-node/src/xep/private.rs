@@ -15,6 +15,7 @@ use crate::{
         stanza::{Condition, error_reply, iq_result},
     },
     store::{PrivateItem, StoreError},
+    xep::bookmarks::{self, LEGACY},
 };
 
 /// Namespaces reserved by XMPP itself (XEP-0049 §2.3 lets a server refuse them): an element
@@ -92,7 +93,13 @@ pub async fn handle(node: &Node, from: &Jid, owner: &Jid, iq: &Element) -> Eleme
                 })
                 .collect();
             match node.store.set_private_xml(domain, username, &items).await {
-                Ok(()) => iq_result(iq),
+                Ok(()) => {
+                    // XEP-0402 #compat: the PEP bookmarks follow.
+                    if let Some(storage) = children.iter().rfind(|c| c.is("storage", LEGACY)) {
+                        bookmarks::private_set(node, owner, storage).await;
+                    }
+                    iq_result(iq)
+                }
                 Err(StoreError::StorageFull(domain, _)) => error_reply(
                     iq,
                     Condition::ResourceConstraint,

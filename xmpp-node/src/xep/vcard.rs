@@ -54,7 +54,11 @@ pub async fn handle(node: &Node, from: &Jid, owner: &Jid, iq: &Element) -> Eleme
                 );
             }
             match node.store.set_vcard(domain, username, &xml).await {
-                Ok(()) => iq_result(iq),
+                Ok(()) => {
+                    // XEP-0398: a new PHOTO becomes the PEP avatar.
+                    crate::xep::avatar::vcard_set(node, owner, card).await;
+                    iq_result(iq)
+                }
                 Err(StoreError::StorageFull(domain, _)) => error_reply(
                     iq,
                     Condition::ResourceConstraint,
