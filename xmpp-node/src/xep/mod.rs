@@ -7,9 +7,9 @@
 
 pub mod avatar;
 pub mod blocking;
-pub mod mam;
 pub mod bookmarks;
 pub mod caps;
+pub mod mam;
 pub mod pep;
 pub mod private;
 pub mod register;
