@@ -71,6 +71,10 @@ struct Args {
     /// answers the node's acknowledgement requests.
     #[arg(long)]
     stream_management: bool,
+    /// Switch the vhost's message archive (XEP-0313) off; it is on by default, as for
+    /// any vhost whose spec does not say otherwise.
+    #[arg(long)]
+    no_archive: bool,
     /// Derive each salted password during the login instead of ahead of it.
     #[arg(long)]
     cold_keys: bool,
@@ -198,7 +202,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let all: Vec<Account> = accounts.iter().chain(&warmups).cloned().collect();
 
     let started = Instant::now();
-    node::provision(&database_url, &args.domain, &all, 4096, cores.max(1) * 2).await?;
+    node::provision(
+        &database_url,
+        &args.domain,
+        &all,
+        4096,
+        cores.max(1) * 2,
+        !args.no_archive,
+    )
+    .await?;
     println!(
         "provisioned {} accounts in {:.1} s",
         all.len(),
@@ -381,6 +393,14 @@ async fn measure(
         ms(my_ticks) * 1000.0 / routed as f64,
         other * 100.0
     );
+    // Give the archive's writer a moment to catch up, then say what it did.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    match node.metric("rookery_node_archive_written_total").await {
+        Ok(written) => println!(
+            "archive (XEP-0313): {written:.0} messages written by the node's archive writer"
+        ),
+        Err(_) => println!("archive (XEP-0313): the node reports no archive"),
+    }
     drop((sessions, held));
     Ok(())
 }

@@ -26,9 +26,21 @@ pub async fn provision(
     accounts: &[Account],
     iterations: u32,
     tasks: usize,
+    archive: bool,
 ) -> anyhow::Result<()> {
     let store = Store::open(database_url).await?;
     store.add_vhost(domain, None).await?;
+    if !archive {
+        // A spec as the panel sends it, with the archive (XEP-0313) switched off.
+        let spec: rookery_common::control::VhostSpec = serde_json::from_value(
+            serde_json::json!({"domain": domain, "generation": 1, "features": {"archive": false}}),
+        )?;
+        let valid = rookery_node::control::spec::validate(domain, spec)
+            .map_err(|e| anyhow::anyhow!("the benchmark's vhost spec: {e:?}"))?;
+        store
+            .apply_spec(&valid.domain, &valid.policy, &valid.stored_json, None)
+            .await?;
+    }
     let mut set = JoinSet::new();
     let chunk = accounts.len().div_ceil(tasks.max(1)).max(1);
     for part in accounts.chunks(chunk) {
