@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, caps, mam, pep, private, serverinfo, vcard},
+    xep::{blocking, caps, carbons, mam, pep, private, serverinfo, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -81,7 +81,12 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
         return Err(stanza);
     };
     let mut stanza = stanza;
-    let _sent_id = archiving.archive(node, &me.jid, &to, &mut stanza);
+    let sent_id = archiving.archive(node, &me.jid, &to, &mut stanza);
+    if node.router.carbons_in_use() {
+        carbons::sent(node, me, &to, &stanza, sent_id.as_deref());
+        carbons::strip_private(&mut stanza);
+        carbons::received(node, &to, &[target.id], &stanza);
+    }
     node.metrics.stanza_routed();
     target.deliver(stanza);
     Ok(())
@@ -172,10 +177,14 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     // XEP-0313 and XEP-0359: into both archives, stamped, whether delivered or stored.
     let mut stanza = stanza;
     let archiving = mam::Archiving::resolve(node, &me.jid, &to, &stanza).await;
-    let _sent_id = archiving.archive(node, &me.jid, &to, &mut stanza);
+    let sent_id = archiving.archive(node, &me.jid, &to, &mut stanza);
+    // XEP-0280: the sender's other resources see what it sent.
+    carbons::sent(node, me, &to, &stanza, sent_id.as_deref());
+    carbons::strip_private(&mut stanza);
     // To a full JID: that resource if it is online (RFC 6121 §8.5.3.1).
     if let Some(session) = online {
         node.metrics.stanza_routed();
+        carbons::received(node, &to, &[session.id], &stanza);
         session.deliver(stanza);
         return;
     }
@@ -197,6 +206,8 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
                 store_offline(node, Some(me), &to, stanza).await;
             } else {
                 node.metrics.stanza_routed();
+                let ids: Vec<u64> = targets.iter().map(|s| s.id).collect();
+                carbons::received(node, &to, &ids, &stanza);
                 for s in targets {
                     s.deliver(stanza.clone());
                 }
@@ -1093,6 +1104,10 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
     };
     let response = match (payload.ns(), payload.name(), get) {
         (ns::PING, "ping", true) => reply(None),
+        (carbons::NS, "enable" | "disable", false) => {
+            carbons::handle(node, me, &payload);
+            reply(None)
+        }
         (ns::DISCO_INFO, "query", true) if payload.attr("node").is_none() => {
             let mut q = Element::new("query", ns::DISCO_INFO);
             if for_server {
@@ -1112,6 +1127,7 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                     ns::ROSTER,
                     ns::VCARD,
                     ns::BLOCKING,
+                    carbons::NS,
                     // In-band password change and removal work for every account.
                     ns::REGISTER,
                 ] {

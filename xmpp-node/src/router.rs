@@ -50,6 +50,9 @@ pub struct SessionHandle {
     interested: AtomicBool,
     /// The client requested its block list, so it gets block list pushes (XEP-0191 §3.3).
     blocklist_requested: AtomicBool,
+    /// The client enabled message carbons (XEP-0280): it gets copies of the account's
+    /// conversations on other resources. Changed through [`Router::set_carbons`].
+    carbons: AtomicBool,
     /// Where the client sent directed presence while available (RFC 6121 §4.6): they get
     /// unavailable presence when it goes offline.
     directed: Mutex<HashSet<Jid>>,
@@ -104,6 +107,11 @@ impl SessionHandle {
         self.interested.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the client enabled message carbons (XEP-0280).
+    pub fn carbons(&self) -> bool {
+        self.carbons.load(Ordering::Relaxed)
+    }
+
     /// Whether the client gets roster pushes.
     pub fn is_interested(&self) -> bool {
         self.interested.load(Ordering::Relaxed)
@@ -156,6 +164,8 @@ pub struct Router {
     /// Sessions that can be resumed (XEP-0198), by SM-ID. A detached session stays bound
     /// above until it is resumed or its resume timeout ends it.
     pub resumable: crate::net::sm::Registry,
+    /// Bound sessions with message carbons on: while none, routing skips carbons at once.
+    carbons: AtomicUsize,
 }
 
 impl Router {
@@ -171,6 +181,7 @@ impl Router {
             pending: AtomicUsize::new(0),
             interested: AtomicBool::new(false),
             blocklist_requested: AtomicBool::new(false),
+            carbons: AtomicBool::new(false),
             directed: Mutex::new(HashSet::new()),
         });
         let replaced = {
@@ -184,6 +195,7 @@ impl Router {
             old
         };
         if let Some(old) = replaced {
+            self.carbons_off(&old);
             old.kick(StreamError::new(
                 "conflict",
                 "Replaced by a new session with the same resource.",
@@ -192,12 +204,35 @@ impl Router {
         handle
     }
 
+    /// Turns message carbons (XEP-0280) on or off for a session.
+    pub fn set_carbons(&self, handle: &SessionHandle, on: bool) {
+        if handle.carbons.swap(on, Ordering::Relaxed) != on {
+            if on {
+                self.carbons.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.carbons.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn carbons_off(&self, handle: &SessionHandle) {
+        if handle.carbons.swap(false, Ordering::Relaxed) {
+            self.carbons.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any bound session has message carbons on.
+    pub fn carbons_in_use(&self) -> bool {
+        self.carbons.load(Ordering::Relaxed) > 0
+    }
+
     /// Removes a session (if it is still the registered one for its JID).
     pub fn unbind(&self, handle: &SessionHandle) {
         let mut map = self.by_account.write().unwrap_or_else(|p| p.into_inner());
         let bare = handle.jid.bare();
         if let Some(list) = map.get_mut(&bare) {
             list.retain(|s| s.id != handle.id);
+            self.carbons_off(handle);
             if list.is_empty() {
                 map.remove(&bare);
             }

@@ -10,6 +10,7 @@ mod forms;
 mod grace;
 mod load;
 mod node;
+mod node_carbons;
 mod node_control;
 mod node_features;
 mod node_mam;

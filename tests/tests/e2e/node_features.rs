@@ -68,6 +68,13 @@ const COVERAGE: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "urn:xmpp:carbons:2",
+        &[
+            "carbons_copy_a_conversation_to_the_other_resources_that_asked_for_them",
+            "copies_go_to_the_other_resources_that_enabled_carbons_only",
+        ],
+    ),
+    (
         "urn:xmpp:blocking",
         &[
             "vcards_blocking_and_last_activity_work_with_slixmpp",

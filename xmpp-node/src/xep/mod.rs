@@ -9,6 +9,7 @@ pub mod avatar;
 pub mod blocking;
 pub mod bookmarks;
 pub mod caps;
+pub mod carbons;
 pub mod mam;
 pub mod pep;
 pub mod private;
