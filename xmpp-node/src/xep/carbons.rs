@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(handle(&node, &laptop, &enable), Some(true));
         // Enabling twice counts once; the count follows sessions that end.
         assert_eq!(handle(&node, &laptop, &enable), Some(true));
-        let (spare, spare_rx) = bind(&node, "alice@example.com/spare");
+        let (spare, _spare_rx) = bind(&node, "alice@example.com/spare");
         handle(&node, &spare, &enable);
         node.router.unbind(&spare);
         node.router.set_carbons(&phone, false);
