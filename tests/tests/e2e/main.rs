@@ -12,6 +12,7 @@ mod load;
 mod node;
 mod node_carbons;
 mod node_control;
+mod node_csi;
 mod node_features;
 mod node_mam;
 mod node_pep;

@@ -40,6 +40,7 @@ use crate::{
     node::Node,
     proto::{
         c2s::{C2s, C2sConfig, Output, StreamError, write_stanza},
+        csi,
         element::Element,
         jid::Jid,
         ns,
@@ -211,6 +212,9 @@ struct Connection {
     timed_out: bool,
     /// The connection's place in the node's limits, while it has a socket.
     slot: Option<Box<dyn Send>>,
+    /// XEP-0352: the client said it is inactive; what can wait is held in `held`.
+    inactive: bool,
+    held: csi::Held,
 }
 
 impl Connection {
@@ -259,6 +263,8 @@ impl Connection {
             registered: false,
             timed_out: false,
             slot: None,
+            inactive: false,
+            held: csi::Held::default(),
             node,
             ip,
             tls,
@@ -369,12 +375,36 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes one stanza routed to the session and, with stream management, queues it until
-    /// acked (and asks for an ack when due). `Err`: too many wait for an ack.
+    /// Takes one stanza routed to the session: held if the client is inactive and it can
+    /// wait (XEP-0352), else written, after whatever was held.
     fn write_delivery(&mut self, stanza: Element) -> Result<(), SmError> {
         if let Some(me) = &self.session {
             me.taken();
         }
+        if self.inactive {
+            if csi::can_wait(&stanza) {
+                if !self.held.hold(stanza) {
+                    return Ok(());
+                }
+                // Too much held: it all goes now.
+                return self.write_held();
+            }
+            self.write_held()?;
+        }
+        self.write_now(stanza)
+    }
+
+    /// Writes what an inactive client was not sent yet.
+    fn write_held(&mut self) -> Result<(), SmError> {
+        for stanza in self.held.take() {
+            self.write_now(stanza)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one stanza and, with stream management, queues it until acked (and asks for
+    /// an ack when due). `Err`: too many wait for an ack.
+    fn write_now(&mut self, stanza: Element) -> Result<(), SmError> {
         self.node.metrics.stanzas_out.inc();
         if let Some(c) = &self.counters
             && stanza.name() == "message"
@@ -680,6 +710,12 @@ impl Connection {
                 // Boxed: rare, and its state would otherwise enlarge every `drive`.
                 Output::Sm(Ok(nonza)) => queue.extend(Box::pin(self.negotiate_sm(nonza)).await),
                 Output::Sm(Err(refused)) => queue.extend(self.refuse(refused)),
+                Output::Csi(active) => {
+                    self.inactive = !active;
+                    if active && let Err(e) = self.write_held() {
+                        queue.extend(self.c2s.send_stream_error(&e.stream_error()));
+                    }
+                }
                 Output::Close => {
                     self.flush().await?;
                 }
@@ -944,6 +980,14 @@ impl Connection {
             unacked = self.sm.unacked().len(),
             "connection lost; the session waits for resumption"
         );
+        // What an inactive client was not sent yet waits with the rest, to be sent on resume.
+        let now = crate::node::unix_now();
+        for stanza in self.held.take() {
+            if self.sm.on_outbound(write_stanza(&stanza), now).is_err() {
+                return false;
+            }
+        }
+        self.inactive = false;
         // The socket, its buffers and its place in the connection limits go now: a detached
         // session is only its queue.
         self.io = Io::Upgrading;

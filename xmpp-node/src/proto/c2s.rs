@@ -79,6 +79,8 @@ pub enum Output {
     /// A stream management element (XEP-0198) after authentication, or what to answer a
     /// malformed one. Answer `<resume/>` with [`C2s::on_resumed`] when it succeeds.
     Sm(Result<sm::Nonza, sm::Rejection>),
+    /// XEP-0352: the client is active (`true`) or inactive again.
+    Csi(bool),
     /// Close the connection once everything before this is written.
     Close,
 }
@@ -414,6 +416,7 @@ impl C2s {
             if self.cfg.stream_management {
                 features.append_child(sm::feature());
             }
+            features.append_child(super::csi::feature());
             self.state = State::Bind;
         } else {
             if !self.tls && self.cfg.starttls_available {
@@ -455,7 +458,10 @@ impl C2s {
                 Ok(outputs) => outputs,
                 Err(e) => match self.sm_element(&e) {
                     Some(out) => out,
-                    None => self.stream_error("unsupported-stanza-type", None),
+                    None => match super::csi::parse(&e) {
+                        Some(active) => vec![Output::Csi(active)],
+                        None => self.stream_error("unsupported-stanza-type", None),
+                    },
                 },
             };
         }
@@ -1354,6 +1360,13 @@ mod tests {
         assert_eq!(out[0], Output::Sm(Ok(sm::Nonza::Request)));
         assert_eq!(out[1], Output::Sm(Ok(sm::Nonza::Ack(2))));
         assert!(matches!(&out[2], Output::Stanza(m) if m.name() == "message"));
+        // XEP-0352 is offered with it, and its nonzas reach the connection.
+        assert!(
+            features.contains("<csi xmlns=\"urn:xmpp:csi:0\"/>"),
+            "{features}"
+        );
+        let out = h.send("<inactive xmlns='urn:xmpp:csi:0'/><active xmlns='urn:xmpp:csi:0'/>");
+        assert_eq!(out, vec![Output::Csi(false), Output::Csi(true)]);
         // Anything else that is not a stanza still ends the stream.
         let out = h.send("<foo xmlns='urn:example'/>");
         assert_eq!(out.last(), Some(&Output::Close));

@@ -3,6 +3,7 @@
 //! output; the socket code in `net` only moves bytes, so every rule is unit-testable.
 
 pub mod c2s;
+pub mod csi;
 pub mod element;
 pub mod jid;
 pub mod ns;
