@@ -75,8 +75,8 @@ pub struct VhostLimits {
 /// serves the switched-on features it implements and ignores the others until a version
 /// that has them runs. In-band registration (off unless switched on: the customer's choice
 /// in the panel) and the archive (XEP-0313: switched off, the domain archives nothing and
-/// advertises nothing) are implemented; the others are not yet (push comes with the node's
-/// mobile profile, group chat and upload after it, federation last), so those switches read
+/// advertises nothing) and push notifications (XEP-0357) are implemented; the others are not
+/// yet (group chat and upload come after them, federation last), so those switches read
 /// "allowed when available".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,7 +88,11 @@ pub struct VhostFeatures {
     pub muc: bool,
     pub upload: bool,
     pub archive: bool,
+    /// XEP-0357 push notifications to the app servers of the users' devices.
     pub push: bool,
+    /// Push notifications carry the sender and the text of the message. Off: they say only
+    /// that messages wait, so the app servers (run by the apps' makers) learn nothing.
+    pub push_message_content: bool,
 }
 
 impl Default for VhostFeatures {
@@ -100,6 +104,7 @@ impl Default for VhostFeatures {
             upload: true,
             archive: true,
             push: true,
+            push_message_content: false,
         }
     }
 }

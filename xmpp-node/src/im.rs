@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, caps, carbons, mam, pep, private, serverinfo, vcard},
+    xep::{blocking, caps, carbons, mam, pep, private, push, serverinfo, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -67,6 +67,10 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
     let Some(target) = node.router.session_of(&to_bare, &to) else {
         return Err(stanza);
     };
+    // A detached session's user may need waking (XEP-0357): the full path does that.
+    if target.is_detached() {
+        return Err(stanza);
+    }
     let (Some(mine), Some(theirs)) = (node.blocks.cached(&me.bare), node.blocks.cached(&to_bare))
     else {
         return Err(stanza);
@@ -181,11 +185,19 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     // XEP-0280: the sender's other resources see what it sent.
     carbons::sent(node, me, &to, &stanza, sent_id.as_deref());
     carbons::strip_private(&mut stanza);
+    // XEP-0357: the sender and text, in case nobody can read it now and a device is woken.
+    let wake = stanza
+        .child_text("body", ns::CLIENT)
+        .filter(|_| matches!(kind.as_str(), "chat" | "normal"));
     // To a full JID: that resource if it is online (RFC 6121 §8.5.3.1).
     if let Some(session) = online {
         node.metrics.stanza_routed();
         carbons::received(node, &to, &[session.id], &stanza);
+        let asleep = session.is_detached();
         session.deliver(stanza);
+        if asleep && let Some(body) = wake {
+            push::notify(node, &to.bare(), &me.jid, &body).await;
+        }
         return;
     }
     match kind.as_str() {
@@ -202,6 +214,7 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         }
         _ => {
             let targets = message_targets(&node.router.sessions(&to));
+            let asleep = targets.iter().all(|s| s.is_detached());
             if targets.is_empty() {
                 store_offline(node, Some(me), &to, stanza).await;
             } else {
@@ -211,6 +224,10 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
                 for s in targets {
                     s.deliver(stanza.clone());
                 }
+            }
+            // Offline, or only detached sessions: the user's devices are woken.
+            if asleep && let Some(body) = wake {
+                push::notify(node, &to.bare(), &me.jid, &body).await;
             }
         }
     }
@@ -1033,6 +1050,13 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
                 me.deliver(vcard::handle(node, &me.jid, &account, &stanza).await);
                 return;
             }
+            if payload.ns() == push::NS && account == me.jid.bare() && kind == "set" {
+                if refused_while_moving(node, me, &stanza, &[account.domain()]) {
+                    return;
+                }
+                me.deliver(push::handle(node, me, &stanza).await);
+                return;
+            }
             if payload.ns() == mam::NS {
                 return mam::handle(node, me, &account, &stanza).await;
             }
@@ -1154,6 +1178,11 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                 let account = target(&iq).unwrap_or_else(|| me.jid.bare());
                 for f in mam::account_features(node, account.domain()) {
                     q.append_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+                }
+                if push::enabled(node, account.domain()) {
+                    q.append_child(
+                        Element::new("feature", ns::DISCO_INFO).with_attr("var", push::NS),
+                    );
                 }
                 // XEP-0163 §6: the account is a PEP service.
                 q.append_child(

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub connections: Gauge,
     pub stanzas_in: Counter,
     pub stanzas_out: Counter,
+    /// XEP-0357 notifications sent to app servers.
+    pub push_sent: Counter,
     pub routed: Counter,
     pub auth: Family<OutcomeLabel, Counter>,
     pub queued: Gauge,
@@ -60,6 +62,7 @@ impl Metrics {
             connections: Gauge::default(),
             stanzas_in: Counter::default(),
             stanzas_out: Counter::default(),
+            push_sent: Counter::default(),
             routed: Counter::default(),
             auth: Family::default(),
             queued: Gauge::default(),
@@ -95,6 +98,11 @@ impl Metrics {
             "stanzas_in",
             "Stanzas received from clients",
             m.stanzas_in.clone(),
+        );
+        registry.register(
+            "push_sent",
+            "Push notifications sent to app servers (XEP-0357)",
+            m.push_sent.clone(),
         );
         registry.register(
             "stanzas_out",

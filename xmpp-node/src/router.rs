@@ -53,6 +53,9 @@ pub struct SessionHandle {
     /// The client enabled message carbons (XEP-0280): it gets copies of the account's
     /// conversations on other resources. Changed through [`Router::set_carbons`].
     carbons: AtomicBool,
+    /// The session lost its connection and waits to be resumed (XEP-0198): what reaches it
+    /// now is read only if the client comes back, so push notifications wake it (XEP-0357).
+    detached: AtomicBool,
     /// Where the client sent directed presence while available (RFC 6121 §4.6): they get
     /// unavailable presence when it goes offline.
     directed: Mutex<HashSet<Jid>>,
@@ -105,6 +108,15 @@ impl SessionHandle {
     /// Notes that the client requested the roster.
     pub fn set_interested(&self) {
         self.interested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session waits detached for a resumption (XEP-0198).
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
+
+    pub fn set_detached(&self, detached: bool) {
+        self.detached.store(detached, Ordering::Relaxed);
     }
 
     /// Whether the client enabled message carbons (XEP-0280).
@@ -182,6 +194,7 @@ impl Router {
             interested: AtomicBool::new(false),
             blocklist_requested: AtomicBool::new(false),
             carbons: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             directed: Mutex::new(HashSet::new()),
         });
         let replaced = {

@@ -68,6 +68,13 @@ const COVERAGE: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "urn:xmpp:push:0",
+        &[
+            "detached_and_offline_accounts_are_woken_through_their_app_server",
+            "a_notification_carries_the_summary_and_the_options_and_content_only_when_allowed",
+        ],
+    ),
+    (
         "urn:xmpp:carbons:2",
         &[
             "carbons_copy_a_conversation_to_the_other_resources_that_asked_for_them",

@@ -834,6 +834,9 @@ impl Connection {
         self.session = Some(state.handle);
         self.counters = state.counters;
         self.registered = true;
+        if let Some(me) = &self.session {
+            me.set_detached(false);
+        }
         resumed.answer.write_to(&mut self.out, ns::CLIENT);
         for stanza in &resumed.resend {
             self.out.push_str(stanza);
@@ -988,6 +991,9 @@ impl Connection {
             }
         }
         self.inactive = false;
+        if let Some(me) = &self.session {
+            me.set_detached(true);
+        }
         // The socket, its buffers and its place in the connection limits go now: a detached
         // session is only its queue.
         self.io = Io::Upgrading;

@@ -11,6 +11,7 @@ mod control;
 mod pep;
 mod private;
 mod profile;
+mod push;
 pub mod quota;
 mod roster;
 pub mod vhost_data;
@@ -20,6 +21,7 @@ use std::{collections::BTreeMap, sync::Arc};
 pub use control::{Account, SpecWrite, StoredSpec};
 pub use pep::{PepConfig, PepItem, Published};
 pub use private::PrivateItem;
+pub use push::{MAX_PER_ACCOUNT as MAX_PUSH_REGISTRATIONS, PushRegistration};
 
 use anyhow::Context;
 use rookery_common::{

@@ -42,6 +42,7 @@ pub const VHOST_TABLES: &[VhostTable] = &[
     VhostTable { name: "vcards", columns: &[("vhost", Text), ("username", Text), ("vcard", Text), ("updated_at", Int)] },
     VhostTable { name: "blocklist", columns: &[("vhost", Text), ("username", Text), ("blocked_jid", Text), ("created_at", Int)] },
     VhostTable { name: "last_activity", columns: &[("vhost", Text), ("username", Text), ("seen_at", Int), ("status", Text)] },
+    VhostTable { name: "push_registrations", columns: &[("vhost", Text), ("username", Text), ("app_server", Text), ("node", Text), ("options", Text), ("created_at", Int)] },
     VhostTable { name: "private_storage", columns: &[("vhost", Text), ("username", Text), ("namespace", Text), ("name", Text), ("xml", Text), ("updated_at", Int)] },
     VhostTable { name: "archive_messages", columns: &[("vhost", Text), ("username", Text), ("id", Text), ("created_us", Int), ("with_jid", Text), ("with_resource", Text), ("direction", Text), ("stanza", Text), ("stanza_bytes", Int)] },
     VhostTable { name: "archive_prefs", columns: &[("vhost", Text), ("username", Text), ("default_mode", Text), ("always_jids", Text), ("never_jids", Text), ("updated_at", Int)] },
