@@ -3,7 +3,7 @@
 `xep_0280` plugin (a client library written by others). Run by the Rust test in
 `tests/tests/e2e/node_carbons.rs`.
 
-    carbons_scenario.py HOST PORT DOMAIN CA_FILE
+    carbons_scenario.py HOST PORT DOMAIN CA_FILE   (see scenario_lib.py)
 
 Accounts alice and bob @DOMAIN must exist with the passwords "pass-alice-1" and
 "pass-bob-1". alice is online three times: phone and laptop enable carbons, tablet does
@@ -19,43 +19,23 @@ import asyncio
 import sys
 import xml.etree.ElementTree as ET
 
-import slixmpp
+from scenario_lib import DOMAIN, Client, exit_code, jid, report
 
-HOST, PORT, DOMAIN, CA = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
-PASSWORDS = {ALICE: "pass-alice-1", BOB: "pass-bob-1"}
+ALICE, BOB = jid("alice"), jid("bob")
 SID = "{urn:xmpp:sid:0}stanza-id"
 PRIVATE = "{urn:xmpp:carbons:2}private"
-failures = []
 
 
-def report(step, ok, why=""):
-    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + why), flush=True)
-    if not ok:
-        failures.append(step)
-    return ok
-
-
-class Client(slixmpp.ClientXMPP):
+class CarbonsClient(Client):
     def __init__(self, bare, resource):
-        super().__init__(f"{bare}/{resource}", PASSWORDS[bare])
-        self.ca_certs = CA
-        self.register_plugin("xep_0030")
-        self.register_plugin("xep_0280")
-        self.ready = asyncio.Event()
-        self.arrived = asyncio.Event()
+        super().__init__(bare, resource, plugins=("xep_0030", "xep_0280"))
         # (body, stanza) of messages received directly.
         self.messages = []
         # ("received" | "sent", body, archive id by alice, from, to) of carbons.
         self.carbons = []
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("carbon_received", lambda m: self.on_carbon("received", m["carbon_received"]))
         self.add_event_handler("carbon_sent", lambda m: self.on_carbon("sent", m["carbon_sent"]))
-
-    async def on_start(self, _):
-        self.send_presence()
-        self.ready.set()
 
     def on_message(self, m):
         if m["body"]:
@@ -68,35 +48,14 @@ class Client(slixmpp.ClientXMPP):
         self.carbons.append((kind, inner["body"], by_alice, str(inner["from"]), str(inner["to"])))
         self.arrived.set()
 
-    async def wait_for(self, what, timeout=10):
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not what():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                return what()
-        return True
-
-    async def login(self):
-        self.connect(host=HOST, port=PORT)
-        try:
-            await asyncio.wait_for(self.ready.wait(), 15)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
 
 def bodies(client):
     return [b for b, _ in client.messages]
 
 
 async def main():
-    bob = Client(BOB, "desk")
-    phone, laptop, tablet = Client(ALICE, "phone"), Client(ALICE, "laptop"), Client(ALICE, "tablet")
+    bob = CarbonsClient(BOB, "desk")
+    phone, laptop, tablet = (CarbonsClient(ALICE, r) for r in ("phone", "laptop", "tablet"))
     for name, c in (("bob", bob), ("alice's phone", phone), ("alice's laptop", laptop), ("alice's tablet", tablet)):
         if not report(f"{name} logs in", await c.login()):
             return
@@ -154,4 +113,4 @@ async def main():
 
 
 asyncio.run(main())
-sys.exit(1 if failures else 0)
+sys.exit(exit_code())

@@ -3,7 +3,7 @@
 slixmpp's `xep_0352` plugin (a client library written by others). Run by the Rust test in
 `tests/tests/e2e/node_csi.rs`.
 
-    csi_scenario.py HOST PORT DOMAIN CA_FILE
+    csi_scenario.py HOST PORT DOMAIN CA_FILE   (see scenario_lib.py)
 
 Accounts alice and bob @DOMAIN must exist with the passwords "pass-alice-1" and
 "pass-bob-1". alice's phone says it is inactive; bob changes his presence twice and types:
@@ -17,33 +17,17 @@ passed.
 import asyncio
 import sys
 
-import slixmpp
+from scenario_lib import Client, exit_code, jid, report
 
-HOST, PORT, DOMAIN, CA = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
-PASSWORDS = {ALICE: "pass-alice-1", BOB: "pass-bob-1"}
-failures = []
+ALICE, BOB = jid("alice"), jid("bob")
 
 
-def report(step, ok, why=""):
-    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + why), flush=True)
-    if not ok:
-        failures.append(step)
-    return ok
-
-
-class Client(slixmpp.ClientXMPP):
+class CsiClient(Client):
     def __init__(self, bare, resource):
-        super().__init__(f"{bare}/{resource}", PASSWORDS[bare])
-        self.ca_certs = CA
-        self.register_plugin("xep_0085")
-        self.register_plugin("xep_0352")
-        self.ready = asyncio.Event()
-        self.arrived = asyncio.Event()
+        super().__init__(bare, resource, plugins=("xep_0085", "xep_0352"))
         self.csi = False
         # What arrived from bob, in order: ("presence", show), ("state", name), ("body", text).
         self.seen = []
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("csi_enabled", self.on_csi)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("chatstate", self.on_chatstate)
@@ -52,14 +36,8 @@ class Client(slixmpp.ClientXMPP):
     def on_csi(self, _):
         self.csi = True
 
-    async def on_start(self, _):
-        self.send_presence()
-        self.ready.set()
-
     def on_message(self, m):
-        if m["from"].bare != BOB:
-            return
-        if m["body"]:
+        if m["from"].bare == BOB and m["body"]:
             self.seen.append(("body", m["body"]))
             self.arrived.set()
 
@@ -75,30 +53,9 @@ class Client(slixmpp.ClientXMPP):
             self.seen.append(("presence", p["show"] or "available"))
             self.arrived.set()
 
-    async def wait_for(self, what, timeout=10):
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not what():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                return what()
-        return True
-
-    async def login(self):
-        self.connect(host=HOST, port=PORT)
-        try:
-            await asyncio.wait_for(self.ready.wait(), 15)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
 
 async def main():
-    bob, phone = Client(BOB, "desk"), Client(ALICE, "phone")
+    bob, phone = CsiClient(BOB, "desk"), CsiClient(ALICE, "phone")
     if not report("bob logs in", await bob.login()) or not report("alice's phone logs in", await phone.login()):
         return
     report("the server offers client state indication", phone.csi)
@@ -139,4 +96,4 @@ async def main():
 
 
 asyncio.run(main())
-sys.exit(1 if failures else 0)
+sys.exit(exit_code())

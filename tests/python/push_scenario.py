@@ -5,7 +5,7 @@ disable requests are written here) and the app server is a fake one: a slixmpp c
 logged in as app@DOMAIN/server that records each notification published to it and
 answers it. Run by the Rust test in `tests/tests/e2e/node_push.rs`.
 
-    push_scenario.py HOST PORT DOMAIN CA_FILE
+    push_scenario.py HOST PORT DOMAIN CA_FILE   (see scenario_lib.py)
 
 Accounts alice, bob and app @DOMAIN must exist with the passwords "pass-<name>-1". alice's
 phone enables push (with a secret in its publish options) and stream management. When
@@ -20,42 +20,25 @@ import asyncio
 import sys
 import xml.etree.ElementTree as ET
 
-import slixmpp
+from scenario_lib import HOST, PORT, Client, exit_code, jid, report
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-HOST, PORT, DOMAIN, CA = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-ALICE, BOB, APP = f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"app@{DOMAIN}"
-PASSWORDS = {ALICE: "pass-alice-1", BOB: "pass-bob-1", APP: "pass-app-1"}
+ALICE, BOB, APP = jid("alice"), jid("bob"), jid("app")
 PUSH = "urn:xmpp:push:0"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 XDATA = "jabber:x:data"
-failures = []
 
 
-def report(step, ok, why=""):
-    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + why), flush=True)
-    if not ok:
-        failures.append(step)
-    return ok
-
-
-class Client(slixmpp.ClientXMPP):
+class PushClient(Client):
     def __init__(self, bare, resource, sm=False):
-        super().__init__(f"{bare}/{resource}", PASSWORDS[bare])
-        self.ca_certs = CA
-        self.register_plugin("xep_0030")
-        if sm:
-            self.register_plugin("xep_0198")
-        self.ready = asyncio.Event()
-        self.arrived = asyncio.Event()
+        super().__init__(bare, resource, plugins=("xep_0030", "xep_0198") if sm else ("xep_0030",))
         self.gone = asyncio.Event()
         self.resumed = asyncio.Event()
         self.bodies = []
         # Notifications: (from, node, {field: value}, publish-options secret).
         self.notifications = []
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("session_resumed", lambda _: self.resumed.set())
         self.add_event_handler("disconnected", lambda _: self.gone.set())
         self.add_event_handler("message", self.on_message)
@@ -64,10 +47,6 @@ class Client(slixmpp.ClientXMPP):
             MatchXPath(f"{{jabber:client}}iq/{{{PUBSUB}}}pubsub"),
             self.on_publish,
         ))
-
-    async def on_start(self, _):
-        self.send_presence()
-        self.ready.set()
 
     def on_message(self, m):
         if m["body"]:
@@ -95,27 +74,6 @@ class Client(slixmpp.ClientXMPP):
         iq.reply().send()
         self.arrived.set()
 
-    async def wait_for(self, what, timeout=10):
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not what():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                return what()
-        return True
-
-    async def login(self):
-        self.connect(host=HOST, port=PORT)
-        try:
-            await asyncio.wait_for(self.ready.wait(), 15)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
     async def push_request(self, name, app_server, node=None, secret=None):
         iq = self.make_iq_set()
         el = ET.Element(f"{{{PUSH}}}{name}", {"jid": app_server})
@@ -131,8 +89,8 @@ class Client(slixmpp.ClientXMPP):
 
 
 async def main():
-    app, bob = Client(APP, "server"), Client(BOB, "desk")
-    alice = Client(ALICE, "phone", sm=True)
+    app, bob = PushClient(APP, "server"), PushClient(BOB, "desk")
+    alice = PushClient(ALICE, "phone", sm=True)
     for name, c in (("the app server", app), ("bob", bob), ("alice", alice)):
         if not report(f"{name} logs in", await c.login()):
             return
@@ -188,7 +146,7 @@ async def main():
     report("an offline account's message wakes it too", got, str(app.notifications))
 
     # Disabled: no more notifications.
-    later = Client(ALICE, "phone")
+    later = PushClient(ALICE, "phone")
     if not report("alice logs in again", await later.login()):
         return
     try:
@@ -207,4 +165,4 @@ async def main():
 
 
 asyncio.run(main())
-sys.exit(1 if failures else 0)
+sys.exit(exit_code())

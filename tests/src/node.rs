@@ -269,6 +269,42 @@ impl NodeProcess {
         )
     }
 
+    /// Runs the client scenario `tests/python/<script>` against this node for `domain`
+    /// (its arguments: 127.0.0.1, the c2s port, the domain, its certificate, then `extra`;
+    /// at most `limit`), checks that it exited 0 and printed `ok <step>` for each of
+    /// `steps`, and returns what it printed.
+    pub async fn scenario(
+        &self,
+        script: &str,
+        domain: &str,
+        extra: &[&str],
+        steps: &[&str],
+        limit: Duration,
+    ) -> String {
+        let cert = self.cert_of(domain);
+        let port = self.c2s_port.to_string();
+        let mut args = vec!["127.0.0.1", &port, domain, cert.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run_python(script, &args, limit)
+            .await
+            .unwrap_or_else(|e| panic!("running {script}: {e:#}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        println!("{stdout}");
+        assert!(
+            out.status.success(),
+            "the scenario {script} {extra:?} failed:\n{stdout}\n--- stderr ---\n{}\n--- node ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.output()
+        );
+        for step in steps {
+            assert!(
+                stdout.contains(&format!("ok {step}")),
+                "missing {step:?} in:\n{stdout}"
+            );
+        }
+        stdout
+    }
+
     /// The self-signed certificate the node generated for `domain`.
     pub fn cert_of(&self, domain: &str) -> PathBuf {
         self.data_dir

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rookery_tests::node::{NodeProcess, run_python};
+use rookery_tests::node::NodeProcess;
 
 #[tokio::test]
 async fn carbons_copy_a_conversation_to_the_other_resources_that_asked_for_them() {
@@ -15,39 +15,23 @@ async fn carbons_copy_a_conversation_to_the_other_resources_that_asked_for_them(
         .await
         .unwrap();
     node.wait_for_vhost(domain).await.unwrap();
-    let cert = node.cert_of(domain);
-    let out = run_python(
+    node.scenario(
         "carbons_scenario.py",
+        domain,
+        &[],
         &[
-            "127.0.0.1",
-            &node.c2s_port.to_string(),
-            domain,
-            cert.to_str().unwrap(),
+            "the server advertises carbons",
+            "the laptop gets a received carbon of it",
+            "the received carbon names the message's id in alice's archive",
+            "the laptop gets a sent carbon of it",
+            "the sent carbon is addressed to bob and names alice's archive id",
+            "without the private marker",
+            "a private message is not copied",
+            "after disabling, the laptop gets no more copies",
+            "the tablet, without carbons, got nothing",
+            "each carbon came once",
         ],
         Duration::from_secs(120),
     )
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the slixmpp carbons scenario failed:\n{stdout}\n--- stderr ---\n{}\n--- node ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.output()
-    );
-    for step in [
-        "ok the server advertises carbons",
-        "ok the laptop gets a received carbon of it",
-        "ok the received carbon names the message's id in alice's archive",
-        "ok the laptop gets a sent carbon of it",
-        "ok the sent carbon is addressed to bob and names alice's archive id",
-        "ok without the private marker",
-        "ok a private message is not copied",
-        "ok after disabling, the laptop gets no more copies",
-        "ok the tablet, without carbons, got nothing",
-        "ok each carbon came once",
-    ] {
-        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
-    }
+    .await;
 }

@@ -7,35 +7,21 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use rookery_tests::node::{NodeProcess, run_python};
+use rookery_tests::node::NodeProcess;
 
 const DOMAIN: &str = "mam.test";
 const QUIET: &str = "quiet.test";
 
 /// Runs the scenario in `mode` on `domain` and checks that it passed; returns its output.
 async fn scenario(node: &NodeProcess, domain: &str, mode: &str) -> String {
-    let cert = node.cert_of(domain);
-    let out = run_python(
+    node.scenario(
         "mam_scenario.py",
-        &[
-            "127.0.0.1",
-            &node.c2s_port.to_string(),
-            domain,
-            cert.to_str().unwrap(),
-            mode,
-        ],
+        domain,
+        &[mode],
+        &[],
         Duration::from_secs(300),
     )
     .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "the slixmpp MAM scenario ({mode}) failed:\n{stdout}\n--- stderr ---\n{}\n--- node ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.output()
-    );
-    stdout
 }
 
 fn assert_steps(out: &str, steps: &[&str]) {

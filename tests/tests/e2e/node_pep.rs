@@ -7,34 +7,20 @@
 
 use std::time::Duration;
 
-use rookery_tests::node::{NodeProcess, run_python};
+use rookery_tests::node::NodeProcess;
 
 const DOMAIN: &str = "pep.test";
 
 /// Runs the scenario in `mode` and checks that it passed; returns its output.
 async fn scenario(node: &NodeProcess, mode: &str) -> String {
-    let cert = node.cert_of(DOMAIN);
-    let out = run_python(
+    node.scenario(
         "pep_scenario.py",
-        &[
-            "127.0.0.1",
-            &node.c2s_port.to_string(),
-            DOMAIN,
-            cert.to_str().unwrap(),
-            mode,
-        ],
+        DOMAIN,
+        &[mode],
+        &[],
         Duration::from_secs(120),
     )
     .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "the slixmpp PEP scenario ({mode}) failed:\n{stdout}\n--- stderr ---\n{}\n--- node ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.output()
-    );
-    stdout
 }
 
 #[tokio::test]

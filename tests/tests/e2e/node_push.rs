@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rookery_tests::node::{NodeProcess, run_python};
+use rookery_tests::node::NodeProcess;
 
 #[tokio::test]
 async fn detached_and_offline_accounts_are_woken_through_their_app_server() {
@@ -22,38 +22,22 @@ async fn detached_and_offline_accounts_are_woken_through_their_app_server() {
     .await
     .unwrap();
     node.wait_for_vhost(domain).await.unwrap();
-    let cert = node.cert_of(domain);
-    let out = run_python(
+    node.scenario(
         "push_scenario.py",
+        domain,
+        &[],
         &[
-            "127.0.0.1",
-            &node.c2s_port.to_string(),
-            domain,
-            cert.to_str().unwrap(),
+            "alice's account advertises push",
+            "an app server on another domain is refused",
+            "while alice is online nobody is woken",
+            "a detached session's message wakes the phone through the app server",
+            "from alice's account, to her node, with her publish options",
+            "a summary without the sender or the text",
+            "alice resumes and reads it",
+            "an offline account's message wakes it too",
+            "after disabling nothing more is sent",
         ],
         Duration::from_secs(120),
     )
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the slixmpp push scenario failed:\n{stdout}\n--- stderr ---\n{}\n--- node ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.output()
-    );
-    for step in [
-        "ok alice's account advertises push",
-        "ok an app server on another domain is refused",
-        "ok while alice is online nobody is woken",
-        "ok a detached session's message wakes the phone through the app server",
-        "ok from alice's account, to her node, with her publish options",
-        "ok a summary without the sender or the text",
-        "ok alice resumes and reads it",
-        "ok an offline account's message wakes it too",
-        "ok after disabling nothing more is sent",
-    ] {
-        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
-    }
+    .await;
 }
