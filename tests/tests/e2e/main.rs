@@ -22,6 +22,7 @@ mod node_register;
 mod node_roster;
 mod node_sm;
 mod panel;
+mod panel_node;
 mod panel_nodes;
 mod panels;
 mod pool;

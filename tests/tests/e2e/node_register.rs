@@ -10,127 +10,14 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
-use rookery_common::control::VhostSpec;
 use rookery_tests::{
-    app::{TestApp, TestClient, location, plan_form, spawn_app_with, unique_email},
-    node::{NodeProcess, run_python},
+    app::{location, plan_form},
+    node::run_python,
 };
 
-/// The panel with fast loops, a node joined to it, an admin and a customer.
-struct Setup {
-    app: TestApp,
-    admin: TestClient,
-    node: NodeProcess,
-    node_secret: String,
-    customer: TestClient,
-    org: String,
-}
-
-async fn setup() -> Setup {
-    let app = spawn_app_with(|s| {
-        s.provisioning.reconcile_interval_ms = 100;
-        s.provisioning.poll_interval_secs = 1;
-        s.probe.enabled = false;
-    })
-    .await;
-    let admin = app.admin().await;
-    let html = admin
-        .post_form("/admin/nodes/tokens", &[("note", "registration")])
-        .await
-        .text()
-        .await
-        .unwrap();
-    let marker = "id=\"join-token\" class=\"code\">";
-    let start = html.find(marker).expect("the join token is shown") + marker.len();
-    let token = html[start..start + html[start..].find('<').unwrap()]
-        .trim()
-        .to_string();
-    let node = NodeProcess::join_and_start(&app.address, &token, "node-1")
-        .await
-        .expect("the node joins");
-    let node_secret = rookery::nodes::db::node_by_name(&app.state.db, "node-1")
-        .await
-        .unwrap()
-        .expect("the node is in the pool")
-        .endpoint(&app.state.sealer)
-        .unwrap()
-        .secret;
-    let (customer, org) = app
-        .customer(&unique_email("owner"), "Registration Co")
-        .await;
-    Setup {
-        app,
-        admin,
-        node,
-        node_secret,
-        customer,
-        org,
-    }
-}
+use crate::panel_node::{Setup, setup};
 
 impl Setup {
-    /// Orders `domain` (on `plan`, if any), waits until the node serves it; returns the
-    /// domain page's path.
-    async fn live_domain(&self, domain: &str, plan: Option<&str>) -> String {
-        let mut form = vec![("domain", domain)];
-        form.extend(plan.map(|p| ("plan", p)));
-        let r = self
-            .customer
-            .post_form(&format!("{}/domains", self.org), &form)
-            .await;
-        assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
-        let page = location(&r).split('?').next().unwrap().to_string();
-        self.settled(domain).await;
-        page
-    }
-
-    /// Waits until the node serves the domain's newest generation; returns its spec.
-    async fn settled(&self, domain: &str) -> VhostSpec {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let row = rookery::domains::db::by_name(&self.app.state.db, domain)
-                .await
-                .unwrap()
-                .unwrap();
-            if row.converged()
-                && let Some(spec) = self.node_spec(domain).await
-                && spec.generation == row.generation
-            {
-                return spec;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{domain} does not settle on the node: {row:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn node_spec(&self, domain: &str) -> Option<VhostSpec> {
-        let (status, body) = self
-            .node
-            .control_as(
-                &self.node_secret,
-                Method::GET,
-                &format!("/v1/vhosts/{domain}"),
-                None,
-            )
-            .await
-            .unwrap();
-        status
-            .is_success()
-            .then(|| serde_json::from_value(body).unwrap())
-    }
-
-    async fn generation(&self, domain: &str) -> i64 {
-        sqlx::query_scalar("SELECT generation FROM domains WHERE domain = $1")
-            .bind(domain)
-            .fetch_one(&self.app.state.db)
-            .await
-            .unwrap()
-    }
-
     /// Runs one mode of the slixmpp scenario against `domain`; asserts its steps passed.
     async fn scenario(&self, domain: &str, args: &[&str], steps: &[&str]) {
         let cert = self.node.cert_of(domain);
@@ -161,7 +48,7 @@ impl Setup {
 
 #[tokio::test]
 async fn in_band_registration_is_switched_on_in_the_panel_and_works_with_slixmpp() {
-    let s = setup().await;
+    let s = setup("registration", "Registration Co").await;
     // A plan of two accounts.
     let mut form = plan_form("Two", "0", None);
     form.retain(|(k, _)| *k != "max_accounts");

@@ -6,13 +6,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use reqwest::Method;
-use rookery_common::control::VhostSpec;
 use rookery_tests::{
-    app::{
-        PASSWORD, TestApp, TestClient, eventually, location, plan_form, spawn_app_with,
-        unique_email,
-    },
+    app::{PASSWORD, eventually, location, plan_form, unique_email},
     node::NodeProcess,
     xmpp::client::{Account, LoginConfig, Session, tls_connector},
 };
@@ -23,120 +18,9 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// The panel with fast loops, a node joined to it, an admin and a customer.
-struct Setup {
-    app: TestApp,
-    admin: TestClient,
-    node: NodeProcess,
-    /// The node's control secret, as the panel keeps it (`join` stored it in the node).
-    node_secret: String,
-    customer: TestClient,
-    org: String,
-}
-
-async fn setup() -> Setup {
-    let app = spawn_app_with(|s| {
-        s.provisioning.reconcile_interval_ms = 100;
-        s.provisioning.poll_interval_secs = 1;
-        s.probe.enabled = false;
-    })
-    .await;
-    let admin = app.admin().await;
-    let html = admin
-        .post_form("/admin/nodes/tokens", &[("note", "settings")])
-        .await
-        .text()
-        .await
-        .unwrap();
-    let marker = "id=\"join-token\" class=\"code\">";
-    let start = html.find(marker).expect("the join token is shown") + marker.len();
-    let token = html[start..start + html[start..].find('<').unwrap()]
-        .trim()
-        .to_string();
-    let node = NodeProcess::join_and_start(&app.address, &token, "node-1")
-        .await
-        .expect("the node joins");
-    let node_secret = rookery::nodes::db::node_by_name(&app.state.db, "node-1")
-        .await
-        .unwrap()
-        .expect("the node is in the pool")
-        .endpoint(&app.state.sealer)
-        .unwrap()
-        .secret;
-    let (customer, org) = app.customer(&unique_email("owner"), "Settings Co").await;
-    Setup {
-        app,
-        admin,
-        node,
-        node_secret,
-        customer,
-        org,
-    }
-}
+use crate::panel_node::{Setup, setup};
 
 impl Setup {
-    /// Orders `domain` (on `plan`, if any) and waits until the node serves it; returns the
-    /// domain page's path.
-    async fn live_domain(&self, domain: &str, plan: Option<&str>) -> String {
-        let mut form = vec![("domain", domain)];
-        form.extend(plan.map(|p| ("plan", p)));
-        let r = self
-            .customer
-            .post_form(&format!("{}/domains", self.org), &form)
-            .await;
-        assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
-        let page = location(&r).split('?').next().unwrap().to_string();
-        self.settled(domain).await;
-        page
-    }
-
-    /// Waits until the node serves the domain's newest generation; returns its spec.
-    async fn settled(&self, domain: &str) -> VhostSpec {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let row = rookery::domains::db::by_name(&self.app.state.db, domain)
-                .await
-                .unwrap()
-                .unwrap();
-            if row.converged()
-                && let Some(spec) = self.node_spec(domain).await
-                && spec.generation == row.generation
-            {
-                return spec;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{domain} does not settle on the node: {row:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The spec the node stored for `domain` (`GET /v1/vhosts/{domain}`).
-    async fn node_spec(&self, domain: &str) -> Option<VhostSpec> {
-        let (status, body) = self
-            .node
-            .control_as(
-                &self.node_secret,
-                Method::GET,
-                &format!("/v1/vhosts/{domain}"),
-                None,
-            )
-            .await
-            .unwrap();
-        status
-            .is_success()
-            .then(|| serde_json::from_value(body).unwrap())
-    }
-
-    async fn generation(&self, domain: &str) -> i64 {
-        sqlx::query_scalar("SELECT generation FROM domains WHERE domain = $1")
-            .bind(domain)
-            .fetch_one(&self.app.state.db)
-            .await
-            .unwrap()
-    }
-
     /// A chat account made through the domain page.
     async fn account(&self, page: &str, username: &str) {
         let r = self
@@ -168,7 +52,7 @@ async fn answer(r: reqwest::Response) -> (u16, String) {
 
 #[tokio::test]
 async fn a_plans_offline_retention_reaches_the_node_and_bad_values_change_nothing() {
-    let s = setup().await;
+    let s = setup("settings", "Settings Co").await;
     let mut form = plan_form("Small", "0", None);
     form.push(("offline_days", ""));
     let r = s.admin.post_form("/admin/plans", &form).await;
@@ -274,7 +158,7 @@ async fn contact_fields(
 
 #[tokio::test]
 async fn contact_addresses_saved_in_the_panel_are_in_the_domains_disco_info() {
-    let s = setup().await;
+    let s = setup("settings", "Settings Co").await;
     let domain = "contacts.example.org";
     let page = s.live_domain(domain, None).await;
     let settings = format!("{page}/settings");
@@ -497,7 +381,7 @@ async fn presented(node: &NodeProcess, domain: &str, connector: &TlsConnector) -
 
 #[tokio::test]
 async fn a_certificate_uploaded_in_the_panel_is_presented_by_sni_until_removed() {
-    let s = setup().await;
+    let s = setup("settings", "Settings Co").await;
     let domain = "secure.example.org";
     let page = s.live_domain(domain, None).await;
     s.account(&page, "romeo").await;
