@@ -7,8 +7,8 @@
 //! [`ArchiveWriter`]: a bounded channel in front of one background task that takes every
 //! row waiting (up to [`MAX_BATCH`]) and writes them in one transaction (prepared
 //! `INSERT`s of [`INSERT_CHUNK`] rows), so the cost of a commit is shared by all messages
-//! of a burst. The channel holds [`QUEUE_ROWS`] rows (a few seconds of a busy node's traffic, about the size of the
-//! stanzas it holds in memory); when it is full, [`ArchiveWriter::try_write`] gives up at
+//! of a burst. The channel holds [`QUEUE_ROWS`] rows (a few seconds of a busy node's
+//! traffic, about the size of the stanzas it holds in memory); when it is full, [`ArchiveWriter::try_write`] gives up at
 //! once: the message is delivered without a stanza-id and is not archived, and the loss
 //! is counted (`rookery_node_archive_dropped_total{reason="queue_full"}`) and logged.
 //! A batch that fails is tried once more, then row by row; a row that still fails (its
