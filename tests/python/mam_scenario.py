@@ -3,7 +3,7 @@
 against a running Rookery node, with slixmpp's xep_0313 and xep_0059 plugins. Run by the
 Rust test `node_mam`.
 
-    mam_scenario.py HOST PORT DOMAIN CA_FILE fill|check|off
+    mam_scenario.py HOST PORT DOMAIN CA_FILE fill|check|off   (see scenario_lib.py)
 
 `fill` has alice@DOMAIN and bob@DOMAIN exchange 600 messages, then pages through the
 archives forwards and backwards, filters them, checks the stanza-ids and the preferences;
@@ -16,23 +16,16 @@ import datetime as dt
 import sys
 
 import slixmpp
+from scenario_lib import DOMAIN, EXTRA, Client, exit_code, jid, report
 from slixmpp import JID
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-HOST, PORT, DOMAIN, CA, MODE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+(MODE,) = EXTRA
+ALICE, BOB = jid("alice"), jid("bob")
 MAM, SID, FWD, DELAY = "urn:xmpp:mam:2", "urn:xmpp:sid:0", "urn:xmpp:forward:0", "urn:xmpp:delay"
 TOTAL, PAGE = 600, 50
-failures = []
-
-
-def report(step, ok, why=""):
-    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + str(why)[:2000]), flush=True)
-    if not ok:
-        failures.append(step)
-    return ok
 
 
 def item(message):
@@ -44,26 +37,19 @@ def item(message):
     return result.get("id"), body.text if body is not None else None, stamp
 
 
-class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ca_certs = CA
-        self.ready = asyncio.Event()
-        self.arrived = asyncio.Event()
+class MamClient(Client):
+    def __init__(self, bare, resource):
+        super().__init__(bare, resource, plugins=("xep_0030", "xep_0059", "xep_0313"))
         self.received = []  # (body, stanza-id by, stanza-id id)
         self.results = {}  # queryid -> result messages
-        for p in ("xep_0030", "xep_0059", "xep_0313"):
-            self.register_plugin(p)
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.register_handler(
             Callback("mam results", MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"), self.on_result)
         )
 
-    async def on_start(self, _):
+    async def session_started(self):
         self.send_presence()
         await self.get_roster()
-        self.ready.set()
 
     def on_message(self, msg):
         if msg.xml.find(f"{{{MAM}}}result") is not None or msg["type"] not in ("chat", "normal"):
@@ -76,27 +62,6 @@ class Client(slixmpp.ClientXMPP):
     def on_result(self, msg):
         qid = msg.xml.find(f"{{{MAM}}}result").get("queryid")
         self.results.setdefault(qid, []).append(msg)
-
-    async def wait_for(self, what, timeout=10):
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not what():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                return what()
-        return True
-
-    async def login(self):
-        self.connect(host=HOST, port=PORT)
-        try:
-            await asyncio.wait_for(self.ready.wait(), 15)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
     async def query(self, rsm=None, custom=None, **fields):
         """One MAM query with form fields (the plugin's interfaces: with, start, end,
@@ -278,8 +243,8 @@ async def off(alice, bob):
 
 
 async def main():
-    alice = Client(f"{ALICE}/mam", "pass-alice-1")
-    bob = Client(f"{BOB}/mam", "pass-bob-1")
+    alice = MamClient(ALICE, "mam")
+    bob = MamClient(BOB, "mam")
     if not (report("alice logs in", await alice.login()) and report("bob logs in", await bob.login())):
         return
     try:
@@ -291,4 +256,4 @@ async def main():
 
 if __name__ == "__main__":
     asyncio.run(main())
-    sys.exit(1 if failures else 0)
+    sys.exit(exit_code())

@@ -25,7 +25,7 @@ def password(bare):
 
 
 def report(step, ok, why=""):
-    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + why), flush=True)
+    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + str(why)[:2000]), flush=True)
     if not ok:
         failures.append(step)
     return ok
@@ -50,8 +50,12 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("session_start", self._on_start)
 
     async def _on_start(self, _):
-        self.send_presence()
+        await self.session_started()
         self.ready.set()
+
+    async def session_started(self):
+        """What the client does before it counts as logged in: initial presence."""
+        self.send_presence()
 
     async def wait_for(self, what, timeout=10):
         """Waits until what() is true, re-checking on every arrival; its last answer."""

@@ -3,7 +3,7 @@
 slixmpp's `xep_0198` plugin (a client library written by others). Run by the Rust tests in
 `tests/tests/e2e/node_sm.rs`.
 
-    sm_scenario.py HOST PORT DOMAIN CA_FILE resume|timeout|takeover METRICS_URL
+    sm_scenario.py HOST PORT DOMAIN CA_FILE resume|timeout|takeover METRICS_URL   (see scenario_lib.py)
 
 Accounts alice and bob @DOMAIN must exist with the passwords "pass-alice-1" and
 "pass-bob-1". Alice enables stream management with resumption and tells bob (directed
@@ -26,48 +26,27 @@ import re
 import sys
 import urllib.request
 
-import slixmpp
+from scenario_lib import EXTRA, HOST, PORT, Client, exit_code, jid, report
 
-HOST, PORT, DOMAIN, CA, MODE, METRICS = (
-    sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
-)
-ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
-PASSWORDS = {ALICE: "pass-alice-1", BOB: "pass-bob-1"}
+MODE, METRICS = EXTRA
+ALICE, BOB = jid("alice"), jid("bob")
 DELAY = "{urn:xmpp:delay}delay"
-failures = []
 
 
-def report(step, ok, why=""):
-    print(("ok " if ok else "FAIL ") + step + ("" if ok else ": " + why), flush=True)
-    if not ok:
-        failures.append(step)
-    return ok
-
-
-class Client(slixmpp.ClientXMPP):
+class SmClient(Client):
     def __init__(self, bare, resource, sm):
-        super().__init__(f"{bare}/{resource}", PASSWORDS[bare])
-        self.ca_certs = CA
-        if sm:
-            self.register_plugin("xep_0198")
-        self.ready = asyncio.Event()
+        super().__init__(bare, resource, plugins=("xep_0198",) if sm else ())
         self.enabled = asyncio.Event()
         self.resumed = asyncio.Event()
         self.gone = asyncio.Event()
         self.bodies = []
         self.delayed = []
         self.presences = []
-        self.arrived = asyncio.Event()
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("sm_enabled", lambda _: self.enabled.set())
         self.add_event_handler("session_resumed", lambda _: self.resumed.set())
         self.add_event_handler("disconnected", lambda _: self.gone.set())
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("presence", self.on_presence)
-
-    async def on_start(self, _):
-        self.send_presence()
-        self.ready.set()
 
     def on_message(self, m):
         if m["body"]:
@@ -79,28 +58,6 @@ class Client(slixmpp.ClientXMPP):
     def on_presence(self, p):
         self.presences.append((str(p["from"]), p["type"]))
         self.arrived.set()
-
-    async def wait_for(self, what, timeout=10):
-        """Waits until what() is true, re-checking on every arrival."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not what():
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return False
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                return what()
-        return True
-
-    async def login(self):
-        self.connect(host=HOST, port=PORT)
-        try:
-            await asyncio.wait_for(self.ready.wait(), 15)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
 
 def gauge(name):
@@ -115,8 +72,8 @@ def send(bob, n):
 
 
 async def main():
-    bob = Client(BOB, "desk", sm=False)
-    alice = Client(ALICE, "phone", sm=True)
+    bob = SmClient(BOB, "desk", sm=False)
+    alice = SmClient(ALICE, "phone", sm=True)
     if not report("bob logs in", await bob.login()):
         return
     if not report("alice logs in", await alice.login()):
@@ -145,7 +102,7 @@ async def main():
     if MODE == "takeover":
         # Another connection resumes the session while this one still looks alive to the
         # server (§5): the old stream ends with `conflict`, the new one carries on.
-        other = Client(ALICE, "phone", sm=True)
+        other = SmClient(ALICE, "phone", sm=True)
         osm = other.plugin["xep_0198"]
         osm.sm_id, osm.handled = sm.sm_id, sm.handled
         alice.gone.clear()
@@ -218,7 +175,7 @@ async def main():
             str(bob.presences),
         )
         # A fresh session, not a resumption.
-        later = Client(ALICE, "laptop", sm=False)
+        later = SmClient(ALICE, "laptop", sm=False)
         if not report("alice logs in again", await later.login()):
             return
         report(
@@ -236,4 +193,4 @@ async def main():
 
 
 asyncio.run(main())
-sys.exit(1 if failures else 0)
+sys.exit(exit_code())
