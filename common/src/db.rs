@@ -48,6 +48,21 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Begins a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`): a transaction that reads first and writes later otherwise fails with
+/// SQLITE_BUSY, without waiting for `busy_timeout`, whenever another connection wrote in
+/// between (its read snapshot is stale), and a node's archive writer writes all the time.
+/// PostgreSQL needs nothing of the kind.
+pub async fn begin_write(
+    pool: &Pool,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
+
 /// Whether `url` names a SQLite database.
 pub fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")

@@ -351,7 +351,7 @@ impl Store {
     pub async fn insert_archive_rows(&self, rows: &[ArchiveRow]) -> Result<(), StoreError> {
         static CHUNK_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let chunk_sql = CHUNK_SQL.get_or_init(|| insert_sql(INSERT_CHUNK));
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let mut chunks = rows.chunks_exact(INSERT_CHUNK);
         for chunk in &mut chunks {
             let mut q = sqlx::query(chunk_sql);
@@ -530,7 +530,7 @@ impl Store {
         before_us: i64,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let rows: Vec<(String, String, i64)> = sqlx::query(
             "SELECT username, id, with_jid, with_resource, direction, CAST(LENGTH(stanza) AS BIGINT) AS chars
              FROM archive_messages WHERE vhost = $1 AND created_us < $2 ORDER BY created_us, id LIMIT $3",

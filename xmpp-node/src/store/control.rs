@@ -59,7 +59,7 @@ impl Store {
         spec_json: &str,
         cert: Option<(&str, &str)>,
     ) -> Result<SpecWrite, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let applied: Option<i64> =
             sqlx::query("SELECT generation FROM vhost_specs WHERE domain = $1")
                 .bind(domain)

@@ -237,7 +237,7 @@ impl Store {
         cert: Option<(&str, &str)>,
     ) -> Result<Vhost, StoreError> {
         let domain = normalize_domain(domain)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let inserted = sqlx::query(
             "INSERT INTO vhosts (domain, cert_path, key_path, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -267,7 +267,7 @@ impl Store {
     #[tracing::instrument(skip_all, fields(domain))]
     pub async fn set_vhost_debug(&self, domain: &str, on: bool) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let done = sqlx::query("UPDATE vhosts SET debug_log = $1 WHERE domain = $2")
             .bind(i64::from(on))
             .bind(&domain)
@@ -285,7 +285,7 @@ impl Store {
     #[tracing::instrument(skip_all, fields(domain))]
     pub async fn remove_vhost(&self, domain: &str) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         vhost_data::delete_all(&mut tx, &domain).await?;
         sqlx::query("DELETE FROM vhost_specs WHERE domain = $1")
             .bind(&domain)
@@ -356,7 +356,7 @@ impl Store {
         };
         let keys = Keys::derive(password, iterations)?;
         let created_at = now();
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         if let Some(max) = v.policy.and_then(|p| p.max_accounts).filter(|_| !system) {
             // An account that exists is that, whether or not the domain is full.
             let exists =
@@ -606,7 +606,7 @@ impl Store {
         vhost: &str,
         username: &str,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let rows: Vec<(String, String, i64)> =
             sqlx::query("SELECT id, stanza, created_at FROM offline_messages WHERE vhost = $1 AND username = $2 ORDER BY created_at, id")
                 .bind(vhost)
@@ -641,7 +641,7 @@ impl Store {
         before: i64,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let rows: Vec<(String, String, i64)> = sqlx::query(
             "SELECT id, username, CAST(LENGTH(stanza) AS BIGINT) AS chars FROM offline_messages
              WHERE vhost = $1 AND created_at < $2 ORDER BY created_at, id LIMIT $3",

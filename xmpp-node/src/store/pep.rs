@@ -156,7 +156,7 @@ impl Store {
         id: &str,
         payload: &str,
     ) -> Result<Published, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let existing = sqlx::query(
             "SELECT access_model, max_items, persist_items, send_last FROM pep_nodes
              WHERE vhost = $1 AND username = $2 AND node = $3",
@@ -362,7 +362,7 @@ impl Store {
         node: &str,
         delete_node: bool,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let exists = sqlx::query(
             "SELECT node FROM pep_nodes WHERE vhost = $1 AND username = $2 AND node = $3",
         )
@@ -404,7 +404,7 @@ impl Store {
         node: &str,
         config: &PepConfig,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let done = sqlx::query(
             "UPDATE pep_nodes SET access_model = $4, max_items = $5, persist_items = $6, send_last = $7
              WHERE vhost = $1 AND username = $2 AND node = $3",

@@ -62,7 +62,7 @@ impl Store {
         username: &str,
         items: &[PrivateItem],
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         // What the stored rows hold now, updated as the items replace them in turn.
         let mut stored: Vec<(&str, &str, Option<i64>)> = Vec::with_capacity(items.len());
         let mut growth = 0;

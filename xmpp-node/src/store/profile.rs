@@ -78,7 +78,7 @@ impl Store {
         username: &str,
         jids: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         for jid in jids {
             sqlx::query(
                 "INSERT INTO blocklist (vhost, username, blocked_jid, created_at) VALUES ($1, $2, $3, $4)
@@ -111,7 +111,7 @@ impl Store {
                 .await?;
             return Ok(());
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         for jid in jids {
             sqlx::query(
                 "DELETE FROM blocklist WHERE vhost = $1 AND username = $2 AND blocked_jid = $3",

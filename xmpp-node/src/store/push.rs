@@ -27,7 +27,7 @@ impl Store {
         username: &str,
         registration: &PushRegistration,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let others: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM push_registrations
              WHERE vhost = $1 AND username = $2 AND NOT (app_server = $3 AND node = $4)",

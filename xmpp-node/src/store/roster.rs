@@ -107,7 +107,7 @@ impl Store {
     {
         let (vhost, username) = key(account)?;
         let contact_key = contact.bare().to_string();
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         // The version row first: it is the per-account lock.
         sqlx::query(
             "INSERT INTO roster_versions (vhost, username, epoch, counter) VALUES ($1, $2, $3, 1)

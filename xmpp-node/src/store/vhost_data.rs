@@ -228,7 +228,9 @@ impl Store {
         tables: &BTreeMap<String, Rows>,
     ) -> Result<(), ImportError> {
         check(domain, tables)?;
-        let mut tx = self.db.begin().await.map_err(StoreError::from)?;
+        let mut tx = rookery_common::db::begin_write(&self.db)
+            .await
+            .map_err(StoreError::from)?;
         delete_all(&mut tx, domain)
             .await
             .map_err(StoreError::from)?;
@@ -285,7 +287,7 @@ impl Store {
         domain: &str,
         redirect_to: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         sqlx::query(
             "INSERT INTO vhost_moves (domain, redirect_to, frozen_at) VALUES ($1, $2, $3)
              ON CONFLICT (domain) DO UPDATE SET redirect_to = excluded.redirect_to",
@@ -303,7 +305,7 @@ impl Store {
     /// Ends the move of `domain` here: its data may change again.
     #[tracing::instrument(skip_all, fields(domain))]
     pub async fn clear_vhost_move(&self, domain: &str) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
         sqlx::query("DELETE FROM vhost_moves WHERE domain = $1")
             .bind(domain)
             .execute(&mut *tx)
