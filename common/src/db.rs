@@ -56,11 +56,16 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
 pub async fn begin_write(
     pool: &Pool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-    if pool.connect_options().database_url.scheme() == "sqlite" {
+    if pool_is_sqlite(pool) {
         pool.begin_with("BEGIN IMMEDIATE").await
     } else {
         pool.begin().await
     }
+}
+
+/// Whether the pool's connections are to SQLite.
+pub fn pool_is_sqlite(pool: &Pool) -> bool {
+    pool.connect_options().database_url.scheme() == "sqlite"
 }
 
 /// Whether `url` names a SQLite database.

@@ -38,17 +38,16 @@ pub const QUEUE_ROWS: usize = 65_536;
 pub const MAX_BATCH: usize = 1_000;
 
 /// Rows per multi-row `INSERT` (9 parameters each).
-const INSERT_CHUNK: usize = 16;
+const INSERT_CHUNK: usize = 64;
 
-const SINGLE_INSERT: &str = "INSERT INTO archive_messages (vhost, username, id, created_us, with_jid, with_resource, direction, stanza, stanza_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-
-/// `INSERT … VALUES (…), (…)` for `rows` rows.
-fn insert_sql(rows: usize) -> String {
+/// `INSERT … VALUES (…), (…)` for `rows` rows. SQLite gets anonymous `?` parameters:
+/// sqlx binds a named one (`$n`) by asking SQLite its name, and SQLite finds a name by a
+/// walk along the statement's parameters, so many `$n` made a big statement quadratic.
+fn insert_sql(rows: usize, sqlite: bool) -> String {
     let mut sql = String::from(
         "INSERT INTO archive_messages (vhost, username, id, created_us, with_jid, with_resource, direction, stanza, stanza_bytes) VALUES ",
     );
     for i in 0..rows {
-        let p = i * 9;
         if i > 0 {
             sql.push_str(", ");
         }
@@ -57,7 +56,11 @@ fn insert_sql(rows: usize) -> String {
             if k > 1 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", p + k));
+            if sqlite {
+                sql.push('?');
+            } else {
+                sql.push_str(&format!("${}", i * 9 + k));
+            }
         }
         sql.push(')');
     }
@@ -77,6 +80,33 @@ fn bind_row<'q>(
         .bind(r.direction.as_str())
         .bind(&*r.stanza)
         .bind(r.stanza.len() as i64)
+}
+
+/// The digits of archive ids, in ASCII order, so ids sort as the numbers they write.
+pub const ID_ALPHABET: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
+
+/// Digits of an id's time: 11 base-32 digits (55 bits) of microseconds since 1970.
+const ID_TIME_DIGITS: usize = 11;
+
+/// The id of a message archived at `t_us` by the writer tagged `tag` (see
+/// `xep::mam::IdGen`): the time in [`ID_TIME_DIGITS`] digits, then the tag. Ids of one
+/// archive therefore sort as (time, tag): queries order by id alone, and a time range is
+/// the id range of [`id_floor`], which the primary key serves.
+pub fn id_at(t_us: i64, tag: &str) -> String {
+    let mut id = id_floor(t_us);
+    id.push_str(tag);
+    id
+}
+
+/// The smallest possible id of a message archived at `t_us` or later: its time digits
+/// alone, which sort before every id that begins with them. Times before 1970 count as
+/// 1970, times past the 55 bits as the last one.
+pub fn id_floor(t_us: i64) -> String {
+    let t = t_us.clamp(0, (1 << (5 * ID_TIME_DIGITS)) - 1);
+    (0..ID_TIME_DIGITS)
+        .rev()
+        .map(|i| ID_ALPHABET[((t >> (5 * i)) & 31) as usize] as char)
+        .collect()
 }
 
 /// Whether the account sent or received a message.
@@ -301,8 +331,8 @@ fn filter_conditions(
     vhost: &str,
     username: &str,
     f: &ArchiveFilter,
-    after: Option<&(i64, String)>,
-    before: Option<&(i64, String)>,
+    after: Option<&String>,
+    before: Option<&String>,
 ) {
     let v = sql.arg(Arg::Text(vhost.into()));
     let u = sql.arg(Arg::Text(username.into()));
@@ -315,20 +345,19 @@ fn filter_conditions(
             text += &format!(" AND with_resource = {r}");
         }
     }
+    // Ids sort as their times do (see `id_at`): a time range is an id range of the key.
     if let Some(s) = f.start_us {
-        let s = sql.arg(Arg::Int(s));
-        text += &format!(" AND created_us >= {s}");
+        let s = sql.arg(Arg::Text(id_floor(s)));
+        text += &format!(" AND id >= {s}");
     }
     if let Some(e) = f.end_us {
-        let e = sql.arg(Arg::Int(e));
-        text += &format!(" AND created_us <= {e}");
+        let e = sql.arg(Arg::Text(id_floor(e.saturating_add(1))));
+        text += &format!(" AND id < {e}");
     }
     for (key, op) in [(after, ">"), (before, "<")] {
-        if let Some((t, id)) = key {
-            let t1 = sql.arg(Arg::Int(*t));
-            let t2 = sql.arg(Arg::Int(*t));
+        if let Some(id) = key {
             let i = sql.arg(Arg::Text(id.clone()));
-            text += &format!(" AND (created_us {op} {t1} OR (created_us = {t2} AND id {op} {i}))");
+            text += &format!(" AND id {op} {i}");
         }
     }
     if let Some(ids) = &f.ids {
@@ -343,14 +372,16 @@ fn filter_conditions(
 }
 
 impl Store {
-    /// Writes rows in one transaction: [`INSERT_CHUNK`] rows per prepared `INSERT`, the rest
-    /// one by one. (Measured: one statement per row pays a trip to SQLx's SQLite worker
-    /// thread each; 100-row statements spent their time hashing their own long text in the
-    /// statement cache and looking hundreds of parameters up by name.)
+    /// Writes rows in one transaction: [`INSERT_CHUNK`] rows per prepared `INSERT`, then
+    /// one statement for the rest. (Measured with benches/archive_writes.rs: a statement per
+    /// row pays a trip to SQLx's SQLite worker thread each.)
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
     pub async fn insert_archive_rows(&self, rows: &[ArchiveRow]) -> Result<(), StoreError> {
-        static CHUNK_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let chunk_sql = CHUNK_SQL.get_or_init(|| insert_sql(INSERT_CHUNK));
+        use std::sync::OnceLock;
+        static CHUNK_SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+        let sqlite = rookery_common::db::pool_is_sqlite(&self.db);
+        let chunk_sql =
+            CHUNK_SQL[usize::from(sqlite)].get_or_init(|| insert_sql(INSERT_CHUNK, sqlite));
         let mut tx = rookery_common::db::begin_write(&self.db).await?;
         let mut chunks = rows.chunks_exact(INSERT_CHUNK);
         for chunk in &mut chunks {
@@ -360,33 +391,37 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for r in chunks.remainder() {
-            bind_row(sqlx::query(SINGLE_INSERT), r)
-                .execute(&mut *tx)
-                .await?;
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Not persistent: a statement for each possible remainder would crowd the cache.
+            let sql = insert_sql(rest.len(), sqlite);
+            let mut q = sqlx::query(&sql).persistent(rest.len() == 1);
+            for r in rest {
+                q = bind_row(q, r);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// The time of an archived message, if the account has it.
+    /// The id, if the account's archive has it (XEP-0059: a page or filter bound the
+    /// archive does not hold is an error, not an empty set).
     async fn archive_key(
         &self,
         vhost: &str,
         username: &str,
         id: &str,
-    ) -> Result<(i64, String), ArchiveQueryError> {
-        sqlx::query(
-            "SELECT created_us FROM archive_messages WHERE vhost = $1 AND username = $2 AND id = $3",
-        )
-        .bind(vhost)
-        .bind(username)
-        .bind(id)
-        .fetch_optional(&self.db)
-        .await
-        .map_err(StoreError::from)?
-        .map(|r| (r.get::<i64, _>("created_us"), id.to_string()))
-        .ok_or_else(|| ArchiveQueryError::UnknownId(id.to_string()))
+    ) -> Result<String, ArchiveQueryError> {
+        sqlx::query("SELECT 1 FROM archive_messages WHERE vhost = $1 AND username = $2 AND id = $3")
+            .bind(vhost)
+            .bind(username)
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await
+            .map_err(StoreError::from)?
+            .map(|_| id.to_string())
+            .ok_or_else(|| ArchiveQueryError::UnknownId(id.to_string()))
     }
 
     /// One page of the account's archive: the items of `filter` after or before an id,
@@ -414,9 +449,7 @@ impl Store {
             }
             _ => None,
         };
-        let base = |sql: &mut Sql,
-                    extra_after: Option<&(i64, String)>,
-                    extra_before: Option<&(i64, String)>| {
+        let base = |sql: &mut Sql, extra_after: Option<&String>, extra_before: Option<&String>| {
             filter_conditions(
                 sql,
                 vhost,
@@ -447,11 +480,7 @@ impl Store {
             PageFrom::After(_) => base(&mut page, page_key.as_ref(), None),
             PageFrom::Before(Some(_)) => base(&mut page, None, page_key.as_ref()),
         }
-        let order = if backward {
-            "created_us DESC, id DESC"
-        } else {
-            "created_us, id"
-        };
+        let order = if backward { "id DESC" } else { "id" };
         let limit = page.arg(Arg::Int(max.max(0) + 1));
         page.text += &format!(" ORDER BY {order} LIMIT {limit}");
         let mut items: Vec<ArchivedMessage> = page
@@ -477,8 +506,7 @@ impl Store {
             Some(first) => {
                 let mut before_first =
                     Sql::new("SELECT COUNT(*) AS n FROM archive_messages WHERE ");
-                let k = (first.created_us, first.id.clone());
-                base(&mut before_first, None, Some(&k));
+                base(&mut before_first, None, Some(&first.id));
                 Some(
                     before_first
                         .query()
@@ -516,8 +544,8 @@ impl Store {
                 .map(|r| (r.get::<String, _>("id"), r.get::<i64, _>("created_us"))),
             )
         };
-        let first = one("created_us, id").await?;
-        let last = one("created_us DESC, id DESC").await?;
+        let first = one("id").await?;
+        let last = one("id DESC").await?;
         Ok(first.zip(last))
     }
 
@@ -655,13 +683,11 @@ impl Store {
     }
 }
 
-/// A key condition `(created_us, id) op key` on its own.
-fn filter_conditions_key(sql: &mut Sql, key: Option<&(i64, String)>, op: &str) {
-    if let Some((t, id)) = key {
-        let t1 = sql.arg(Arg::Int(*t));
-        let t2 = sql.arg(Arg::Int(*t));
+/// A key condition `id op key` on its own.
+fn filter_conditions_key(sql: &mut Sql, key: Option<&String>, op: &str) {
+    if let Some(id) = key {
         let i = sql.arg(Arg::Text(id.clone()));
-        sql.text += &format!(" AND (created_us {op} {t1} OR (created_us = {t2} AND id {op} {i}))");
+        sql.text += &format!(" AND id {op} {i}");
     }
 }
 
@@ -824,7 +850,7 @@ pub(crate) mod tests {
         ArchiveRow {
             vhost: DOMAIN.into(),
             username: "juliet".into(),
-            id: format!("id{n:04}"),
+            id: test_id(n),
             created_us: 1_000 + 10 * n,
             with_jid: if n % 2 == 0 {
                 "romeo@example.com".into()
@@ -845,8 +871,13 @@ pub(crate) mod tests {
         page.items.iter().map(|m| m.id.clone()).collect()
     }
 
+    /// The id of message `n`, written at 1,000 + 10·n µs.
+    fn test_id(n: i64) -> String {
+        id_at(1_000 + 10 * n, "tag00")
+    }
+
     fn want(range: impl IntoIterator<Item = i64>) -> Vec<String> {
-        range.into_iter().map(|n| format!("id{n:04}")).collect()
+        range.into_iter().map(test_id).collect()
     }
 
     async fn filled() -> (Store, tempfile::TempDir) {
@@ -864,23 +895,44 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn full_chunks_and_the_rest_are_written_in_order() {
+        let (store, _dir) = store().await;
+        let n = 2 * INSERT_CHUNK as i64 + 3;
+        let rows: Vec<ArchiveRow> = (0..n).map(row).collect();
+        store.insert_archive_rows(&rows).await.unwrap();
+        let p = page(&store, &ArchiveFilter::default(), PageFrom::Start, n).await;
+        assert_eq!((ids(&p), p.count), (want(0..n), n));
+        assert_eq!(p.items[5].stanza, "<message><body>5</body></message>");
+        assert_eq!(p.items[5].created_us, 1_050);
+    }
+
+    #[test]
+    fn ids_sort_as_their_times_and_floors_bound_them() {
+        let (a, b) = (id_at(1_000, "zzzzz"), id_at(1_001, "00000"));
+        assert!(a < b && a.len() == 16);
+        assert!(id_floor(1_000) <= a && a < id_floor(1_001));
+        assert_eq!(id_floor(-5), id_floor(0), "before 1970 counts as 1970");
+        assert_eq!(id_floor(i64::MAX), "vvvvvvvvvvv");
+    }
+
+    #[tokio::test]
     async fn pages_go_forward_from_the_start_and_after_an_id_to_a_complete_end() {
         let (store, _dir) = filled().await;
         let all = ArchiveFilter::default();
         let p = page(&store, &all, PageFrom::Start, 10).await;
         assert_eq!(ids(&p), want(0..10));
         assert_eq!((p.count, p.first_index, p.complete), (25, Some(0), false));
-        let p = page(&store, &all, PageFrom::After("id0009".into()), 10).await;
+        let p = page(&store, &all, PageFrom::After(test_id(9)), 10).await;
         assert_eq!(ids(&p), want(10..20));
         assert_eq!((p.first_index, p.complete), (Some(10), false));
-        let p = page(&store, &all, PageFrom::After("id0019".into()), 10).await;
+        let p = page(&store, &all, PageFrom::After(test_id(19)), 10).await;
         assert_eq!(ids(&p), want(20..25));
         assert_eq!((p.first_index, p.complete), (Some(20), true));
         // Exactly at the end: an empty, complete page.
-        let p = page(&store, &all, PageFrom::After("id0024".into()), 10).await;
+        let p = page(&store, &all, PageFrom::After(test_id(24)), 10).await;
         assert!(p.items.is_empty() && p.complete && p.first_index.is_none());
         // A page that ends exactly at the end is complete too.
-        let p = page(&store, &all, PageFrom::After("id0014".into()), 10).await;
+        let p = page(&store, &all, PageFrom::After(test_id(14)), 10).await;
         assert_eq!((ids(&p), p.complete), (want(15..25), true));
     }
 
@@ -891,14 +943,14 @@ pub(crate) mod tests {
         let p = page(&store, &all, PageFrom::Before(None), 10).await;
         assert_eq!(ids(&p), want(15..25), "the last page, in archive order");
         assert_eq!((p.first_index, p.complete), (Some(15), false));
-        let p = page(&store, &all, PageFrom::Before(Some("id0015".into())), 10).await;
+        let p = page(&store, &all, PageFrom::Before(Some(test_id(15))), 10).await;
         assert_eq!((ids(&p), p.complete), (want(5..15), false));
-        let p = page(&store, &all, PageFrom::Before(Some("id0005".into())), 10).await;
+        let p = page(&store, &all, PageFrom::Before(Some(test_id(5))), 10).await;
         assert_eq!(
             (ids(&p), p.complete, p.first_index),
             (want(0..5), true, Some(0))
         );
-        let p = page(&store, &all, PageFrom::Before(Some("id0010".into())), 10).await;
+        let p = page(&store, &all, PageFrom::Before(Some(test_id(10))), 10).await;
         assert_eq!((ids(&p), p.complete), (want(0..10), true));
         // max 0: only the count.
         let p = page(&store, &all, PageFrom::Start, 0).await;
@@ -940,14 +992,14 @@ pub(crate) mod tests {
             want(5..=10)
         );
         let around = ArchiveFilter {
-            after_id: Some("id0003".into()),
-            before_id: Some("id0008".into()),
+            after_id: Some(test_id(3)),
+            before_id: Some(test_id(8)),
             ..Default::default()
         };
         let p = page(&store, &around, PageFrom::Start, 100).await;
         assert_eq!((ids(&p), p.count), (want(4..8), 4));
         let listed = ArchiveFilter {
-            ids: Some(vec!["id0007".into(), "id0002".into(), "nope".into()]),
+            ids: Some(vec![test_id(7), test_id(2), "nope".into()]),
             ..Default::default()
         };
         assert_eq!(
@@ -958,7 +1010,7 @@ pub(crate) mod tests {
         let p = page(
             &store,
             &with("romeo@example.com", None),
-            PageFrom::Before(Some("id0012".into())),
+            PageFrom::Before(Some(test_id(12))),
             3,
         )
         .await;
@@ -994,7 +1046,7 @@ pub(crate) mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(bounds, (("id0000".into(), 1_000), ("id0024".into(), 1_240)));
+        assert_eq!(bounds, ((test_id(0), 1_000), (test_id(24), 1_240)));
     }
 
     #[tokio::test]

@@ -18,7 +18,8 @@
 //! (base32, so they sort as the time does) and 5 random ones chosen when the node starts.
 //! The time is the wall clock moved forward by at least one microsecond per id (one
 //! atomic operation, no system call: the clock is read through the vDSO), so ids are
-//! unique and ordered within a node and distinct from another node's.
+//! unique and ordered within a node and distinct from another node's. The archive relies
+//! on that order: it sorts by id alone and finds a time range as an id range.
 //!
 //! Queries: only the account itself reads its archive. A query (a data form with `with`,
 //! `start`, `end`, `before-id`, `after-id`, `ids`, and XEP-0059 paging) is answered with one
@@ -50,7 +51,7 @@ use crate::{
         Store, StoreError,
         archive::{
             ArchiveFilter, ArchivePage, ArchiveQueryError, ArchiveRow, ArchiveWriter, DefaultMode,
-            Direction, PageFrom, QUEUE_ROWS, StoredPrefs,
+            Direction, ID_ALPHABET, PageFrom, QUEUE_ROWS, StoredPrefs, id_at,
         },
     },
     xep::blocking,
@@ -76,8 +77,6 @@ const EXPIRE_BATCHES: usize = 20;
 
 // ---- archive ids ---------------------------------------------------------------------------
 
-const ALPHABET: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
-
 /// Time-ordered archive ids (see the module docs).
 pub struct IdGen {
     last_us: AtomicI64,
@@ -90,7 +89,7 @@ impl IdGen {
         let _ = getrandom::fill(&mut b);
         Self::with_tag(
             b.iter()
-                .map(|x| ALPHABET[usize::from(x % 32)] as char)
+                .map(|x| ID_ALPHABET[usize::from(x % 32)] as char)
                 .collect(),
         )
     }
@@ -115,12 +114,7 @@ impl IdGen {
             })
             .unwrap_or(now);
         let t = now.max(prev + 1);
-        let mut id = String::with_capacity(16);
-        for i in (0..11).rev() {
-            id.push(ALPHABET[((t >> (5 * i)) & 31) as usize] as char);
-        }
-        id.push_str(&self.tag);
-        (id, t)
+        (id_at(t, &self.tag), t)
     }
 }
 

@@ -56,6 +56,10 @@ struct Args {
     /// Message round trips outstanding at once, over all pairs.
     #[arg(long, default_value_t = 200)]
     in_flight: usize,
+    /// Offer at most this many routed messages per second (each round trip is two), to
+    /// measure the node below saturation; 0: as fast as the node answers.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// The node binary.
     #[arg(long, default_value = "target/release/rookery-node")]
     node_bin: PathBuf,
@@ -350,6 +354,7 @@ async fn measure(
         sessions,
         Duration::from_secs(args.duration_secs),
         args.in_flight,
+        args.rate,
     )
     .await?;
     let wall = started.elapsed();
@@ -393,11 +398,17 @@ async fn measure(
         ms(my_ticks) * 1000.0 / routed as f64,
         other * 100.0
     );
-    // Give the archive's writer a moment to catch up, then say what it did.
+    if args.rate > 0 {
+        println!("  (offered: at most {} routed msgs/s)", args.rate);
+    }
+    // Give the archive's writer a moment to catch up, then say what it did: every routed
+    // message is archived twice (the sender's copy and the recipient's).
     tokio::time::sleep(Duration::from_secs(2)).await;
     match node.metric("rookery_node_archive_written_total").await {
         Ok(written) => println!(
-            "archive (XEP-0313): {written:.0} messages written by the node's archive writer"
+            "archive (XEP-0313): {written:.0} of {} rows written by the node's archive writer ({:.1} %)",
+            2 * routed,
+            written * 50.0 / routed as f64
         ),
         Err(_) => println!("archive (XEP-0313): the node reports no archive"),
     }
@@ -479,15 +490,23 @@ async fn exchange(
     sessions: Vec<Session>,
     duration: Duration,
     in_flight: usize,
+    rate: u64,
 ) -> anyhow::Result<(Vec<Session>, Vec<u32>, u64)> {
     let permits = Arc::new(Semaphore::new(in_flight));
     let deadline = Instant::now() + duration;
+    let pacer = (rate > 0).then(|| Pacer::start(rate.div_ceil(2), deadline));
     let mut set = JoinSet::new();
     let mut it = sessions.into_iter();
     let mut pairs = 0u64;
     while let (Some(a), Some(b)) = (it.next(), it.next()) {
         let (a_jid, b_jid) = (a.jid.clone(), b.jid.clone());
-        set.spawn(send_loop(a, b_jid, permits.clone(), deadline));
+        set.spawn(send_loop(
+            a,
+            b_jid,
+            permits.clone(),
+            pacer.clone(),
+            deadline,
+        ));
         set.spawn(echo_loop(b, a_jid, duration + REPLY_TIMEOUT * 2));
         pairs += 1;
     }
@@ -501,16 +520,55 @@ async fn exchange(
     Ok((sessions, latencies, pairs))
 }
 
+/// Hands out round trips at a steady rate: a task adds the permits of each 10 ms.
+#[derive(Clone)]
+struct Pacer(Arc<Semaphore>);
+
+impl Pacer {
+    fn start(round_trips_per_sec: u64, until: Instant) -> Self {
+        let tokens = Arc::new(Semaphore::new(0));
+        let feed = tokens.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut given = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while Instant::now() < until {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * round_trips_per_sec as f64) as u64;
+                feed.add_permits((due - given) as usize);
+                given = due;
+            }
+        });
+        Self(tokens)
+    }
+
+    async fn take(&self, deadline: Instant) -> bool {
+        match timeout_at(deadline, self.0.acquire()).await {
+            Ok(Ok(p)) => {
+                p.forget();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Sends a timestamped message, waits for the echo, and again, until the deadline; then
 /// tells the partner to stop.
 async fn send_loop(
     mut s: Session,
     peer: String,
     permits: Arc<Semaphore>,
+    pacer: Option<Pacer>,
     deadline: Instant,
 ) -> anyhow::Result<(Session, Vec<u32>)> {
     let mut latencies = Vec::new();
     loop {
+        if let Some(p) = &pacer
+            && !p.take(deadline).await
+        {
+            break;
+        }
         let Ok(permit) = timeout_at(deadline, permits.acquire()).await else {
             break;
         };
