@@ -438,7 +438,7 @@ async fn update_plan(
     let errors = match f.check(billing_on(&state)) {
         Ok(p) => {
             let now = state.clock.now();
-            let mut tx = state.db.begin().await?;
+            let mut tx = rookery_common::db::begin_write(&state.db).await?;
             let updated = sqlx::query(
                 "UPDATE plans SET name = $1, description = $2, price_cents = $3, currency = $4, max_accounts = $5, max_sessions = $6,
                     storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, offline_days = $12,

@@ -309,7 +309,7 @@ pub async fn finish_attempt(
     next_attempt_at: Option<i64>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     sqlx::query(
         "INSERT INTO delivery_attempts (id, delivery_id, at, ok, http_status, error, duration_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -590,7 +590,7 @@ pub async fn attempts_of(
 /// Deletes finished deliveries (and their attempts) created before `before`.
 #[tracing::instrument(skip_all)]
 pub async fn prune(db: &Pool, before: i64) -> Result<u64, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     sqlx::query(
         "DELETE FROM delivery_attempts WHERE delivery_id IN
             (SELECT id FROM deliveries WHERE created_at < $1 AND status <> 'pending')",

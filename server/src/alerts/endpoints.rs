@@ -315,7 +315,7 @@ async fn save(db: &Pool, e: &Endpoint, was: Option<&Endpoint>) -> Result<bool, s
 /// Deletes an endpoint with its deliveries and their attempts.
 #[tracing::instrument(skip_all)]
 pub async fn delete(db: &Pool, org: &OrgId, id: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     sqlx::query(
         "DELETE FROM delivery_attempts WHERE delivery_id IN
             (SELECT id FROM deliveries WHERE endpoint_id = $1 AND org_id = $2)",

@@ -127,7 +127,7 @@ async fn signup(
 
     let password_hash = state.hasher.hash(&form.password).await?;
     let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(&state.db).await?;
     let user_id = match db::insert_user(
         &mut *tx,
         db::NewUser {

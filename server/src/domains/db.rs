@@ -161,7 +161,7 @@ pub async fn create(
         DomainState::Provisioning | DomainState::PendingPayment
     ));
     let id = new_id();
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     let inserted = sqlx::query(
         "INSERT INTO domains (id, org_id, domain, state, plan_id, generation, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
@@ -331,7 +331,7 @@ pub async fn applied(
     generation: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     let activated = sqlx::query(
         "UPDATE domains SET state = 'active', active_at = $1 WHERE id = $2 AND generation = $3 AND state = 'provisioning'",
     )
@@ -412,7 +412,7 @@ pub async fn forget_applied(db: &Pool, id: &str) -> Result<(), sqlx::Error> {
 }
 
 pub async fn mark_deleted(db: &Pool, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     let done = sqlx::query(
         "UPDATE domains SET state = 'deleted', node_id = NULL, applied_node_id = NULL, move_from_node_id = NULL, move_step = NULL,
             waiting_reason = NULL, updated_at = $1 WHERE id = $2 AND state <> 'deleted'",
@@ -433,7 +433,7 @@ pub async fn mark_deleted(db: &Pool, id: &str, now: i64) -> Result<(), sqlx::Err
 /// Changes the state (suspend, resume, delete); a new generation carries it to the node.
 pub async fn set_state(db: &Pool, id: &str, state: &str, now: i64) -> Result<(), sqlx::Error> {
     debug_assert!(STATES.contains(&state));
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     sqlx::query(
         "UPDATE domains SET state = $1, generation = generation + 1, attempts = 0, next_attempt_at = 0, updated_at = $2 WHERE id = $3",
     )
@@ -485,7 +485,7 @@ pub async fn transition(
         if to == from {
             return Ok(Ok(Some(to)));
         }
-        let mut tx = db.begin().await?;
+        let mut tx = rookery_common::db::begin_write(db).await?;
         let done = sqlx::query(
             "UPDATE domains SET state = $1, generation = generation + 1, attempts = 0, next_attempt_at = 0,
                 active_at = CASE WHEN $1 = 'active' AND active_at IS NULL THEN $2 ELSE active_at END, updated_at = $2

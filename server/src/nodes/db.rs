@@ -226,7 +226,7 @@ pub async fn set_state(db: &Pool, id: &str, state: NodeState) -> Result<bool, sq
 /// Removes a node that holds no domain (desired, applied or being moved away from).
 /// Returns false when some domain still refers to it.
 pub async fn remove_node(db: &Pool, id: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     let used: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM domains WHERE state <> 'deleted' AND (node_id = $1 OR applied_node_id = $1 OR move_from_node_id = $1)",
     )
@@ -423,7 +423,7 @@ pub async fn record_usage(
     if usage.is_empty() {
         return Ok(());
     }
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     for u in usage {
         sqlx::query(
             "INSERT INTO usage_samples (id, domain, node_id, at, period_secs, accounts, sessions, peak_sessions, messages_in, messages_out, storage_bytes)

@@ -65,7 +65,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<LocalNode> {
         }
         None => {
             let now = state.clock.now();
-            let mut tx = state.db.begin().await?;
+            let mut tx = rookery_common::db::begin_write(&state.db).await?;
             db::insert_node(&mut tx, &req, &secret, &state.sealer, now).await?;
             tx.commit().await?;
             db::audit(

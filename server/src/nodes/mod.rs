@@ -145,7 +145,7 @@ async fn enroll(
     req: &JoinRequest,
 ) -> anyhow::Result<Result<JoinResponse, Response>> {
     let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(&state.db).await?;
     let token_id = match db::consume_token(&mut tx, &req.token, now).await? {
         Ok(id) => id,
         Err(problem) => {

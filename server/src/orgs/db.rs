@@ -365,7 +365,7 @@ pub async fn insert_invitation(
     inv: NewInvitation<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     sqlx::query(
         "UPDATE invitations SET revoked_at = $1 WHERE org_id = $2 AND email_normalized = $3 AND accepted_at IS NULL AND revoked_at IS NULL",
     )
@@ -457,7 +457,7 @@ pub async fn accept_invitation(
     user_id: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     let claimed = sqlx::query("UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(now)
         .bind(&inv.id)

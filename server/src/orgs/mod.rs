@@ -188,7 +188,7 @@ async fn create_org(
         }
     };
     let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(&state.db).await?;
     let org = db::create_org(&mut *tx, &name, now).await?;
     db::add_member(&mut *tx, &org, &signed_in.user.id, Role::Owner, now).await?;
     tx.commit().await?;

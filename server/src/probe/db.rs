@@ -116,7 +116,7 @@ pub async fn insert_results(
     results: &[StoredResult],
     received_at: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     for r in results {
         let stages: serde_json::Map<String, serde_json::Value> = r
             .stages
@@ -200,7 +200,7 @@ pub struct RoundRow {
 /// current status when it is the newest. Returns false when the round was stored before
 /// (a restarted panel reads recent results again).
 pub async fn store_round(db: &Pool, domain_id: &str, r: &RoundRow) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     let inserted = sqlx::query(
         "INSERT INTO probe_rounds (domain_id, round_start, up, stage, reporting, failing)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (domain_id, round_start) DO NOTHING",
@@ -315,7 +315,7 @@ pub async fn rerank(conn: &mut sqlx::AnyConnection, domain_id: &str) -> Result<(
 /// Recomputes every domain's overview rank from its status, name and open incidents: for
 /// data written straight into the tables (the uptime benchmark's seed) or repaired by hand.
 pub async fn rerank_all(db: &Pool) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     sqlx::query(
         "UPDATE probe_status SET
             domain = COALESCE((SELECT d.domain FROM domains d WHERE d.id = probe_status.domain_id), ''),
@@ -443,7 +443,7 @@ pub async fn start_incident(
     stage: &str,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     start_incident_in(&mut tx, domain_id, started_at, stage, error).await?;
     tx.commit().await
 }
@@ -470,7 +470,7 @@ pub async fn start_incident_in(
 }
 
 pub async fn end_incident(db: &Pool, domain_id: &str, ended_at: i64) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = rookery_common::db::begin_write(db).await?;
     end_incident_in(&mut tx, domain_id, ended_at).await?;
     tx.commit().await
 }

@@ -428,7 +428,7 @@ impl Streak {
             // The incident and what is sent about it commit together: a panel that stops
             // in between loses neither.
             Some(Transition::Opened { started, stage }) => {
-                let mut tx = state.db.begin().await?;
+                let mut tx = rookery_common::db::begin_write(&state.db).await?;
                 db::start_incident_in(
                     &mut tx,
                     domain_id,
@@ -443,7 +443,7 @@ impl Streak {
                 tracing::warn!(domain_id, stage, "incident opened");
             }
             Some(Transition::Closed { ended, .. }) => {
-                let mut tx = state.db.begin().await?;
+                let mut tx = rookery_common::db::begin_write(&state.db).await?;
                 db::end_incident_in(&mut tx, domain_id, ended).await?;
                 crate::alerts::incident_in(&mut tx, state, domain_id, Some(ended)).await?;
                 tx.commit().await?;
