@@ -68,7 +68,14 @@ pub struct VhostLimits {
     pub storage_quota_bytes: Option<i64>,
     pub offline_retention_days: Option<i64>,
     pub archive_retention_days: Option<i64>,
+    /// XEP-0363: what the vhost's uploaded files may add up to.
     pub upload_quota_bytes: Option<i64>,
+    /// XEP-0363: the largest file one upload may be (None: the node's default).
+    pub upload_max_file_bytes: Option<i64>,
+    /// XEP-0363: what one account's uploaded files may add up to.
+    pub upload_quota_bytes_per_account: Option<i64>,
+    /// XEP-0363: uploaded files older than this many days are deleted.
+    pub upload_retention_days: Option<i64>,
 }
 
 /// Feature switches of a vhost: what the domain is allowed, declared up front. A node

@@ -19,8 +19,14 @@ pub struct NodeSettings {
     pub c2s_listen: SocketAddr,
     /// Client-to-server with TLS from the first byte (XEP-0368).
     pub c2s_tls_listen: SocketAddr,
-    /// HTTP: `/metrics` (later WebSocket, BOSH, uploads).
+    /// HTTP: `/metrics`, HTTP file upload (XEP-0363) (later WebSocket, BOSH).
     pub http_listen: SocketAddr,
+    /// The URL clients reach the HTTP port at, as upload slots and host-meta name it
+    /// (e.g. `https://xmpp.example.net:5280`, or a reverse proxy's). Empty:
+    /// `http://<public_host>:<port of http_listen>`.
+    pub http_public_url: String,
+    /// Where uploaded files (XEP-0363) are kept; empty: `<data_dir>/uploads`.
+    pub upload_dir: PathBuf,
     /// Refuse c2s features other than STARTTLS before TLS (RFC 6120 recommends it).
     pub require_tls: bool,
     /// PEM certificate chain and key used when a client names no hosted domain.
@@ -80,6 +86,8 @@ pub struct Limits {
     /// domains that let people register; past it registrations are refused until the
     /// oldest is an hour old. 0: no limit.
     pub registrations_per_ip_per_hour: u32,
+    /// XEP-0363: the largest file one upload may be when the vhost's spec does not say.
+    pub upload_max_file_bytes: i64,
 }
 
 impl Limits {
@@ -93,6 +101,31 @@ impl Limits {
     }
 }
 
+impl NodeSettings {
+    /// The base URL of the HTTP port for clients, without a trailing slash.
+    pub fn http_base_url(&self) -> String {
+        if self.http_public_url.is_empty() {
+            let host = if self.public_host.contains(':') {
+                format!("[{}]", self.public_host)
+            } else {
+                self.public_host.clone()
+            };
+            format!("http://{host}:{}", self.http_listen.port())
+        } else {
+            self.http_public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    /// Where uploaded files are kept.
+    pub fn upload_dir(&self) -> PathBuf {
+        if self.upload_dir.as_os_str().is_empty() {
+            self.data_dir.join("uploads")
+        } else {
+            self.upload_dir.clone()
+        }
+    }
+}
+
 impl Default for NodeSettings {
     fn default() -> Self {
         Self {
@@ -101,6 +134,8 @@ impl Default for NodeSettings {
             c2s_listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
             c2s_tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
+            http_public_url: String::new(),
+            upload_dir: PathBuf::new(),
             require_tls: true,
             fallback_cert: None,
             fallback_key: None,
@@ -135,6 +170,7 @@ impl Default for Limits {
             sm_request_every: 5,
             sm_max_unacked: 500,
             registrations_per_ip_per_hour: 5,
+            upload_max_file_bytes: 100 * 1024 * 1024,
         }
     }
 }

@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, caps, carbons, mam, pep, private, push, serverinfo, vcard},
+    xep::{blocking, caps, carbons, mam, pep, private, push, serverinfo, upload, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -155,6 +155,9 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         stanza.set_attr("to", me.jid.bare().to_string());
         return Box::pin(message(node, me, stanza)).await;
     };
+    if let Some(vhost) = upload::service_vhost(node, to.domain()) {
+        return upload::handle(node, me, &vhost, stanza).await;
+    }
     if !node.is_hosted(to.domain()) {
         return bounce(
             me,
@@ -329,6 +332,9 @@ async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         }
         // A probe or error without 'to' makes no sense (RFC 6121 §4.3).
         (None, _) => bounce(me, &stanza, Condition::BadRequest, None),
+        (Some(to), _) if let Some(vhost) = upload::service_vhost(node, to.domain()) => {
+            upload::handle(node, me, &vhost, stanza).await
+        }
         (Some(to), _) if !node.is_hosted(to.domain()) => bounce(
             me,
             &stanza,
@@ -1086,6 +1092,9 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         return answer(node, me, stanza, for_server);
     }
     let Some(to) = to else { return };
+    if let Some(vhost) = upload::service_vhost(node, to.domain()) {
+        return upload::handle(node, me, &vhost, stanza).await;
+    }
     if !node.is_hosted(to.domain()) {
         return bounce(
             me,
@@ -1196,7 +1205,20 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
             }
             reply(Some(q))
         }
-        (ns::DISCO_ITEMS, "query", true) => reply(Some(Element::new("query", ns::DISCO_ITEMS))),
+        (ns::DISCO_ITEMS, "query", true) => {
+            let mut q = Element::new("query", ns::DISCO_ITEMS);
+            if for_server && payload.attr("node").is_none() {
+                // The vhost's services at their subdomains.
+                let vhost = iq
+                    .attr("to")
+                    .and_then(|t| Jid::parse(t).ok())
+                    .map_or_else(|| me.jid.domain().to_string(), |t| t.domain().to_string());
+                if let Some(item) = upload::disco_item(node, &vhost) {
+                    q.append_child(item);
+                }
+            }
+            reply(Some(q))
+        }
         (ns::VERSION, "query", true) if for_server => reply(Some(
             Element::new("query", ns::VERSION)
                 .with_child(Element::new("name", ns::VERSION).with_text("Rookery"))

@@ -43,6 +43,9 @@ impl Server {
         let http = TcpListener::bind(settings.http_listen)
             .await
             .with_context(|| format!("binding {}", settings.http_listen))?;
+        // Port 0 picks a free port: URLs the node hands out name the one it got.
+        let mut settings = settings;
+        settings.http_listen = http.local_addr()?;
         let control_auth = Arc::new(control::Auth::new(&settings)?);
         let control = control::bind(&settings, &control_auth).await?;
         let node = Node::new(settings, store, certs);
@@ -282,6 +285,7 @@ async fn serve_http(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rec
     use axum::{Router, http::header, routing::get};
     let app = Router::new()
         .merge(crate::hostmeta::router(node.clone()))
+        .merge(crate::xep::upload::router(node.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",

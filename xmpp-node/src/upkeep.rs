@@ -38,6 +38,7 @@ pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         }
         expire_offline(&node, unix_now()).await;
         crate::xep::mam::expire(&node, unix_now()).await;
+        crate::xep::upload::expire(&node, unix_now()).await;
         remeasure_storage(&node).await;
     }
 }

@@ -232,6 +232,9 @@ pub fn spec_for(
             upload_quota_bytes: d.upload_mb.map(|mb| mb * 1024 * 1024),
             archive_retention_days: d.archive_days,
             offline_retention_days: d.offline_days,
+            // Plans do not set the largest upload, a per-account upload quota or an upload
+            // retention yet: the node's defaults apply (no limit but the vhost's total).
+            ..Default::default()
         },
         features: VhostFeatures {
             registration: d.registration,

@@ -19,6 +19,13 @@ const DOMAIN: &str = "features.test";
 /// function names, anywhere under `tests/` or `xmpp-node/src/`).
 const COVERAGE: &[(&str, &[&str])] = &[
     (
+        "urn:xmpp:http:upload:0",
+        &[
+            "files_upload_download_and_meet_the_quota_with_slixmpp",
+            "an_upload_is_stored_served_with_ranges_and_counted_against_the_quota",
+        ],
+    ),
+    (
         "http://jabber.org/protocol/disco#info",
         &[
             "two_users_log_in_with_slixmpp_and_exchange_messages",
@@ -297,6 +304,24 @@ async fn every_advertised_feature_has_a_test() {
     advertised.extend(features(
         &query(&mut alice, &format!("alice@{DOMAIN}"), "account", disco).await,
     ));
+    // And the services the vhost lists (upload, …).
+    let items = query(
+        &mut alice,
+        DOMAIN,
+        "items",
+        "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+    )
+    .await;
+    for (n, jid) in items
+        .children
+        .iter()
+        .filter_map(|i| i.attr("jid"))
+        .enumerate()
+    {
+        advertised.extend(features(
+            &query(&mut alice, jid, &format!("svc{n}"), disco).await,
+        ));
+    }
     advertised.sort();
     advertised.dedup();
     assert!(advertised.len() >= 9, "{advertised:?}");
@@ -367,7 +392,7 @@ async fn the_server_answers_version_time_items_and_uptime() {
         "{before} ≤ {utc} ≤ {after}"
     );
 
-    // disco#items of the server: no items yet (no components until later issues).
+    // disco#items of the server: the vhost's services at their subdomains.
     let items = query(
         &mut alice,
         DOMAIN,
@@ -376,7 +401,12 @@ async fn the_server_answers_version_time_items_and_uptime() {
     )
     .await;
     assert_eq!(items.name, "query");
-    assert!(items.children.is_empty(), "{items:?}");
+    let jids: Vec<&str> = items
+        .children
+        .iter()
+        .filter_map(|i| i.attr("jid"))
+        .collect();
+    assert_eq!(jids, [format!("upload.{DOMAIN}")], "{items:?}");
 
     // XEP-0012 to the server: its uptime in seconds.
     let last = query(&mut alice, DOMAIN, "l", "<query xmlns='jabber:iq:last'/>").await;

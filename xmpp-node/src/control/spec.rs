@@ -13,7 +13,7 @@ use rustls::{
     sign::CertifiedKey,
 };
 
-use crate::store::{VhostPolicy, normalize_domain};
+use crate::store::{UploadLimits, VhostPolicy, normalize_domain};
 
 /// XEP-0157 contact kinds a spec may list.
 pub const CONTACT_KINDS: &[&str] = &[
@@ -95,6 +95,12 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         ("offline_retention_days", limits.offline_retention_days),
         ("archive_retention_days", limits.archive_retention_days),
         ("upload_quota_bytes", limits.upload_quota_bytes),
+        ("upload_max_file_bytes", limits.upload_max_file_bytes),
+        (
+            "upload_quota_bytes_per_account",
+            limits.upload_quota_bytes_per_account,
+        ),
+        ("upload_retention_days", limits.upload_retention_days),
     ] {
         if let Some(v) = value
             && v < 0
@@ -148,6 +154,7 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         offline_retention_days: spec.limits.offline_retention_days,
         contacts: spec.contacts.clone(),
         archive_retention_days: spec.limits.archive_retention_days,
+        upload: UploadLimits::from(&spec.limits),
         features: spec.features.clone(),
     };
     spec.domain = domain.clone();

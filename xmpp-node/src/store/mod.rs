@@ -14,6 +14,7 @@ mod profile;
 mod push;
 pub mod quota;
 mod roster;
+mod upload;
 pub mod vhost_data;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -22,6 +23,7 @@ pub use control::{Account, SpecWrite, StoredSpec};
 pub use pep::{PepConfig, PepItem, Published};
 pub use private::PrivateItem;
 pub use push::{MAX_PER_ACCOUNT as MAX_PUSH_REGISTRATIONS, PushRegistration};
+pub use upload::{StoredUpload, UploadLimits};
 
 use anyhow::Context;
 use rookery_common::{
@@ -79,6 +81,8 @@ pub struct VhostPolicy {
     pub contacts: BTreeMap<String, Vec<String>>,
     /// Archived messages (XEP-0313) older than this many days are deleted.
     pub archive_retention_days: Option<i64>,
+    /// XEP-0363 file sizes, quotas and retention.
+    pub upload: UploadLimits,
     /// What the domain is allowed (only `archive` is served yet).
     pub features: VhostFeatures,
 }
@@ -164,6 +168,7 @@ fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
             offline_retention_days: extras.limits.offline_retention_days,
             contacts: extras.contacts,
             archive_retention_days: extras.limits.archive_retention_days,
+            upload: UploadLimits::from(&extras.limits),
             features: extras.features,
         }
     });

@@ -47,6 +47,7 @@ pub const VHOST_TABLES: &[VhostTable] = &[
     VhostTable { name: "archive_messages", columns: &[("vhost", Text), ("username", Text), ("id", Text), ("created_us", Int), ("with_jid", Text), ("with_resource", Text), ("direction", Text), ("stanza", Text), ("stanza_bytes", Int)] },
     VhostTable { name: "archive_prefs", columns: &[("vhost", Text), ("username", Text), ("default_mode", Text), ("always_jids", Text), ("never_jids", Text), ("updated_at", Int)] },
     VhostTable { name: "pep_nodes", columns: &[("vhost", Text), ("username", Text), ("node", Text), ("access_model", Text), ("max_items", Int), ("persist_items", Int), ("send_last", Text), ("created_at", Int)] },
+    VhostTable { name: "upload_files", columns: &[("vhost", Text), ("id", Text), ("username", Text), ("filename", Text), ("content_type", Text), ("size_bytes", Int), ("created_at", Int)] },
     VhostTable { name: "pep_items", columns: &[("vhost", Text), ("username", Text), ("node", Text), ("item_id", Text), ("payload", Text), ("seq", Int), ("published_at", Int)] },
 ];
 

@@ -16,4 +16,5 @@ pub mod private;
 pub mod push;
 pub mod register;
 pub mod serverinfo;
+pub mod upload;
 pub mod vcard;
