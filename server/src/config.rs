@@ -275,6 +275,8 @@ pub struct LocalNodeSettings {
     pub c2s_tls_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub control_listen: SocketAddr,
+    /// The SOCKS5 bytestreams proxy (XEP-0065); None: none.
+    pub proxy65_listen: Option<SocketAddr>,
 }
 
 /// The DNS records customers create, and how the panel checks them.
@@ -376,6 +378,7 @@ impl Default for LocalNodeSettings {
             c2s_tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
             control_listen: SocketAddr::from(([127, 0, 0, 1], 5290)),
+            proxy65_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7777))),
         }
     }
 }

@@ -417,6 +417,8 @@ impl NodeProcess {
                 "ROOKERY_NODE_CONTROL_LISTEN".into(),
                 format!("127.0.0.1:{}", self.control_port),
             ),
+            // Any free port: the node names the one it got in its stream host answers.
+            ("ROOKERY_NODE_PROXY65_LISTEN".into(), "127.0.0.1:0".into()),
             ("RUST_LOG".into(), "info,sqlx=warn".into()),
         ];
         if let Some(secret) = &self.control_secret {

@@ -138,6 +138,10 @@ impl PanelProcess {
             ("ROOKERY_LOCAL_NODE__C2S_TLS_LISTEN", at(ports.c2s_tls)),
             ("ROOKERY_LOCAL_NODE__HTTP_LISTEN", at(ports.http)),
             ("ROOKERY_LOCAL_NODE__CONTROL_LISTEN", at(ports.control)),
+            (
+                "ROOKERY_LOCAL_NODE__PROXY65_LISTEN",
+                "127.0.0.1:0".to_string(),
+            ),
             // Poll the local node often, so pages show its heartbeat and usage quickly.
             ("ROOKERY_PROVISIONING__POLL_INTERVAL_SECS", "1".to_string()),
         ];

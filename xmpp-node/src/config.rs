@@ -27,6 +27,9 @@ pub struct NodeSettings {
     pub http_public_url: String,
     /// Where uploaded files (XEP-0363) are kept; empty: `<data_dir>/uploads`.
     pub upload_dir: PathBuf,
+    /// The SOCKS5 bytestreams proxy (XEP-0065) of every vhost (`proxy.<vhost>`); clients
+    /// reach it at `public_host` and this port. None: no proxy.
+    pub proxy65_listen: Option<SocketAddr>,
     /// Refuse c2s features other than STARTTLS before TLS (RFC 6120 recommends it).
     pub require_tls: bool,
     /// PEM certificate chain and key used when a client names no hosted domain.
@@ -136,6 +139,7 @@ impl Default for NodeSettings {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
             http_public_url: String::new(),
             upload_dir: PathBuf::new(),
+            proxy65_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7777))),
             require_tls: true,
             fallback_cert: None,
             fallback_key: None,

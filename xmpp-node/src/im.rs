@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, caps, carbons, mam, pep, private, push, serverinfo, upload, vcard},
+    xep::{blocking, caps, carbons, mam, pep, private, proxy, push, serverinfo, upload, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -157,6 +157,9 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     };
     if let Some(vhost) = upload::service_vhost(node, to.domain()) {
         return upload::handle(node, me, &vhost, stanza).await;
+    }
+    if let Some(vhost) = proxy::service_vhost(node, to.domain()) {
+        return proxy::handle(node, me, &vhost, stanza).await;
     }
     if !node.is_hosted(to.domain()) {
         return bounce(
@@ -334,6 +337,9 @@ async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         (None, _) => bounce(me, &stanza, Condition::BadRequest, None),
         (Some(to), _) if let Some(vhost) = upload::service_vhost(node, to.domain()) => {
             upload::handle(node, me, &vhost, stanza).await
+        }
+        (Some(to), _) if let Some(vhost) = proxy::service_vhost(node, to.domain()) => {
+            proxy::handle(node, me, &vhost, stanza).await
         }
         (Some(to), _) if !node.is_hosted(to.domain()) => bounce(
             me,
@@ -1095,6 +1101,9 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     if let Some(vhost) = upload::service_vhost(node, to.domain()) {
         return upload::handle(node, me, &vhost, stanza).await;
     }
+    if let Some(vhost) = proxy::service_vhost(node, to.domain()) {
+        return proxy::handle(node, me, &vhost, stanza).await;
+    }
     if !node.is_hosted(to.domain()) {
         return bounce(
             me,
@@ -1213,7 +1222,13 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
                     .attr("to")
                     .and_then(|t| Jid::parse(t).ok())
                     .map_or_else(|| me.jid.domain().to_string(), |t| t.domain().to_string());
-                if let Some(item) = upload::disco_item(node, &vhost) {
+                for item in [
+                    upload::disco_item(node, &vhost),
+                    proxy::disco_item(node, &vhost),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     q.append_child(item);
                 }
             }

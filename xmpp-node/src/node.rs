@@ -74,6 +74,8 @@ pub struct Node {
     pub caps: crate::xep::caps::Caps,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
+    /// The SOCKS5 bytestreams proxy (XEP-0065): its port and the ends waiting in it.
+    pub proxy: crate::xep::proxy::Proxy,
     /// When the current usage period started (`GET /v1/usage` starts the next).
     pub usage_period: Mutex<Instant>,
     hosts: RwLock<HashMap<String, Arc<HostState>>>,
@@ -112,6 +114,7 @@ impl Node {
             blocks: Default::default(),
             caps: Default::default(),
             writes: WriteGate::default(),
+            proxy: Default::default(),
             usage_period: Mutex::new(Instant::now()),
             hosts: RwLock::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),

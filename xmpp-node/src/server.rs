@@ -25,6 +25,7 @@ pub struct Server {
     c2s: TcpListener,
     c2s_tls: TcpListener,
     http: TcpListener,
+    proxy65: Option<TcpListener>,
     control: Option<control::Bound>,
     control_auth: Arc<control::Auth>,
 }
@@ -43,18 +44,29 @@ impl Server {
         let http = TcpListener::bind(settings.http_listen)
             .await
             .with_context(|| format!("binding {}", settings.http_listen))?;
+        let proxy65 = match settings.proxy65_listen {
+            Some(addr) => Some(listen(addr).await?),
+            None => None,
+        };
         // Port 0 picks a free port: URLs the node hands out name the one it got.
         let mut settings = settings;
         settings.http_listen = http.local_addr()?;
+        if let Some(p) = &proxy65 {
+            settings.proxy65_listen = Some(p.local_addr()?);
+        }
         let control_auth = Arc::new(control::Auth::new(&settings)?);
         let control = control::bind(&settings, &control_auth).await?;
         let node = Node::new(settings, store, certs);
         node.reload_vhosts().await?;
+        if let Some(p) = &proxy65 {
+            node.proxy.set_port(p.local_addr()?.port());
+        }
         Ok(Self {
             node,
             c2s,
             c2s_tls,
             http,
+            proxy65,
             control,
             control_auth,
         })
@@ -93,7 +105,7 @@ impl Server {
             self.control,
             stop_rx.clone(),
         ));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(
                 node.clone(),
                 self.c2s,
@@ -115,6 +127,13 @@ impl Server {
             tokio::spawn(serve_http(node.clone(), self.http, stop_rx.clone())),
             control,
         ];
+        if let Some(listener) = self.proxy65 {
+            tasks.push(tokio::spawn(crate::xep::proxy::serve(
+                node.clone(),
+                listener,
+                stop_rx.clone(),
+            )));
+        }
         shutdown.await;
         tracing::info!("shutting down: closing client streams");
         let _ = stop_tx.send(true);

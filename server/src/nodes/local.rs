@@ -35,6 +35,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<LocalNode> {
     settings.c2s_tls_listen = local.c2s_tls_listen;
     settings.http_listen = local.http_listen;
     settings.control_listen = local.control_listen;
+    settings.proxy65_listen = local.proxy65_listen;
     settings.public_host = local.c2s_listen.ip().to_string();
     settings.control_secret = Some(secret.clone().into());
     let capacity = settings.capacity.clone();

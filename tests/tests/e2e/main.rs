@@ -17,6 +17,7 @@ mod node_features;
 mod node_mam;
 mod node_pep;
 mod node_private;
+mod node_proxy;
 mod node_push;
 mod node_register;
 mod node_roster;

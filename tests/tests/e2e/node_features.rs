@@ -19,6 +19,13 @@ const DOMAIN: &str = "features.test";
 /// function names, anywhere under `tests/` or `xmpp-node/src/`).
 const COVERAGE: &[(&str, &[&str])] = &[
     (
+        "http://jabber.org/protocol/bytestreams",
+        &[
+            "bytestreams_relay_through_the_proxy_with_slixmpp",
+            "only_connects_to_a_stream_name_are_accepted",
+        ],
+    ),
+    (
         "urn:xmpp:http:upload:0",
         &[
             "files_upload_download_and_meet_the_quota_with_slixmpp",
@@ -406,7 +413,11 @@ async fn the_server_answers_version_time_items_and_uptime() {
         .iter()
         .filter_map(|i| i.attr("jid"))
         .collect();
-    assert_eq!(jids, [format!("upload.{DOMAIN}")], "{items:?}");
+    assert_eq!(
+        jids,
+        [format!("upload.{DOMAIN}"), format!("proxy.{DOMAIN}")],
+        "{items:?}"
+    );
 
     // XEP-0012 to the server: its uptime in seconds.
     let last = query(&mut alice, DOMAIN, "l", "<query xmlns='jabber:iq:last'/>").await;

@@ -13,6 +13,7 @@ pub mod carbons;
 pub mod mam;
 pub mod pep;
 pub mod private;
+pub mod proxy;
 pub mod push;
 pub mod register;
 pub mod serverinfo;

@@ -161,6 +161,7 @@ impl NodeProcess {
             ("C2S_LISTEN", format!("127.0.0.1:{c2s}")),
             ("C2S_TLS_LISTEN", format!("127.0.0.1:{c2s_tls}")),
             ("HTTP_LISTEN", format!("127.0.0.1:{http}")),
+            ("PROXY65_LISTEN", "127.0.0.1:0".into()),
             // Every session comes from 127.0.0.1 and the pairs send as fast as they can.
             (
                 "LIMITS__MAX_CONNECTIONS_PER_IP",
