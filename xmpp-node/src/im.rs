@@ -1125,9 +1125,12 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         }
         return;
     }
-    // An iq to someone else's bare JID: the server answers for the account.
+    // An iq to someone else's bare JID: the server answers for the account. Errors may
+    // be an app server's answer to a push notification sent in the account's name.
     if matches!(kind, "get" | "set") {
         bounce(me, &stanza, Condition::ServiceUnavailable, None);
+    } else if kind == "error" {
+        push::on_error(node, &me.jid, &to, &stanza).await;
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub stanzas_out: Counter,
     /// XEP-0357 notifications sent to app servers.
     pub push_sent: Counter,
+    /// XEP-0357 registrations removed because their app server refused a notification.
+    pub push_disabled: Counter,
     pub routed: Counter,
     pub auth: Family<OutcomeLabel, Counter>,
     pub queued: Gauge,
@@ -63,6 +65,7 @@ impl Metrics {
             stanzas_in: Counter::default(),
             stanzas_out: Counter::default(),
             push_sent: Counter::default(),
+            push_disabled: Counter::default(),
             routed: Counter::default(),
             auth: Family::default(),
             queued: Gauge::default(),
@@ -103,6 +106,11 @@ impl Metrics {
             "push_sent",
             "Push notifications sent to app servers (XEP-0357)",
             m.push_sent.clone(),
+        );
+        registry.register(
+            "push_disabled",
+            "Push registrations removed because their app server refused a notification",
+            m.push_disabled.clone(),
         );
         registry.register(
             "stanzas_out",

@@ -21,6 +21,8 @@
 //! and go with the account. App servers on other domains need federation, which this
 //! node does not do yet: enabling one is refused with `remote-server-not-found`, and an
 //! app server on a domain hosted here is reached directly (a component-like account).
+//! Each notification's id names its registration, so an app server that answers with a
+//! permanent error (it no longer knows the device) has that registration removed.
 
 use crate::{
     node::Node,
@@ -230,10 +232,62 @@ pub async fn notify(node: &Node, account: &Jid, sender: &Jid, body: &str) {
             tracing::info!(app_server = %app, "a push notification found its app server offline");
             continue;
         };
-        let id = format!("push-{}", crate::im::random_id());
+        let id = notification_id(&registration.node);
         target.deliver(notification(account, registration, &id, content));
         node.metrics.push_sent.inc();
     }
+}
+
+/// A notification's iq id: random, then the registration's node (hex), so the app
+/// server's answer names the registration it is about.
+fn notification_id(node: &str) -> String {
+    format!("push-{}.{}", crate::im::random_id(), hex::encode(node))
+}
+
+/// An app server answered a notification to `account` with an error. A permanent one
+/// (`cancel` or `auth`: the app server no longer knows the device, or refuses us) removes
+/// that registration, as XEP-0357 §7 advises; a temporary one (`wait`, `modify`) keeps it.
+/// Anything else is not ours: false.
+pub async fn on_error(node: &Node, from: &Jid, account: &Jid, iq: &Element) -> bool {
+    let Some(push_node) = iq
+        .attr("id")
+        .and_then(|id| id.strip_prefix("push-"))
+        .and_then(|rest| rest.split_once('.'))
+        .and_then(|(_, h)| hex::decode(h).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
+        return false;
+    };
+    let (Some(username), "error") = (account.node(), iq.attr("type").unwrap_or_default()) else {
+        return false;
+    };
+    let kind = iq
+        .get_child("error", ns::CLIENT)
+        .and_then(|e| e.attr("type"))
+        .unwrap_or("cancel");
+    if !matches!(kind, "cancel" | "auth") {
+        return true;
+    }
+    // The registration names the app server as the client gave it: full or bare.
+    for app_server in [from.to_string(), from.bare().to_string()] {
+        match node
+            .store
+            .disable_push(account.domain(), username, &app_server, Some(&push_node))
+            .await
+        {
+            Ok(0) => {}
+            Ok(_) => {
+                tracing::info!(account = %account, app_server = %app_server, "the app server refused a push notification: its registration is removed");
+                node.metrics.push_disabled.inc();
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "removing a refused push registration failed");
+                return true;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -312,5 +366,85 @@ mod tests {
             "{told}"
         );
         assert!(told.contains("<value>Hi</value>"), "{told}");
+    }
+}
+
+#[cfg(test)]
+mod answers {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        im,
+        node::testing::{bind, delivered, node_with_spec, stanza},
+    };
+
+    #[tokio::test]
+    async fn a_permanent_error_from_the_app_server_removes_the_registration_a_temporary_one_not() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": "example.com", "generation": 1}),
+            &["alice", "app"],
+        )
+        .await;
+        let alice = Jid::parse("alice@example.com").unwrap();
+        let sender = Jid::parse("bob@example.com/x").unwrap();
+        for n in ["n1", "n2"] {
+            let r = PushRegistration {
+                app_server: "app@example.com".into(),
+                node: n.into(),
+                options: String::new(),
+            };
+            assert!(
+                node.store
+                    .enable_push("example.com", "alice", &r)
+                    .await
+                    .unwrap()
+            );
+        }
+        let (app, mut rx) = bind(&node, "app@example.com/server");
+        notify(&node, &alice, &sender, "hi").await;
+        let sent = delivered(&mut rx);
+        assert_eq!(sent.len(), 2);
+        let answer = |n: &Element, kind: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' type='error' id='{}' to='alice@example.com'><error type='{kind}'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+                n.attr("id").unwrap()
+            ))
+        };
+        let of = |node_name: &str| {
+            sent.iter()
+                .find(|s| {
+                    s.to_xml().contains(&format!("node=\"{node_name}\""))
+                        || s.to_xml().contains(&format!("node='{node_name}'"))
+                })
+                .unwrap()
+                .clone()
+        };
+        // A temporary error keeps n1; a permanent one removes n2 only.
+        im::handle(&node, &app, answer(&of("n1"), "wait")).await;
+        im::handle(&node, &app, answer(&of("n2"), "cancel")).await;
+        let left: Vec<String> = node
+            .store
+            .push_registrations("example.com", "alice")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.node)
+            .collect();
+        assert_eq!(left, ["n1"]);
+        assert_eq!(node.metrics.push_disabled.get(), 1);
+        // An error with an id that is not a notification's does nothing.
+        let other = stanza(
+            "<iq xmlns='jabber:client' type='error' id='push-zz' to='alice@example.com'><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        );
+        im::handle(&node, &app, other).await;
+        assert_eq!(
+            node.store
+                .push_registrations("example.com", "alice")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
