@@ -11,6 +11,7 @@ pub mod parser;
 pub mod redact;
 pub mod register;
 pub mod roster;
+pub mod s2s;
 pub mod sasl;
 pub mod sm;
 pub mod stanza;
