@@ -2,5 +2,6 @@
 //! connection by moving bytes between the socket and the sans-io stream state machine.
 
 pub mod c2s;
+pub mod s2s_resolve;
 pub mod sm;
 pub mod tls;
