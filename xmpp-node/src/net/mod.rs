@@ -3,5 +3,6 @@
 
 pub mod c2s;
 pub mod s2s_resolve;
+pub mod s2s_tls;
 pub mod sm;
 pub mod tls;
