@@ -14,9 +14,8 @@
 use std::{fmt, time::Duration};
 
 use hickory_resolver::{
-    Resolver, TokioResolver,
-    config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig},
-    net::{DnsError, NetError, runtime::TokioRuntimeProvider},
+    TokioResolver,
+    net::{DnsError, NetError},
     proto::{
         op::ResponseCode,
         rr::{RData, Record, RecordType},
@@ -249,30 +248,8 @@ pub fn compare(expected: &ExpectedRecord, answer: &Answer) -> RecordCheck {
 /// A resolver asking `s.resolver` over UDP and TCP, or the system's resolvers; no hosts
 /// file, one attempt per look-up within the timeout.
 fn resolver(s: &DnsSettings) -> Result<TokioResolver, CheckError> {
-    let provider = TokioRuntimeProvider::default();
-    let mut builder = match s.resolver {
-        Some(addr) => {
-            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                .into_iter()
-                .map(|mut c| {
-                    c.port = addr.port();
-                    c
-                })
-                .collect();
-            let server = NameServerConfig::new(addr.ip(), true, connections);
-            Resolver::builder_with_config(ResolverConfig::from_name_servers(vec![server]), provider)
-        }
-        None => Resolver::builder(provider)
-            .map_err(|e| CheckError::NoResolver(format!("reading /etc/resolv.conf: {e}")))?,
-    };
-    let o = builder.options_mut();
-    o.timeout = Duration::from_secs(s.timeout_secs);
-    o.attempts = 1;
-    o.use_hosts_file = ResolveHosts::Never;
-    o.try_tcp_on_error = true;
-    builder
-        .build()
-        .map_err(|e| CheckError::NoResolver(e.to_string()))
+    rookery_common::dns::resolver(s.resolver, Duration::from_secs(s.timeout_secs), 1)
+        .map_err(CheckError::NoResolver)
 }
 
 fn found_of(r: &Record) -> Found {

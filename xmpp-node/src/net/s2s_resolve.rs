@@ -8,9 +8,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use hickory_resolver::{
-    Resolver, TokioResolver,
-    config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig},
-    net::runtime::TokioRuntimeProvider,
+    TokioResolver,
     proto::rr::{RData, RecordType},
 };
 
@@ -130,28 +128,7 @@ pub fn targets(
 
 /// A DNS resolver for SRV look-ups: the system's (`/etc/resolv.conf`), or one name server.
 pub fn resolver(server: Option<SocketAddr>, timeout: Duration) -> anyhow::Result<TokioResolver> {
-    let provider = TokioRuntimeProvider::default();
-    let mut builder = match server {
-        Some(addr) => {
-            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                .into_iter()
-                .map(|mut c| {
-                    c.port = addr.port();
-                    c
-                })
-                .collect();
-            let ns = NameServerConfig::new(addr.ip(), true, connections);
-            Resolver::builder_with_config(ResolverConfig::from_name_servers(vec![ns]), provider)
-        }
-        None => Resolver::builder(provider)
-            .map_err(|e| anyhow::anyhow!("reading /etc/resolv.conf: {e}"))?,
-    };
-    let o = builder.options_mut();
-    o.timeout = timeout;
-    o.attempts = 2;
-    o.use_hosts_file = ResolveHosts::Never;
-    o.try_tcp_on_error = true;
-    Ok(builder.build()?)
+    rookery_common::dns::resolver(server, timeout, 2).map_err(anyhow::Error::msg)
 }
 
 /// The SRV records at `name`; None when there are none or the look-up failed.

@@ -1157,37 +1157,31 @@ mod tests {
             expires: unix_now() - 1,
         };
         let url = format!("http://127.0.0.1:5280/upload/example.com/{id}/x");
-        let token = format!(
-            "Bearer {}",
-            late.sign(secret.as_bytes(), "example.com", id, "x")
-        );
-        let (status, _, body) = http(
-            &node,
-            "PUT",
-            &url,
-            &[("authorization", &token), ("content-length", "2")],
-            b"hi",
-        )
-        .await;
+        let put = |claims: &Claims| {
+            let token = format!(
+                "Bearer {}",
+                claims.sign(secret.as_bytes(), "example.com", id, "x")
+            );
+            let (node, url) = (node.clone(), url.clone());
+            async move {
+                http(
+                    &node,
+                    "PUT",
+                    &url,
+                    &[("authorization", &token), ("content-length", "2")],
+                    b"hi",
+                )
+                .await
+            }
+        };
+        let (status, _, body) = put(&late).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(String::from_utf8(body).unwrap().contains("expired"));
         let fresh = Claims {
             expires: unix_now() + 60,
             ..late
         };
-        let token = format!(
-            "Bearer {}",
-            fresh.sign(secret.as_bytes(), "example.com", id, "x")
-        );
-        let (status, _, _) = http(
-            &node,
-            "PUT",
-            &url,
-            &[("authorization", &token), ("content-length", "2")],
-            b"hi",
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(put(&fresh).await.0, StatusCode::CREATED);
         let file = node.settings.node.upload_dir().join("example.com").join(id);
         assert!(file.is_file());
         assert!(
