@@ -2,6 +2,7 @@
 //! connection by moving bytes between the socket and the sans-io stream state machine.
 
 pub mod c2s;
+pub mod s2s;
 pub mod s2s_resolve;
 pub mod s2s_tls;
 pub mod sm;

@@ -186,6 +186,11 @@ impl S2sIn {
         self.state == InState::Closed
     }
 
+    /// The peer's domain, as its stream header named it.
+    pub fn remote(&self) -> Option<String> {
+        self.remote.clone()
+    }
+
     /// TLS is up; `cert_domains` are the domains the peer's certificate is verified for
     /// (none when it sent no certificate or one that does not verify).
     pub fn on_tls(&mut self, cert_domains: Vec<String>) -> Vec<InOutput> {

@@ -1,0 +1,563 @@
+//! Server-to-server connections (issue 10 groundwork): the sockets under the sans-io
+//! machines of `proto::s2s`. [`serve_incoming`] runs a stream a peer opened (STARTTLS
+//! with our certificate by SNI, asking for the peer's certificate; dialback checks over a
+//! verifier connection); [`connect`] opens a stream to a peer (resolved by
+//! `s2s_resolve`, TLS naming the peer by SNI and verifying its certificate, ours offered
+//! for SASL EXTERNAL) and returns it ready for stanzas. Not yet wired into routing: the
+//! node's routing of remote domains, queues and bounces come next (see the issue notes).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    client::ResolvesClientCert,
+    pki_types::{ServerName, TrustAnchor, UnixTime},
+    sign::CertifiedKey,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::{
+    s2s_resolve::{self, PeerTarget},
+    s2s_tls::verified_domains,
+};
+use crate::proto::{
+    element::Element,
+    parser::{Limits, StreamEvent, StreamParser},
+    s2s::{InOutput, OutOutput, S2sIn, S2sOut},
+};
+
+/// Seconds a stream may take to authenticate.
+pub const NEGOTIATION_SECS: u64 = 30;
+
+/// Our certificate for a local domain, if we have one to offer.
+pub type OurCert = Arc<dyn Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
+/// What TLS needs on both sides of s2s streams.
+pub struct S2sTls {
+    /// Our certificates by SNI; peers are asked for theirs (`AnyClientCert`).
+    pub server: Arc<ServerConfig>,
+    /// Trust anchors for peer certificates.
+    pub anchors: Vec<TrustAnchor<'static>>,
+    pub roots: Arc<RootCertStore>,
+    /// Our certificate for a local domain, offered to peers for SASL EXTERNAL.
+    pub our_cert: OurCert,
+}
+
+/// Where peers are: the static host map, then DNS.
+pub struct Connector {
+    pub tls: Arc<S2sTls>,
+    pub static_hosts: BTreeMap<String, String>,
+    pub resolver: hickory_resolver::TokioResolver,
+}
+
+/// What an incoming stream hands to the node.
+#[derive(Debug)]
+pub enum Incoming {
+    Authorized { local: String, remote: String },
+    Stanza(Element),
+}
+
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn client_config(tls: &S2sTls, local: &str) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder().with_root_certificates(tls.roots.clone());
+    Arc::new(match (tls.our_cert)(local) {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// Reads until at least one event is complete; None at the end of the stream.
+async fn next_events<S: AsyncRead + Unpin>(
+    io: &mut S,
+    parser: &mut StreamParser,
+    buf: &mut [u8],
+) -> anyhow::Result<Option<Vec<StreamEvent>>> {
+    loop {
+        let mut events = Vec::new();
+        while let Some(ev) = parser.next_event()? {
+            events.push(ev);
+        }
+        if !events.is_empty() {
+            return Ok(Some(events));
+        }
+        let n = io.read(buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        parser.feed(&buf[..n]);
+    }
+}
+
+/// Why a phase of a stream ended.
+enum Stop {
+    StartTls,
+    Closed,
+}
+
+/// Runs a stream a peer opened to us until it ends; stanzas and authorizations go to
+/// `to_node`. Dialback keys are checked through `connector`.
+pub async fn serve_incoming(
+    tcp: TcpStream,
+    mut machine: S2sIn,
+    connector: Arc<Connector>,
+    to_node: mpsc::Sender<Incoming>,
+) -> anyhow::Result<()> {
+    let mut parser = StreamParser::new(Limits::default());
+    let mut tcp = tcp;
+    match tokio::time::timeout(
+        Duration::from_secs(NEGOTIATION_SECS),
+        incoming_phase(&mut tcp, &mut machine, &mut parser, &connector, &to_node),
+    )
+    .await
+    .context("the peer did not start TLS in time")??
+    {
+        Stop::Closed => return Ok(()),
+        Stop::StartTls => {}
+    }
+    let acceptor = TlsAcceptor::from(connector.tls.server.clone());
+    let mut tls = acceptor.accept(tcp).await.context("TLS with the peer")?;
+    let chain: Vec<_> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let claimed: Vec<String> = machine.remote().into_iter().collect();
+    let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
+    let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
+    let _ = machine.on_tls(proven);
+    parser.reset();
+    incoming_phase(&mut tls, &mut machine, &mut parser, &connector, &to_node).await?;
+    Ok(())
+}
+
+async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    machine: &mut S2sIn,
+    parser: &mut StreamParser,
+    connector: &Arc<Connector>,
+    to_node: &mpsc::Sender<Incoming>,
+) -> anyhow::Result<Stop> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let (checked_tx, mut checked_rx) = mpsc::channel::<(String, String, bool)>(8);
+    loop {
+        let outputs = tokio::select! {
+            events = next_events(io, parser, &mut buf) => match events {
+                Ok(Some(events)) => events.into_iter().flat_map(|e| machine.feed(e)).collect::<Vec<_>>(),
+                Ok(None) => return Ok(Stop::Closed),
+                Err(e) => {
+                    let out = machine.fail("not-well-formed", "The stream is not well-formed XML.");
+                    for o in out {
+                        if let InOutput::Send(s) = o {
+                            let _ = io.write_all(s.as_bytes()).await;
+                        }
+                    }
+                    return Err(e);
+                }
+            },
+            Some((local, remote, valid)) = checked_rx.recv() => machine.on_dialback_checked(&local, &remote, valid),
+        };
+        for o in outputs {
+            match o {
+                InOutput::Send(s) => io.write_all(s.as_bytes()).await?,
+                InOutput::StartTls => {
+                    io.flush().await?;
+                    return Ok(Stop::StartTls);
+                }
+                InOutput::ResetParser => parser.reset(),
+                InOutput::VerifyDialback {
+                    local,
+                    remote,
+                    stream_id,
+                    key,
+                } => {
+                    let (connector, tx) = (connector.clone(), checked_tx.clone());
+                    tokio::spawn(async move {
+                        let valid = check_dialback(&connector, &local, &remote, &stream_id, &key)
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::info!(%remote, error = format!("{e:#}"), "a dialback check failed");
+                                false
+                            });
+                        let _ = tx.send((local, remote, valid)).await;
+                    });
+                }
+                InOutput::Authorized { local, remote } => {
+                    let _ = to_node.send(Incoming::Authorized { local, remote }).await;
+                }
+                InOutput::Stanza(e) => {
+                    let _ = to_node.send(Incoming::Stanza(e)).await;
+                }
+                InOutput::Close => {
+                    io.flush().await?;
+                    return Ok(Stop::Closed);
+                }
+            }
+        }
+        io.flush().await?;
+    }
+}
+
+/// An outgoing stream, authenticated and ready for stanzas from `local` to `remote`.
+pub struct OutStream {
+    io: tokio_rustls::client::TlsStream<TcpStream>,
+    pub local: String,
+    pub remote: String,
+}
+
+impl OutStream {
+    /// Writes a stanza (in the client namespace inside the node) as a server stanza.
+    pub async fn send(&mut self, stanza: &Element) -> std::io::Result<()> {
+        let mut s = stanza.clone();
+        s.set_ns(crate::proto::ns::SERVER);
+        self.io.write_all(s.to_xml().as_bytes()).await?;
+        self.io.flush().await
+    }
+
+    /// Ends the stream.
+    pub async fn close(mut self) {
+        let _ = self.io.write_all(b"</stream:stream>").await;
+        let _ = self.io.shutdown().await;
+    }
+}
+
+/// Opens a stream to each place `remote` names, in order, until one authenticates.
+async fn open(
+    connector: &Connector,
+    local: &str,
+    remote: &str,
+    mut machine: impl FnMut() -> S2sOut,
+    want_check: bool,
+) -> anyhow::Result<(Option<OutStream>, Option<bool>)> {
+    let targets = s2s_resolve::resolve(&connector.resolver, &connector.static_hosts, remote).await;
+    if targets.is_empty() {
+        bail!("{remote} offers no server-to-server service (its SRV record is '.')");
+    }
+    let mut last = None;
+    for target in targets {
+        match tokio::time::timeout(
+            Duration::from_secs(NEGOTIATION_SECS),
+            open_one(connector, local, remote, &target, machine(), want_check),
+        )
+        .await
+        {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) => last = Some(e.context(format!("{}:{}", target.host, target.port))),
+            Err(_) => last = Some(anyhow::anyhow!("{}:{} timed out", target.host, target.port)),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no place to connect to")))
+}
+
+async fn open_one(
+    connector: &Connector,
+    local: &str,
+    remote: &str,
+    target: &PeerTarget,
+    mut machine: S2sOut,
+    want_check: bool,
+) -> anyhow::Result<(Option<OutStream>, Option<bool>)> {
+    if target.direct_tls {
+        bail!("direct TLS (XEP-0368) to peers is not done yet");
+    }
+    let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let mut parser = StreamParser::new(Limits::default());
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending = machine.start();
+    // Plain phase: until `<proceed/>`.
+    'plain: loop {
+        for o in std::mem::take(&mut pending) {
+            match o {
+                OutOutput::Send(s) => tcp.write_all(s.as_bytes()).await?,
+                OutOutput::StartTls => break 'plain,
+                OutOutput::Failed(why) => bail!(why),
+                OutOutput::Close => bail!("the stream closed"),
+                _ => {}
+            }
+        }
+        match next_events(&mut tcp, &mut parser, &mut buf).await? {
+            Some(events) => pending = events.into_iter().flat_map(|e| machine.feed(e)).collect(),
+            None => bail!("the peer closed the connection"),
+        }
+    }
+    let name = ServerName::try_from(remote.to_string()).context("the peer's domain")?;
+    let mut tls = TlsConnector::from(client_config(&connector.tls, local))
+        .connect(name, tcp)
+        .await
+        .context("TLS with the peer (its certificate must be valid for its domain)")?;
+    parser.reset();
+    let mut pending = machine.on_tls();
+    loop {
+        for o in std::mem::take(&mut pending) {
+            match o {
+                OutOutput::Send(s) => tls.write_all(s.as_bytes()).await?,
+                OutOutput::ResetParser => parser.reset(),
+                OutOutput::Ready if !want_check => {
+                    tls.flush().await?;
+                    return Ok((
+                        Some(OutStream {
+                            io: tls,
+                            local: local.into(),
+                            remote: remote.into(),
+                        }),
+                        None,
+                    ));
+                }
+                OutOutput::Checked(valid) => {
+                    let _ = tls.write_all(b"</stream:stream>").await;
+                    return Ok((None, Some(valid)));
+                }
+                OutOutput::Failed(why) => bail!(why),
+                OutOutput::Close => bail!("the stream closed"),
+                _ => {}
+            }
+        }
+        tls.flush().await?;
+        match next_events(&mut tls, &mut parser, &mut buf).await? {
+            Some(events) => pending = events.into_iter().flat_map(|e| machine.feed(e)).collect(),
+            None => bail!("the peer closed the connection"),
+        }
+    }
+}
+
+/// Opens an authenticated stream from `local` to `remote`.
+pub async fn connect(
+    connector: &Connector,
+    local: &str,
+    remote: &str,
+    dialback_secret: &str,
+) -> anyhow::Result<OutStream> {
+    let (stream, _) = open(
+        connector,
+        local,
+        remote,
+        || S2sOut::new(local, remote, dialback_secret),
+        false,
+    )
+    .await?;
+    stream.context("the stream ended before it was ready")
+}
+
+/// Asks `remote`'s authoritative server whether `key` (given to `local` on stream
+/// `stream_id`) is its own.
+pub async fn check_dialback(
+    connector: &Connector,
+    local: &str,
+    remote: &str,
+    stream_id: &str,
+    key: &str,
+) -> anyhow::Result<bool> {
+    let (_, checked) = open(
+        connector,
+        local,
+        remote,
+        || S2sOut::verifier(local, remote, stream_id, key),
+        true,
+    )
+    .await?;
+    checked.context("the authoritative server gave no answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use rustls::{
+        crypto::ring::sign::any_supported_type,
+        pki_types::{CertificateDer, PrivateKeyDer},
+        server::ResolvesServerCertUsingSni,
+    };
+
+    use super::*;
+    use crate::proto::{c2s::HostAccess, ns, s2s::S2sConfig};
+
+    const SECRET: &str = "test dialback secret";
+
+    fn ca() -> (Issuer<'static, KeyPair>, CertificateDer<'static>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let key = KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().clone();
+        (Issuer::new(params, key), der)
+    }
+
+    fn certified(
+        issuer: &Issuer<'static, KeyPair>,
+        ca: &CertificateDer<'static>,
+        name: &str,
+    ) -> Arc<CertifiedKey> {
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        Arc::new(CertifiedKey::new(
+            vec![cert.der().clone(), ca.clone()],
+            any_supported_type(&der).unwrap(),
+        ))
+    }
+
+    /// A listener serving `a.local` and `peer.test` (both "local" to it, one secret), and a
+    /// connector that finds both there; `peer_has_cert`: peer.test offers its certificate.
+    /// Also counts the connections the listener accepted.
+    async fn setup(
+        peer_has_cert: bool,
+    ) -> (
+        Arc<Connector>,
+        mpsc::Receiver<Incoming>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (issuer, ca_der) = ca();
+        let keys: BTreeMap<String, Arc<CertifiedKey>> = ["a.local", "peer.test"]
+            .into_iter()
+            .map(|d| (d.to_string(), certified(&issuer, &ca_der, d)))
+            .collect();
+        let mut sni = ResolvesServerCertUsingSni::new();
+        for (d, k) in &keys {
+            sni.add(d, (**k).clone()).unwrap();
+        }
+        let server = ServerConfig::builder()
+            .with_client_cert_verifier(super::super::s2s_tls::AnyClientCert::new())
+            .with_cert_resolver(Arc::new(sni));
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_der.clone()).unwrap();
+        let anchors = vec![
+            webpki::anchor_from_trusted_cert(&ca_der)
+                .unwrap()
+                .to_owned(),
+        ];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let tls = Arc::new(S2sTls {
+            server: Arc::new(server),
+            anchors,
+            roots: Arc::new(roots),
+            our_cert: Arc::new(move |d: &str| {
+                (peer_has_cert || d != "peer.test")
+                    .then(|| keys.get(d).cloned())
+                    .flatten()
+            }),
+        });
+        let static_hosts: BTreeMap<String, String> = ["a.local", "peer.test"]
+            .into_iter()
+            .map(|d| (d.to_string(), addr.to_string()))
+            .collect();
+        let connector = Arc::new(Connector {
+            tls,
+            static_hosts,
+            resolver: s2s_resolve::resolver(
+                Some("127.0.0.1:9".parse().unwrap()),
+                Duration::from_secs(1),
+            )
+            .unwrap(),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        let accepting = connector.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let cfg = S2sConfig {
+                    host_access: Arc::new(|_| HostAccess::Open),
+                    federates: Arc::new(|_, _| true),
+                    dialback_secret: SECRET.into(),
+                };
+                let (connector, tx) = (accepting.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _ = serve_incoming(tcp, S2sIn::new(cfg, None), connector, tx).await;
+                });
+            }
+        });
+        (connector, rx, accepted)
+    }
+
+    /// Sends one message from peer.test to a.local; how many connections it took.
+    async fn exchange(peer_has_cert: bool) -> usize {
+        let (connector, mut rx, accepted) = setup(peer_has_cert).await;
+        let mut out = connect(&connector, "peer.test", "a.local", SECRET)
+            .await
+            .unwrap();
+        let msg = Element::new("message", ns::CLIENT)
+            .with_attr("from", "juliet@peer.test/balcony")
+            .with_attr("to", "romeo@a.local")
+            .with_child(Element::new("body", ns::CLIENT).with_text("hello across servers"));
+        out.send(&msg).await.unwrap();
+        let mut authorized = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Incoming::Authorized { local, remote } => {
+                    assert_eq!((local.as_str(), remote.as_str()), ("a.local", "peer.test"));
+                    authorized = true;
+                }
+                Incoming::Stanza(e) => {
+                    assert!(authorized, "stanzas only after authentication");
+                    assert_eq!(e.ns(), ns::CLIENT);
+                    assert_eq!(
+                        e.child_text("body", ns::CLIENT).as_deref(),
+                        Some("hello across servers")
+                    );
+                    break;
+                }
+            }
+        }
+        out.close().await;
+        accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_stanza_crosses_after_sasl_external_with_a_verified_certificate() {
+        assert_eq!(exchange(true).await, 1, "no dialback check needed");
+    }
+
+    #[tokio::test]
+    async fn a_stanza_crosses_after_dialback_when_the_peer_has_no_certificate() {
+        assert_eq!(
+            exchange(false).await,
+            2,
+            "the stream and the dialback check"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_dialback_secret_is_refused() {
+        let (connector, _rx, _) = setup(false).await;
+        let refused = connect(&connector, "peer.test", "a.local", "not the secret").await;
+        assert!(refused.is_err());
+    }
+}
