@@ -72,6 +72,8 @@ pub struct Node {
     pub mam: crate::xep::mam::Mam,
     /// Verified XEP-0115 capabilities, for PEP's filtered notifications.
     pub caps: crate::xep::caps::Caps,
+    /// Group chat rooms (XEP-0045) of the vhosts whose service was used.
+    pub muc: crate::xep::muc::Muc,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// When the current usage period started (`GET /v1/usage` starts the next).
@@ -111,6 +113,7 @@ impl Node {
             auth_throttle: Default::default(),
             blocks: Default::default(),
             caps: Default::default(),
+            muc: Default::default(),
             writes: WriteGate::default(),
             usage_period: Mutex::new(Instant::now()),
             hosts: RwLock::new(HashMap::new()),
@@ -251,6 +254,7 @@ impl Node {
             tracing::info!(vhost = %domain, "no longer serving");
             self.blocks.forget_domain(domain);
             self.mam.forget_domain(domain);
+            self.muc.forget_domain(domain);
             for s in self.router.of_domain(domain) {
                 s.kick(StreamError::new(
                     "host-gone",

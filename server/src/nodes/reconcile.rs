@@ -232,6 +232,7 @@ pub fn spec_for(
             upload_quota_bytes: d.upload_mb.map(|mb| mb * 1024 * 1024),
             archive_retention_days: d.archive_days,
             offline_retention_days: d.offline_days,
+            ..Default::default()
         },
         features: VhostFeatures {
             registration: d.registration,

@@ -95,6 +95,8 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         ("offline_retention_days", limits.offline_retention_days),
         ("archive_retention_days", limits.archive_retention_days),
         ("upload_quota_bytes", limits.upload_quota_bytes),
+        ("max_rooms", limits.max_rooms),
+        ("max_room_occupants", limits.max_room_occupants),
     ] {
         if let Some(v) = value
             && v < 0
@@ -148,6 +150,8 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         offline_retention_days: spec.limits.offline_retention_days,
         contacts: spec.contacts.clone(),
         archive_retention_days: spec.limits.archive_retention_days,
+        max_rooms: spec.limits.max_rooms,
+        max_room_occupants: spec.limits.max_room_occupants,
         features: spec.features.clone(),
     };
     spec.domain = domain.clone();

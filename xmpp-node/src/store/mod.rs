@@ -8,6 +8,7 @@
 
 pub mod archive;
 mod control;
+pub mod muc;
 mod pep;
 mod private;
 mod profile;
@@ -79,7 +80,11 @@ pub struct VhostPolicy {
     pub contacts: BTreeMap<String, Vec<String>>,
     /// Archived messages (XEP-0313) older than this many days are deleted.
     pub archive_retention_days: Option<i64>,
-    /// What the domain is allowed (only `archive` is served yet).
+    /// Group chat rooms of the vhost, at most (XEP-0045).
+    pub max_rooms: Option<i64>,
+    /// Occupants of one room, at most.
+    pub max_room_occupants: Option<i64>,
+    /// What the domain is allowed (`archive`, `push`, `muc` and `registration` are served).
     pub features: VhostFeatures,
 }
 
@@ -164,6 +169,8 @@ fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
             offline_retention_days: extras.limits.offline_retention_days,
             contacts: extras.contacts,
             archive_retention_days: extras.limits.archive_retention_days,
+            max_rooms: extras.limits.max_rooms,
+            max_room_occupants: extras.limits.max_room_occupants,
             features: extras.features,
         }
     });

@@ -785,8 +785,9 @@ pub fn fin(page: &ArchivePage) -> Element {
     fin
 }
 
-/// One archived message as a query result, for the full JID `to`.
-fn result_message(
+/// One archived message as a query result from the archive `account` (an account or a
+/// room), for the full JID `to`.
+pub fn result_message(
     account: &Jid,
     to: &Jid,
     queryid: Option<&str>,

@@ -1,0 +1,99 @@
+//! Services on subdomains of a vhost: `conference.<vhost>` (XEP-0045 group chat) for now;
+//! `upload.<vhost>` (XEP-0363) and `proxy.<vhost>` (XEP-0065) are meant to be more
+//! [`Kind`]s. `im` asks [`service_of`] about a stanza's `to` domain before it bounces a
+//! domain it does not host: a subdomain of a hosted vhost whose spec switches the service
+//! on goes to [`handle`], which hands it to the service's module. The vhost's disco#items
+//! lists its services ([`disco_items`]), as XEP-0030 §4.2 has servers announce them.
+
+use crate::{
+    node::Node,
+    proto::{element::Element, jid::Jid, ns},
+    router::SessionHandle,
+    xep::muc,
+};
+
+/// The label of the group chat service under its vhost.
+pub const MUC_PREFIX: &str = "conference.";
+
+/// A kind of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// XEP-0045 multi-user chat.
+    Muc,
+}
+
+impl Kind {
+    const ALL: &[Kind] = &[Kind::Muc];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Muc => MUC_PREFIX,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Muc => "Chatrooms",
+        }
+    }
+
+    /// Whether the vhost's spec switches the service on.
+    fn enabled(self, node: &Node, vhost: &str) -> bool {
+        match self {
+            Kind::Muc => muc::enabled(node, vhost),
+        }
+    }
+}
+
+/// A service the node runs for a vhost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub kind: Kind,
+    pub vhost: String,
+    /// The service's domain (`conference.example.com`).
+    pub domain: String,
+}
+
+/// The service at `domain`, if it is one of a hosted vhost's and switched on.
+pub fn service_of(node: &Node, domain: &str) -> Option<Service> {
+    Kind::ALL.iter().find_map(|&kind| {
+        let vhost = domain.strip_prefix(kind.prefix())?;
+        (node.is_hosted(vhost) && kind.enabled(node, vhost)).then(|| Service {
+            kind,
+            vhost: vhost.to_string(),
+            domain: domain.to_string(),
+        })
+    })
+}
+
+/// The service a stanza is addressed to, if any.
+pub fn addressed(node: &Node, stanza: &Element) -> Option<Service> {
+    let to = Jid::parse(stanza.attr("to")?).ok()?;
+    service_of(node, to.domain())
+}
+
+/// Handles a stanza from `me` to `service` or an entity under it.
+pub async fn handle(node: &Node, me: &SessionHandle, service: Service, stanza: Element) {
+    match service.kind {
+        Kind::Muc => muc::handle(node, me, &service.vhost, &service.domain, stanza).await,
+    }
+}
+
+/// The vhost's disco#items: its switched-on services.
+pub fn disco_items(node: &Node, vhost: &str) -> Element {
+    let mut q = Element::new("query", ns::DISCO_ITEMS);
+    for kind in Kind::ALL.iter().filter(|k| k.enabled(node, vhost)) {
+        q.append_child(
+            Element::new("item", ns::DISCO_ITEMS)
+                .with_attr("jid", format!("{}{vhost}", kind.prefix()))
+                .with_attr("name", kind.name()),
+        );
+    }
+    q
+}
+
+/// A session went unavailable or ended: the services that keep per-session state forget
+/// it (it leaves its rooms).
+pub async fn session_ended(node: &Node, me: &Jid) {
+    muc::session_ended(node, me).await;
+}
