@@ -19,6 +19,21 @@ const DOMAIN: &str = "features.test";
 /// function names, anywhere under `tests/` or `xmpp-node/src/`).
 const COVERAGE: &[(&str, &[&str])] = &[
     (
+        "http://jabber.org/protocol/muc",
+        &[
+            "a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp",
+            "a_join_sends_the_others_then_self_presence_to_all_then_the_subject",
+            "a_kick_removes_the_occupant_with_status_307_and_only_moderators_may_kick",
+        ],
+    ),
+    (
+        "urn:xmpp:occupant-id:0",
+        &[
+            "occupant_ids_are_stable_per_real_jid_and_differ_between_users",
+            "a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp",
+        ],
+    ),
+    (
         "http://jabber.org/protocol/disco#info",
         &[
             "two_users_log_in_with_slixmpp_and_exchange_messages",
@@ -92,6 +107,9 @@ const COVERAGE: &[(&str, &[&str])] = &[
         "urn:xmpp:mam:2",
         &[
             "archives_page_filter_and_stamp_messages_with_slixmpp",
+            // At a room (XEP-0045 rooms' archives).
+            "room_messages_are_archived_and_queried_at_the_room",
+            "a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp",
             "messages_are_archived_on_both_sides_and_delivered_with_the_recipients_archive_id",
         ],
     ),
@@ -297,6 +315,10 @@ async fn every_advertised_feature_has_a_test() {
     advertised.extend(features(
         &query(&mut alice, &format!("alice@{DOMAIN}"), "account", disco).await,
     ));
+    // And the services the domain lists in its disco#items (XEP-0045 group chat).
+    advertised.extend(features(
+        &query(&mut alice, &format!("conference.{DOMAIN}"), "muc", disco).await,
+    ));
     advertised.sort();
     advertised.dedup();
     assert!(advertised.len() >= 9, "{advertised:?}");
@@ -367,7 +389,7 @@ async fn the_server_answers_version_time_items_and_uptime() {
         "{before} ≤ {utc} ≤ {after}"
     );
 
-    // disco#items of the server: no items yet (no components until later issues).
+    // disco#items of the server: its services (XEP-0030 §4.2), group chat for now.
     let items = query(
         &mut alice,
         DOMAIN,
@@ -376,7 +398,12 @@ async fn the_server_answers_version_time_items_and_uptime() {
     )
     .await;
     assert_eq!(items.name, "query");
-    assert!(items.children.is_empty(), "{items:?}");
+    let jids: Vec<_> = items
+        .children
+        .iter()
+        .filter_map(|i| i.attr("jid"))
+        .collect();
+    assert_eq!(jids, [format!("conference.{DOMAIN}")], "{items:?}");
 
     // XEP-0012 to the server: its uptime in seconds.
     let last = query(&mut alice, DOMAIN, "l", "<query xmlns='jabber:iq:last'/>").await;

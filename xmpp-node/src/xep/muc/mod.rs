@@ -159,7 +159,7 @@ pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, service: &str,
     };
     let bounce = |c, text: Option<&str>| {
         if stanza.attr("type") != Some("error") {
-            me.deliver(error_reply(&stanza, c, text));
+            me.deliver(room::error(&stanza, c, text));
         }
     };
     ensure_loaded(node, vhost, service).await;
@@ -231,7 +231,7 @@ pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, service: &str,
             "presence" => match &nick {
                 Some(n) => room.presence(&me.jid, n, &stanza, now),
                 None => Out {
-                    send: vec![error_reply(
+                    send: vec![room::error(
                         &stanza,
                         Condition::JidMalformed,
                         Some("Join a room as room@service/nickname."),

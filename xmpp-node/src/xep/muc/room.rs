@@ -246,7 +246,17 @@ fn status(code: u16) -> Element {
 }
 
 fn err(stanza: &Element, c: Condition, text: &str) -> Out {
-    Out::one(error_reply(stanza, c, Some(text)))
+    Out::one(error(stanza, c, Some(text)))
+}
+
+/// An error reply from the room; a presence error carries the `<x/>` of a join, as
+/// XEP-0045 §7.2 shows it and clients match it.
+pub fn error(stanza: &Element, c: Condition, text: Option<&str>) -> Element {
+    let mut reply = error_reply(stanza, c, text);
+    if stanza.name() == "presence" {
+        reply.append_child(Element::new("x", NS_MUC));
+    }
+    reply
 }
 
 fn field_values(field: &Element) -> Vec<String> {
@@ -545,9 +555,6 @@ impl Room {
             self_codes.push(201);
         }
         self.broadcast_presence(&me, &[], &self_codes, &mut out);
-        if created {
-            return out;
-        }
         self.send_history(
             &me,
             muc.and_then(|x| x.get_child("history", NS_MUC)),
@@ -1692,7 +1699,9 @@ mod tests {
     fn joining_a_new_room_creates_it_locked_with_status_201_until_the_owner_submits_a_form() {
         let mut room = Room::new(jid(ROOM), jid("alice@example.com/desk"), "s".into());
         let out = join(&mut room, "alice@example.com/desk", "Alice");
-        assert_eq!(out.send.len(), 1);
+        // Her presence, then the (empty) subject, which clients wait for.
+        assert_eq!(out.send.len(), 2);
+        assert!(out.send[1].has_child("subject", ns::CLIENT));
         let c = codes(&out.send[0]);
         assert!(
             c.contains(&"201".to_string()) && c.contains(&"110".to_string()),
