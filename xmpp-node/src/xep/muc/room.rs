@@ -1276,10 +1276,8 @@ impl Room {
             let values = field_values(field);
             let v = values.first().cloned().unwrap_or_default();
             match field.attr("var").unwrap_or_default() {
-                "FORM_TYPE" => {
-                    if v != NS_ROOMCONFIG {
-                        return Err(format!("The form's FORM_TYPE must be {NS_ROOMCONFIG}."));
-                    }
+                "FORM_TYPE" if v != NS_ROOMCONFIG => {
+                    return Err(format!("The form's FORM_TYPE must be {NS_ROOMCONFIG}."));
                 }
                 "muc#roomconfig_roomname" => c.name = v,
                 "muc#roomconfig_roomdesc" => c.description = v,
