@@ -655,6 +655,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_mediated_invitation_reaches_the_invitees_available_sessions() {
+        let (node, _dir) = node().await;
+        let (alice, _to_alice) = bind(&node, "alice@example.com/desk");
+        let (bob, mut to_bob) = bind(&node, "bob@example.com/phone");
+        bob.set_presence(Some(Element::new("presence", ns::CLIENT)));
+        im::handle(&node, &alice, join("alice@example.com/desk", "Alice")).await;
+        im::handle(&node, &alice, configure("alice@example.com/desk", false)).await;
+        im::handle(&node, &alice, stanza(&format!("<message xmlns='jabber:client' from='alice@example.com/desk' to='{ROOM}' id='i1'><x xmlns='{}'><invite to='bob@example.com'><reason>tea?</reason></invite></x></message>", room::NS_USER))).await;
+        let got = delivered(&mut to_bob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some(ROOM));
+    }
+
+    #[tokio::test]
     async fn room_messages_are_archived_and_queried_at_the_room() {
         let (node, _dir) = node().await;
         let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
