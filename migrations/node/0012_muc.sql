@@ -2,7 +2,8 @@
 -- with their configuration (JSON: the muc#roomconfig fields, the subject and the salt of
 -- the occupant ids), their affiliations, and the rooms' message archive (XEP-0313 at the
 -- room's JID). `id` is an archive id as in `archive_messages` (sorted as its time);
--- `with_jid` is the sender's real bare JID and `with_resource` its nick in the room.
+-- `with_jid` is the sender's real bare JID and `with_resource` its nick in the room;
+-- `stanza_bytes` is what the row counts against the vhost's storage quota.
 -- A temporary room lives in memory only, but its archive is kept here while it exists.
 
 CREATE TABLE muc_rooms (

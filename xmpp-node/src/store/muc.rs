@@ -4,6 +4,10 @@
 //! `xep::muc`, which loads a vhost's rooms on first use and saves a room whole (its row and
 //! all its affiliations) whenever its configuration or affiliations change. Moving the
 //! vhost carries the three tables (`vhost_data::VHOST_TABLES`).
+//!
+//! Storage quota: an archived message reserves its bytes first and is refused past the
+//! quota; saving or deleting a room measures the vhost again (rare, small rows); expired
+//! archive rows give their bytes back.
 
 use sqlx::Row;
 
@@ -96,6 +100,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.remeasure_after_write(vhost).await;
         Ok(())
     }
 
@@ -123,10 +128,11 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.remeasure_after_write(vhost).await;
         Ok(())
     }
 
-    /// Archives one groupchat message of a room.
+    /// Archives one groupchat message of a room; refused past the vhost's storage quota.
     #[tracing::instrument(skip_all, fields(vhost, room))]
     #[allow(clippy::too_many_arguments)]
     pub async fn insert_muc_message(
@@ -143,6 +149,10 @@ impl Store {
             &[Some(vhost), Some(room), Some(id), Some(sender), Some(nick)],
             2,
         ) + stanza.chars().count() as i64;
+        let reserved = self
+            .meters
+            .reserve(vhost, bytes)
+            .map_err(|o| StoreError::StorageFull(vhost.to_string(), o.quota))?;
         sqlx::query(
             "INSERT INTO muc_archive (vhost, room, id, created_us, with_jid, with_resource, stanza, stanza_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -156,6 +166,40 @@ impl Store {
         .bind(bytes)
         .execute(&self.db)
         .await?;
+        reserved.commit();
         Ok(())
+    }
+
+    /// Deletes up to `batch` of the vhost's archived room messages older than `before_us`,
+    /// oldest first; returns how many went.
+    #[tracing::instrument(skip_all, fields(vhost))]
+    pub async fn expire_muc_archive(
+        &self,
+        vhost: &str,
+        before_us: i64,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = rookery_common::db::begin_write(&self.db).await?;
+        let rows = sqlx::query(
+            "SELECT room, id, stanza_bytes FROM muc_archive WHERE vhost = $1 AND created_us < $2 ORDER BY id LIMIT $3",
+        )
+        .bind(vhost)
+        .bind(before_us)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut freed = 0;
+        for r in &rows {
+            freed += r.get::<i64, _>("stanza_bytes");
+            sqlx::query("DELETE FROM muc_archive WHERE vhost = $1 AND room = $2 AND id = $3")
+                .bind(vhost)
+                .bind(r.get::<String, _>("room"))
+                .bind(r.get::<String, _>("id"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.meters.add(vhost, -freed);
+        Ok(rows.len() as u64)
     }
 }

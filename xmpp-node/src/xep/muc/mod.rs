@@ -16,9 +16,11 @@
 //!
 //! Not yet: federation (occupants are local sessions), occupants' vCards and other iq
 //! passed on to occupants (answered `service-unavailable`), voice requests, registration
-//! with a room, a room archive's retention and its charge to the storage quota (the rows
-//! are measured with the vhost's other data but not reserved when written), invitations to
-//! users who are offline (they are dropped).
+//! with a room, filtering a room's archive by `with`, the status code 210 (nicks are taken
+//! as asked, once normalised as a JID resource), invitations to users who are offline
+//! (they are dropped). A message past the vhost's storage quota is delivered with its
+//! stanza-id but not archived. The rooms' archives keep the vhost's
+//! `limits.archive_retention_days` (`mam::expire`).
 
 pub mod room;
 
@@ -40,6 +42,7 @@ use crate::{
     },
     router::{SessionHandle, message_targets},
     store::{
+        StoreError,
         archive::{ArchiveQueryError, ROOM_ARCHIVE},
         muc::StoredRoom,
     },
@@ -276,7 +279,19 @@ pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, service: &str,
             )
             .await
     {
-        tracing::error!(vhost, room = %room_name, error = %e, "archiving a room's message failed");
+        match e {
+            // Delivered all the same, but not kept.
+            StoreError::StorageFull(_, quota) => {
+                tracing::info!(
+                    vhost,
+                    quota,
+                    "a room's message was not archived: the storage quota is used up"
+                )
+            }
+            e => {
+                tracing::error!(vhost, room = %room_name, error = %e, "archiving a room's message failed")
+            }
+        }
     }
 }
 
@@ -704,6 +719,67 @@ mod tests {
         let (bob, mut to_bob) = bind(&node, "bob@example.com/phone");
         im::handle(&node, &bob, stanza(&format!("<iq xmlns='jabber:client' type='set' id='q' from='bob@example.com/phone' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'/></iq>"))).await;
         assert_eq!(delivered(&mut to_bob).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn room_messages_past_the_retention_expire_with_the_user_archives() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1, "limits": {"archive_retention_days": 2}}),
+            &["alice"],
+        )
+        .await;
+        let (alice, _to_alice) = bind(&node, "alice@example.com/desk");
+        im::handle(&node, &alice, join("alice@example.com/desk", "Alice")).await;
+        im::handle(&node, &alice, configure("alice@example.com/desk", true)).await;
+        for body in ["old", "new"] {
+            im::handle(&node, &alice, stanza(&format!("<message xmlns='jabber:client' type='groupchat' from='alice@example.com/desk' to='{ROOM}'><body>{body}</body></message>"))).await;
+        }
+        sqlx::query("UPDATE muc_archive SET created_us = created_us - 3 * 86400000000 WHERE stanza LIKE '%old%'")
+            .execute(&node.store.db)
+            .await
+            .unwrap();
+        let dropped = mam::expire(&node, unix_now()).await;
+        assert_eq!(dropped, vec![(DOMAIN.to_string(), 1)]);
+        let left = node
+            .store
+            .archive_page_in(
+                ROOM_ARCHIVE,
+                DOMAIN,
+                "tea",
+                &Default::default(),
+                &crate::store::archive::PageFrom::Start,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(left.count, 1);
+        assert!(left.items[0].stanza.contains("new"));
+    }
+
+    #[tokio::test]
+    async fn a_room_message_past_the_storage_quota_is_delivered_but_not_archived() {
+        let (node, _dir) = node().await;
+        let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
+        im::handle(&node, &alice, join("alice@example.com/desk", "Alice")).await;
+        im::handle(&node, &alice, configure("alice@example.com/desk", false)).await;
+        let stored = node.store.measure_storage(DOMAIN).await.unwrap();
+        crate::node::testing::apply_spec(&node, json!({"domain": DOMAIN, "generation": 2, "limits": {"storage_quota_bytes": stored + 100}})).await;
+        delivered(&mut to_alice);
+        im::handle(&node, &alice, stanza(&format!("<message xmlns='jabber:client' type='groupchat' from='alice@example.com/desk' to='{ROOM}'><body>{}</body></message>", "x".repeat(200)))).await;
+        assert_eq!(delivered(&mut to_alice).len(), 1, "delivered");
+        let page = node
+            .store
+            .archive_page_in(
+                ROOM_ARCHIVE,
+                DOMAIN,
+                "tea",
+                &Default::default(),
+                &crate::store::archive::PageFrom::Start,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.count, 0, "not archived");
     }
 
     #[tokio::test]
