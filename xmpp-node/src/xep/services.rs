@@ -68,7 +68,12 @@ pub fn service_of(node: &Node, domain: &str) -> Option<Service> {
 
 /// The service a stanza is addressed to, if any.
 pub fn addressed(node: &Node, stanza: &Element) -> Option<Service> {
-    let to = Jid::parse(stanza.attr("to")?).ok()?;
+    let to = stanza.attr("to")?;
+    // Most stanzas are for accounts: no JID parsing for them.
+    if !Kind::ALL.iter().any(|k| to.contains(k.prefix())) {
+        return None;
+    }
+    let to = Jid::parse(to).ok()?;
     service_of(node, to.domain())
 }
 
@@ -96,4 +101,38 @@ pub fn disco_items(node: &Node, vhost: &str) -> Element {
 /// it (it leaves its rooms).
 pub async fn session_ended(node: &Node, me: &Jid) {
     muc::session_ended(node, me).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::node::testing::{apply_spec, node_with_spec};
+
+    #[tokio::test]
+    async fn only_a_hosted_vhosts_switched_on_subdomains_are_services() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": "example.com", "generation": 1}), &[]).await;
+        let muc = service_of(&node, "conference.example.com").unwrap();
+        assert_eq!((muc.kind, muc.vhost.as_str()), (Kind::Muc, "example.com"));
+        assert_eq!(service_of(&node, "example.com"), None);
+        assert_eq!(service_of(&node, "conference.example.net"), None);
+        assert_eq!(service_of(&node, "upload.example.com"), None);
+        let items = disco_items(&node, "example.com");
+        assert_eq!(
+            items
+                .children()
+                .filter_map(|i| i.attr("jid"))
+                .collect::<Vec<_>>(),
+            ["conference.example.com"]
+        );
+        apply_spec(
+            &node,
+            json!({"domain": "example.com", "generation": 2, "features": {"muc": false}}),
+        )
+        .await;
+        assert_eq!(service_of(&node, "conference.example.com"), None);
+        assert_eq!(disco_items(&node, "example.com").children().count(), 0);
+    }
 }
