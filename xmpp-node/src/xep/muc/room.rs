@@ -554,6 +554,14 @@ impl Room {
         if created {
             self_codes.push(201);
         }
+        // The nick as the client wrote it differs from the normalised one (§7.2.9).
+        if stanza
+            .attr("to")
+            .and_then(|t| t.split_once('/'))
+            .is_some_and(|(_, asked)| asked != nick)
+        {
+            self_codes.push(210);
+        }
         self.broadcast_presence(&me, &[], &self_codes, &mut out);
         self.send_history(
             &me,
@@ -1771,6 +1779,39 @@ mod tests {
         let mut room = room_of_three();
         let out = join(&mut room, "dave@example.com/x", "Bob");
         assert_eq!(error_condition(&out.send[0]), "conflict");
+        // Clients match presence errors by the join's <x/>.
+        assert!(out.send[0].has_child("x", NS_MUC));
+    }
+
+    #[test]
+    fn a_nick_the_service_normalised_is_announced_with_status_210() {
+        let mut room = room_of_three();
+        // Asked with a combining accent; the JID's resource is normalised to NFC.
+        let to = format!("{ROOM}/Re\u{301}my");
+        let p = stanza(&format!(
+            "<presence xmlns='jabber:client' from='dave@example.com/x' to='{to}'><x xmlns='{NS_MUC}'/></presence>"
+        ));
+        let nick = Jid::parse(&to).unwrap().resource().unwrap().to_string();
+        assert_eq!(nick, "R\u{e9}my");
+        let out = room.presence(&jid("dave@example.com/x"), &nick, &p, 1);
+        let own = out
+            .send
+            .iter()
+            .find(|s| {
+                s.attr("to") == Some("dave@example.com/x") && codes(s).contains(&"110".into())
+            })
+            .unwrap();
+        assert!(codes(own).contains(&"210".into()), "{:?}", codes(own));
+        // A nick written as it is normalised gets no 210.
+        let out = join(&mut room, "erin@example.com/x", "Erin");
+        let own = out
+            .send
+            .iter()
+            .find(|s| {
+                s.attr("to") == Some("erin@example.com/x") && codes(s).contains(&"110".into())
+            })
+            .unwrap();
+        assert!(!codes(own).contains(&"210".into()));
     }
 
     #[test]
