@@ -16,11 +16,14 @@
 //!
 //! Not yet: federation (occupants are local sessions), occupants' vCards and other iq
 //! passed on to occupants (answered `service-unavailable`), voice requests, registration
-//! with a room, filtering a room's archive by `with`, the status code 210 (nicks are taken
-//! as asked, once normalised as a JID resource), invitations to users who are offline
-//! (they are dropped). A message past the vhost's storage quota is delivered with its
-//! stanza-id but not archived. The rooms' archives keep the vhost's
-//! `limits.archive_retention_days` (`mam::expire`).
+//! with a room, filtering a room's archive by `with`, reserved nicks, invitations to users
+//! who are offline (they are dropped). One lock guards every room of the node (held only
+//! while a room computes, never across I/O); a lock per room is the next step if it is ever
+//! contended.
+//!
+//! Limits: a message past the vhost's storage quota is delivered with its stanza-id but not
+//! archived; the rooms' archives keep the vhost's `limits.archive_retention_days`
+//! (`mam::expire`).
 
 pub mod room;
 
