@@ -97,6 +97,7 @@ impl Node {
             settings.limits.registrations_per_ip_per_hour,
         );
         let metrics = Metrics::new();
+        let muc = crate::xep::muc::Muc::new(metrics.muc_rooms.clone());
         let mam = crate::xep::mam::Mam::start(store.clone(), metrics.archive.clone());
         Arc::new(Self {
             registrations,
@@ -113,7 +114,7 @@ impl Node {
             auth_throttle: Default::default(),
             blocks: Default::default(),
             caps: Default::default(),
-            muc: Default::default(),
+            muc,
             writes: WriteGate::default(),
             usage_period: Mutex::new(Instant::now()),
             hosts: RwLock::new(HashMap::new()),

@@ -76,6 +76,16 @@ async fn a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp(
     )
     .await;
 
+    let metrics = node.metrics().await.unwrap();
+    assert!(
+        metrics.contains("rookery_node_muc_rooms 1\n"),
+        "the persistent room stays in memory, empty:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("rookery_node_muc_messages_total 4\n"),
+        "4 groupchat messages:\n{metrics}"
+    );
+
     node.kill_and_restart().await.unwrap();
     node.wait_for_vhost(DOMAIN).await.unwrap();
     scenario(

@@ -32,6 +32,7 @@ use std::{
     sync::Mutex,
 };
 
+use prometheus_client::metrics::gauge::Gauge;
 use room::{Affiliation, NS_MUC, NS_OCCUPANT_ID, Out, Room, Saved};
 
 use crate::{
@@ -62,22 +63,35 @@ pub fn service_features(node: &Node, vhost: &str) -> Vec<&'static str> {
 }
 
 /// The rooms of the loaded vhosts, and which rooms each session is in.
-#[derive(Default)]
 pub struct Muc {
     /// By vhost, then by room localpart. A vhost is here once its rooms were loaded.
     vhosts: Mutex<HashMap<String, HashMap<String, Room>>>,
     /// Full JID of a session → the bare JIDs of the rooms it joined (may be stale: leaving
     /// a room one is not in does nothing).
     joined: Mutex<HashMap<Jid, HashSet<Jid>>>,
+    /// `metrics.muc_rooms`: rooms in memory.
+    rooms_gauge: Gauge,
 }
 
 impl Muc {
+    pub fn new(rooms_gauge: Gauge) -> Self {
+        Self {
+            vhosts: Mutex::default(),
+            joined: Mutex::default(),
+            rooms_gauge,
+        }
+    }
+
     /// Drops a vhost's rooms from memory (the vhost is gone, or its data replaced).
     pub fn forget_domain(&self, vhost: &str) {
-        self.vhosts
+        if let Some(rooms) = self
+            .vhosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(vhost);
+            .remove(vhost)
+        {
+            self.rooms_gauge.dec_by(rooms.len() as i64);
+        }
     }
 
     fn note_joined(&self, session: &Jid, room: &Jid, joined: bool) {
@@ -144,12 +158,12 @@ async fn ensure_loaded(node: &Node, vhost: &str, service: &str) {
         rooms.insert(s.room.clone(), Room::restored(jid, saved, affiliations));
     }
     tracing::info!(vhost, rooms = rooms.len(), "rooms loaded");
-    node.muc
-        .vhosts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(vhost.to_string())
-        .or_insert(rooms);
+    let mut vhosts = node.muc.vhosts.lock().unwrap_or_else(|p| p.into_inner());
+    // Another stanza may have loaded them meanwhile: the first load stays.
+    if let std::collections::hash_map::Entry::Vacant(e) = vhosts.entry(vhost.to_string()) {
+        node.muc.rooms_gauge.inc_by(rooms.len() as i64);
+        e.insert(rooms);
+    }
 }
 
 fn random_salt() -> String {
@@ -222,6 +236,7 @@ pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, service: &str,
                 room_name.clone(),
                 Room::new(room_jid.clone(), me.jid.clone(), random_salt()),
             );
+            node.muc.rooms_gauge.inc();
         }
         let Some(room) = rooms.get_mut(&room_name) else {
             drop(vhosts);
@@ -263,6 +278,13 @@ pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, service: &str,
             .then(|| stored(&room_name, room));
         if out.destroyed {
             rooms.remove(&room_name);
+            node.muc.rooms_gauge.dec();
+        }
+        if stanza.name() == "message"
+            && stanza.attr("type") == Some("groupchat")
+            && !out.send.iter().any(|s| s.attr("type") == Some("error"))
+        {
+            node.metrics.muc_messages.inc();
         }
         (out, save, was_persistent)
     };
@@ -549,6 +571,7 @@ pub async fn session_ended(node: &Node, me: &Jid) {
             let out = room.gone(me);
             if out.destroyed {
                 rooms.remove(name);
+                node.muc.rooms_gauge.dec();
             }
             (out, was_persistent)
         };
