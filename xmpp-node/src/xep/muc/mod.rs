@@ -17,7 +17,7 @@
 //! Not yet: federation (occupants are local sessions), occupants' vCards and other iq
 //! passed on to occupants (answered `service-unavailable`), voice requests, registration
 //! with a room, filtering a room's archive by `with`, reserved nicks, invitations to users
-//! who are offline (they are dropped). One lock guards every room of the node (held only
+//! who are offline (they are dropped), block lists (XEP-0191) applied to what rooms send. One lock guards every room of the node (held only
 //! while a room computes, never across I/O); a lock per room is the next step if it is ever
 //! contended.
 //!

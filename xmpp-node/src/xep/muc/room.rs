@@ -2333,6 +2333,34 @@ mod tests {
         assert!(room.is_empty());
     }
 
+    /// What one groupchat message costs the room to fan out (run with `--release --ignored`).
+    #[test]
+    #[ignore]
+    fn fan_out_cost() {
+        let mut room = Room::new(jid(ROOM), jid("u0@example.com/r"), "salt".into());
+        join(&mut room, "u0@example.com/r", "u0");
+        instant(&mut room, "u0@example.com/r");
+        for i in 1..100 {
+            join(&mut room, &format!("u{i}@example.com/r"), &format!("u{i}"));
+        }
+        let next = ids();
+        let message = stanza(&format!(
+            "<message xmlns='jabber:client' type='groupchat' from='u1@example.com/r' to='{ROOM}'><body>Hello, everyone in the room!</body></message>"
+        ));
+        let from = jid("u1@example.com/r");
+        let n = 20_000;
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        for _ in 0..n {
+            sent += room.message(&from, None, &message, 100, &next).send.len();
+        }
+        let per = started.elapsed() / n;
+        println!(
+            "100 occupants: {per:?} per message, {:?} per copy ({sent} copies)",
+            per / 100
+        );
+    }
+
     impl Room {
         fn clone_for_test(&self) -> Room {
             Room {
