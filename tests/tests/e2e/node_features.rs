@@ -1,6 +1,6 @@
 //! What the node advertises, against a real `rookery-node`: every feature its disco#info
-//! lists (for the server and for an account) must have a test, named in [`COVERAGE`], that
-//! exists in the sources; and the small server queries that have no other test (XEP-0092
+//! lists (for the server, for an account and for the group chat service) must have a test,
+//! named in [`COVERAGE`], that exists in the sources; and the small server queries that have no other test (XEP-0092
 //! version, XEP-0202 time, disco#items, XEP-0012 server uptime) answer as their XEPs say.
 
 use std::{path::Path, sync::Arc, time::Duration};
