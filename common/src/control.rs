@@ -76,15 +76,20 @@ pub struct VhostLimits {
     pub upload_quota_bytes_per_account: Option<i64>,
     /// XEP-0363: uploaded files older than this many days are deleted.
     pub upload_retention_days: Option<i64>,
+    /// Group chat rooms (XEP-0045) the domain's `conference.` service holds at most.
+    pub max_rooms: Option<i64>,
+    /// Occupants one room holds at most (a room's own `maxusers` may say fewer).
+    pub max_room_occupants: Option<i64>,
 }
 
 /// Feature switches of a vhost: what the domain is allowed, declared up front. A node
 /// serves the switched-on features it implements and ignores the others until a version
 /// that has them runs. In-band registration (off unless switched on: the customer's choice
-/// in the panel) and the archive (XEP-0313: switched off, the domain archives nothing and
-/// advertises nothing) and push notifications (XEP-0357) are implemented; the others are not
-/// yet (group chat and upload come after them, federation last), so those switches read
-/// "allowed when available".
+/// in the panel), the archive (XEP-0313: switched off, the domain archives nothing and
+/// advertises nothing), push notifications (XEP-0357) and group chat (XEP-0045 at
+/// `conference.<domain>`: switched off, the service does not exist) are implemented; the
+/// others are not yet (upload next, federation last), so those switches read "allowed when
+/// available".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VhostFeatures {
@@ -92,6 +97,7 @@ pub struct VhostFeatures {
     pub registration: bool,
     /// Server-to-server federation.
     pub federation: bool,
+    /// XEP-0045 group chat at `conference.<domain>`.
     pub muc: bool,
     pub upload: bool,
     pub archive: bool,

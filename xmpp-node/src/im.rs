@@ -37,7 +37,7 @@ use crate::{
     router::{SessionHandle, message_targets},
     store::StoreError,
     upkeep,
-    xep::{blocking, caps, carbons, mam, pep, private, proxy, push, serverinfo, upload, vcard},
+    xep::{blocking, caps, carbons, mam, pep, private, push, serverinfo, services, vcard},
 };
 
 /// The text of the error for a contact beyond the roster limit.
@@ -155,11 +155,8 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         stanza.set_attr("to", me.jid.bare().to_string());
         return Box::pin(message(node, me, stanza)).await;
     };
-    if let Some(vhost) = upload::service_vhost(node, to.domain()) {
-        return upload::handle(node, me, &vhost, stanza).await;
-    }
-    if let Some(vhost) = proxy::service_vhost(node, to.domain()) {
-        return proxy::handle(node, me, &vhost, stanza).await;
+    if let Some(service) = services::service_of(node, to.domain()) {
+        return services::handle(node, me, service, stanza).await;
     }
     if !node.is_hosted(to.domain()) {
         return bounce(
@@ -315,6 +312,9 @@ pub async fn account_exists(node: &Node, domain: &str, username: &str) -> bool {
 // ---- presence (RFC 6121 §3, §4) ---------------------------------------------------------
 
 async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
+    if let Some(service) = services::addressed(node, &stanza) {
+        return services::handle(node, me, service, stanza).await;
+    }
     let kind = stanza.attr("type").unwrap_or("available").to_string();
     if let Some(sub) = SubscriptionKind::from_presence_type(&kind) {
         return match target(&stanza) {
@@ -335,12 +335,6 @@ async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         }
         // A probe or error without 'to' makes no sense (RFC 6121 §4.3).
         (None, _) => bounce(me, &stanza, Condition::BadRequest, None),
-        (Some(to), _) if let Some(vhost) = upload::service_vhost(node, to.domain()) => {
-            upload::handle(node, me, &vhost, stanza).await
-        }
-        (Some(to), _) if let Some(vhost) = proxy::service_vhost(node, to.domain()) => {
-            proxy::handle(node, me, &vhost, stanza).await
-        }
         (Some(to), _) if !node.is_hosted(to.domain()) => bounce(
             me,
             &stanza,
@@ -374,6 +368,10 @@ async fn broadcast_own(node: &Node, me: &Arc<SessionHandle>, stanza: Element, av
         if initial && let Some(p) = other.presence() {
             me.deliver(p);
         }
+    }
+    if !available {
+        // Unavailable: the user leaves its rooms (XEP-0045 §7.14).
+        services::session_ended(node, &me.jid).await;
     }
     if !available && !was_available {
         // Never available: nobody else was told otherwise (RFC 6121 §4.5.2).
@@ -562,6 +560,7 @@ async fn contacts_of(node: &Node, account: &Jid) -> Vec<Contact> {
 /// A session ended (the connection closed, with or without unavailable presence): if it
 /// was available, everyone who saw it go online sees it go offline (RFC 6121 §4.5.2).
 pub async fn session_ended(node: &Node, me: &Arc<SessionHandle>) {
+    services::session_ended(node, &me.jid).await;
     if !me.is_available() {
         return;
     }
@@ -1012,6 +1011,12 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         return bounce(me, &stanza, Condition::BadRequest, None);
     }
     let to = target(&stanza);
+    if let Some(service) = to
+        .as_ref()
+        .and_then(|t| services::service_of(node, t.domain()))
+    {
+        return services::handle(node, me, service, stanza).await;
+    }
     let for_server = match &to {
         None => true,
         Some(t) => t.node().is_none() && t.resource().is_none() && node.is_hosted(t.domain()),
@@ -1098,12 +1103,6 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         return answer(node, me, stanza, for_server);
     }
     let Some(to) = to else { return };
-    if let Some(vhost) = upload::service_vhost(node, to.domain()) {
-        return upload::handle(node, me, &vhost, stanza).await;
-    }
-    if let Some(vhost) = proxy::service_vhost(node, to.domain()) {
-        return proxy::handle(node, me, &vhost, stanza).await;
-    }
     if !node.is_hosted(to.domain()) {
         return bounce(
             me,
@@ -1217,26 +1216,13 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
             }
             reply(Some(q))
         }
-        (ns::DISCO_ITEMS, "query", true) => {
-            let mut q = Element::new("query", ns::DISCO_ITEMS);
-            if for_server && payload.attr("node").is_none() {
-                // The vhost's services at their subdomains.
-                let vhost = iq
-                    .attr("to")
-                    .and_then(|t| Jid::parse(t).ok())
-                    .map_or_else(|| me.jid.domain().to_string(), |t| t.domain().to_string());
-                for item in [
-                    upload::disco_item(node, &vhost),
-                    proxy::disco_item(node, &vhost),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    q.append_child(item);
-                }
-            }
-            reply(Some(q))
+        // XEP-0030 §4.2: the domain's services are its items.
+        (ns::DISCO_ITEMS, "query", true) if for_server && payload.attr("node").is_none() => {
+            let domain =
+                target(&iq).map_or_else(|| me.jid.domain().to_string(), |t| t.domain().to_string());
+            reply(Some(services::disco_items(node, &domain)))
         }
+        (ns::DISCO_ITEMS, "query", true) => reply(Some(Element::new("query", ns::DISCO_ITEMS))),
         (ns::VERSION, "query", true) if for_server => reply(Some(
             Element::new("query", ns::VERSION)
                 .with_child(Element::new("name", ns::VERSION).with_text("Rookery"))

@@ -54,6 +54,11 @@ pub struct Metrics {
     pub routed: Counter,
     pub auth: Family<OutcomeLabel, Counter>,
     pub queued: Gauge,
+    /// Group chat rooms in memory (XEP-0045): every room in use, and the persistent rooms
+    /// of the vhosts whose service was used since the start.
+    pub muc_rooms: Gauge,
+    /// Groupchat messages sent to rooms' occupants.
+    pub muc_messages: Counter,
 }
 
 impl Metrics {
@@ -69,6 +74,8 @@ impl Metrics {
             routed: Counter::default(),
             auth: Family::default(),
             queued: Gauge::default(),
+            muc_rooms: Gauge::default(),
+            muc_messages: Counter::default(),
             archive: ArchiveMetrics::default(),
             registry: Registry::default(),
         };
@@ -127,6 +134,16 @@ impl Metrics {
             "delivery_queue",
             "Stanzas waiting in session queues",
             m.queued.clone(),
+        );
+        registry.register(
+            "muc_rooms",
+            "Group chat rooms in memory (XEP-0045)",
+            m.muc_rooms.clone(),
+        );
+        registry.register(
+            "muc_messages",
+            "Groupchat messages sent to rooms' occupants",
+            m.muc_messages.clone(),
         );
         Self { registry, ..m }
     }

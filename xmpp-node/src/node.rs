@@ -72,6 +72,8 @@ pub struct Node {
     pub mam: crate::xep::mam::Mam,
     /// Verified XEP-0115 capabilities, for PEP's filtered notifications.
     pub caps: crate::xep::caps::Caps,
+    /// Group chat rooms (XEP-0045) of the vhosts whose service was used.
+    pub muc: crate::xep::muc::Muc,
     /// Held by every write of vhost data, so that freezing a vhost waits for them.
     pub writes: WriteGate,
     /// The SOCKS5 bytestreams proxy (XEP-0065): its port and the ends waiting in it.
@@ -97,6 +99,7 @@ impl Node {
             settings.limits.registrations_per_ip_per_hour,
         );
         let metrics = Metrics::new();
+        let muc = crate::xep::muc::Muc::new(metrics.muc_rooms.clone());
         let mam = crate::xep::mam::Mam::start(store.clone(), metrics.archive.clone());
         Arc::new(Self {
             registrations,
@@ -113,6 +116,7 @@ impl Node {
             auth_throttle: Default::default(),
             blocks: Default::default(),
             caps: Default::default(),
+            muc,
             writes: WriteGate::default(),
             proxy: Default::default(),
             usage_period: Mutex::new(Instant::now()),
@@ -254,6 +258,7 @@ impl Node {
             tracing::info!(vhost = %domain, "no longer serving");
             self.blocks.forget_domain(domain);
             self.mam.forget_domain(domain);
+            self.muc.forget_domain(domain);
             for s in self.router.of_domain(domain) {
                 s.kick(StreamError::new(
                     "host-gone",

@@ -1,6 +1,6 @@
 //! What the node advertises, against a real `rookery-node`: every feature its disco#info
-//! lists (for the server and for an account) must have a test, named in [`COVERAGE`], that
-//! exists in the sources; and the small server queries that have no other test (XEP-0092
+//! lists (for the server, for an account and for the group chat service) must have a test,
+//! named in [`COVERAGE`], that exists in the sources; and the small server queries that have no other test (XEP-0092
 //! version, XEP-0202 time, disco#items, XEP-0012 server uptime) answer as their XEPs say.
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -30,6 +30,21 @@ const COVERAGE: &[(&str, &[&str])] = &[
         &[
             "files_upload_download_and_meet_the_quota_with_slixmpp",
             "an_upload_is_stored_served_with_ranges_and_counted_against_the_quota",
+        ],
+    ),
+    (
+        "http://jabber.org/protocol/muc",
+        &[
+            "a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp",
+            "a_join_sends_the_others_then_self_presence_to_all_then_the_subject",
+            "a_kick_removes_the_occupant_with_status_307_and_only_moderators_may_kick",
+        ],
+    ),
+    (
+        "urn:xmpp:occupant-id:0",
+        &[
+            "occupant_ids_are_stable_per_real_jid_and_differ_between_users",
+            "a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp",
         ],
     ),
     (
@@ -106,6 +121,9 @@ const COVERAGE: &[(&str, &[&str])] = &[
         "urn:xmpp:mam:2",
         &[
             "archives_page_filter_and_stamp_messages_with_slixmpp",
+            // At a room (XEP-0045 rooms' archives).
+            "room_messages_are_archived_and_queried_at_the_room",
+            "a_three_user_room_with_history_kick_ban_and_archive_works_with_slixmpp",
             "messages_are_archived_on_both_sides_and_delivered_with_the_recipients_archive_id",
         ],
     ),
@@ -311,7 +329,7 @@ async fn every_advertised_feature_has_a_test() {
     advertised.extend(features(
         &query(&mut alice, &format!("alice@{DOMAIN}"), "account", disco).await,
     ));
-    // And the services the vhost lists (upload, …).
+    // And the services the vhost lists (group chat, upload, proxy).
     let items = query(
         &mut alice,
         DOMAIN,
@@ -415,7 +433,11 @@ async fn the_server_answers_version_time_items_and_uptime() {
         .collect();
     assert_eq!(
         jids,
-        [format!("upload.{DOMAIN}"), format!("proxy.{DOMAIN}")],
+        [
+            format!("conference.{DOMAIN}"),
+            format!("upload.{DOMAIN}"),
+            format!("proxy.{DOMAIN}")
+        ],
         "{items:?}"
     );
 

@@ -685,6 +685,7 @@ async fn import_vhost(
     // Nothing cached may outlive the data it came from.
     s.node.blocks.forget_domain(&domain);
     s.node.mam.forget_domain(&domain);
+    s.node.muc.forget_domain(&domain);
     tracing::info!(vhost = %domain, "imported a vhost's data");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -101,6 +101,8 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
             limits.upload_quota_bytes_per_account,
         ),
         ("upload_retention_days", limits.upload_retention_days),
+        ("max_rooms", limits.max_rooms),
+        ("max_room_occupants", limits.max_room_occupants),
     ] {
         if let Some(v) = value
             && v < 0
@@ -155,6 +157,8 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
         contacts: spec.contacts.clone(),
         archive_retention_days: spec.limits.archive_retention_days,
         upload: UploadLimits::from(&spec.limits),
+        max_rooms: spec.limits.max_rooms,
+        max_room_occupants: spec.limits.max_room_occupants,
         features: spec.features.clone(),
     };
     spec.domain = domain.clone();

@@ -325,9 +325,34 @@ impl Sql {
     }
 }
 
+/// Where an archive's rows are: the accounts' archives, or the rooms' (`xep::muc`). Both
+/// tables have the same columns but the owner's (`username`, `room`) and the direction
+/// (a room's messages are all "in").
+#[derive(Clone, Copy, Debug)]
+pub struct ArchiveTable {
+    pub table: &'static str,
+    pub owner: &'static str,
+    pub direction: &'static str,
+}
+
+/// The accounts' archives (`archive_messages`).
+pub const USER_ARCHIVE: ArchiveTable = ArchiveTable {
+    table: "archive_messages",
+    owner: "username",
+    direction: "direction",
+};
+
+/// The rooms' archives (`muc_archive`, XEP-0045 rooms).
+pub const ROOM_ARCHIVE: ArchiveTable = ArchiveTable {
+    table: "muc_archive",
+    owner: "room",
+    direction: "'in'",
+};
+
 /// `WHERE` conditions of the result set of a filter (keys already resolved to times).
 fn filter_conditions(
     sql: &mut Sql,
+    t: ArchiveTable,
     vhost: &str,
     username: &str,
     f: &ArchiveFilter,
@@ -336,7 +361,7 @@ fn filter_conditions(
 ) {
     let v = sql.arg(Arg::Text(vhost.into()));
     let u = sql.arg(Arg::Text(username.into()));
-    let mut text = format!("vhost = {v} AND username = {u}");
+    let mut text = format!("vhost = {v} AND {} = {u}", t.owner);
     if let Some((bare, resource)) = &f.with {
         let b = sql.arg(Arg::Text(bare.clone()));
         text += &format!(" AND with_jid = {b}");
@@ -409,19 +434,23 @@ impl Store {
     /// archive does not hold is an error, not an empty set).
     async fn archive_key(
         &self,
+        t: ArchiveTable,
         vhost: &str,
         username: &str,
         id: &str,
     ) -> Result<String, ArchiveQueryError> {
-        sqlx::query("SELECT 1 FROM archive_messages WHERE vhost = $1 AND username = $2 AND id = $3")
-            .bind(vhost)
-            .bind(username)
-            .bind(id)
-            .fetch_optional(&self.db)
-            .await
-            .map_err(StoreError::from)?
-            .map(|_| id.to_string())
-            .ok_or_else(|| ArchiveQueryError::UnknownId(id.to_string()))
+        sqlx::query(&format!(
+            "SELECT 1 FROM {} WHERE vhost = $1 AND {} = $2 AND id = $3",
+            t.table, t.owner
+        ))
+        .bind(vhost)
+        .bind(username)
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await
+        .map_err(StoreError::from)?
+        .map(|_| id.to_string())
+        .ok_or_else(|| ArchiveQueryError::UnknownId(id.to_string()))
     }
 
     /// One page of the account's archive: the items of `filter` after or before an id,
@@ -436,22 +465,38 @@ impl Store {
         from: &PageFrom,
         max: i64,
     ) -> Result<ArchivePage, ArchiveQueryError> {
+        self.archive_page_in(USER_ARCHIVE, vhost, username, filter, from, max)
+            .await
+    }
+
+    /// [`Store::archive_page`] of the archive `owner` in table `t`.
+    #[tracing::instrument(skip_all, fields(table = t.table))]
+    pub async fn archive_page_in(
+        &self,
+        t: ArchiveTable,
+        vhost: &str,
+        username: &str,
+        filter: &ArchiveFilter,
+        from: &PageFrom,
+        max: i64,
+    ) -> Result<ArchivePage, ArchiveQueryError> {
         let mut keys = [None, None];
         for (slot, id) in keys.iter_mut().zip([&filter.after_id, &filter.before_id]) {
             if let Some(id) = id {
-                *slot = Some(self.archive_key(vhost, username, id).await?);
+                *slot = Some(self.archive_key(t, vhost, username, id).await?);
             }
         }
         let [after, before] = keys;
         let page_key = match from {
             PageFrom::After(id) | PageFrom::Before(Some(id)) => {
-                Some(self.archive_key(vhost, username, id).await?)
+                Some(self.archive_key(t, vhost, username, id).await?)
             }
             _ => None,
         };
         let base = |sql: &mut Sql, extra_after: Option<&String>, extra_before: Option<&String>| {
             filter_conditions(
                 sql,
+                t,
                 vhost,
                 username,
                 filter,
@@ -463,7 +508,7 @@ impl Store {
             filter_conditions_key(sql, extra_before, "<");
         };
 
-        let mut count = Sql::new("SELECT COUNT(*) AS n FROM archive_messages WHERE ");
+        let mut count = Sql::new(&format!("SELECT COUNT(*) AS n FROM {} WHERE ", t.table));
         base(&mut count, None, None);
         let total: i64 = count
             .query()
@@ -473,8 +518,10 @@ impl Store {
             .get("n");
 
         let backward = matches!(from, PageFrom::Before(_));
-        let mut page =
-            Sql::new("SELECT id, created_us, direction, stanza FROM archive_messages WHERE ");
+        let mut page = Sql::new(&format!(
+            "SELECT id, created_us, {} AS direction, stanza FROM {} WHERE ",
+            t.direction, t.table
+        ));
         match from {
             PageFrom::Start | PageFrom::Before(None) => base(&mut page, None, None),
             PageFrom::After(_) => base(&mut page, page_key.as_ref(), None),
@@ -505,7 +552,7 @@ impl Store {
             None => None,
             Some(first) => {
                 let mut before_first =
-                    Sql::new("SELECT COUNT(*) AS n FROM archive_messages WHERE ");
+                    Sql::new(&format!("SELECT COUNT(*) AS n FROM {} WHERE ", t.table));
                 base(&mut before_first, None, Some(&first.id));
                 Some(
                     before_first

@@ -8,6 +8,7 @@
 
 pub mod archive;
 mod control;
+pub mod muc;
 mod pep;
 mod private;
 mod profile;
@@ -83,7 +84,11 @@ pub struct VhostPolicy {
     pub archive_retention_days: Option<i64>,
     /// XEP-0363 file sizes, quotas and retention.
     pub upload: UploadLimits,
-    /// What the domain is allowed (only `archive` is served yet).
+    /// Group chat rooms of the vhost, at most (XEP-0045).
+    pub max_rooms: Option<i64>,
+    /// Occupants of one room, at most.
+    pub max_room_occupants: Option<i64>,
+    /// What the domain is allowed (`archive`, `push`, `muc`, `upload` and `registration` are served).
     pub features: VhostFeatures,
 }
 
@@ -169,6 +174,8 @@ fn vhost_from_row(r: &sqlx::any::AnyRow) -> Vhost {
             contacts: extras.contacts,
             archive_retention_days: extras.limits.archive_retention_days,
             upload: UploadLimits::from(&extras.limits),
+            max_rooms: extras.limits.max_rooms,
+            max_room_occupants: extras.limits.max_room_occupants,
             features: extras.features,
         }
     });

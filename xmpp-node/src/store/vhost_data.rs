@@ -49,6 +49,9 @@ pub const VHOST_TABLES: &[VhostTable] = &[
     VhostTable { name: "pep_nodes", columns: &[("vhost", Text), ("username", Text), ("node", Text), ("access_model", Text), ("max_items", Int), ("persist_items", Int), ("send_last", Text), ("created_at", Int)] },
     VhostTable { name: "upload_files", columns: &[("vhost", Text), ("id", Text), ("username", Text), ("filename", Text), ("content_type", Text), ("size_bytes", Int), ("created_at", Int)] },
     VhostTable { name: "pep_items", columns: &[("vhost", Text), ("username", Text), ("node", Text), ("item_id", Text), ("payload", Text), ("seq", Int), ("published_at", Int)] },
+    VhostTable { name: "muc_rooms", columns: &[("vhost", Text), ("room", Text), ("config", Text), ("created_at", Int), ("updated_at", Int)] },
+    VhostTable { name: "muc_affiliations", columns: &[("vhost", Text), ("room", Text), ("jid", Text), ("affiliation", Text), ("reason", Text)] },
+    VhostTable { name: "muc_archive", columns: &[("vhost", Text), ("room", Text), ("id", Text), ("created_us", Int), ("with_jid", Text), ("with_resource", Text), ("stanza", Text), ("stanza_bytes", Int)] },
 ];
 
 impl VhostTable {

@@ -525,6 +525,17 @@ pub async fn expire(node: &Node, now: i64) -> Vec<(String, u64)> {
             }
             tokio::task::yield_now().await;
         }
+        // The rooms' archives (XEP-0045) keep the same retention.
+        match node
+            .store
+            .expire_muc_archive(&domain, cutoff_us, EXPIRE_BATCH * EXPIRE_BATCHES as i64)
+            .await
+        {
+            Ok(n) => count += n,
+            Err(e) => {
+                tracing::warn!(vhost = %domain, error = format!("{e:#}"), "deleting expired room messages failed")
+            }
+        }
         if count > 0 {
             tracing::info!(vhost = %domain, dropped = count, retention_days = days, "deleted archived messages past the retention");
             dropped.push((domain, count));
@@ -785,8 +796,9 @@ pub fn fin(page: &ArchivePage) -> Element {
     fin
 }
 
-/// One archived message as a query result, for the full JID `to`.
-fn result_message(
+/// One archived message as a query result from the archive `account` (an account or a
+/// room), for the full JID `to`.
+pub fn result_message(
     account: &Jid,
     to: &Jid,
     queryid: Option<&str>,

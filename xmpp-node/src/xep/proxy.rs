@@ -1,5 +1,5 @@
-//! SOCKS5 bytestreams proxy (XEP-0065) as a service of each vhost at `proxy.<vhost>`,
-//! listed in the vhost's disco#items: two clients that cannot reach each other directly
+//! SOCKS5 bytestreams proxy (XEP-0065) as a service of each vhost at `proxy.<vhost>` (one
+//! of `services`), listed in the vhost's disco#items: two clients that cannot reach each other directly
 //! both connect to the node's proxy port, and the proxy relays between them.
 //!
 //! XMPP side: the service names its stream host (`<streamhost jid host port/>`: the node's
@@ -59,19 +59,9 @@ pub const MAX_RELAYS: usize = 1_000;
 /// Seconds a SOCKS5 handshake may take.
 const HANDSHAKE_SECS: u64 = 10;
 
-/// The vhost whose proxy `domain` is, if it is one and the vhost is served here.
-pub fn service_vhost(node: &Node, domain: &str) -> Option<String> {
-    let vhost = domain.strip_prefix(PREFIX)?;
-    (node.proxy.port().is_some() && node.is_hosted(vhost)).then(|| vhost.to_string())
-}
-
-/// The vhost's disco#items entry for the proxy, when the node runs one.
-pub fn disco_item(node: &Node, vhost: &str) -> Option<Element> {
-    (node.proxy.port().is_some() && node.is_hosted(vhost)).then(|| {
-        Element::new("item", ns::DISCO_ITEMS)
-            .with_attr("jid", format!("{PREFIX}{vhost}"))
-            .with_attr("name", "SOCKS5 Bytestreams")
-    })
+/// Whether the node runs a proxy for the vhost's accounts.
+pub fn enabled(node: &Node, vhost: &str) -> bool {
+    node.proxy.port().is_some() && node.is_hosted(vhost)
 }
 
 /// The SOCKS5 destination name of a bytestream (XEP-0065 §5.3.2).
@@ -157,7 +147,7 @@ impl Proxy {
 // ---- XMPP ----------------------------------------------------------------------------------
 
 /// Handles a stanza to `proxy.<vhost>`.
-pub async fn handle(node: &Node, me: &Arc<SessionHandle>, vhost: &str, stanza: Element) {
+pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, stanza: Element) {
     let kind = stanza.attr("type").unwrap_or_default();
     if stanza.name() != "iq" {
         if kind != "error" {

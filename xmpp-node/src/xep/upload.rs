@@ -1,5 +1,6 @@
 //! HTTP file upload (XEP-0363, `urn:xmpp:http:upload:0`) as a service of each vhost at
-//! `upload.<vhost>`, listed in the vhost's disco#items while its spec allows uploads.
+//! `upload.<vhost>` (one of `services`), listed in the vhost's disco#items while its spec
+//! allows uploads.
 //!
 //! Slots: an account of the vhost asks the service for a slot (file name, size, content
 //! type). The size is checked against the vhost's largest file (its spec, else the node's
@@ -72,25 +73,10 @@ const MAX_FILENAME_BYTES: usize = 255;
 /// Files deleted per round and vhost by upkeep.
 const EXPIRE_BATCH: i64 = 500;
 
-/// The vhost whose upload service `domain` is, if it is one and the vhost allows uploads.
-pub fn service_vhost(node: &Node, domain: &str) -> Option<String> {
-    let vhost = domain.strip_prefix(PREFIX)?;
-    enabled(node, vhost).then(|| vhost.to_string())
-}
-
 /// Whether the vhost is served here and its spec allows uploads.
 pub fn enabled(node: &Node, vhost: &str) -> bool {
     node.host(vhost)
         .is_some_and(|h| h.policy.as_ref().is_none_or(|p| p.features.upload))
-}
-
-/// The vhost's disco#items entry for the service, if it offers uploads.
-pub fn disco_item(node: &Node, vhost: &str) -> Option<Element> {
-    enabled(node, vhost).then(|| {
-        Element::new("item", ns::DISCO_ITEMS)
-            .with_attr("jid", format!("{PREFIX}{vhost}"))
-            .with_attr("name", "HTTP File Upload")
-    })
 }
 
 fn limits(node: &Node, vhost: &str) -> UploadLimits {
@@ -109,7 +95,7 @@ fn max_file_bytes(node: &Node, limits: &UploadLimits) -> i64 {
 // ---- XMPP ----------------------------------------------------------------------------------
 
 /// Handles a stanza to `upload.<vhost>`.
-pub async fn handle(node: &Node, me: &Arc<SessionHandle>, vhost: &str, stanza: Element) {
+pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, stanza: Element) {
     let kind = stanza.attr("type").unwrap_or_default();
     if stanza.name() != "iq" {
         if kind != "error" {
