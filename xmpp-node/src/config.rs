@@ -19,8 +19,13 @@ pub struct NodeSettings {
     pub c2s_listen: SocketAddr,
     /// Client-to-server with TLS from the first byte (XEP-0368).
     pub c2s_tls_listen: SocketAddr,
-    /// HTTP: `/metrics` (later WebSocket, BOSH, uploads).
+    /// HTTP and HTTPS on one port (the vhosts' certificates by SNI): host-meta,
+    /// `/healthz`, `/metrics`, XMPP over WebSocket (`/xmpp-websocket`).
     pub http_listen: SocketAddr,
+    /// The base URL web clients reach the HTTP port at, announced in host-meta (XEP-0156)
+    /// with `/xmpp-websocket` appended (`https` becomes `wss`). `{vhost}` stands for the
+    /// domain asked about. Empty: `https://<public_host>:<http_listen's port>`.
+    pub public_http_url: String,
     /// Refuse c2s features other than STARTTLS before TLS (RFC 6120 recommends it).
     pub require_tls: bool,
     /// PEM certificate chain and key used when a client names no hosted domain.
@@ -101,6 +106,7 @@ impl Default for NodeSettings {
             c2s_listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
             c2s_tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
+            public_http_url: String::new(),
             require_tls: true,
             fallback_cert: None,
             fallback_key: None,
@@ -173,6 +179,16 @@ impl NodeSettings {
             "capacity.max_vhosts and capacity.max_sessions must not be negative"
         );
         Ok(s)
+    }
+
+    /// The base URL of the HTTP port for `vhost`'s clients, without a trailing slash.
+    pub fn public_http_base(&self, vhost: &str) -> String {
+        let url = if self.public_http_url.trim().is_empty() {
+            format!("https://{}:{}", self.public_host, self.http_listen.port())
+        } else {
+            self.public_http_url.trim().replace("{vhost}", vhost)
+        };
+        url.trim_end_matches('/').to_string()
     }
 
     pub fn effective_database_url(&self) -> String {
@@ -264,5 +280,13 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_public_http_base_names_the_vhost_or_defaults_to_the_public_host() {
+        let mut s = NodeSettings::default();
+        assert_eq!(s.public_http_base("example.com"), "https://127.0.0.1:5280");
+        s.public_http_url = "https://{vhost}:8443/".into();
+        assert_eq!(s.public_http_base("example.com"), "https://example.com:8443");
     }
 }

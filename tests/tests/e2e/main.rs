@@ -21,6 +21,7 @@ mod node_push;
 mod node_register;
 mod node_roster;
 mod node_sm;
+mod node_web;
 mod panel;
 mod panel_node;
 mod panel_nodes;

@@ -1,6 +1,10 @@
 //! Sockets and TLS: listeners with connection limits, and the task that runs one client
-//! connection by moving bytes between the socket and the sans-io stream state machine.
+//! connection by moving bytes between its transport (TCP, TLS, WebSocket) and the sans-io
+//! stream state machine.
 
 pub mod c2s;
+pub mod http;
+pub mod limits;
 pub mod sm;
 pub mod tls;
+pub mod websocket;
