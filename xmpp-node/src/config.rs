@@ -287,6 +287,9 @@ mod tests {
         let mut s = NodeSettings::default();
         assert_eq!(s.public_http_base("example.com"), "https://127.0.0.1:5280");
         s.public_http_url = "https://{vhost}:8443/".into();
-        assert_eq!(s.public_http_base("example.com"), "https://example.com:8443");
+        assert_eq!(
+            s.public_http_base("example.com"),
+            "https://example.com:8443"
+        );
     }
 }

@@ -125,8 +125,7 @@ impl Server {
         // Give sessions a moment to send their closing stream errors, and detached ones
         // (XEP-0198) to store what their clients never acknowledged.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while (limits.in_use() || node.router.count() > 0)
-            && tokio::time::Instant::now() < deadline
+        while (limits.in_use() || node.router.count() > 0) && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -182,15 +181,7 @@ async fn accept_loop(
             continue;
         };
         let (node, tls, stop) = (node.clone(), tls.clone(), stop.clone());
-        tokio::spawn(net::c2s::run(
-            node,
-            tcp,
-            peer,
-            tls,
-            direct_tls,
-            stop,
-            slot,
-        ));
+        tokio::spawn(net::c2s::run(node, tcp, peer, tls, direct_tls, stop, slot));
     }
 }
 

@@ -93,7 +93,7 @@ fn page(websocket_url: &str, bosh_url: &str, jid: &str, password: &str) -> Strin
 #[tokio::test]
 async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result<()> {
     let dist = converse_dist().await?;
-    let node = NodeProcess::start_with_env(&[("RUST_LOG", "info,sqlx=warn,rookery_node::net=trace")]).await?;
+    let node = NodeProcess::start().await?;
     node.provision(DOMAIN, &[("alice", "pass-alice-1"), ("bob", "pass-bob-1")])
         .await?;
     node.wait_for_vhost(DOMAIN).await?;
@@ -132,7 +132,10 @@ async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result
     }
     let bob = bob.await?.context("running web_scenario.py")?;
     let said = String::from_utf8_lossy(&bob.stdout);
-    println!("--- bob ---\n{said}\n{}", String::from_utf8_lossy(&bob.stderr));
+    println!(
+        "--- bob ---\n{said}\n{}",
+        String::from_utf8_lossy(&bob.stderr)
+    );
     if outcome.is_err() || !bob.status.success() {
         println!("--- node ---\n{}", node.output());
     }
@@ -144,7 +147,10 @@ async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result
         "it comes from alice's WebSocket session",
         "bob answers",
     ] {
-        anyhow::ensure!(said.contains(&format!("ok {step}")), "missing {step:?} in:\n{said}");
+        anyhow::ensure!(
+            said.contains(&format!("ok {step}")),
+            "missing {step:?} in:\n{said}"
+        );
     }
     anyhow::ensure!(bob.status.success(), "web_scenario.py failed");
     Ok(())
@@ -183,15 +189,13 @@ async fn chat_from_the_browser(browser: &Browser, site: u16) -> anyhow::Result<(
         Duration::from_secs(60),
         "bob's answer arrives in Converse.js",
         &format!(
-            "return window.rookeryApi.chats.get('{bob}').then(c => !!c && c.messages.some(m => m.get('body') === '{REPLY}'))"
+            "return window.rookeryApi.chats.get('{bob}').then(c => !!c && c.messages.models.some(m => m.get('body') === '{REPLY}'))"
         ),
     )
     .await?;
     // Let the chat view render the answer before the picture.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    browser
-        .screenshot("node-web-converse-conversation")
-        .await?;
+    browser.screenshot("node-web-converse-conversation").await?;
     let text: serde_json::Value = browser
         .client
         .execute("return document.body.innerText", vec![])

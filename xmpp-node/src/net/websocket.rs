@@ -106,9 +106,10 @@ impl AsyncRead for WsIo {
             }
             match ready!(Pin::new(&mut this.socket).poll_next(cx)) {
                 Some(Ok(Message::Text(text))) => {
-                    tracing::info!(xml = %crate::proto::redact::redact(text.as_str()), "websocket message");
+                    tracing::trace!(xml = %crate::proto::redact::redact(text.as_str()), "websocket message");
                     this.input.clear();
-                    this.input.extend_from_slice(unframe(text.as_str()).as_bytes());
+                    this.input
+                        .extend_from_slice(unframe(text.as_str()).as_bytes());
                     this.read_at = 0;
                 }
                 // RFC 7395 §3.2: XMPP travels in text messages only.

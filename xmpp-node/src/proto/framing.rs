@@ -81,7 +81,10 @@ fn root_tag(message: &str) -> Option<(String, Vec<(String, String)>)> {
     for a in tag.attributes() {
         let a = a.ok()?;
         let key = a.key.into_inner().to_string();
-        let value = a.normalized_value(XmlVersion::Implicit1_0).ok()?.into_owned();
+        let value = a
+            .normalized_value(XmlVersion::Implicit1_0)
+            .ok()?
+            .into_owned();
         if key == "xmlns" {
             framing = value == FRAMING;
         } else {
@@ -197,7 +200,10 @@ fn open(header: &BytesStart<'_>) -> String {
 fn missing_declaration(tag: &BytesStart<'_>) -> Option<&'static str> {
     let name = tag.name().into_inner();
     let (wanted, decl) = match name.split_once(':') {
-        Some(("stream", _)) => ("xmlns:stream", " xmlns:stream='http://etherx.jabber.org/streams'"),
+        Some(("stream", _)) => (
+            "xmlns:stream",
+            " xmlns:stream='http://etherx.jabber.org/streams'",
+        ),
         Some(_) => return None,
         None => ("xmlns", " xmlns='jabber:client'"),
     };
@@ -256,7 +262,8 @@ mod tests {
 
     #[test]
     fn attribute_values_are_escaped_again_in_the_header() {
-        let header = unframe("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='a&apos;&quot;b'/>");
+        let header =
+            unframe("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='a&apos;&quot;b'/>");
         assert!(header.ends_with(" to=\"a&apos;&quot;b\">"), "{header}");
     }
 
