@@ -236,3 +236,157 @@ async fn wait_until(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The HTTP port answers HTTPS with the vhost's certificate (chosen by SNI) and plain HTTP
+/// on the same socket; WebSocket upgrades need the `xmpp` subprotocol, and a `wss://`
+/// stream opens with `<open/>` (RFC 7395 §3.4).
+#[tokio::test]
+async fn node_web_the_http_port_serves_https_and_http_and_xmpp_over_wss() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = NodeProcess::start().await?;
+    node.provision(DOMAIN, &[("alice", "pass-alice-1")]).await?;
+    node.wait_for_vhost(DOMAIN).await?;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], node.http_port).into();
+    let pem = std::fs::read(node.cert_of(DOMAIN))?;
+
+    // HTTPS, the certificate checked against web.test.
+    let https = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .resolve(DOMAIN, addr)
+        .build()?;
+    let url = format!(
+        "https://{DOMAIN}:{}/.well-known/host-meta.json",
+        node.http_port
+    );
+    let answer = https.get(&url).send().await?;
+    anyhow::ensure!(answer.status().is_success(), "{url}: {}", answer.status());
+    let doc: serde_json::Value = answer.json().await?;
+    let rels: Vec<&str> = doc["links"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["rel"].as_str()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        rels.contains(&"urn:xmpp:alt-connections:websocket"),
+        "host-meta over HTTPS lists the WebSocket endpoint: {doc}"
+    );
+    // Plain HTTP on the same port.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/healthz", node.http_port)).await?;
+    anyhow::ensure!(plain.status().is_success());
+    // Without the xmpp subprotocol, no upgrade.
+    let refused = upgrade(tokio::net::TcpStream::connect(addr).await?, DOMAIN, None).await?;
+    anyhow::ensure!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+
+    // wss://: TLS, the upgrade, then <open/> answered by <open/> and the stream features.
+    let mut roots = rustls::RootCertStore::empty();
+    let cert = rustls::pki_types::pem::PemObject::from_pem_slice(&pem)?;
+    roots.add(cert)?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN)?;
+    let mut tls = connector
+        .connect(name, tokio::net::TcpStream::connect(addr).await?)
+        .await?;
+    let head = upgrade(&mut tls, DOMAIN, Some("xmpp")).await?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "{head}");
+    anyhow::ensure!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-protocol: xmpp"),
+        "{head}"
+    );
+    let open =
+        format!("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{DOMAIN}' version='1.0'/>");
+    tls.write_all(&client_frame(&open)).await?;
+    let first = read_frame(&mut tls).await?;
+    anyhow::ensure!(
+        first.starts_with("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
+            && first.contains(&format!("from=\"{DOMAIN}\"")),
+        "{first}"
+    );
+    let features = read_frame(&mut tls).await?;
+    anyhow::ensure!(
+        features.starts_with("<stream:features xmlns:stream=")
+            && features.contains("SCRAM-SHA-256")
+            && !features.contains("starttls"),
+        "over wss SASL is offered at once, and no STARTTLS: {features}"
+    );
+    tls.write_all(&client_frame(
+        "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+    ))
+    .await?;
+    let close = read_frame(&mut tls).await?;
+    anyhow::ensure!(close.starts_with("<close "), "{close}");
+    let _ = tls.shutdown().await;
+    let _ = &mut tls.read(&mut [0u8; 1]).await;
+    Ok(())
+}
+
+/// Sends a WebSocket upgrade request for `/xmpp-websocket`; returns the response head.
+async fn upgrade<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    protocol: Option<&str>,
+) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let protocol = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /xmpp-websocket HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A masked text frame, as clients send them (RFC 6455 §5.2).
+fn client_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads one unmasked frame from the server; its payload as text.
+async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut head)).await??;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            stream.read_exact(&mut l).await?;
+            u16::from_be_bytes(l) as usize
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            stream.read_exact(&mut l).await?;
+            u64::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await?;
+    Ok(String::from_utf8_lossy(&payload).into_owned())
+}
