@@ -20,10 +20,11 @@ pub struct NodeSettings {
     /// Client-to-server with TLS from the first byte (XEP-0368).
     pub c2s_tls_listen: SocketAddr,
     /// HTTP and HTTPS on one port (the vhosts' certificates by SNI): host-meta,
-    /// `/healthz`, `/metrics`, XMPP over WebSocket (`/xmpp-websocket`).
+    /// `/healthz`, `/metrics`, XMPP over WebSocket (`/xmpp-websocket`) and BOSH
+    /// (`/http-bind`).
     pub http_listen: SocketAddr,
     /// The base URL web clients reach the HTTP port at, announced in host-meta (XEP-0156)
-    /// with `/xmpp-websocket` appended (`https` becomes `wss`). `{vhost}` stands for the
+    /// with `/xmpp-websocket` (`https` becoming `wss`) and `/http-bind`. `{vhost}` stands for the
     /// domain asked about. Empty: `https://<public_host>:<http_listen's port>`.
     pub public_http_url: String,
     /// Refuse c2s features other than STARTTLS before TLS (RFC 6120 recommends it).

@@ -49,7 +49,7 @@ pub struct AltConnection {
 }
 
 /// The HTTP connection methods the node offers for `domain`, the one list both documents
-/// are made from: WebSocket under the node's public HTTP base URL
+/// are made from: WebSocket and BOSH under the node's public HTTP base URL
 /// ([`crate::config::NodeSettings::public_http_url`]).
 pub fn alt_connections(node: &Node, domain: &str) -> Vec<AltConnection> {
     let base = node.settings.node.public_http_base(domain);
@@ -58,10 +58,16 @@ pub fn alt_connections(node: &Node, domain: &str) -> Vec<AltConnection> {
         Some(("http", rest)) => format!("ws://{rest}"),
         _ => base.clone(),
     };
-    vec![AltConnection {
-        method: AltMethod::WebSocket,
-        href: format!("{websocket}/xmpp-websocket"),
-    }]
+    vec![
+        AltConnection {
+            method: AltMethod::WebSocket,
+            href: format!("{websocket}/xmpp-websocket"),
+        },
+        AltConnection {
+            method: AltMethod::Bosh,
+            href: format!("{base}/http-bind"),
+        },
+    ]
 }
 
 /// The XRD document listing `links`.
@@ -196,6 +202,9 @@ mod tests {
             json!({"links": [{
                 "rel": "urn:xmpp:alt-connections:websocket",
                 "href": "wss://127.0.0.1:5280/xmpp-websocket",
+            }, {
+                "rel": "urn:xmpp:alt-connections:xbosh",
+                "href": "https://127.0.0.1:5280/http-bind",
             }]})
         );
     }

@@ -1,5 +1,6 @@
 //! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
-//! for clients (STARTTLS and direct TLS), for HTTP (`/metrics`) and for the panel (the
+//! for clients (STARTTLS and direct TLS), for HTTP and HTTPS (`/metrics`, host-meta,
+//! WebSocket, BOSH) and for the panel (the
 //! control API, once the node has a secret), follows vhost changes made by the CLI while
 //! it runs, runs `upkeep` (offline retention, storage re-measurement) every minute, and
 //! drains on SIGTERM or Ctrl-C.
@@ -209,7 +210,7 @@ async fn watch_vhosts(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// The HTTP port: host-meta, `/healthz`, `/metrics`, and XMPP over WebSocket, over
+/// The HTTP port: host-meta, `/healthz`, `/metrics`, XMPP over WebSocket and BOSH, over
 /// HTTPS (the vhosts' certificates) and plain HTTP alike ([`net::http`]).
 async fn serve_http(
     node: Arc<Node>,
@@ -217,7 +218,11 @@ async fn serve_http(
     limits: Arc<ConnLimits>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use axum::{Router, http::header, routing::get};
+    use axum::{
+        Router,
+        http::header,
+        routing::{get, post},
+    };
     let tls = net::tls::server_config(node.certs.clone(), &[b"http/1.1"]);
     let listener = match net::http::accept(listener, tls, stop.clone()) {
         Ok(l) => l,
@@ -230,12 +235,17 @@ async fn serve_http(
         node: node.clone(),
         limits,
         stop: stop.clone(),
+        bosh: net::bosh::Sessions::default(),
     });
     let app = Router::new()
         .merge(crate::hostmeta::router(node.clone()))
         .merge(
             Router::new()
                 .route("/xmpp-websocket", get(net::websocket::upgrade))
+                .route(
+                    "/http-bind",
+                    post(net::bosh::request).options(net::bosh::preflight),
+                )
                 .with_state(web),
         )
         .route("/healthz", get(|| async { "ok\n" }))

@@ -390,3 +390,35 @@ async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> anyhow::
     stream.read_exact(&mut payload).await?;
     Ok(String::from_utf8_lossy(&payload).into_owned())
 }
+
+/// BOSH (XEP-0206) at `/http-bind`, scripted from Python with urllib
+/// (`tests/python/bosh_scenario.py`): a session logs in, binds, chats with a slixmpp client
+/// on c2s, and terminates; a wrong rid ends a session.
+#[tokio::test]
+async fn node_web_bosh_sessions_log_in_and_chat() {
+    let node = NodeProcess::start().await.unwrap();
+    node.provision(DOMAIN, &[("alice", "pass-alice-1"), ("bob", "pass-bob-1")])
+        .await
+        .unwrap();
+    node.wait_for_vhost(DOMAIN).await.unwrap();
+    let port = node.http_port.to_string();
+    node.scenario(
+        "bosh_scenario.py",
+        DOMAIN,
+        &[&port],
+        &[
+            "bob logs in over TCP",
+            "a BOSH session starts with its sid and the stream features",
+            "alice authenticates over BOSH",
+            "the restarted stream offers bind",
+            "alice binds a resource",
+            "bob gets alice's message sent over BOSH",
+            "alice receives bob's answer in a BOSH response",
+            "terminate ends the session",
+            "the ended session is unknown",
+            "a wrong rid ends the session with item-not-found",
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+}

@@ -32,7 +32,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::Instrument;
 
-use super::websocket::WsIo;
+use super::{bosh::BoshIo, websocket::WsIo};
 use crate::{
     control::usage::VhostCounters,
     im,
@@ -63,12 +63,14 @@ type PendingHandover = (
     tokio::sync::oneshot::Sender<Result<Handover, Rejection>>,
 );
 
-/// The connection's transport: a TCP socket before or after TLS, or a WebSocket (RFC 7395,
-/// its messages seen as a byte stream by [`WsIo`]).
+/// The connection's transport: a TCP socket before or after TLS, a WebSocket (RFC 7395,
+/// its messages seen as a byte stream by [`WsIo`]), or a BOSH session ([`BoshIo`]).
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     WebSocket(Box<WsIo>),
+    /// A BOSH session (XEP-0206): request payloads in, queued elements out.
+    Bosh(Box<BoshIo>),
     /// Only while the socket is being handed to the TLS handshake.
     Upgrading,
 }
@@ -83,6 +85,7 @@ impl AsyncRead for Io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Io::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Io::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -98,6 +101,7 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Io::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Io::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -107,6 +111,7 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Io::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Io::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -116,6 +121,7 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Io::WebSocket(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Io::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -198,6 +204,27 @@ pub fn run_websocket(
     let start = if secure { Start::Secure } else { Start::Plain };
     let io = Io::WebSocket(Box::new(socket));
     connection(node, io, peer, None, start, shutdown, slot)
+}
+
+/// Runs one BOSH session's stream (XEP-0206) to its end, as [`run_websocket`] does.
+pub fn run_bosh(
+    node: Arc<Node>,
+    io: BoshIo,
+    peer: SocketAddr,
+    secure: bool,
+    shutdown: watch::Receiver<bool>,
+    slot: Box<dyn Send>,
+) -> impl Future<Output = ()> + Send {
+    let start = if secure { Start::Secure } else { Start::Plain };
+    connection(
+        node,
+        Io::Bosh(Box::new(io)),
+        peer,
+        None,
+        start,
+        shutdown,
+        slot,
+    )
 }
 
 /// How a connection's stream starts.

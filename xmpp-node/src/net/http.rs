@@ -34,6 +34,8 @@ pub struct WebState {
     pub node: Arc<Node>,
     pub limits: Arc<ConnLimits>,
     pub stop: watch::Receiver<bool>,
+    /// The BOSH sessions (XEP-0124), by `sid`.
+    pub bosh: super::bosh::Sessions,
 }
 
 /// Who is on the other end of an HTTP connection, and whether it came over TLS.
