@@ -1,9 +1,8 @@
 //! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
-//! for clients (STARTTLS and direct TLS), for HTTP and HTTPS (`/metrics`, host-meta,
-//! WebSocket, BOSH) and for the panel (the
-//! control API, once the node has a secret), follows vhost changes made by the CLI while
-//! it runs, runs `upkeep` (offline retention, storage re-measurement) every minute, and
-//! drains on SIGTERM or Ctrl-C.
+//! for clients (STARTTLS and direct TLS), for HTTP and HTTPS on one port (`/metrics`,
+//! host-meta, WebSocket, BOSH) and for the panel (the control API, once the node has a
+//! secret), follows vhost changes made by the CLI while it runs, runs `upkeep` (offline
+//! retention, storage re-measurement) every minute, and drains on SIGTERM or Ctrl-C.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
