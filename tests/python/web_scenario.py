@@ -1,5 +1,5 @@
 """The slixmpp side of the web client test (`tests/tests/e2e/node_web.rs`): bob, over TCP,
-waits for a message that alice sends from Converse.js over WebSocket, answers it, and
+waits for a message that alice sends from Converse.js (over WebSocket or BOSH), answers it, and
 stays online a little so the answer reaches the browser.
 
 Arguments: HOST PORT DOMAIN CA_FILE [WAIT_SECONDS]
@@ -8,7 +8,7 @@ import asyncio
 
 from scenario_lib import EXTRA, Client, exit_code, jid, report
 
-FROM_BROWSER = "Hello from Converse.js over WebSocket"
+FROM_BROWSER = "Hello from Converse.js in Chromium"
 REPLY = "Hello back from slixmpp over TCP"
 
 
@@ -45,7 +45,7 @@ async def main():
     if got:
         message = next(m for m in bob.received if m["body"] == FROM_BROWSER)
         report(
-            "it comes from alice's WebSocket session",
+            "it comes from alice's browser session",
             message["from"].bare == jid("alice"),
             message["from"],
         )

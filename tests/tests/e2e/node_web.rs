@@ -1,7 +1,7 @@
 //! Web clients on a real node: Converse.js (from npm, `tests/js`) in headless Chromium logs
 //! in over XMPP-over-WebSocket (RFC 7395) on the node's HTTP port and chats with a slixmpp
-//! client on c2s (`tests/python/web_scenario.py`); the conversation ends up in
-//! `target/screenshots/node-web-converse-conversation.png`.
+//! client on c2s (`tests/python/web_scenario.py`), and the same over BOSH (XEP-0206); the
+//! conversations end up in `target/screenshots/node-web-converse-{websocket,bosh}-conversation.png`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -19,7 +19,7 @@ use rookery_tests::{
 };
 
 const DOMAIN: &str = "web.test";
-const FROM_BROWSER: &str = "Hello from Converse.js over WebSocket";
+const FROM_BROWSER: &str = "Hello from Converse.js in Chromium";
 const REPLY: &str = "Hello back from slixmpp over TCP";
 
 /// The Converse.js `dist` folder, installed with `npm ci` into `tests/js` (scripts/test.sh
@@ -92,6 +92,22 @@ fn page(websocket_url: &str, bosh_url: &str, jid: &str, password: &str) -> Strin
 
 #[tokio::test]
 async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result<()> {
+    converse_chats_with_slixmpp(Transport::WebSocket).await
+}
+
+/// The same conversation with Converse.js over BOSH (XEP-0206).
+#[tokio::test]
+async fn node_web_converse_chats_with_slixmpp_over_bosh() -> anyhow::Result<()> {
+    converse_chats_with_slixmpp(Transport::Bosh).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    WebSocket,
+    Bosh,
+}
+
+async fn converse_chats_with_slixmpp(transport: Transport) -> anyhow::Result<()> {
     let dist = converse_dist().await?;
     let node = NodeProcess::start().await?;
     node.provision(DOMAIN, &[("alice", "pass-alice-1"), ("bob", "pass-bob-1")])
@@ -100,12 +116,14 @@ async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result
     let ws = format!("ws://127.0.0.1:{}/xmpp-websocket", node.http_port);
     let bosh = format!("http://127.0.0.1:{}/http-bind", node.http_port);
     let site = serve_site(
-        page(&ws, "", &format!("alice@{DOMAIN}"), "pass-alice-1"),
+        match transport {
+            Transport::WebSocket => page(&ws, "", &format!("alice@{DOMAIN}"), "pass-alice-1"),
+            Transport::Bosh => page("", &bosh, &format!("alice@{DOMAIN}"), "pass-alice-1"),
+        },
         dist,
     )
     .await?;
     let browser = Browser::start().await?;
-    let _ = bosh;
 
     // bob (slixmpp, over TCP) waits for alice's message and answers it.
     let cert = node.cert_of(DOMAIN);
@@ -120,9 +138,15 @@ async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_python("web_scenario.py", &args, Duration::from_secs(150)).await
     });
-    let outcome = chat_from_the_browser(&browser, site).await;
+    let name = match transport {
+        Transport::WebSocket => "websocket",
+        Transport::Bosh => "bosh",
+    };
+    let outcome = chat_from_the_browser(&browser, site, name).await;
     if outcome.is_err() {
-        let _ = browser.screenshot("node-web-converse-failure").await;
+        let _ = browser
+            .screenshot(&format!("node-web-converse-{name}-failure"))
+            .await;
         let logs: serde_json::Value = browser
             .client
             .execute("return (window.__logs || []).join('\\n')", vec![])
@@ -144,7 +168,7 @@ async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result
     for step in [
         "bob logs in over TCP",
         "bob gets alice's message from Converse.js",
-        "it comes from alice's WebSocket session",
+        "it comes from alice's browser session",
         "bob answers",
     ] {
         anyhow::ensure!(
@@ -158,18 +182,35 @@ async fn node_web_converse_chats_with_slixmpp_over_websocket() -> anyhow::Result
 
 /// Alice logs in with Converse.js, opens a chat with bob, sends him a message and waits for
 /// his answer; then the screenshot.
-async fn chat_from_the_browser(browser: &Browser, site: u16) -> anyhow::Result<()> {
+async fn chat_from_the_browser(browser: &Browser, site: u16, name: &str) -> anyhow::Result<()> {
     let bob = format!("bob@{DOMAIN}");
     browser
         .client
         .goto(&format!("http://127.0.0.1:{site}/"))
         .await?;
     // Logged in: Converse says so through its API.
-    wait_until(browser, Duration::from_secs(60), "Converse.js logs in over WebSocket", &format!(
+    wait_until(browser, Duration::from_secs(60), "Converse.js logs in", &format!(
         "return !!(window.rookeryApi && window.rookeryApi.connection.connected() && window.rookeryApi.user.jid() && window.rookeryApi.user.jid().startsWith('alice@{DOMAIN}/'))"
     ))
     .await?;
-    browser.screenshot("node-web-converse-logged-in").await?;
+    browser
+        .screenshot(&format!("node-web-converse-{name}-logged-in"))
+        .await?;
+    // Over the transport under test: Strophe's connection names its service URL.
+    let service: serde_json::Value = browser
+        .client
+        .execute("return window.rookeryApi.connection.get().service", vec![])
+        .await?;
+    let service = service.as_str().unwrap_or_default();
+    let expected = if name == "bosh" {
+        "/http-bind"
+    } else {
+        "ws://"
+    };
+    anyhow::ensure!(
+        service.contains(expected),
+        "Converse.js connected through {service:?}, not {name}"
+    );
     browser
         .client
         .execute(
@@ -195,7 +236,9 @@ async fn chat_from_the_browser(browser: &Browser, site: u16) -> anyhow::Result<(
     .await?;
     // Let the chat view render the answer before the picture.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    browser.screenshot("node-web-converse-conversation").await?;
+    browser
+        .screenshot(&format!("node-web-converse-{name}-conversation"))
+        .await?;
     let text: serde_json::Value = browser
         .client
         .execute("return document.body.innerText", vec![])
