@@ -516,6 +516,98 @@ mod tests {
         assert!(!rid_acceptable(10, 13), "too far ahead");
     }
 
+    /// The `/http-bind` route over a real node, the client on loopback.
+    #[allow(clippy::type_complexity)]
+    async fn app() -> (
+        axum::Router,
+        tempfile::TempDir,
+        tokio::sync::watch::Sender<bool>,
+    ) {
+        let (node, dir) = crate::node::testing::node_with_spec(
+            serde_json::json!({"domain": "example.com", "generation": 1}),
+            &[],
+        )
+        .await;
+        // Kept by the test: a dropped sender reads as shutdown.
+        let (stopper, stop) = tokio::sync::watch::channel(false);
+        let state = Arc::new(WebState {
+            limits: Arc::new(super::super::limits::ConnLimits::new(&node.settings.node)),
+            node,
+            stop,
+            bosh: Sessions::default(),
+        });
+        let app = axum::Router::new()
+            .route("/http-bind", axum::routing::post(request))
+            .with_state(state);
+        (app, dir, stopper)
+    }
+
+    async fn post(app: &axum::Router, body: &str) -> String {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::post("/http-bind")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(HttpPeer {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            tls: false,
+        }));
+        let response = app.clone().oneshot(req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_session_answers_with_its_sid_and_the_stream_features() {
+        let (app, _dir, _stop) = app().await;
+        let out = post(
+            &app,
+            &format!("<body xmlns='{HTTPBIND}' rid='100' to='example.com' wait='5' hold='1'/>"),
+        )
+        .await;
+        assert!(out.contains(" sid='"), "{out}");
+        assert!(out.contains("xmpp:version='1.0'"), "{out}");
+        assert!(out.contains("<stream:features"), "{out}");
+        assert!(
+            out.contains("<mechanism>SCRAM-SHA-256</mechanism>"),
+            "{out}"
+        );
+        let sid = out
+            .split(" sid='")
+            .nth(1)
+            .unwrap()
+            .split('\'')
+            .next()
+            .unwrap();
+        // A repeated rid ends the session; after that the sid is unknown.
+        let again = post(
+            &app,
+            &format!("<body xmlns='{HTTPBIND}' rid='100' sid='{sid}'/>"),
+        )
+        .await;
+        assert!(again.contains("condition='item-not-found'"), "{again}");
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_and_bad_bodies_are_refused() {
+        let (app, _dir, _stop) = app().await;
+        let out = post(
+            &app,
+            &format!("<body xmlns='{HTTPBIND}' rid='5' sid='nope'/>"),
+        )
+        .await;
+        assert!(
+            out.contains("type='terminate' condition='item-not-found'"),
+            "{out}"
+        );
+        let out = post(&app, "<body/>").await;
+        assert!(out.contains("condition='bad-request'"), "{out}");
+        let out = post(&app, &format!("<body xmlns='{HTTPBIND}' rid='5'/>")).await;
+        assert!(out.contains("condition='improper-addressing'"), "{out}");
+    }
+
     #[test]
     fn responses_wrap_the_queued_elements() {
         assert_eq!(body("", &[]), format!("<body xmlns='{HTTPBIND}'/>"));
