@@ -183,6 +183,8 @@ pub async fn preflight() -> Response {
 /// One session: what its connection wrote and the client has not been sent yet.
 pub struct Session {
     wait: u64,
+    /// The domain of the stream (restarts name it again).
+    domain: String,
     state: Mutex<SessionState>,
     notify: Notify,
 }
@@ -282,7 +284,7 @@ pub async fn request(
             }
             if request.restart {
                 // XEP-0206 §5: a restart stands for a new stream header.
-                let to = request.to.as_deref().unwrap_or_default();
+                let to = request.to.as_deref().unwrap_or(&session.domain);
                 session.send(header(to).into_bytes());
             }
             if !request.payload.is_empty() {
@@ -324,6 +326,7 @@ async fn create(state: &Arc<WebState>, peer: HttpPeer, request: BodyRequest) -> 
     let (tx, rx) = mpsc::unbounded_channel();
     let session = Arc::new(Session {
         wait,
+        domain: to.clone(),
         state: Mutex::new(SessionState {
             input: Some(tx),
             output: vec![],
