@@ -545,6 +545,53 @@ mod tests {
         (app, dir, stopper)
     }
 
+    #[tokio::test]
+    async fn a_session_without_requests_for_its_inactivity_period_ends() {
+        let (node, _dir) = crate::node::testing::node_with_spec(
+            serde_json::json!({"domain": "example.com", "generation": 1}),
+            &[],
+        )
+        .await;
+        let (_stopper, stop) = tokio::sync::watch::channel(false);
+        let state = Arc::new(WebState {
+            limits: Arc::new(super::super::limits::ConnLimits::new(&node.settings.node)),
+            node,
+            stop,
+            bosh: Sessions::default(),
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = Arc::new(Session {
+            wait: 5,
+            domain: "example.com".into(),
+            state: Mutex::new(SessionState {
+                input: Some(tx),
+                output: vec![],
+                closed: false,
+                last_rid: 1,
+                latest_request: 0,
+                held: 0,
+                last_seen: Instant::now() - Duration::from_secs(INACTIVITY + 1),
+            }),
+            notify: Notify::new(),
+        });
+        state.bosh.lock().insert("s1".into(), session.clone());
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            watch(state.clone(), "s1".into(), session.clone()),
+        )
+        .await
+        .unwrap();
+        // The connection reads the end of its stream, and the sid is forgotten.
+        assert!(rx.recv().await.is_none());
+        assert!(state.bosh.get("s1").is_none());
+        let answer = session.answer("").await;
+        let bytes = http_body_util::BodyExt::collect(answer.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains("type='terminate'"));
+    }
+
     async fn post(app: &axum::Router, body: &str) -> String {
         use tower::ServiceExt;
         let mut req = axum::http::Request::post("/http-bind")
