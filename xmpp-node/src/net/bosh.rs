@@ -314,6 +314,10 @@ async fn create(state: &Arc<WebState>, peer: HttpPeer, request: BodyRequest) -> 
     let Some(to) = request.to.clone() else {
         return terminate("improper-addressing");
     };
+    // Streams must be encrypted: plain HTTP is for loopback (a TLS-terminating proxy).
+    if !peer.is_secure() && state.node.settings.node.require_tls {
+        return terminate("policy-violation");
+    }
     let Some(slot) = state.limits.admit(&state.node, peer.addr.ip()) else {
         return terminate("remote-connection-failed");
     };
@@ -638,6 +642,28 @@ mod tests {
         )
         .await;
         assert!(again.contains("condition='item-not-found'"), "{again}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_from_another_host_gets_no_session_when_tls_is_required() {
+        use tower::ServiceExt;
+        let (app, _dir, _stop) = app().await;
+        let mut req = axum::http::Request::post("/http-bind")
+            .body(axum::body::Body::from(format!(
+                "<body xmlns='{HTTPBIND}' rid='1' to='example.com'/>"
+            )))
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(HttpPeer {
+            addr: "192.0.2.7:40000".parse().unwrap(),
+            tls: false,
+        }));
+        let response = app.oneshot(req).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let out = String::from_utf8_lossy(&bytes);
+        assert!(out.contains("condition='policy-violation'"), "{out}");
     }
 
     #[tokio::test]

@@ -43,6 +43,14 @@ pub async fn upgrade(
         )
             .into_response();
     }
+    // Streams must be encrypted: plain HTTP is for loopback (a TLS-terminating proxy).
+    if !peer.is_secure() && state.node.settings.node.require_tls {
+        return (
+            StatusCode::FORBIDDEN,
+            "XMPP over WebSocket needs wss:// (HTTPS) here.\n",
+        )
+            .into_response();
+    }
     let Some(slot) = state.limits.admit(&state.node, peer.addr.ip()) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "Too many connections.\n").into_response();
     };
