@@ -3,7 +3,8 @@
 #
 # One command on a fresh Debian 12 machine with the Rust toolchain: as root it installs what
 # the tests need from Debian (PostgreSQL server binaries, Chromium, ChromeDriver, a font, the
-# Knot DNS server that the DNS check test starts on a loopback port),
+# Knot DNS server that the DNS check test starts on a loopback port, npm for the web XMPP
+# clients of tests/js),
 # without starting any system service; as another user it says what to install.
 #
 # Steps: lints (cargo fmt, clippy) -> one build of the binaries and test binaries -> a
@@ -99,6 +100,7 @@ install_missing() {
         chromium-driver) [[ -x "$CHROMEDRIVER_BIN" ]] || missing+=(chromium-driver) ;;
         fonts-dejavu-core) [[ -f "$FONT_FILE" ]] || missing+=(fonts-dejavu-core) ;;
         knot) [[ -x "$KNOTD_BIN" ]] || missing+=(knot) ;;
+        npm) command -v npm >/dev/null 2>&1 || missing+=(npm) ;;
         *) fail "unknown requirement $package" ;;
         esac
     done
@@ -238,7 +240,7 @@ for engine in $engines; do
     [[ "$engine" == sqlite || "$engine" == postgres ]] ||
         fail "ROOKERY_TEST_ENGINES names $engine; known engines: sqlite postgres"
 done
-needs=(chromium chromium-driver fonts-dejavu-core knot)
+needs=(chromium chromium-driver fonts-dejavu-core knot npm)
 if [[ " $engines " == *" postgres "* ]]; then
     needs+=(postgresql)
 fi
@@ -263,6 +265,19 @@ setup_venv() {
 }
 setup_venv
 export ROOKERY_TEST_PYTHON="$REPO_ROOT/.venv/bin/python"
+
+# Web XMPP clients (Converse.js) that the node's web tests run in Chromium, from npm into
+# tests/js/node_modules, refreshed when tests/js/package-lock.json changes.
+setup_npm() {
+    local js="$REPO_ROOT/tests/js" stamp
+    stamp="$js/node_modules/.package-lock.sha256"
+    if [[ -f "$stamp" ]] && (cd "$js" && sha256sum --status -c "$stamp" 2>/dev/null); then
+        return 0
+    fi
+    say "installing the web test clients (tests/js) with npm ci"
+    (cd "$js" && npm ci --ignore-scripts --no-audit --no-fund && sha256sum package-lock.json >"$stamp")
+}
+setup_npm
 
 if cargo nextest --version >/dev/null 2>&1; then
     runner=nextest

@@ -5,15 +5,40 @@ test `node_upload`.
 
     upload_scenario.py HOST PORT DOMAIN CA_FILE SIZE   (see scenario_lib.py)
 
-alice@DOMAIN uploads SIZE random bytes; the GET URL returns the same bytes with the
-content type asked for, and a byte range returns that range; a second file that would pass
+alice@DOMAIN uploads SIZE random bytes over HTTPS; the GET URL returns the same bytes with
+the content type asked for, and a byte range returns that range; a second file that would pass
 alice's upload quota (the test sets it to less than 2 × SIZE) is refused with
 resource-constraint, and a file over the largest size with not-acceptable. The account
 alice ("pass-alice-1") must exist on DOMAIN.
+
+The node names DOMAIN as its public host, so slots point at https://DOMAIN:<port>/…; here
+DOMAIN resolves to the node's address (HOST) and its self-signed certificate (CA_FILE) is
+trusted, so HTTPS is verified as a real client would.
 """
+import os
+import socket
+import sys
+
+# Before anything opens TLS: trust the domain's certificate (aiohttp and urllib read this
+# when they make their default contexts).
+os.environ["SSL_CERT_FILE"] = sys.argv[4]
+_getaddrinfo = socket.getaddrinfo
+
+
+def _resolve_domain(host, *args, **kwargs):
+    return _getaddrinfo(sys.argv[1] if host == sys.argv[3] else host, *args, **kwargs)
+
+
+socket.getaddrinfo = _resolve_domain
+
+import aiohttp.connector  # noqa: E402 - after the patches above
+import aiohttp.resolver  # noqa: E402
+
+# aiohttp asks DNS itself when aiodns is installed; the threaded resolver uses getaddrinfo.
+aiohttp.connector.DefaultResolver = aiohttp.resolver.ThreadedResolver
+
 import asyncio
 import io
-import os
 import urllib.request
 
 from scenario_lib import DOMAIN, EXTRA, Client, exit_code, jid, report
@@ -47,6 +72,7 @@ async def main():
         report("alice uploads a file of %d bytes" % SIZE, False, repr(e))
         alice.disconnect()
         return
+    report("the slot is an HTTPS URL at the domain", url.startswith(f"https://{DOMAIN}:"), url)
     status, headers, body = fetch(url)
     report("the GET URL returns the same bytes", status == 200 and body == data, (status, len(body)))
     report("with the content type of the slot", headers.get("Content-Type") == "image/jpeg", headers.get("Content-Type"))

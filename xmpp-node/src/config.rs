@@ -19,13 +19,16 @@ pub struct NodeSettings {
     pub c2s_listen: SocketAddr,
     /// Client-to-server with TLS from the first byte (XEP-0368).
     pub c2s_tls_listen: SocketAddr,
-    /// HTTP: `/metrics`, HTTP file upload (XEP-0363) (later WebSocket, BOSH).
+    /// HTTP and HTTPS on one port (the vhosts' certificates by SNI): host-meta,
+    /// `/healthz`, `/metrics`, XMPP over WebSocket (`/xmpp-websocket`) and BOSH
+    /// (`/http-bind`).
     pub http_listen: SocketAddr,
-    /// The URL clients reach the HTTP port at, as upload slots and host-meta name it
-    /// (e.g. `https://xmpp.example.net:5280`, or a reverse proxy's). Empty:
-    /// `http://<public_host>:<port of http_listen>`.
-    pub http_public_url: String,
-    /// Where uploaded files (XEP-0363) are kept; empty: `<data_dir>/uploads`.
+    /// The base URL web clients reach the HTTP port at, announced in host-meta (XEP-0156)
+    /// with `/xmpp-websocket` (`https` becoming `wss`) and `/http-bind`. `{vhost}` stands for the
+    /// domain asked about. Empty: `https://<public_host>:<http_listen's port>`.
+    pub public_http_url: String,
+    /// Where uploaded files (XEP-0363) are kept; empty: `<data_dir>/uploads`. Upload slots
+    /// name URLs under [`NodeSettings::public_http_base`].
     pub upload_dir: PathBuf,
     /// The SOCKS5 bytestreams proxy (XEP-0065) of every vhost (`proxy.<vhost>`); clients
     /// reach it at `public_host` and this port. None: no proxy.
@@ -105,20 +108,6 @@ impl Limits {
 }
 
 impl NodeSettings {
-    /// The base URL of the HTTP port for clients, without a trailing slash.
-    pub fn http_base_url(&self) -> String {
-        if self.http_public_url.is_empty() {
-            let host = if self.public_host.contains(':') {
-                format!("[{}]", self.public_host)
-            } else {
-                self.public_host.clone()
-            };
-            format!("http://{host}:{}", self.http_listen.port())
-        } else {
-            self.http_public_url.trim_end_matches('/').to_string()
-        }
-    }
-
     /// Where uploaded files are kept.
     pub fn upload_dir(&self) -> PathBuf {
         if self.upload_dir.as_os_str().is_empty() {
@@ -137,7 +126,7 @@ impl Default for NodeSettings {
             c2s_listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
             c2s_tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
-            http_public_url: String::new(),
+            public_http_url: String::new(),
             upload_dir: PathBuf::new(),
             proxy65_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7777))),
             require_tls: true,
@@ -213,6 +202,16 @@ impl NodeSettings {
             "capacity.max_vhosts and capacity.max_sessions must not be negative"
         );
         Ok(s)
+    }
+
+    /// The base URL of the HTTP port for `vhost`'s clients, without a trailing slash.
+    pub fn public_http_base(&self, vhost: &str) -> String {
+        let url = if self.public_http_url.trim().is_empty() {
+            format!("https://{}:{}", self.public_host, self.http_listen.port())
+        } else {
+            self.public_http_url.trim().replace("{vhost}", vhost)
+        };
+        url.trim_end_matches('/').to_string()
     }
 
     pub fn effective_database_url(&self) -> String {
@@ -304,5 +303,16 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_public_http_base_names_the_vhost_or_defaults_to_the_public_host() {
+        let mut s = NodeSettings::default();
+        assert_eq!(s.public_http_base("example.com"), "https://127.0.0.1:5280");
+        s.public_http_url = "https://{vhost}:8443/".into();
+        assert_eq!(
+            s.public_http_base("example.com"),
+            "https://example.com:8443"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The documents list the HTTP connection methods XEP-0156 defines (WebSocket, RFC 7395,
 //! and BOSH, XEP-0206) that the node offers for the vhost, all of them from one place,
-//! [`alt_connections`]. It offers neither yet, so the documents are empty. Direct TLS
+//! [`alt_connections`], under the node's public HTTP base URL. Direct TLS
 //! (XEP-0368) is announced in DNS SRV records, which host-meta does not carry.
 //!
 //! Browsers fetch these documents from other origins, so every answer carries
@@ -49,9 +49,25 @@ pub struct AltConnection {
 }
 
 /// The HTTP connection methods the node offers for `domain`, the one list both documents
-/// are made from. None yet: WebSocket and BOSH add their endpoints here when they land.
-pub fn alt_connections(_node: &Node, _domain: &str) -> Vec<AltConnection> {
-    Vec::new()
+/// are made from: WebSocket and BOSH under the node's public HTTP base URL
+/// ([`crate::config::NodeSettings::public_http_url`]).
+pub fn alt_connections(node: &Node, domain: &str) -> Vec<AltConnection> {
+    let base = node.settings.node.public_http_base(domain);
+    let websocket = match base.split_once("://") {
+        Some(("https", rest)) => format!("wss://{rest}"),
+        Some(("http", rest)) => format!("ws://{rest}"),
+        _ => base.clone(),
+    };
+    vec![
+        AltConnection {
+            method: AltMethod::WebSocket,
+            href: format!("{websocket}/xmpp-websocket"),
+        },
+        AltConnection {
+            method: AltMethod::Bosh,
+            href: format!("{base}/http-bind"),
+        },
+    ]
 }
 
 /// The XRD document listing `links`.
@@ -159,7 +175,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_hosted_vhost_gets_both_documents_with_cors_and_no_links_yet() {
+    async fn a_hosted_vhost_gets_both_documents_with_cors_and_its_websocket_url() {
         let (node, _dir) =
             node_with_spec(json!({"domain": "example.com", "generation": 1}), &[]).await;
         let app = router(node);
@@ -171,14 +187,26 @@ mod tests {
             body.contains("<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>"),
             "{body}"
         );
-        assert!(!body.contains("<Link"), "{body}");
+        assert!(
+            body.contains("<Link rel=\"urn:xmpp:alt-connections:websocket\" href=\"wss://127.0.0.1:5280/xmpp-websocket\"/>"),
+            "{body}"
+        );
 
         let (status, headers, body) = get(&app, "/.well-known/host-meta.json", "example.com").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(doc, json!({"links": []}));
+        assert_eq!(
+            doc,
+            json!({"links": [{
+                "rel": "urn:xmpp:alt-connections:websocket",
+                "href": "wss://127.0.0.1:5280/xmpp-websocket",
+            }, {
+                "rel": "urn:xmpp:alt-connections:xbosh",
+                "href": "https://127.0.0.1:5280/http-bind",
+            }]})
+        );
     }
 
     #[tokio::test]

@@ -1,23 +1,25 @@
 //! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
-//! for clients (STARTTLS and direct TLS), for HTTP (`/metrics`) and for the panel (the
-//! control API, once the node has a secret), follows vhost changes made by the CLI while
-//! it runs, runs `upkeep` (offline retention, storage re-measurement) every minute, and
-//! drains on SIGTERM or Ctrl-C.
+//! for clients (STARTTLS and direct TLS), for HTTP and HTTPS on one port (`/metrics`,
+//! host-meta, WebSocket, BOSH) and for the panel (the control API, once the node has a
+//! secret), follows vhost changes made by the CLI while it runs, runs `upkeep` (offline
+//! retention, storage re-measurement) every minute, and drains on SIGTERM or Ctrl-C.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{
     net::{TcpListener, TcpSocket},
-    sync::{Semaphore, watch},
+    sync::watch,
 };
 
-use crate::{config::NodeSettings, control, net, node::Node, store::Store, upkeep};
+use crate::{
+    config::NodeSettings,
+    control,
+    net::{self, limits::ConnLimits},
+    node::Node,
+    store::Store,
+    upkeep,
+};
 
 /// A started node: its listeners are bound; `run` serves until `shutdown` fires.
 pub struct Server {
@@ -124,7 +126,12 @@ impl Server {
             )),
             tokio::spawn(watch_vhosts(node.clone(), stop_rx.clone())),
             tokio::spawn(upkeep::run(node.clone(), stop_rx.clone())),
-            tokio::spawn(serve_http(node.clone(), self.http, stop_rx.clone())),
+            tokio::spawn(serve_http(
+                node.clone(),
+                self.http,
+                limits.clone(),
+                stop_rx.clone(),
+            )),
             control,
         ];
         if let Some(listener) = self.proxy65 {
@@ -140,8 +147,7 @@ impl Server {
         // Give sessions a moment to send their closing stream errors, and detached ones
         // (XEP-0198) to store what their clients never acknowledged.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while (limits.total.available_permits() < limits.max || node.router.count() > 0)
-            && tokio::time::Instant::now() < deadline
+        while (limits.in_use() || node.router.count() > 0) && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -172,61 +178,6 @@ async fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listening on {addr}"))
 }
 
-/// Open connections in total (a semaphore) and per client address.
-struct ConnLimits {
-    total: Arc<Semaphore>,
-    max: usize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
-}
-
-impl ConnLimits {
-    fn new(s: &NodeSettings) -> Self {
-        Self {
-            total: Arc::new(Semaphore::new(s.limits.max_connections)),
-            max: s.limits.max_connections,
-            per_ip: Mutex::new(HashMap::new()),
-            max_per_ip: s.limits.max_connections_per_ip,
-        }
-    }
-
-    fn admit_ip(&self, ip: IpAddr) -> bool {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= self.max_per_ip {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn release_ip(&self, ip: IpAddr) {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
-    }
-}
-
-/// One open connection's place in [`ConnLimits`] and the connections gauge, given back when
-/// dropped.
-struct Slot {
-    node: Arc<Node>,
-    limits: Arc<ConnLimits>,
-    ip: IpAddr,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.node.metrics.connections.dec();
-        self.limits.release_ip(self.ip);
-    }
-}
-
 async fn accept_loop(
     node: Arc<Node>,
     listener: TcpListener,
@@ -248,31 +199,11 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
-        let Ok(permit) = limits.total.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: the node is at its connection limit");
+        let Some(slot) = limits.admit(&node, peer.ip()) else {
             continue;
-        };
-        if !limits.admit_ip(peer.ip()) {
-            tracing::warn!(%peer, "connection refused: too many connections from this address");
-            continue;
-        }
-        node.metrics.connections.inc();
-        let slot = Slot {
-            node: node.clone(),
-            limits: limits.clone(),
-            ip: peer.ip(),
-            _permit: permit,
         };
         let (node, tls, stop) = (node.clone(), tls.clone(), stop.clone());
-        tokio::spawn(net::c2s::run(
-            node,
-            tcp,
-            peer,
-            tls,
-            direct_tls,
-            stop,
-            Box::new(slot),
-        ));
+        tokio::spawn(net::c2s::run(node, tcp, peer, tls, direct_tls, stop, slot));
     }
 }
 
@@ -300,11 +231,45 @@ async fn watch_vhosts(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn serve_http(node: Arc<Node>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    use axum::{Router, http::header, routing::get};
+/// The HTTP port: host-meta, `/healthz`, `/metrics`, XMPP over WebSocket and BOSH, over
+/// HTTPS (the vhosts' certificates) and plain HTTP alike ([`net::http`]).
+async fn serve_http(
+    node: Arc<Node>,
+    listener: TcpListener,
+    limits: Arc<ConnLimits>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use axum::{
+        Router,
+        http::header,
+        routing::{get, post},
+    };
+    let tls = net::tls::server_config(node.certs.clone(), &[b"http/1.1"]);
+    let listener = match net::http::accept(listener, tls, stop.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the HTTP port failed");
+            return;
+        }
+    };
+    let web = Arc::new(net::http::WebState {
+        node: node.clone(),
+        limits,
+        stop: stop.clone(),
+        bosh: net::bosh::Sessions::default(),
+    });
     let app = Router::new()
         .merge(crate::hostmeta::router(node.clone()))
         .merge(crate::xep::upload::router(node.clone()))
+        .merge(
+            Router::new()
+                .route("/xmpp-websocket", get(net::websocket::upgrade))
+                .route(
+                    "/http-bind",
+                    post(net::bosh::request).options(net::bosh::preflight),
+                )
+                .with_state(web),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
@@ -323,6 +288,7 @@ async fn serve_http(node: Arc<Node>, listener: TcpListener, mut stop: watch::Rec
                 }
             }),
         );
+    let app = app.into_make_service_with_connect_info::<net::http::HttpPeer>();
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;

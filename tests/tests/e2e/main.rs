@@ -24,6 +24,7 @@ mod node_register;
 mod node_roster;
 mod node_sm;
 mod node_upload;
+mod node_web;
 mod panel;
 mod panel_node;
 mod panel_nodes;

@@ -50,7 +50,10 @@ async fn bookmarks_in_private_storage_round_trip_and_survive_a_restart() {
 
 #[tokio::test]
 async fn host_meta_is_served_for_hosted_domains_only() {
-    let node = NodeProcess::start().await.unwrap();
+    let node =
+        NodeProcess::start_with_env(&[("ROOKERY_NODE_PUBLIC_HTTP_URL", "https://{vhost}:5443")])
+            .await
+            .unwrap();
     node.provision(DOMAIN, &[]).await.unwrap();
     node.wait_for_vhost(DOMAIN).await.unwrap();
     let http = reqwest::Client::new();
@@ -70,9 +73,18 @@ async fn host_meta_is_served_for_hosted_domains_only() {
         body.contains("<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>"),
         "{body}"
     );
+    // The WebSocket and BOSH endpoints, under the configured public URL.
     assert!(
-        !body.contains("<Link"),
-        "no HTTP connection method yet: {body}"
+        body.contains(&format!(
+            "<Link rel=\"urn:xmpp:alt-connections:websocket\" href=\"wss://{DOMAIN}:5443/xmpp-websocket\"/>"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "<Link rel=\"urn:xmpp:alt-connections:xbosh\" href=\"https://{DOMAIN}:5443/http-bind\"/>"
+        )),
+        "{body}"
     );
 
     let jrd = get("/.well-known/host-meta.json", &format!("{DOMAIN}:5280"))
@@ -82,7 +94,13 @@ async fn host_meta_is_served_for_hosted_domains_only() {
     assert_eq!(jrd.headers()["content-type"], "application/json");
     assert_eq!(jrd.headers()["access-control-allow-origin"], "*");
     let doc: serde_json::Value = jrd.json().await.unwrap();
-    assert_eq!(doc, serde_json::json!({"links": []}));
+    assert_eq!(
+        doc,
+        serde_json::json!({"links": [
+            {"rel": "urn:xmpp:alt-connections:websocket", "href": format!("wss://{DOMAIN}:5443/xmpp-websocket")},
+            {"rel": "urn:xmpp:alt-connections:xbosh", "href": format!("https://{DOMAIN}:5443/http-bind")},
+        ]})
+    );
 
     for path in ["/.well-known/host-meta", "/.well-known/host-meta.json"] {
         let other = get(path, "not-hosted.test").await.unwrap();

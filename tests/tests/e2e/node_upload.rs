@@ -1,6 +1,6 @@
 //! HTTP file upload (XEP-0363) on a real node, driven by slixmpp's own plugin
 //! (`tests/python/upload_scenario.py`): the service found through disco, a file uploaded
-//! with the slot's Authorization header and downloaded unchanged (whole and as a byte
+//! over verified HTTPS with the slot's Authorization header and downloaded unchanged (whole and as a byte
 //! range) with its content type, an upload over the account's quota refused, a file over
 //! the largest size refused; the node's files and rows checked afterwards.
 
@@ -14,7 +14,10 @@ const SIZE: i64 = 300_000;
 
 #[tokio::test]
 async fn files_upload_download_and_meet_the_quota_with_slixmpp() {
-    let node = NodeProcess::start().await.unwrap();
+    // The domain is the node's public host: slots name https://upload.test:<port>/….
+    let node = NodeProcess::start_with_env(&[("ROOKERY_NODE_PUBLIC_HOST", DOMAIN)])
+        .await
+        .unwrap();
     node.provision(DOMAIN, &[("alice", "pass-alice-1")])
         .await
         .unwrap();
@@ -43,6 +46,7 @@ async fn files_upload_download_and_meet_the_quota_with_slixmpp() {
         &[&SIZE.to_string()],
         &[
             "the upload service is found through disco",
+            "the slot is an HTTPS URL at the domain",
             "alice uploads a file of 300000 bytes",
             "the GET URL returns the same bytes",
             "with the content type of the slot",

@@ -32,6 +32,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::Instrument;
 
+use super::{bosh::BoshIo, websocket::WsIo};
 use crate::{
     control::usage::VhostCounters,
     im,
@@ -62,10 +63,14 @@ type PendingHandover = (
     tokio::sync::oneshot::Sender<Result<Handover, Rejection>>,
 );
 
-/// The socket, before or after TLS.
+/// The connection's transport: a TCP socket before or after TLS, a WebSocket (RFC 7395,
+/// its messages seen as a byte stream by [`WsIo`]), or a BOSH session ([`BoshIo`]).
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    WebSocket(Box<WsIo>),
+    /// A BOSH session (XEP-0206): request payloads in, queued elements out.
+    Bosh(Box<BoshIo>),
     /// Only while the socket is being handed to the TLS handshake.
     Upgrading,
 }
@@ -79,6 +84,8 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Io::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -93,6 +100,8 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Io::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -101,6 +110,8 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Io::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -109,6 +120,8 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::WebSocket(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Bosh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Io::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -156,15 +169,81 @@ pub fn delay_for(failures: u32) -> Duration {
 /// Numbers connections for the logs (the `session` field of every line of a connection).
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Runs one client connection to its end. `slot` is the connection's place in the node's
-/// connection limits: dropped when the socket goes, which for a resumable session is before
-/// the session ends (it waits detached, holding no connection).
-pub async fn run(
+/// Runs one client TCP connection to its end. `slot` is the connection's place in the
+/// node's connection limits: dropped when the socket goes, which for a resumable session is
+/// before the session ends (it waits detached, holding no connection).
+pub fn run(
     node: Arc<Node>,
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Arc<ServerConfig>,
     direct_tls: bool,
+    shutdown: watch::Receiver<bool>,
+    slot: Box<dyn Send>,
+) -> impl Future<Output = ()> + Send {
+    let _ = tcp.set_nodelay(true);
+    let start = if direct_tls {
+        Start::DirectTls
+    } else {
+        Start::Plain
+    };
+    connection(node, Io::Plain(tcp), peer, Some(tls), start, shutdown, slot)
+}
+
+/// Runs one XMPP-over-WebSocket connection (RFC 7395) to its end, as [`run`] does a TCP
+/// one. `secure`: the WebSocket is encrypted (HTTPS, or a TLS-terminating proxy on
+/// loopback), so SASL is offered as after TLS; there is no STARTTLS on a WebSocket.
+pub fn run_websocket(
+    node: Arc<Node>,
+    socket: WsIo,
+    peer: SocketAddr,
+    secure: bool,
+    shutdown: watch::Receiver<bool>,
+    slot: Box<dyn Send>,
+) -> impl Future<Output = ()> + Send {
+    let start = if secure { Start::Secure } else { Start::Plain };
+    let io = Io::WebSocket(Box::new(socket));
+    connection(node, io, peer, None, start, shutdown, slot)
+}
+
+/// Runs one BOSH session's stream (XEP-0206) to its end, as [`run_websocket`] does.
+pub fn run_bosh(
+    node: Arc<Node>,
+    io: BoshIo,
+    peer: SocketAddr,
+    secure: bool,
+    shutdown: watch::Receiver<bool>,
+    slot: Box<dyn Send>,
+) -> impl Future<Output = ()> + Send {
+    let start = if secure { Start::Secure } else { Start::Plain };
+    connection(
+        node,
+        Io::Bosh(Box::new(io)),
+        peer,
+        None,
+        start,
+        shutdown,
+        slot,
+    )
+}
+
+/// How a connection's stream starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// In the clear (STARTTLS is offered when the transport can do it).
+    Plain,
+    /// With a TLS handshake, before any XMPP (XEP-0368).
+    DirectTls,
+    /// Encrypted already, below the stream (WebSocket over HTTPS).
+    Secure,
+}
+
+async fn connection(
+    node: Arc<Node>,
+    io: Io,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    start: Start,
     shutdown: watch::Receiver<bool>,
     slot: Box<dyn Send>,
 ) {
@@ -175,7 +254,7 @@ pub async fn run(
     async move {
         let mut conn = Connection::new(node, peer.ip(), tls, shutdown);
         conn.slot = Some(slot);
-        if let Err(e) = conn.serve(tcp, direct_tls).await {
+        if let Err(e) = conn.serve(io, start).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
         conn.finish().await;
@@ -187,7 +266,8 @@ pub async fn run(
 struct Connection {
     node: Arc<Node>,
     ip: IpAddr,
-    tls: Arc<ServerConfig>,
+    /// For STARTTLS; `None` where the transport cannot start TLS (WebSocket).
+    tls: Option<Arc<ServerConfig>>,
     shutdown: watch::Receiver<bool>,
     c2s: C2s,
     parser: StreamParser,
@@ -221,13 +301,13 @@ impl Connection {
     fn new(
         node: Arc<Node>,
         ip: IpAddr,
-        tls: Arc<ServerConfig>,
+        tls: Option<Arc<ServerConfig>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let hosts = node.clone();
         let registration = node.clone();
         let cfg = C2sConfig {
-            starttls_available: true,
+            starttls_available: tls.is_some(),
             require_tls: node.settings.node.require_tls,
             max_auth_failures: 3,
             scram_iterations: node.settings.node.scram_iterations,
@@ -272,12 +352,15 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, tcp: TcpStream, direct_tls: bool) -> anyhow::Result<()> {
-        let _ = tcp.set_nodelay(true);
-        self.io = Io::Plain(tcp);
+    async fn serve(&mut self, io: Io, start: Start) -> anyhow::Result<()> {
+        self.io = io;
         let pre_auth_deadline = Instant::now()
             + Duration::from_secs(self.node.settings.node.limits.pre_auth_timeout_secs);
-        if direct_tls {
+        if start == Start::Secure {
+            // The parser is fresh: the reset this asks for changes nothing.
+            let _ = self.c2s.on_tls(None);
+        }
+        if start == Start::DirectTls {
             // Boxed: a one-off future this big would otherwise enlarge every connection's task.
             let outputs = Box::pin(self.start_tls(pre_auth_deadline)).await?;
             self.drive(outputs).await?;
@@ -886,10 +969,13 @@ impl Connection {
     }
 
     async fn start_tls(&mut self, deadline: Instant) -> anyhow::Result<Vec<Output>> {
+        let Some(config) = self.tls.clone() else {
+            anyhow::bail!("TLS requested on a transport without it");
+        };
         let Io::Plain(tcp) = std::mem::replace(&mut self.io, Io::Upgrading) else {
             anyhow::bail!("TLS requested twice");
         };
-        let accept = TlsAcceptor::from(self.tls.clone()).accept(tcp);
+        let accept = TlsAcceptor::from(config).accept(tcp);
         let tls = tokio::time::timeout_at(deadline, accept)
             .await
             .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
@@ -1116,8 +1202,8 @@ mod tests {
             Box::new(()),
         );
         let task = std::mem::size_of_val(&task);
-        let mut conn = Connection::new(node, [127, 0, 0, 1].into(), tls, shutdown);
-        let serve = std::mem::size_of_val(&conn.serve(tcp, false));
+        let mut conn = Connection::new(node, [127, 0, 0, 1].into(), Some(tls), shutdown);
+        let serve = std::mem::size_of_val(&conn.serve(Io::Plain(tcp), Start::Plain));
         let finish = std::mem::size_of_val(&conn.finish());
         let negotiate = std::mem::size_of_val(&conn.negotiate_sm(Nonza::Request));
         let conn = std::mem::size_of_val(&conn);

@@ -5,6 +5,7 @@
 pub mod c2s;
 pub mod csi;
 pub mod element;
+pub mod framing;
 pub mod jid;
 pub mod ns;
 pub mod parser;

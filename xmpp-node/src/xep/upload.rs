@@ -7,7 +7,8 @@
 //! `limits.upload_max_file_bytes`; too large is `not-acceptable` with `<file-too-large>`
 //! naming the maximum), and what the account and the vhost already store against their
 //! quotas (`resource-constraint`). The answer is a PUT URL and a GET URL, the same one:
-//! `<http base>/upload/<vhost>/<id>/<file name>`, where `id` is 128 random bits. The PUT
+//! `<public_http_url>/upload/<vhost>/<id>/<file name>` (the HTTP port serves HTTPS with
+//! the vhost's certificate), where `id` is 128 random bits. The PUT
 //! carries an `Authorization: Bearer` header the slot names: the slot's owner, size,
 //! content type and expiry ([`SLOT_SECS`]), signed with HMAC-SHA256 under a secret of the
 //! node (`node_secrets`), over the URL's vhost, id and name too. Nothing is stored for a
@@ -281,7 +282,7 @@ async fn slot(node: &Node, from: &Jid, vhost: &str, req: &Element) -> Result<Ele
     })?;
     let token = claims.sign(secret.as_bytes(), vhost, &id, &req.filename);
     let url = file_url(
-        &node.settings.node.http_base_url(),
+        &node.settings.node.public_http_base(vhost),
         vhost,
         &id,
         &req.filename,
