@@ -670,6 +670,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_persistent_room_moves_with_its_vhost_to_another_node() {
+        let (a, _da) = node().await;
+        let (alice, mut to_alice) = bind(&a, "alice@example.com/desk");
+        im::handle(&a, &alice, join("alice@example.com/desk", "Alice")).await;
+        im::handle(&a, &alice, configure("alice@example.com/desk", true)).await;
+        assert_eq!(
+            delivered(&mut to_alice).last().unwrap().attr("type"),
+            Some("result")
+        );
+        let exported = a.store.export_vhost(DOMAIN).await.unwrap();
+        let (b, _db) = node().await;
+        b.store.import_vhost(DOMAIN, &exported).await.unwrap();
+        b.muc.forget_domain(DOMAIN);
+        // On the new node the room is there, named, with alice still its owner.
+        let (bob, mut to_bob) = bind(&b, "bob@example.com/phone");
+        im::handle(&b, &bob, stanza("<iq xmlns='jabber:client' type='get' id='i' from='bob@example.com/phone' to='conference.example.com'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")).await;
+        let items = delivered(&mut to_bob).remove(0).to_xml();
+        assert!(
+            items.contains(ROOM) && items.contains("Tea room"),
+            "{items}"
+        );
+        im::handle(&b, &bob, stanza(&format!("<iq xmlns='jabber:client' type='get' id='o' from='bob@example.com/phone' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"))).await;
+        let info = delivered(&mut to_bob).remove(0).to_xml();
+        assert!(info.contains("muc_persistent"), "{info}");
+        let (alice_b, mut to_alice_b) = bind(&b, "alice@example.com/desk");
+        im::handle(&b, &alice_b, join("alice@example.com/desk", "Alice")).await;
+        let own = delivered(&mut to_alice_b)
+            .into_iter()
+            .find(|p| p.name() == "presence" && p.to_xml().contains("Alice"))
+            .unwrap();
+        assert!(
+            own.to_xml().contains("affiliation=\"owner\"")
+                || own.to_xml().contains("affiliation='owner'"),
+            "{}",
+            own.to_xml()
+        );
+    }
+
+    #[tokio::test]
     async fn a_temporary_room_ends_when_its_last_occupant_goes_offline() {
         let (node, _dir) = node().await;
         let (alice, mut to_alice) = bind(&node, "alice@example.com/desk");
