@@ -16,6 +16,8 @@
 //! | `GET /v1/usage` | → [`UsageReport`] (counters since the previous report) |
 //! | `GET /v1/vhosts/{domain}/export` | → [`VhostData`] |
 //! | `PUT /v1/vhosts/{domain}/data` | [`VhostData`] → 204 (replaces the vhost's data) |
+//! | `GET /v1/vhosts/{domain}/uploads/{id}` | → the bytes of an uploaded file (XEP-0363) |
+//! | `PUT /v1/vhosts/{domain}/uploads/{id}` | bytes → 204 (a file of an imported `upload_files` row) |
 //! | `PUT /v1/vhosts/{domain}/move` | [`VhostMove`] → 204 (frozen for a move; redirected if asked) |
 //! | `DELETE /v1/vhosts/{domain}/move` | → 204 (the move is over here: writes are accepted again) |
 //!

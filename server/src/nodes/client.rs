@@ -217,6 +217,45 @@ impl NodeClient {
         }
     }
 
+    /// A request with raw bytes both ways (uploaded files during a move).
+    async fn bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.secret);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
+        if status.is_success() {
+            Ok(bytes.to_vec())
+        } else {
+            let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+                code: "unexpected".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            });
+            Err(CallError::Refused {
+                status: status.as_u16(),
+                error,
+            })
+        }
+    }
+
     async fn expect<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -279,6 +318,32 @@ impl NodeClient {
             Method::PUT,
             &format!("/v1/vhosts/{}/data", seg(&data.domain)),
             Some(data),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The bytes of an uploaded file (XEP-0363) of a vhost, for a move.
+    pub async fn upload_file(&self, domain: &str, id: &str) -> Result<Vec<u8>, CallError> {
+        self.bytes(
+            Method::GET,
+            &format!("/v1/vhosts/{}/uploads/{}", seg(domain), seg(id)),
+            None,
+        )
+        .await
+    }
+
+    /// Stores an uploaded file whose row came with the vhost's data.
+    pub async fn put_upload_file(
+        &self,
+        domain: &str,
+        id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), CallError> {
+        self.bytes(
+            Method::PUT,
+            &format!("/v1/vhosts/{}/uploads/{}", seg(domain), seg(id)),
+            Some(bytes),
         )
         .await
         .map(|_| ())

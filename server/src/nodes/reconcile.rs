@@ -452,6 +452,40 @@ impl Move<'_> {
         if let Err(e) = self.dst_client.import(&data).await {
             return self.fail(self.moving(dst, "importing failed: ", &e)).await;
         }
+        // Uploaded files (XEP-0363) live on the nodes' disks, not in the data: each one
+        // follows its row, one at a time (a file is held in memory on the way).
+        let uploads = data
+            .tables
+            .get("upload_files")
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for id in uploads
+            .iter()
+            .filter_map(|r| r.get("id").and_then(|v| v.as_str()))
+        {
+            let bytes = match self.src_client.upload_file(&d.domain, id).await {
+                Ok(b) => b,
+                Err(e) if e.status() == Some(404) => {
+                    // Gone from the old node's disk already: nothing to copy.
+                    tracing::warn!(
+                        domain = d.domain,
+                        id,
+                        "an uploaded file to move was missing on the old node"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return self
+                        .fail(self.moving(src, "copying an uploaded file failed: ", &e))
+                        .await;
+                }
+            };
+            if let Err(e) = self.dst_client.put_upload_file(&d.domain, id, bytes).await {
+                return self
+                    .fail(self.moving(dst, "copying an uploaded file failed: ", &e))
+                    .await;
+            }
+        }
         let now = self.state.clock.now();
         domains::set_move_step(&self.state.db, &d.id, Some("switch"), now).await?;
         tracing::info!(

@@ -200,6 +200,56 @@ async fn login_on(node: &NodeProcess, domain: &str, user: &str) -> anyhow::Resul
     Session::login(&cfg, &account).await
 }
 
+/// The bytes of the file uploaded before a move.
+const UPLOADED: &[u8] = b"a file that has to follow its domain to the new node";
+
+/// Uploads `bytes` as `user` of `domain` on `node` (XEP-0363: a slot over XMPP, then the
+/// PUT on the node's HTTP port); returns the file's path (`/upload/…`).
+async fn upload_on(node: &NodeProcess, domain: &str, user: &str, bytes: &'static [u8]) -> String {
+    let mut session = login_on(node, domain, user)
+        .await
+        .expect("logs in for the upload");
+    session
+        .send(&format!(
+            "<iq type='get' id='slot' to='upload.{domain}'><request xmlns='urn:xmpp:http:upload:0' filename='notes.txt' size='{}' content-type='text/plain'/></iq>",
+            bytes.len()
+        ))
+        .await
+        .unwrap();
+    let slot = loop {
+        let el = tokio::time::timeout(Duration::from_secs(10), session.next_element())
+            .await
+            .expect("a slot within 10 s")
+            .unwrap();
+        if el.name == "iq" && el.attr("id") == Some("slot") {
+            break el;
+        }
+    };
+    let put = slot
+        .child("slot")
+        .and_then(|s| s.child("put"))
+        .unwrap_or_else(|| panic!("no slot: {slot:?}"));
+    let url = put.attr("url").unwrap();
+    let auth = put.child("header").unwrap().text.clone();
+    // The node's HTTP port answers plain HTTP on loopback too.
+    let path = format!("/upload/{}", url.split_once("/upload/").unwrap().1);
+    let r = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{}{path}", node.http_port))
+        .header("authorization", auth)
+        .header("content-type", "text/plain")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    path
+}
+
 /// The `<tr>` rows of a page's table that contain `needle`.
 fn rows_with<'a>(html: &'a str, needle: &str) -> Vec<&'a str> {
     html.split("<tr")
@@ -244,6 +294,8 @@ async fn a_panel_killed_while_a_node_hangs_converges_every_domain_exactly_once()
         )
         .await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    // And a file alice uploads there (XEP-0363): it lives on node a's disk, not in its data.
+    let file_path = upload_on(&node_a, &first, "alice", UPLOADED).await;
 
     // Node b hangs: it accepts connections and answers nothing.
     let b_pid = serve_pid(&node_b);
@@ -348,6 +400,12 @@ async fn a_panel_killed_while_a_node_hangs_converges_every_domain_exactly_once()
     login_on(&node_b, &first, "alice")
         .await
         .expect("alice logs in on node b");
+    // The uploaded file moved too: node b serves the same bytes at the same path.
+    let moved = reqwest::get(format!("http://127.0.0.1:{}{file_path}", node_b.http_port))
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK, "{file_path}");
+    assert_eq!(moved.bytes().await.unwrap().as_ref(), UPLOADED);
     let r = customer
         .post_form(
             &format!("{}/accounts", pages[&first]),

@@ -105,6 +105,12 @@ pub fn router(state: ControlState) -> Router {
             "/v1/vhosts/{domain}/move",
             put(put_move).delete(delete_move),
         )
+        .route(
+            "/v1/vhosts/{domain}/uploads/{id}",
+            get(export_upload)
+                .put(import_upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .fallback(|| async { Problem::not_found("There is no such endpoint.".into()) })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -688,6 +694,41 @@ async fn import_vhost(
     s.node.muc.forget_domain(&domain);
     tracing::info!(vhost = %domain, "imported a vhost's data");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bytes of an uploaded file, for a move (the rows came with the vhost's data).
+async fn export_upload(
+    State(s): State<ControlState>,
+    ApiPath((domain, id)): ApiPath<(String, String)>,
+) -> Result<Response, Problem> {
+    let domain = path_domain(&domain)?;
+    match crate::xep::upload::file_for_move(&s.node, &domain, &id).await? {
+        Some(file) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        )
+            .into_response()),
+        None => Err(Problem::not_found(format!(
+            "{domain} has no uploaded file {id} here."
+        ))),
+    }
+}
+
+/// Stores the bytes of a file whose `upload_files` row was imported with the vhost's data.
+async fn import_upload(
+    State(s): State<ControlState>,
+    ApiPath((domain, id)): ApiPath<(String, String)>,
+    body: axum::body::Body,
+) -> Result<StatusCode, Problem> {
+    let domain = path_domain(&domain)?;
+    use crate::xep::upload::MovedFile;
+    match crate::xep::upload::store_moved_file(&s.node, &domain, &id, body).await? {
+        MovedFile::Stored => Ok(StatusCode::NO_CONTENT),
+        MovedFile::NoRow => Err(Problem::not_found(format!(
+            "{domain} has no upload {id} here: PUT the vhost's data first."
+        ))),
+        MovedFile::Wrong(why) => Err(Problem::unprocessable("invalid_upload", why)),
+    }
 }
 
 /// Freezes a vhost for a move (and redirects its clients if asked); answers once the

@@ -26,7 +26,8 @@
 //!
 //! Upkeep deletes files older than the vhost's `upload_retention_days`. Files outlive the
 //! account that uploaded them until then (links to them sit in other people's chats).
-//! Not yet: moving a vhost copies the rows but not the files on disk.
+//! A moved vhost's files follow its rows: the panel copies each one through the control
+//! APIs of both nodes ([`file_for_move`], [`store_moved_file`]).
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -454,13 +455,18 @@ async fn preflight() -> Response {
     r
 }
 
-/// The file's place on disk, for a hosted vhost and a well-formed id only.
-fn file_path(node: &Node, vhost: &str, id: &str) -> Option<PathBuf> {
+/// The file's place on disk for a well-formed id (whether or not the vhost offers uploads).
+fn disk_path(node: &Node, vhost: &str, id: &str) -> Option<PathBuf> {
     let id_ok = id.len() == 32
         && id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    (id_ok && enabled(node, vhost)).then(|| node.settings.node.upload_dir().join(vhost).join(id))
+    (id_ok && node.is_hosted(vhost)).then(|| node.settings.node.upload_dir().join(vhost).join(id))
+}
+
+/// The file's place on disk, for a hosted vhost and a well-formed id only.
+fn file_path(node: &Node, vhost: &str, id: &str) -> Option<PathBuf> {
+    disk_path(node, vhost, id).filter(|_| enabled(node, vhost))
 }
 
 async fn put_file(
@@ -742,6 +748,61 @@ async fn get_file(
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     cors(response)
+}
+
+// ---- moves -----------------------------------------------------------------------------------
+
+/// The file of an upload row, opened, for copying it to another node.
+pub async fn file_for_move(
+    node: &Node,
+    vhost: &str,
+    id: &str,
+) -> anyhow::Result<Option<tokio::fs::File>> {
+    let Some(path) = disk_path(node, vhost, id) else {
+        return Ok(None);
+    };
+    if node.store.upload(vhost, id).await?.is_none() {
+        return Ok(None);
+    }
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What became of a file sent along with a moved vhost.
+pub enum MovedFile {
+    Stored,
+    /// Its row is not here (the data was not imported first).
+    NoRow,
+    Wrong(String),
+}
+
+/// Stores the bytes of an upload whose row came with the vhost's data; a copy already
+/// there (a move tried again) is replaced.
+pub async fn store_moved_file(
+    node: &Node,
+    vhost: &str,
+    id: &str,
+    body: Body,
+) -> anyhow::Result<MovedFile> {
+    let (Some(path), Some(row)) = (
+        disk_path(node, vhost, id),
+        node.store.upload(vhost, id).await?,
+    ) else {
+        return Ok(MovedFile::NoRow);
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    let _ = tokio::fs::remove_file(path.with_extension("part")).await;
+    match receive(&path, body, row.size_bytes).await {
+        Ok(()) => Ok(MovedFile::Stored),
+        Err(Received::Wrong(why)) => Ok(MovedFile::Wrong(why)),
+        Err(Received::Taken) => Ok(MovedFile::Wrong(
+            "The file is being written already.".into(),
+        )),
+        Err(Received::Failed(e)) => Err(e),
+    }
 }
 
 // ---- expiry --------------------------------------------------------------------------------
