@@ -148,18 +148,7 @@ impl Proxy {
 
 /// Handles a stanza to `proxy.<vhost>`.
 pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, stanza: Element) {
-    let kind = stanza.attr("type").unwrap_or_default();
-    if stanza.name() != "iq" {
-        if kind != "error" {
-            me.deliver(error_reply(&stanza, Condition::ServiceUnavailable, None));
-        }
-        return;
-    }
-    if !matches!(kind, "get" | "set") {
-        return;
-    }
-    let Some(payload) = stanza.children().next() else {
-        me.deliver(error_reply(&stanza, Condition::BadRequest, None));
+    let Some((kind, payload)) = super::services::query(me, &stanza) else {
         return;
     };
     let service = format!("{PREFIX}{vhost}");

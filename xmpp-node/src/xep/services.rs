@@ -96,6 +96,28 @@ pub async fn handle(node: &Node, me: &SessionHandle, service: Service, stanza: E
     }
 }
 
+/// For services that answer queries only (upload, proxy): the type and payload of an iq
+/// get or set to them. Anything else is answered here (service-unavailable for messages
+/// and presence, bad-request for an empty iq) or dropped (answers), and is None.
+pub fn query<'a>(me: &SessionHandle, stanza: &'a Element) -> Option<(&'a str, &'a Element)> {
+    use crate::proto::stanza::{Condition, error_reply};
+    let kind = stanza.attr("type").unwrap_or_default();
+    if stanza.name() != "iq" {
+        if kind != "error" {
+            me.deliver(error_reply(stanza, Condition::ServiceUnavailable, None));
+        }
+        return None;
+    }
+    if !matches!(kind, "get" | "set") {
+        return None; // Answers: these services ask nothing.
+    }
+    let payload = stanza.children().next();
+    if payload.is_none() {
+        me.deliver(error_reply(stanza, Condition::BadRequest, None));
+    }
+    Some(kind).zip(payload)
+}
+
 /// The vhost's disco#items: its switched-on services.
 pub fn disco_items(node: &Node, vhost: &str) -> Element {
     let mut q = Element::new("query", ns::DISCO_ITEMS);

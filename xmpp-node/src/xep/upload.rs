@@ -98,18 +98,7 @@ fn max_file_bytes(node: &Node, limits: &UploadLimits) -> i64 {
 
 /// Handles a stanza to `upload.<vhost>`.
 pub async fn handle(node: &Node, me: &SessionHandle, vhost: &str, stanza: Element) {
-    let kind = stanza.attr("type").unwrap_or_default();
-    if stanza.name() != "iq" {
-        if kind != "error" {
-            me.deliver(error_reply(&stanza, Condition::ServiceUnavailable, None));
-        }
-        return;
-    }
-    if !matches!(kind, "get" | "set") {
-        return; // Answers: the service asks nothing.
-    }
-    let Some(payload) = stanza.children().next() else {
-        me.deliver(error_reply(&stanza, Condition::BadRequest, None));
+    let Some((kind, payload)) = super::services::query(me, &stanza) else {
         return;
     };
     let reply =
