@@ -824,6 +824,55 @@ pub fn result_message(
         )
 }
 
+/// Answers query `q` with a page of the archive of `owner` (an account or a room): each
+/// message as a result, in the order asked, then the iq result with `<fin/>`; or the error
+/// the read gave.
+pub fn send_page(
+    me: &SessionHandle,
+    owner: &Jid,
+    iq: &Element,
+    q: &Query,
+    page: Result<ArchivePage, ArchiveQueryError>,
+) {
+    let page = match page {
+        Ok(p) => p,
+        Err(ArchiveQueryError::UnknownId(id)) => {
+            me.deliver(error_reply(
+                iq,
+                Condition::ItemNotFound,
+                Some(&format!("The archive has no message with the id {id}.")),
+            ));
+            return;
+        }
+        Err(ArchiveQueryError::Store(e)) => {
+            tracing::error!(error = %e, archive = %owner, "reading an archive failed");
+            me.deliver(error_reply(iq, Condition::InternalServerError, None));
+            return;
+        }
+    };
+    let mut items: Vec<_> = page.items.iter().collect();
+    if q.flip {
+        items.reverse();
+    }
+    for m in items {
+        match parse_stored(&m.stanza) {
+            Ok(message) => me.deliver(result_message(
+                owner,
+                &me.jid,
+                q.queryid.as_deref(),
+                &m.id,
+                m.created_us,
+                message,
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, id = %m.id, archive = %owner, "an archived message could not be parsed");
+                false
+            }
+        };
+    }
+    me.deliver(iq_result(iq).with_child(fin(&page)));
+}
+
 /// Answers an iq in the `urn:xmpp:mam:2` namespace addressed to `account` (a bare JID);
 /// what it sends goes to `me`.
 pub async fn handle(node: &Node, me: &SessionHandle, account: &Jid, iq: &Element) {
@@ -857,45 +906,11 @@ pub async fn handle(node: &Node, me: &SessionHandle, account: &Jid, iq: &Element
             };
             // What was archived before the query is in its answer.
             node.mam.writer.flush().await;
-            let page = match node
+            let page = node
                 .store
                 .archive_page(vhost, user, &q.filter, &q.from, q.max)
-                .await
-            {
-                Ok(p) => p,
-                Err(ArchiveQueryError::UnknownId(id)) => {
-                    return refuse(
-                        Condition::ItemNotFound,
-                        Some(&format!("The archive has no message with the id {id}.")),
-                    );
-                }
-                Err(ArchiveQueryError::Store(e)) => {
-                    tracing::error!(error = %e, "reading an archive failed");
-                    return refuse(Condition::InternalServerError, None);
-                }
-            };
-            let mut items: Vec<_> = page.items.iter().collect();
-            if q.flip {
-                items.reverse();
-            }
-            for m in items {
-                match parse_stored(&m.stanza) {
-                    Ok(message) => {
-                        me.deliver(result_message(
-                            account,
-                            &me.jid,
-                            q.queryid.as_deref(),
-                            &m.id,
-                            m.created_us,
-                            message,
-                        ));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, id = %m.id, "an archived message could not be parsed")
-                    }
-                }
-            }
-            me.deliver(iq_result(iq).with_child(fin(&page)));
+                .await;
+            send_page(me, account, iq, &q, page);
         }
         ("prefs", false) => {
             let prefs = load_prefs(node, account).await;

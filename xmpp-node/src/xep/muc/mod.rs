@@ -37,7 +37,7 @@ use room::{Affiliation, NS_MUC, NS_OCCUPANT_ID, Out, Room, Saved};
 
 use crate::{
     control::moving::moving_text,
-    node::{Node, parse_stored, unix_now},
+    node::{Node, unix_now},
     proto::{
         element::Element,
         jid::Jid,
@@ -45,11 +45,7 @@ use crate::{
         stanza::{Condition, error_reply, iq_result},
     },
     router::{SessionHandle, message_targets},
-    store::{
-        StoreError,
-        archive::{ArchiveQueryError, ROOM_ARCHIVE},
-        muc::StoredRoom,
-    },
+    store::{StoreError, archive::ROOM_ARCHIVE, muc::StoredRoom},
     xep::mam,
 };
 
@@ -499,45 +495,11 @@ async fn room_mam(
                     Some("A room's archive is not filtered by with."),
                 );
             }
-            let page = match node
+            let page = node
                 .store
                 .archive_page_in(ROOM_ARCHIVE, vhost, name, &q.filter, &q.from, q.max)
-                .await
-            {
-                Ok(p) => p,
-                Err(ArchiveQueryError::UnknownId(id)) => {
-                    return refuse(
-                        Condition::ItemNotFound,
-                        Some(&format!("The archive has no message with the id {id}.")),
-                    );
-                }
-                Err(ArchiveQueryError::Store(e)) => {
-                    tracing::error!(error = %e, "reading a room's archive failed");
-                    return refuse(Condition::InternalServerError, None);
-                }
-            };
-            let mut items: Vec<_> = page.items.iter().collect();
-            if q.flip {
-                items.reverse();
-            }
-            for m in items {
-                match parse_stored(&m.stanza) {
-                    Ok(message) => {
-                        me.deliver(mam::result_message(
-                            room_jid,
-                            &me.jid,
-                            q.queryid.as_deref(),
-                            &m.id,
-                            m.created_us,
-                            message,
-                        ));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, id = %m.id, "an archived room message could not be parsed")
-                    }
-                }
-            }
-            me.deliver(iq_result(iq).with_child(mam::fin(&page)));
+                .await;
+            mam::send_page(me, room_jid, iq, &q, page);
         }
         _ => refuse(Condition::ServiceUnavailable, None),
     }
