@@ -213,8 +213,10 @@ impl Session {
         }
     }
 
-    /// Waits for output (up to the session's `wait`), then the response.
-    async fn answer(&self, attributes: &str) -> Response {
+    /// Waits for output (up to the session's `wait`), then the response. A terminating
+    /// request (`until_closed`) waits for the stream to end instead, so its answer is the
+    /// `type='terminate'` body with whatever the session said last (XEP-0124 §13).
+    async fn answer(&self, attributes: &str, until_closed: bool) -> Response {
         let me = {
             let mut s = self.lock();
             s.latest_request += 1;
@@ -230,7 +232,12 @@ impl Session {
             notified.as_mut().enable();
             {
                 let mut s = self.lock();
-                if !s.output.is_empty() {
+                if until_closed {
+                    if s.closed {
+                        let out = std::mem::take(&mut s.output);
+                        break xml(StatusCode::OK, body(" type='terminate'", &out));
+                    }
+                } else if !s.output.is_empty() {
                     let out = std::mem::take(&mut s.output);
                     break xml(StatusCode::OK, body(attributes, &out));
                 }
@@ -244,7 +251,9 @@ impl Session {
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    break xml(StatusCode::OK, body(attributes, &[]));
+                    let attributes = if until_closed { " type='terminate'" } else { attributes };
+                    let out = std::mem::take(&mut self.lock().output);
+                    break xml(StatusCode::OK, body(attributes, &out));
                 }
             }
         };
@@ -293,7 +302,7 @@ pub async fn request(
             if request.terminate {
                 session.send(b"</stream:stream>".to_vec());
             }
-            session.answer("").await
+            session.answer("", request.terminate).await
         }
     }
 }
@@ -368,7 +377,7 @@ async fn create(state: &Arc<WebState>, peer: HttpPeer, request: BodyRequest) -> 
          xmpp:version='1.0' xmpp:restartlogic='true'",
         ns::STREAM
     );
-    session.answer(&attributes).await
+    session.answer(&attributes, false).await
 }
 
 /// Ends the session after `INACTIVITY` seconds without a request, and forgets it once its
@@ -588,7 +597,7 @@ mod tests {
         // The connection reads the end of its stream, and the sid is forgotten.
         assert!(rx.recv().await.is_none());
         assert!(state.bosh.get("s1").is_none());
-        let answer = session.answer("").await;
+        let answer = session.answer("", false).await;
         let bytes = http_body_util::BodyExt::collect(answer.into_body())
             .await
             .unwrap()
