@@ -89,16 +89,21 @@ pub struct VhostLimits {
 /// that has them runs. In-band registration (off unless switched on: the customer's choice
 /// in the panel), the archive (XEP-0313: switched off, the domain archives nothing and
 /// advertises nothing), push notifications (XEP-0357) and group chat (XEP-0045 at
-/// `conference.<domain>`: switched off, the service does not exist) are implemented; the
-/// others are not yet (upload next, federation last), so those switches read "allowed when
-/// available".
+/// `conference.<domain>`: switched off, the service does not exist), HTTP upload and
+/// federation are implemented.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VhostFeatures {
     /// XEP-0077 in-band registration.
     pub registration: bool,
-    /// Server-to-server federation.
+    /// Federation: whether the domain exchanges stanzas with other domains, wherever they
+    /// are hosted (another vhost of the same node counts like a remote server). Off: only
+    /// within the domain and its services; on: with every domain, or only with those of
+    /// `federation_allow` when it is not empty.
     pub federation: bool,
+    /// With `federation` on and this list not empty, the only remote domains (normalised,
+    /// exact names) the domain exchanges stanzas with. Empty: every domain.
+    pub federation_allow: Vec<String>,
     /// XEP-0045 group chat at `conference.<domain>`.
     pub muc: bool,
     pub upload: bool,
@@ -115,6 +120,7 @@ impl Default for VhostFeatures {
         Self {
             registration: false,
             federation: true,
+            federation_allow: Vec::new(),
             muc: true,
             upload: true,
             archive: true,
