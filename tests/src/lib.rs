@@ -9,4 +9,5 @@ pub mod fake_stripe;
 pub mod node;
 pub mod pool;
 pub mod process;
+pub mod test_ca;
 pub mod xmpp;
