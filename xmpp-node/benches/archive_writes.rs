@@ -1,15 +1,19 @@
 //! How fast the message archive (XEP-0313) stores rows: the archive writer's transactions
-//! (`Store::insert_archive_rows`) as a busy node makes them, timed on their own.
+//! (`ArchiveConnection::insert` on the writer's own connection) as a busy node makes them,
+//! timed on their own.
 //!
 //!   cargo bench -p rookery-node --bench archive_writes                 # SQLite in a temp dir
 //!   ROOKERY_BENCH_DATABASE_URL=postgres://… cargo bench -p rookery-node --bench archive_writes
 //!   cargo bench -p rookery-node --bench archive_writes -- --accounts 10000 --messages 200000
+//!   cargo bench -p rookery-node --bench archive_writes -- --batch 1000 --cache-mib 2
 //!
 //! ROOKERY_BENCH_SQL runs `;`-separated statements first, to try a schema change (e.g.
 //! `DROP INDEX archive_messages_with`) before making it a migration.
 //!
 //! Accounts chat in pairs, each message archived twice (the sender's copy and the
-//! recipient's), in batches of `--batch` rows like the writer takes them from its queue.
+//! recipient's), in batches of `--batch` rows like the writer takes them from its queue
+//! (default: the most it takes, as when it is behind; a quiet node's batches are small), on
+//! a connection whose SQLite page cache holds `--cache-mib` (default: the writer's).
 //! Prints rows per second and the process's CPU time per row (user + system, the SQLite
 //! worker thread included; a PostgreSQL server's CPU is outside and printed apart when it
 //! runs on this machine). Everything is deleted at the end.
@@ -18,20 +22,22 @@ use std::{sync::Arc, time::Instant};
 
 use rookery_node::store::{
     Store,
-    archive::{ArchiveRow, Direction},
+    archive::{self, ArchiveRow, Direction},
 };
 
 struct Args {
     accounts: usize,
     messages: usize,
     batch: usize,
+    cache_mib: usize,
 }
 
 fn args() -> Args {
     let mut a = Args {
         accounts: 10_000,
         messages: 200_000,
-        batch: 1_000,
+        batch: archive::MAX_BATCH,
+        cache_mib: archive::WRITER_CACHE_KIB as usize / 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -44,6 +50,7 @@ fn args() -> Args {
             "--accounts" => a.accounts = value(),
             "--messages" => a.messages = value(),
             "--batch" => a.batch = value(),
+            "--cache-mib" => a.cache_mib = value(),
             // `cargo bench` passes --bench.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -123,13 +130,17 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     println!(
-        "{} accounts made in {:.1} s; {} messages ({} rows) in batches of {}",
+        "{} accounts made in {:.1} s; {} messages ({} rows) in batches of {}, writer's page cache {} MiB",
         args.accounts,
         t.elapsed().as_secs_f64(),
         args.messages,
         args.messages * 2,
-        args.batch
+        args.batch,
+        args.cache_mib
     );
+    let mut conn = store
+        .archive_connection(u32::try_from(args.cache_mib * 1024)?)
+        .await?;
 
     let ids = rookery_node::xep::mam::IdGen::new();
     let pairs = args.accounts / 2;
@@ -170,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
             });
         }
         if rows.len() >= args.batch || m + 1 == args.messages {
-            store.insert_archive_rows(&rows).await?;
+            conn.insert(&rows).await?;
             written += rows.len();
             rows.clear();
             if report.1.elapsed().as_secs_f64() >= 5.0 {
