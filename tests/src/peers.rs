@@ -53,7 +53,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use tokio::{
-    net::{TcpStream, UdpSocket},
+    net::UdpSocket,
     process::{Child, Command},
     task::JoinHandle,
 };
@@ -300,7 +300,7 @@ pub struct PeerServer {
     pub ca_file: PathBuf,
     /// How its s2s links authenticate.
     pub auth: S2sAuth,
-    /// From spawning the process until every port answered.
+    /// From spawning the process until it listened on every port.
     pub started_in: Duration,
     log_file: PathBuf,
     output_file: PathBuf,
@@ -333,7 +333,35 @@ impl PeerServer {
         Self::start(PeerKind::Ejabberd, domain, ca, map, auth).await
     }
 
+    /// Starts `kind` for `domain` (see [`PeerServer::prosody`]); when another process took
+    /// one of its ports between picking and binding, tries again on other ports.
     pub async fn start(
+        kind: PeerKind,
+        domain: &str,
+        ca: &TestCa,
+        map: &S2sMap,
+        auth: S2sAuth,
+    ) -> anyhow::Result<PeerServer> {
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let mut peer = Self::launch(kind, domain, ca, map, auth).await?;
+            match peer.wait_ready().await {
+                Ok(()) => {
+                    peer.started_in = started.elapsed();
+                    return Ok(peer);
+                }
+                Err(error) if attempt < 3 && peer.lost_a_port() => {
+                    eprintln!("retrying {kind:?} for {domain} on other ports: {error:#}");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Writes the configuration for new ports and spawns the server, without waiting.
+    async fn launch(
         kind: PeerKind,
         domain: &str,
         ca: &TestCa,
@@ -449,11 +477,10 @@ impl PeerServer {
             let out = std::fs::File::create(&output_file)?;
             command.stdout(out.try_clone()?).stderr(out);
         }
-        let started = Instant::now();
         let child = command.spawn().with_context(|| {
             format!("starting {name} (install Debian's {name}: scripts/test.sh does)")
         })?;
-        let mut peer = PeerServer {
+        Ok(PeerServer {
             kind,
             domain: domain.to_owned(),
             c2s_port,
@@ -467,17 +494,26 @@ impl PeerServer {
             config_file,
             child,
             dir,
-        };
-        peer.wait_ready().await?;
-        peer.started_in = started.elapsed();
-        Ok(peer)
+        })
     }
 
-    /// Waits until the c2s and s2s ports (and ejabberd's API) answer.
+    /// Waits until the server's log says it listens on each of its ports. (A port that
+    /// answers is no proof: another process may have taken it.)
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut ports = vec![self.c2s_port, self.s2s_port];
-        ports.extend(self.api_port);
+        let needles: Vec<String> = match self.kind {
+            PeerKind::Prosody => [("c2s", self.c2s_port), ("s2s", self.s2s_port)]
+                .iter()
+                .map(|(service, port)| {
+                    format!("Activated service '{service}' on [127.0.0.1]:{port}")
+                })
+                .collect(),
+            PeerKind::Ejabberd => [Some(self.c2s_port), Some(self.s2s_port), self.api_port]
+                .into_iter()
+                .flatten()
+                .map(|port| format!("Start accepting TCP connections at 127.0.0.1:{port} "))
+                .collect(),
+        };
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
@@ -487,16 +523,22 @@ impl PeerServer {
                     self.diagnostics()
                 );
             }
-            let mut all = true;
-            for port in &ports {
-                all &= TcpStream::connect(("127.0.0.1", *port)).await.is_ok();
+            if self.lost_a_port() {
+                bail!(
+                    "{:?} for {} could not listen on one of its ports{}",
+                    self.kind,
+                    self.domain,
+                    self.diagnostics()
+                );
             }
-            if all {
+            let log = self.log();
+            if needles.iter().all(|needle| log.contains(needle.as_str())) {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{:?} for {} did not listen on {ports:?} within {START_TIMEOUT:?}{}",
+                    "{:?} for {} did not log that it listens ({needles:?}) within \
+                     {START_TIMEOUT:?}{}",
                     self.kind,
                     self.domain,
                     self.diagnostics()
@@ -504,6 +546,21 @@ impl PeerServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether the server said it could not bind one of its ports (taken by another
+    /// process after the test picked it).
+    fn lost_a_port(&self) -> bool {
+        let output = std::fs::read_to_string(&self.output_file).unwrap_or_default();
+        [self.log(), output].iter().any(|text| {
+            let text = text.to_ascii_lowercase();
+            // Prosody's portmanager: "Failed to open server port 1234 on 127.0.0.1, this
+            // port is in use by another application"; ejabberd's listener: "Failed to open
+            // socket at 127.0.0.1:1234 for ejabberd_c2s: address already in use".
+            text.contains("failed to open server port")
+                || text.contains("eaddrinuse")
+                || text.contains("address already in use")
+        })
     }
 
     /// Creates the account `user@<domain>` with `password`.

@@ -13,6 +13,8 @@ use rookery_tests::{
 
 /// Bounds each step of the scenario (a login, one stanza crossing the link).
 const STEP: Duration = Duration::from_secs(15);
+/// How long each peer may take to start.
+const STARTUP_BUDGET: Duration = Duration::from_secs(10);
 /// Bounds the whole test.
 const WHOLE_TEST: Duration = Duration::from_secs(90);
 
@@ -31,6 +33,16 @@ async fn federate(auth: S2sAuth) {
         "started Prosody in {:?}, ejabberd in {:?}",
         prosody.started_in, ejabberd.started_in
     );
+    // CI has a time budget: each takes about 0.2 s and 1.5 s here, when the machine is
+    // not busy compiling.
+    for peer in [&prosody, &ejabberd] {
+        assert!(
+            peer.started_in < STARTUP_BUDGET,
+            "{:?} took {:?} to start",
+            peer.kind,
+            peer.started_in
+        );
+    }
     prosody.register_test_users(&["alice"]).await.unwrap();
     ejabberd.register_test_users(&["bob"]).await.unwrap();
 
