@@ -40,6 +40,26 @@
 //!
 //! Logs stay in the server's folder ([`PeerServer::log`]) and are printed when a test
 //! panics while the fixture is alive; `TEST_LOG=1` also shows the processes' own output.
+//!
+//! A Rookery node against a peer, in outline (`tests/tests/e2e/federation_peers.rs` does
+//! the same with two peers):
+//!
+//! ```text
+//! let ca = TestCa::new("…")?;
+//! let map = S2sMap::new().await?;
+//! let prosody = PeerServer::prosody("prosody.test", &ca, &map, S2sAuth::Certificates).await?;
+//! prosody.register_test_users(&["bob"]).await?;
+//! // The node: a certificate for its vhost from `ca` (<data_dir>/certs/<domain>.crt/.key),
+//! // the test CA trusted for s2s, `map.entries()` as its static host map; then
+//! map.add("rookery.test", node_s2s_port)?;
+//! federation_scenario(&node_endpoint, &prosody.endpoint(), Duration::from_secs(15)).await?;
+//! prosody.wait_inbound_s2s_auth("rookery.test", S2sAuth::Certificates, limit).await?;
+//! ```
+//!
+//! Start every server and fill the map before any stanza crosses: ejabberd remembers a
+//! failed outgoing connection and bounces stanzas to that domain for a minute or more.
+//! Both peers ask for the initiating server's certificate on incoming links (TLS client
+//! authentication) and offer SASL EXTERNAL only when it verifies for the stream's `from`.
 
 use std::{
     collections::BTreeMap,
