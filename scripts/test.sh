@@ -4,7 +4,7 @@
 # One command on a fresh Debian 12 machine with the Rust toolchain: as root it installs what
 # the tests need from Debian (PostgreSQL server binaries, Chromium, ChromeDriver, a font, the
 # Knot DNS server that the DNS check test starts on a loopback port, npm for the web XMPP
-# clients of tests/js),
+# clients of tests/js, Prosody and ejabberd that the federation tests start as peers),
 # without starting any system service; as another user it says what to install.
 #
 # Steps: lints (cargo fmt, clippy) -> one build of the binaries and test binaries -> a
@@ -38,6 +38,10 @@ CHROMIUM_BIN="${CHROMIUM:-/usr/bin/chromium}"
 CHROMEDRIVER_BIN="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 FONT_FILE=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 KNOTD_BIN="${KNOTD:-/usr/sbin/knotd}"
+# What tests/src/peers.rs runs: Prosody's programs, and ejabberd's Erlang application
+# (started with erl, not ejabberdctl; the Debian package brings both).
+PROSODY_BIN=/usr/bin/prosody
+EJABBERD_CTL=/usr/sbin/ejabberdctl
 POLICY_RC=/usr/sbin/policy-rc.d
 
 created_policy_rc=0
@@ -101,6 +105,8 @@ install_missing() {
         fonts-dejavu-core) [[ -f "$FONT_FILE" ]] || missing+=(fonts-dejavu-core) ;;
         knot) [[ -x "$KNOTD_BIN" ]] || missing+=(knot) ;;
         npm) command -v npm >/dev/null 2>&1 || missing+=(npm) ;;
+        prosody) [[ -x "$PROSODY_BIN" ]] || missing+=(prosody) ;;
+        ejabberd) [[ -x "$EJABBERD_CTL" ]] && command -v erl >/dev/null 2>&1 || missing+=(ejabberd) ;;
         *) fail "unknown requirement $package" ;;
         esac
     done
@@ -135,6 +141,9 @@ or run this script as root, which installs them."
         chromium) [[ -x "$CHROMIUM_BIN" ]] || fail "chromium installed, but $CHROMIUM_BIN is missing" ;;
         chromium-driver) [[ -x "$CHROMEDRIVER_BIN" ]] || fail "chromium-driver installed, but $CHROMEDRIVER_BIN is missing" ;;
         knot) [[ -x "$KNOTD_BIN" ]] || fail "knot installed, but $KNOTD_BIN is missing" ;;
+        prosody) [[ -x "$PROSODY_BIN" ]] || fail "prosody installed, but $PROSODY_BIN is missing" ;;
+        ejabberd) [[ -x "$EJABBERD_CTL" ]] && command -v erl >/dev/null 2>&1 ||
+            fail "ejabberd installed, but $EJABBERD_CTL or erl is missing" ;;
         esac
     done
 }
@@ -240,7 +249,7 @@ for engine in $engines; do
     [[ "$engine" == sqlite || "$engine" == postgres ]] ||
         fail "ROOKERY_TEST_ENGINES names $engine; known engines: sqlite postgres"
 done
-needs=(chromium chromium-driver fonts-dejavu-core knot npm)
+needs=(chromium chromium-driver fonts-dejavu-core knot npm prosody ejabberd)
 if [[ " $engines " == *" postgres "* ]]; then
     needs+=(postgresql)
 fi

@@ -10,6 +10,19 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// How long the CA's and its certificates are valid, from a day ago. Short on purpose:
+/// rcgen's default (until the year 4096) crashes ejabberd 23.01, whose certificate store
+/// sets a timer for each certificate's expiry and Erlang timers reach 49 days at most.
+const VALIDITY: time::Duration = time::Duration::days(30);
+
+/// Sets `params` valid from a day ago (clocks of servers in a test may differ a little)
+/// for [`VALIDITY`].
+fn set_validity(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + VALIDITY;
+}
+
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
@@ -43,6 +56,7 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        set_validity(&mut params);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -78,6 +92,7 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
+        set_validity(&mut params);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

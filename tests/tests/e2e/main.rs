@@ -6,6 +6,7 @@ mod billing;
 mod browser;
 mod cli;
 mod dns;
+mod federation_peers;
 mod forms;
 mod grace;
 mod load;
