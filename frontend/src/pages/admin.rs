@@ -79,6 +79,12 @@ pub struct PlanForm {
     pub archive_days: String,
     /// Empty: the node's default.
     pub offline_days: String,
+    /// Upload and group chat limits; each empty: the node's default.
+    pub upload_max_file_mb: String,
+    pub upload_account_mb: String,
+    pub upload_retention_days: String,
+    pub max_rooms: String,
+    pub max_room_occupants: String,
     pub node_labels: String,
     pub stripe_price_id: String,
     pub public: bool,
@@ -95,18 +101,27 @@ fn plan_fields(
     let e = form.errors.clone();
     view! {
         <FormAlert errors=e.clone()/>
-        <form method="post" action=action class="grid-form">
+        <form method="post" action=action class="grid-form plan-fields">
             <Csrf token=csrf/>
             <Field name="name" label="Name" value=form.name.clone() errors=e.clone() required=true/>
             <Field name="description" label="Description" value=form.description.clone() errors=e.clone()/>
             <Field name="price" label="Monthly price" value=form.price.clone() errors=e.clone() hint="For example 4.50; 0 for a free plan." required=true/>
             <Field name="currency" label="Currency" value=form.currency.clone() errors=e.clone() hint="ISO 4217 code, e.g. EUR." required=true/>
+            <h3 class="form-section">"What each domain gets"</h3>
             <Field name="max_accounts" label="Chat accounts" kind="number" value=form.max_accounts.clone() errors=e.clone() required=true/>
             <Field name="max_sessions" label="Simultaneous connections" kind="number" value=form.max_sessions.clone() errors=e.clone() required=true/>
             <Field name="storage_mb" label="Storage (MB)" kind="number" value=form.storage_mb.clone() errors=e.clone() required=true/>
-            <Field name="upload_mb" label="File uploads (MB)" kind="number" value=form.upload_mb.clone() errors=e.clone() required=true/>
             <Field name="archive_days" label="Message archive (days)" kind="number" value=form.archive_days.clone() errors=e.clone() required=true/>
             <Field name="offline_days" label="Offline message retention (days)" kind="number" value=form.offline_days.clone() errors=e.clone() hint="1 to 3650; empty: kept until delivered (the server's default)."/>
+            <h3 class="form-section">"File uploads"</h3>
+            <Field name="upload_mb" label="File uploads (MB)" kind="number" value=form.upload_mb.clone() errors=e.clone() hint="What all of a domain's uploaded files may add up to." required=true/>
+            <Field name="upload_max_file_mb" label="Largest uploaded file (MB)" kind="number" value=form.upload_max_file_mb.clone() errors=e.clone() hint="The biggest file a user can send; 0: none. Empty: the server's default."/>
+            <Field name="upload_account_mb" label="Uploads per chat account (MB)" kind="number" value=form.upload_account_mb.clone() errors=e.clone() hint="What one account's files may add up to. Empty: no per-account limit."/>
+            <Field name="upload_retention_days" label="Uploaded files kept (days)" kind="number" value=form.upload_retention_days.clone() errors=e.clone() hint="1 to 3650: older files are deleted. Empty: kept (the server's default)."/>
+            <h3 class="form-section">"Group chat"</h3>
+            <Field name="max_rooms" label="Group chat rooms" kind="number" value=form.max_rooms.clone() errors=e.clone() hint="Rooms a domain's group chat service holds; 0: none. Empty: the server's default."/>
+            <Field name="max_room_occupants" label="People per group chat" kind="number" value=form.max_room_occupants.clone() errors=e.clone() hint="At least 1. Empty: the server's default."/>
+            <h3 class="form-section">"Placement and sale"</h3>
             <Field name="node_labels" label="Required node labels" value=form.node_labels.clone() errors=e.clone() hint="name=value pairs separated by commas, e.g. region=eu-west: the plan's domains go only to nodes with all of them. Empty: any node."/>
             <Field name="stripe_price_id" label="Stripe price id" value=form.stripe_price_id.clone() errors=e.clone() hint="price_…; needed for paid plans when billing is on."/>
             <div class="field checkbox">
@@ -114,6 +129,35 @@ fn plan_fields(
             </div>
             <button type="submit" class="button" id="plan-submit">{submit}</button>
         </form>
+    }
+}
+
+/// The plan's upload limits beyond the total, for the plans table: ` (files ≤ 25 MB, 200 MB
+/// per account, kept 30 days)`; empty when the plan leaves them to the server.
+fn upload_details(p: &PlanView) -> String {
+    let parts: Vec<String> = [
+        p.upload_max_file_mb.map(|mb| format!("files ≤ {mb} MB")),
+        p.upload_account_mb.map(|mb| format!("{mb} MB per account")),
+        p.upload_retention_days.map(|d| format!("kept {d} days")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// The plan's group chat limits for the plans table: `10 rooms of ≤ 50`, `default`.
+fn group_chat(p: &PlanView) -> String {
+    match (p.max_rooms, p.max_room_occupants) {
+        (None, None) => "default".into(),
+        (Some(0), _) => "none".into(),
+        (Some(r), None) => format!("{r} rooms"),
+        (None, Some(o)) => format!("rooms of ≤ {o}"),
+        (Some(r), Some(o)) => format!("{r} rooms of ≤ {o}"),
     }
 }
 
@@ -127,7 +171,7 @@ pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
                 <table class="table" id="plans">
                     <thead><tr>
                         <th scope="col">"Plan"</th><th scope="col">"Price"</th><th scope="col">"Accounts"</th>
-                        <th scope="col">"Connections"</th><th scope="col">"Storage / uploads"</th><th scope="col">"Archive"</th><th scope="col">"Offline messages"</th><th scope="col">"Nodes"</th><th scope="col">"Shown"</th>
+                        <th scope="col">"Connections"</th><th scope="col">"Storage / uploads"</th><th scope="col">"Group chat"</th><th scope="col">"Archive"</th><th scope="col">"Offline messages"</th><th scope="col">"Nodes"</th><th scope="col">"Shown"</th>
                     </tr></thead>
                     <tbody>
                         {plans.into_iter().map(|p| view! {
@@ -136,7 +180,8 @@ pub fn plans(ctx: PageCtx, plans: Vec<PlanView>, form: PlanForm) -> String {
                                 <td>{p.price_label()}</td>
                                 <td>{p.max_accounts}</td>
                                 <td>{p.max_sessions}</td>
-                                <td>{format!("{} MB / {} MB", p.storage_mb, p.upload_mb)}</td>
+                                <td>{format!("{} MB / {} MB", p.storage_mb, p.upload_mb)}{upload_details(&p)}</td>
+                                <td>{group_chat(&p)}</td>
                                 <td>{format!("{} days", p.archive_days)}</td>
                                 <td>{p.offline_days.map_or_else(|| "until delivered".to_string(), |d| format!("{d} days"))}</td>
                                 <td>{if p.node_labels.is_empty() { "any".to_string() } else { p.node_labels_text() }}</td>

@@ -1,6 +1,7 @@
 //! A domain's settings: whether people may create accounts from their XMPP app (XEP-0077),
-//! its contact addresses (XEP-0157), published by its server for other operators and
-//! users, and its own TLS certificate.
+//! whom the domain talks with (federation: the whole XMPP network, only listed domains, or
+//! only itself), its contact addresses (XEP-0157), published by its server for other
+//! operators and users, and its own TLS certificate.
 
 use leptos::prelude::*;
 
@@ -42,6 +43,11 @@ pub struct SettingsView {
     /// XEP-0077 in-band registration is on.
     pub registration: bool,
     pub registration_errors: FormErrors,
+    /// The federation choice, as stored or as posted: `open`, `allowlist` or `closed`.
+    pub federation_mode: String,
+    /// The allow-list, one domain per line (as stored or as typed).
+    pub federation_allow: String,
+    pub federation_errors: FormErrors,
     pub contacts: Vec<ContactField>,
     pub contact_errors: FormErrors,
     /// None: the server's own certificate is used.
@@ -116,6 +122,56 @@ pub fn settings(ctx: PageCtx, v: SettingsView) -> String {
             view! { <p id="registration-state">{state}</p> }.into_any()
         };
 
+        let f = v.federation_errors.clone();
+        let federation = if v.editable {
+            let mode_error = f.get("federation");
+            let choice = |value: &'static str, label: String, hint: String| {
+                let id = format!("federation-{value}");
+                let hint_id = format!("{id}-hint");
+                view! {
+                    <label class="choice" for=id.clone()>
+                        <input type="radio" name="federation" value=value id=id.clone()
+                            checked=v.federation_mode == value aria-describedby=hint_id.clone()/>
+                        <span>
+                            <span class="choice-label">{label}</span>
+                            <span class="hint" id=hint_id>{hint}</span>
+                        </span>
+                    </label>
+                }
+            };
+            view! {
+                <FormAlert errors=f.clone()/>
+                <form method="post" action=format!("{base}/settings/federation") id="federation-form">
+                    <Csrf token=csrf.clone()/>
+                    <fieldset class="field choices" class:has-error=mode_error.is_some()
+                        aria-describedby=mode_error.is_some().then_some("f-federation-error")>
+                        <legend>"Who the people on this domain can talk with"</legend>
+                        {choice("open", "Talk with the whole XMPP network".into(),
+                            "Chat with anyone on any XMPP server, and anyone can reach people here. This is how XMPP usually works.".into())}
+                        {choice("allowlist", "Only with these domains:".into(),
+                            "Messages, contacts and group chats work only with the domains listed below (and within this domain); everything else is refused.".into())}
+                        <div class="choice-detail">
+                            <TextArea name="federation_allow" label="Domains to talk with" rows=5
+                                value=v.federation_allow.clone() errors=f.clone()
+                                placeholder="partner.example\nconference.partner.example"
+                                hint="One domain per line, at most 100. Names are exact: list a group chat service such as conference.partner.example on its own line. The list is kept if you choose another option."/>
+                        </div>
+                        {choice("closed", "Only within this domain".into(),
+                            format!("Only people on {} (and its own services) talk with each other; the server refuses everything to and from other domains.", v.domain))}
+                        <FieldError name="federation" errors=f.clone()/>
+                    </fieldset>
+                    <button type="submit" class="button" id="federation-submit">"Save"</button>
+                </form>
+            }.into_any()
+        } else {
+            let state = match v.federation_mode.as_str() {
+                "allowlist" => format!("Only with: {}", v.federation_allow.replace('\n', ", ")),
+                "closed" => "Only within this domain".to_string(),
+                _ => "With the whole XMPP network".to_string(),
+            };
+            view! { <p id="federation-state">{state}</p> }.into_any()
+        };
+
         let e = v.contact_errors.clone();
         let contact_form = v.editable.then(|| view! {
             <FormAlert errors=e.clone()/>
@@ -184,6 +240,11 @@ pub fn settings(ctx: PageCtx, v: SettingsView) -> String {
                     <h2>"Creating accounts"</h2>
                     <p class="muted">"When this is on, anyone can create an account on this domain from their XMPP app (in-band registration, XEP-0077), within your plan's account limit; each network address can create only a few accounts an hour. When it is off, only you create accounts, here in the panel. Either way people can change their own password and delete their own account from their app."</p>
                     {registration}
+                </section>
+                <section class="card" id="federation-card">
+                    <h2>"Talking with other domains"</h2>
+                    <p class="muted">"XMPP servers talk with each other, as email servers do (federation). Choose whether the people on this domain can reach, and be reached from, the rest of the XMPP network, only some domains, or no other domain at all."</p>
+                    {federation}
                 </section>
                 <section class="card" id="contacts">
                     <h2>"Contact addresses"</h2>

@@ -34,6 +34,13 @@ pub struct PlanView {
     pub archive_days: i64,
     /// Days an offline message waits for its recipient; None: the node's default.
     pub offline_days: Option<i64>,
+    /// Upload (XEP-0363) and group chat (XEP-0045) limits; None: the node's default.
+    /// The largest file and one account's uploads in MiB, days a file is kept.
+    pub upload_max_file_mb: Option<i64>,
+    pub upload_account_mb: Option<i64>,
+    pub upload_retention_days: Option<i64>,
+    pub max_rooms: Option<i64>,
+    pub max_room_occupants: Option<i64>,
     pub stripe_price_id: Option<String>,
     pub public: bool,
     /// Node labels the plan's domains are placed by (name → value); empty: any node.

@@ -1,5 +1,7 @@
 //! Plans customers choose from: name, monthly price, limits (accounts, connections,
-//! storage, uploads, archive, offline message retention) and the Stripe price. Admins
+//! storage, uploads — the total, the largest file, per account, how long files are kept —,
+//! group chat rooms and their size, archive, offline message retention) and the Stripe
+//! price. The optional limits are empty (NULL) for the node's default. Admins
 //! create and edit them here; an edit reaches every domain on the plan through a new vhost
 //! spec.
 
@@ -38,7 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/plans/{id}", get(show_plan).post(update_plan))
 }
 
-const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, offline_days, stripe_price_id, is_public, node_labels";
+const COLUMNS: &str = "id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, offline_days, stripe_price_id, is_public, node_labels, upload_max_file_mb, upload_account_mb, upload_retention_days, max_rooms, max_room_occupants";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
     Ok(PlanView {
@@ -53,6 +55,11 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<PlanView, sqlx::Error> {
         upload_mb: r.try_get("upload_mb")?,
         archive_days: r.try_get("archive_days")?,
         offline_days: r.try_get("offline_days")?,
+        upload_max_file_mb: r.try_get("upload_max_file_mb")?,
+        upload_account_mb: r.try_get("upload_account_mb")?,
+        upload_retention_days: r.try_get("upload_retention_days")?,
+        max_rooms: r.try_get("max_rooms")?,
+        max_room_occupants: r.try_get("max_room_occupants")?,
         stripe_price_id: r.try_get("stripe_price_id")?,
         public: r.try_get::<i64, _>("is_public")? != 0,
         node_labels: serde_json::from_str(&r.try_get::<String, _>("node_labels")?)
@@ -126,12 +133,18 @@ struct PlanInput {
     upload_mb: String,
     archive_days: String,
     offline_days: String,
+    upload_max_file_mb: String,
+    upload_account_mb: String,
+    upload_retention_days: String,
+    max_rooms: String,
+    max_room_occupants: String,
     node_labels: String,
     stripe_price_id: String,
     public: Option<String>,
 }
 
 /// A checked plan, ready to store.
+#[derive(Debug)]
 struct Plan {
     name: String,
     description: String,
@@ -140,18 +153,130 @@ struct Plan {
     limits: [i64; 5],
     /// Days an offline message is kept; None: the node's default.
     offline_days: Option<i64>,
+    /// The optional upload and group chat limits; None: the node's default.
+    extra: ExtraLimits,
     stripe_price_id: Option<String>,
     public: bool,
     /// Node labels the plan's domains need, as stored (a JSON object).
     node_labels: String,
 }
 
+/// A plan's optional upload (XEP-0363) and group chat (XEP-0045) limits, as stored.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ExtraLimits {
+    /// The largest file, in MiB.
+    upload_max_file_mb: Option<i64>,
+    /// What one account's files may add up to, in MiB.
+    upload_account_mb: Option<i64>,
+    upload_retention_days: Option<i64>,
+    max_rooms: Option<i64>,
+    max_room_occupants: Option<i64>,
+}
+
+/// The most an optional size or count may be (as for the required limits).
+const MAX_LIMIT: i64 = 10_000_000;
+
+/// An optional whole number within `range`: empty is None (the node's default); anything
+/// else outside the range (or not a number) is `why`, at `field`.
+fn optional(
+    errors: &mut FormErrors,
+    field: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<i64>,
+    why: &str,
+) -> Option<i64> {
+    match value.trim() {
+        "" => None,
+        v => {
+            let n = v.parse::<i64>().ok().filter(|n| range.contains(n));
+            if n.is_none() {
+                errors.add(field, why);
+            }
+            n
+        }
+    }
+}
+
+impl PlanInput {
+    /// The optional upload and group chat limits, each checked, then against each other and
+    /// the domain's upload total (`upload_mb`, when it is valid).
+    fn extra_limits(&self, errors: &mut FormErrors, upload_mb: Option<i64>) -> ExtraLimits {
+        let size =
+            "Enter a whole number of MB, 0 or more, or leave it empty for the server's default.";
+        let extra = ExtraLimits {
+            upload_max_file_mb: optional(
+                errors,
+                "upload_max_file_mb",
+                &self.upload_max_file_mb,
+                0..=MAX_LIMIT,
+                size,
+            ),
+            upload_account_mb: optional(
+                errors,
+                "upload_account_mb",
+                &self.upload_account_mb,
+                0..=MAX_LIMIT,
+                size,
+            ),
+            upload_retention_days: optional(
+                errors,
+                "upload_retention_days",
+                &self.upload_retention_days,
+                OFFLINE_DAYS,
+                "Enter a number of days from 1 to 3650, or leave it empty to keep files.",
+            ),
+            max_rooms: optional(
+                errors,
+                "max_rooms",
+                &self.max_rooms,
+                0..=MAX_LIMIT,
+                "Enter a whole number of rooms, 0 or more, or leave it empty for the server's default.",
+            ),
+            max_room_occupants: optional(
+                errors,
+                "max_room_occupants",
+                &self.max_room_occupants,
+                1..=MAX_LIMIT,
+                "Enter a whole number of people, at least 1, or leave it empty for the server's default.",
+            ),
+        };
+        let (file, account) = (extra.upload_max_file_mb, extra.upload_account_mb);
+        if let (Some(file), Some(account)) = (file, account)
+            && file > account
+        {
+            errors.add(
+                "upload_max_file_mb",
+                format!("The largest file cannot be bigger than what one account may upload in all ({account} MB)."),
+            );
+        } else if let (Some(file), Some(total)) = (file, upload_mb)
+            && file > total
+        {
+            errors.add(
+                "upload_max_file_mb",
+                format!(
+                    "The largest file cannot be bigger than the domain's file uploads ({total} MB)."
+                ),
+            );
+        }
+        if let (Some(account), Some(total)) = (account, upload_mb)
+            && account > total
+        {
+            errors.add(
+                "upload_account_mb",
+                format!("One account cannot upload more than the whole domain's file uploads ({total} MB)."),
+            );
+        }
+        extra
+    }
+}
+
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 impl Plan {
-    /// Binds the plan's thirteen columns in this order: name, description, price_cents,
+    /// Binds the plan's eighteen columns in this order: name, description, price_cents,
     /// currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days,
-    /// stripe_price_id, is_public, offline_days, node_labels.
+    /// stripe_price_id, is_public, offline_days, node_labels, upload_max_file_mb,
+    /// upload_account_mb, upload_retention_days, max_rooms, max_room_occupants.
     fn bind_fields<'q>(&'q self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         let q = q
             .bind(&self.name)
@@ -165,6 +290,11 @@ impl Plan {
             .bind(i64::from(self.public))
             .bind(self.offline_days)
             .bind(&self.node_labels)
+            .bind(self.extra.upload_max_file_mb)
+            .bind(self.extra.upload_account_mb)
+            .bind(self.extra.upload_retention_days)
+            .bind(self.extra.max_rooms)
+            .bind(self.extra.max_room_occupants)
     }
 }
 
@@ -213,6 +343,8 @@ impl PlanInput {
                 days
             }
         };
+        let upload_mb = positive(&self.upload_mb);
+        let extra = self.extra_limits(&mut errors, upload_mb);
         let node_labels = parse_node_labels(&self.node_labels).unwrap_or_else(|why| {
             errors.add("node_labels", why);
             Default::default()
@@ -245,6 +377,7 @@ impl PlanInput {
             currency,
             limits,
             offline_days,
+            extra,
             stripe_price_id,
             public: self.public.is_some(),
             node_labels: serde_json::to_string(&node_labels).unwrap_or_else(|_| "{}".into()),
@@ -263,6 +396,11 @@ impl PlanInput {
             upload_mb: self.upload_mb,
             archive_days: self.archive_days,
             offline_days: self.offline_days,
+            upload_max_file_mb: self.upload_max_file_mb,
+            upload_account_mb: self.upload_account_mb,
+            upload_retention_days: self.upload_retention_days,
+            max_rooms: self.max_rooms,
+            max_room_occupants: self.max_room_occupants,
             node_labels: self.node_labels,
             stripe_price_id: self.stripe_price_id,
             public: self.public.is_some(),
@@ -340,8 +478,9 @@ async fn create_plan(
         Ok(p) => {
             let now = state.clock.now();
             let inserted = sqlx::query(
-                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, offline_days, node_labels, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+                "INSERT INTO plans (id, name, description, price_cents, currency, max_accounts, max_sessions, storage_mb, upload_mb, archive_days, stripe_price_id, is_public, offline_days, node_labels,
+                    upload_max_file_mb, upload_account_mb, upload_retention_days, max_rooms, max_room_occupants, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)",
             )
             .bind(new_id());
             let inserted = p.bind_fields(inserted).bind(now).execute(&state.db).await;
@@ -382,6 +521,7 @@ async fn create_plan(
 }
 
 fn form_of(p: &PlanView) -> PlanForm {
+    let text = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
     PlanForm {
         name: p.name.clone(),
         description: p.description.clone(),
@@ -392,7 +532,12 @@ fn form_of(p: &PlanView) -> PlanForm {
         storage_mb: p.storage_mb.to_string(),
         upload_mb: p.upload_mb.to_string(),
         archive_days: p.archive_days.to_string(),
-        offline_days: p.offline_days.map(|d| d.to_string()).unwrap_or_default(),
+        offline_days: text(p.offline_days),
+        upload_max_file_mb: text(p.upload_max_file_mb),
+        upload_account_mb: text(p.upload_account_mb),
+        upload_retention_days: text(p.upload_retention_days),
+        max_rooms: text(p.max_rooms),
+        max_room_occupants: text(p.max_room_occupants),
         node_labels: p.node_labels_text(),
         stripe_price_id: p.stripe_price_id.clone().unwrap_or_default(),
         public: p.public,
@@ -442,7 +587,8 @@ async fn update_plan(
             let updated = sqlx::query(
                 "UPDATE plans SET name = $1, description = $2, price_cents = $3, currency = $4, max_accounts = $5, max_sessions = $6,
                     storage_mb = $7, upload_mb = $8, archive_days = $9, stripe_price_id = $10, is_public = $11, offline_days = $12,
-                    node_labels = $13, updated_at = $14 WHERE id = $15",
+                    node_labels = $13, upload_max_file_mb = $14, upload_account_mb = $15, upload_retention_days = $16,
+                    max_rooms = $17, max_room_occupants = $18, updated_at = $19 WHERE id = $20",
             );
             let updated = p
                 .bind_fields(updated)
@@ -453,7 +599,8 @@ async fn update_plan(
             match updated {
                 Ok(_) => {
                     // Every domain on the plan gets a new spec generation with the new limits
-                    // (all of them, offline retention included: `spec_for` reads the plan).
+                    // (all of them, offline retention, upload and group chat limits
+                    // included: `spec_for` reads the plan).
                     let moved = sqlx::query(
                         "UPDATE domains SET generation = generation + 1, next_attempt_at = 0, updated_at = $1
                          WHERE plan_id = $2 AND state IN ('provisioning', 'active', 'suspended')",
@@ -487,8 +634,36 @@ async fn update_plan(
                             text(&new_labels)
                         )
                     };
+                    let limit = |v: Option<i64>| v.map_or("default".into(), |v| v.to_string());
+                    let extras = [
+                        (
+                            "largest file (MB)",
+                            old.upload_max_file_mb,
+                            p.extra.upload_max_file_mb,
+                        ),
+                        (
+                            "uploads per account (MB)",
+                            old.upload_account_mb,
+                            p.extra.upload_account_mb,
+                        ),
+                        (
+                            "uploads kept (days)",
+                            old.upload_retention_days,
+                            p.extra.upload_retention_days,
+                        ),
+                        ("rooms", old.max_rooms, p.extra.max_rooms),
+                        (
+                            "people per room",
+                            old.max_room_occupants,
+                            p.extra.max_room_occupants,
+                        ),
+                    ]
+                    .into_iter()
+                    .filter(|(_, was, now)| was != now)
+                    .map(|(what, was, now)| format!(", {what} {}→{}", limit(was), limit(now)))
+                    .collect::<String>();
                     let details = format!(
-                        "accounts {}→{}, connections {}→{}, storage {}→{} MB, offline messages {}→{}{labels}; {moved} domain(s) updated",
+                        "accounts {}→{}, connections {}→{}, storage {}→{} MB, offline messages {}→{}{extras}{labels}; {moved} domain(s) updated",
                         old.max_accounts,
                         p.limits[0],
                         old.max_sessions,
@@ -567,6 +742,121 @@ mod tests {
         for bad in ["", "-1", "1.234", "abc", "1e3", ".5"] {
             assert_eq!(parse_price(bad), None, "{bad}");
         }
+    }
+
+    fn small(extra: &[(&str, &str)]) -> PlanInput {
+        let mut input = PlanInput {
+            name: "Small".into(),
+            price: "0".into(),
+            currency: "EUR".into(),
+            max_accounts: "10".into(),
+            max_sessions: "20".into(),
+            storage_mb: "100".into(),
+            upload_mb: "100".into(),
+            archive_days: "30".into(),
+            ..Default::default()
+        };
+        for (field, value) in extra {
+            let value = value.to_string();
+            match *field {
+                "upload_max_file_mb" => input.upload_max_file_mb = value,
+                "upload_account_mb" => input.upload_account_mb = value,
+                "upload_retention_days" => input.upload_retention_days = value,
+                "max_rooms" => input.max_rooms = value,
+                "max_room_occupants" => input.max_room_occupants = value,
+                "upload_mb" => input.upload_mb = value,
+                other => panic!("no field {other}"),
+            }
+        }
+        input
+    }
+
+    #[test]
+    fn upload_and_group_chat_limits_are_optional_whole_numbers() {
+        assert_eq!(
+            small(&[]).check(false).unwrap().extra,
+            ExtraLimits::default()
+        );
+        let p = small(&[
+            ("upload_max_file_mb", " 25 "),
+            ("upload_account_mb", "50"),
+            ("upload_retention_days", "30"),
+            ("max_rooms", "0"),
+            ("max_room_occupants", "1"),
+        ])
+        .check(false)
+        .unwrap();
+        assert_eq!(
+            p.extra,
+            ExtraLimits {
+                upload_max_file_mb: Some(25),
+                upload_account_mb: Some(50),
+                upload_retention_days: Some(30),
+                max_rooms: Some(0),
+                max_room_occupants: Some(1),
+            }
+        );
+        for (field, bad, says) in [
+            ("upload_max_file_mb", "-1", "0 or more"),
+            ("upload_max_file_mb", "2.5", "0 or more"),
+            ("upload_account_mb", "lots", "0 or more"),
+            ("upload_account_mb", "10000001", "0 or more"),
+            ("upload_retention_days", "0", "1 to 3650"),
+            ("upload_retention_days", "3651", "1 to 3650"),
+            ("max_rooms", "-5", "0 or more"),
+            ("max_room_occupants", "0", "at least 1"),
+            ("max_room_occupants", "ten", "at least 1"),
+        ] {
+            let errors = small(&[(field, bad)]).check(false).unwrap_err();
+            assert!(
+                errors.get(field).is_some_and(|e| e.contains(says)),
+                "{field}={bad}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_largest_file_fits_in_an_accounts_uploads_and_those_in_the_domains() {
+        let errors = small(&[("upload_max_file_mb", "60"), ("upload_account_mb", "50")])
+            .check(false)
+            .unwrap_err();
+        assert!(
+            errors
+                .get("upload_max_file_mb")
+                .unwrap()
+                .contains("(50 MB)"),
+            "{errors:?}"
+        );
+        let errors = small(&[("upload_max_file_mb", "101")])
+            .check(false)
+            .unwrap_err();
+        assert!(
+            errors
+                .get("upload_max_file_mb")
+                .unwrap()
+                .contains("the domain's file uploads (100 MB)")
+        );
+        let errors = small(&[("upload_account_mb", "101")])
+            .check(false)
+            .unwrap_err();
+        assert!(
+            errors
+                .get("upload_account_mb")
+                .unwrap()
+                .contains("(100 MB)")
+        );
+        // Equal is fine.
+        assert!(
+            small(&[("upload_max_file_mb", "100"), ("upload_account_mb", "100")])
+                .check(false)
+                .is_ok()
+        );
+        // A bad total is its own error, not a comparison.
+        let errors = small(&[("upload_mb", "x"), ("upload_max_file_mb", "5")])
+            .check(false)
+            .unwrap_err();
+        assert!(errors.get("upload_mb").is_some());
+        assert!(errors.get("upload_max_file_mb").is_none());
     }
 
     #[test]

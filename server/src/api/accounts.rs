@@ -433,6 +433,12 @@ mod tests {
             tls_key_sealed: None,
             plan_node_labels: Default::default(),
             registration: false,
+            federation: Default::default(),
+            upload_max_file_mb: None,
+            upload_account_mb: None,
+            upload_retention_days: None,
+            max_rooms: None,
+            max_room_occupants: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! `/api/v1/domains`: list (a reseller's or admin's key across organisations, or filtered
 //! by `org_id`), order (the browser's order form's code path: [`domains::place_order`]),
-//! get (state, node, DNS records), update (its settings: in-band registration) and uptime
+//! get (state, node, DNS records), update (its settings: in-band registration, federation) and uptime
 //! (the prober's figures, as numbers).
 //!
 //! Its life, through the state machine ([`crate::domains::state`]) as billing drives it:
@@ -33,6 +33,7 @@ use crate::{
     domains::{
         self,
         db::{self as domains_db, DomainRow, OrgScope},
+        federation::{self, FederationMode},
     },
     state::AppState,
 };
@@ -135,6 +136,9 @@ pub struct Domain {
     /// People may create chat accounts on the domain from their XMPP app (XEP-0077
     /// in-band registration), within the plan's account limit. Off unless switched on.
     pub registration: bool,
+    /// Whom the people on the domain talk with: the whole XMPP network (`open`, the
+    /// default), only the listed domains (`allowlist`) or no other domain (`closed`).
+    pub federation: DomainFederation,
     /// After a deletion or a cancelled subscription: when its data is removed (Unix
     /// seconds). Until then `export_url` downloads it.
     pub delete_after: Option<i64>,
@@ -143,6 +147,16 @@ pub struct Domain {
     /// The records to create in DNS (single-domain answers only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_records: Option<Vec<DnsRecord>>,
+}
+
+/// A domain's federation, as the settings page's "Talking with other domains" sets it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DomainFederation {
+    pub mode: FederationMode,
+    /// Normalised domain names, sorted. Used only with `allowlist`; kept while another
+    /// mode is chosen (switching back finds it). Exact names: `example.org` does not cover
+    /// `conference.example.org`.
+    pub allow: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -186,6 +200,10 @@ fn representation(state: &AppState, d: &DomainRow, with_dns: bool) -> Domain {
         }),
         suspended_by_admin: d.suspended_by_admin,
         registration: d.registration,
+        federation: DomainFederation {
+            mode: d.federation.mode,
+            allow: d.federation.allow.clone(),
+        },
         delete_after: d.delete_after,
         export_url: d
             .delete_after
@@ -627,6 +645,45 @@ pub struct UpdateDomain {
     /// Let people create chat accounts from their XMPP app (XEP-0077), as the domain's
     /// settings page does.
     pub registration: Option<bool>,
+    /// Whom the domain talks with; fields left out stay as they are.
+    pub federation: Option<UpdateFederation>,
+}
+
+/// A change of a domain's federation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFederation {
+    pub mode: Option<FederationMode>,
+    /// Domain names (normalised on the way in; repeats dropped; at most 100, not the
+    /// domain itself). Replaces the stored list. `allowlist` needs at least one.
+    pub allow: Option<Vec<String>>,
+}
+
+/// The federation a PATCH asks for, over the stored one; 422 `validation_failed` with the
+/// field at fault under `federation.allow` (`invalid_domain`, `own_domain`,
+/// `too_many_domains`, `federation_allow_empty`).
+fn wanted_federation(
+    d: &DomainRow,
+    change: &UpdateFederation,
+) -> Result<federation::Federation, Problem> {
+    let mode = change.mode.unwrap_or(d.federation.mode);
+    let allow = change.allow.as_ref().unwrap_or(&d.federation.allow);
+    federation::check(
+        &d.domain,
+        mode,
+        allow.iter().enumerate().map(|(i, s)| (i, s.as_str())),
+    )
+    .map_err(|e| {
+        let field = match e.index() {
+            Some(i) if change.allow.is_some() => format!("federation.allow[{i}]"),
+            _ => "federation.allow".to_string(),
+        };
+        Problem::validation(vec![FieldError {
+            field,
+            code: e.code().into(),
+            message: e.to_string(),
+        }])
+    })
 }
 
 /// Update a domain
@@ -649,6 +706,7 @@ pub struct UpdateDomain {
             headers(("ETag" = String, description = "The domain's new ETag"))),
         (status = 409, description = "`domain_state_conflict`: the domain is being deleted", body = super::problem::ProblemBody, content_type = "application/problem+json"),
         (status = 412, description = "`precondition_failed`: If-Match does not match", body = super::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (`errors` under `federation.allow`: `invalid_domain`, `own_domain`, `too_many_domains`, `federation_allow_empty`; `invalid_body` for an unknown mode or field)", body = super::problem::ProblemBody, content_type = "application/problem+json"),
     ),
 )]
 pub async fn update_domain(
@@ -661,23 +719,51 @@ pub async fn update_domain(
     who.require_write()?;
     let d = visible_domain(&state, &who, &domain_id).await?;
     etag::check_if_match(&headers, &etag::of(&representation(&state, &d, true)))?;
-    let Some(on) = body.registration else {
+    // Everything is checked before anything is stored.
+    let federation = body
+        .federation
+        .as_ref()
+        .map(|f| wanted_federation(&d, f))
+        .transpose()?;
+    if body.registration.is_none() && federation.is_none() {
         return Ok(etag::with_etag(
             StatusCode::OK,
             representation(&state, &d, true),
         ));
-    };
+    }
     let org = crate::orgs::db::OrgId(d.org_id.clone());
     let now = state.clock.now();
-    if !crate::domains::settings::store_registration(&state.db, &org, &d.id, on, now).await? {
-        return Err(state_conflict(&d, "changed"));
+    let mut details = Vec::new();
+    if let Some(on) = body.registration {
+        if !crate::domains::settings::store_registration(&state.db, &org, &d.id, on, now).await? {
+            return Err(state_conflict(&d, "changed"));
+        }
+        details.push(if on {
+            "in-band registration on".to_string()
+        } else {
+            "in-band registration off".to_string()
+        });
     }
-    let details = if on {
-        "in-band registration on"
-    } else {
-        "in-band registration off"
-    };
-    changed(&state, &who, &d, "domain.update", details, StatusCode::OK).await
+    if let Some(f) = &federation {
+        if !crate::domains::settings::store_federation(&state.db, &org, &d.id, f, now).await? {
+            return Err(state_conflict(&d, "changed"));
+        }
+        details.push(match f.mode {
+            FederationMode::Allowlist => {
+                format!("federation only with {}", f.allow.join(", "))
+            }
+            mode => format!("federation {}", mode.as_str()),
+        });
+    }
+    changed(
+        &state,
+        &who,
+        &d,
+        "domain.update",
+        &details.join("; "),
+        StatusCode::OK,
+    )
+    .await
 }
 
 mod db {

@@ -363,4 +363,43 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_openapi_document_describes_federation_and_the_plans_upload_and_group_chat_limits() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["FederationMode"]["enum"],
+            serde_json::json!(["open", "allowlist", "closed"]),
+            "{}",
+            schemas["FederationMode"]
+        );
+        let domain = &schemas["Domain"];
+        assert!(
+            domain["required"]
+                .as_array()
+                .unwrap()
+                .contains(&"federation".into())
+        );
+        assert!(schemas["DomainFederation"]["properties"]["allow"].is_object());
+        assert!(schemas["UpdateFederation"]["properties"]["mode"].is_object());
+        assert!(schemas["UpdateDomain"]["properties"]["federation"].is_object());
+        let patch = &doc["paths"]["/api/v1/domains/{domain_id}"]["patch"]["responses"];
+        assert!(
+            patch["422"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("federation_allow_empty")
+        );
+        let plan = &schemas["Plan"]["properties"];
+        for field in [
+            "upload_max_file_mb",
+            "upload_account_mb",
+            "upload_retention_days",
+            "max_rooms",
+            "max_room_occupants",
+        ] {
+            assert!(plan[field].is_object(), "{field}");
+        }
+    }
 }

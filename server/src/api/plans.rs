@@ -43,6 +43,19 @@ pub struct Plan {
     pub archive_days: i64,
     /// Days an offline message waits for its recipient; null: until delivered.
     pub offline_days: Option<i64>,
+    /// The largest file one upload (XEP-0363) may be, in MiB; 0: none; null: the
+    /// server's default.
+    pub upload_max_file_mb: Option<i64>,
+    /// What one chat account's uploaded files may add up to, in MiB (within
+    /// `upload_mb`); null: no per-account limit.
+    pub upload_account_mb: Option<i64>,
+    /// Days an uploaded file is kept; null: the server's default (kept).
+    pub upload_retention_days: Option<i64>,
+    /// Group chat rooms (XEP-0045) a domain's service holds; 0: none; null: the
+    /// server's default.
+    pub max_rooms: Option<i64>,
+    /// People one room holds at most; null: the server's default.
+    pub max_room_occupants: Option<i64>,
     /// Shown on the landing page and orderable by customers.
     pub public: bool,
 }
@@ -61,6 +74,11 @@ impl From<PlanView> for Plan {
             upload_mb: p.upload_mb,
             archive_days: p.archive_days,
             offline_days: p.offline_days,
+            upload_max_file_mb: p.upload_max_file_mb,
+            upload_account_mb: p.upload_account_mb,
+            upload_retention_days: p.upload_retention_days,
+            max_rooms: p.max_rooms,
+            max_room_occupants: p.max_room_occupants,
             public: p.public,
         }
     }

@@ -60,6 +60,64 @@ pub struct DomainRow {
     pub plan_node_labels: BTreeMap<String, String>,
     /// XEP-0077: people may create accounts from their XMPP app (see `domains::settings`).
     pub registration: bool,
+    /// Whom the domain exchanges stanzas with (see `domains::federation`).
+    pub federation: super::federation::Federation,
+    /// The plan's upload limits (XEP-0363; None: the node's default): the largest file and
+    /// what one account's files may add up to, in MiB, and days a file is kept.
+    pub upload_max_file_mb: Option<i64>,
+    pub upload_account_mb: Option<i64>,
+    pub upload_retention_days: Option<i64>,
+    /// The plan's group chat limits (XEP-0045; None: the node's default).
+    pub max_rooms: Option<i64>,
+    pub max_room_occupants: Option<i64>,
+}
+
+#[cfg(test)]
+impl DomainRow {
+    /// An active domain on no plan, with every setting at its default, for unit tests.
+    pub fn example(domain: &str) -> Self {
+        DomainRow {
+            id: "d1".into(),
+            org_id: "o1".into(),
+            domain: domain.into(),
+            state: "active".into(),
+            plan_id: None,
+            node_id: None,
+            generation: 1,
+            applied_node_id: None,
+            applied_generation: 0,
+            move_from_node_id: None,
+            move_step: None,
+            waiting_reason: None,
+            attempts: 0,
+            created_at: 0,
+            active_at: None,
+            max_accounts: None,
+            max_sessions: None,
+            storage_mb: None,
+            upload_mb: None,
+            archive_days: None,
+            grace_until: None,
+            delete_after: None,
+            stripe_subscription_id: None,
+            suspended_by_admin: false,
+            node_name: None,
+            node_host: None,
+            node_c2s_port: None,
+            offline_days: None,
+            contacts: Default::default(),
+            tls_cert_pem: None,
+            tls_key_sealed: None,
+            plan_node_labels: Default::default(),
+            registration: false,
+            federation: Default::default(),
+            upload_max_file_mb: None,
+            upload_account_mb: None,
+            upload_retention_days: None,
+            max_rooms: None,
+            max_room_occupants: None,
+        }
+    }
 }
 
 impl DomainRow {
@@ -72,7 +130,7 @@ impl DomainRow {
     }
 }
 
-const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed, COALESCE(p.node_labels, '{}') AS plan_node_labels, d.registration";
+const COLUMNS: &str = "d.id, d.org_id, d.domain, d.state, d.plan_id, d.node_id, d.generation, d.applied_node_id, d.applied_generation, d.move_from_node_id, d.move_step, d.waiting_reason, d.attempts, d.created_at, d.active_at, p.max_accounts, p.max_sessions, p.storage_mb, p.upload_mb, p.archive_days, d.grace_until, d.delete_after, d.stripe_subscription_id, d.suspended_by_admin, n.name AS node_name, n.public_host AS node_host, n.c2s_port AS node_c2s_port, p.offline_days, d.contacts, d.tls_cert_pem, d.tls_key_sealed, COALESCE(p.node_labels, '{}') AS plan_node_labels, d.registration, d.federation_mode, d.federation_allow, p.upload_max_file_mb, p.upload_account_mb, p.upload_retention_days, p.max_rooms, p.max_room_occupants";
 const FROM: &str =
     "FROM domains d LEFT JOIN plans p ON p.id = d.plan_id LEFT JOIN nodes n ON n.id = d.node_id";
 
@@ -113,6 +171,15 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DomainRow, sqlx::Error> {
         plan_node_labels: serde_json::from_str(&r.try_get::<String, _>("plan_node_labels")?)
             .unwrap_or_default(),
         registration: r.try_get::<i64, _>("registration")? != 0,
+        federation: super::federation::Federation::from_stored(
+            &r.try_get::<String, _>("federation_mode")?,
+            &r.try_get::<String, _>("federation_allow")?,
+        ),
+        upload_max_file_mb: r.try_get("upload_max_file_mb")?,
+        upload_account_mb: r.try_get("upload_account_mb")?,
+        upload_retention_days: r.try_get("upload_retention_days")?,
+        max_rooms: r.try_get("max_rooms")?,
+        max_room_occupants: r.try_get("max_room_occupants")?,
     })
 }
 

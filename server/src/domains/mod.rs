@@ -2,6 +2,7 @@
 //! its state, and its chat accounts, which live on the node that serves it.
 
 pub mod db;
+pub mod federation;
 pub mod settings;
 pub mod state;
 

@@ -1,9 +1,12 @@
 //! A domain's settings page (`/o/{org_id}/domains/{domain_id}/settings`): whether people
 //! may create accounts from their XMPP app (XEP-0077 in-band registration, off by
-//! default), its XEP-0157 contact addresses and its own TLS certificate. The domain page's rule applies: members
-//! of the domain's organisation, owners or not; anyone else gets a 404.
+//! default), whom the domain talks with (federation: the whole network, an allow-list or
+//! no other domain; [`super::federation`]), its XEP-0157 contact addresses and its own TLS
+//! certificate. The domain page's rule applies: members of the domain's organisation,
+//! owners or not; anyone else gets a 404.
 //!
-//! A post is checked whole by pure functions ([`parse_contacts`], [`check_certificate`])
+//! A post is checked whole by pure functions ([`parse_contacts`],
+//! [`super::federation::check`], [`check_certificate`])
 //! and nothing is saved unless all of it is right. A save stores the value (the
 //! certificate's private key sealed under the panel's secret key, never shown again),
 //! gives the domain a new generation and wakes the reconciler, which pushes the new spec
@@ -31,7 +34,11 @@ use rustls::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{db::DomainRow, domain_of};
+use super::{
+    db::DomainRow,
+    domain_of,
+    federation::{self, Federation, FederationMode},
+};
 use crate::{
     clock::format_ts,
     db::Pool,
@@ -51,6 +58,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/o/{org_id}/domains/{domain_id}/settings/registration",
             post(save_registration),
+        )
+        .route(
+            "/o/{org_id}/domains/{domain_id}/settings/federation",
+            post(save_federation),
         )
         .route(
             "/o/{org_id}/domains/{domain_id}/settings/tls",
@@ -270,6 +281,40 @@ pub fn parse_switch(value: Option<&str>) -> Result<bool, String> {
             Ok(false)
         }
         Some(_) => Err("Tick the box to let people create accounts, or leave it empty.".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Federation
+
+/// The federation form as posted: the chosen mode (a radio button) and the allow-list's
+/// text, one domain per line.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FederationForm {
+    federation: Option<String>,
+    federation_allow: String,
+}
+
+impl FederationForm {
+    /// The choice checked for the domain `own`, or the form's errors by field.
+    fn check(&self, own: &str) -> Result<Federation, FormErrors> {
+        let mut errors = FormErrors::default();
+        let Some(mode) = self.federation.as_deref().and_then(FederationMode::parse) else {
+            errors.add(
+                "federation",
+                "Choose whom this domain talks with: one of the three options.",
+            );
+            return Err(errors);
+        };
+        federation::check(own, mode, federation::lines(&self.federation_allow)).map_err(|e| {
+            let text = match e.index() {
+                Some(i) => format!("Line {}: {e}", i + 1),
+                None => e.to_string(),
+            };
+            errors.add("federation_allow", text);
+            errors
+        })
     }
 }
 
@@ -561,6 +606,32 @@ pub async fn store_registration(
     Ok(done.rows_affected() == 1)
 }
 
+/// Stores the domain's federation with a new generation (only when it changes); false as
+/// for [`store_contacts`]. The API's domain update uses it too.
+#[tracing::instrument(skip_all, fields(domain_id = %id, mode = f.mode.as_str()))]
+pub async fn store_federation(
+    db: &Pool,
+    org: &OrgId,
+    id: &str,
+    f: &Federation,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "UPDATE domains SET federation_mode = $1, federation_allow = $2,
+            generation = generation + CASE WHEN federation_mode = $1 AND federation_allow = $2 THEN 0 ELSE 1 END,
+            attempts = 0, next_attempt_at = 0, updated_at = $3
+         WHERE id = $4 AND org_id = $5 AND state IN {EDITABLE}"
+    ))
+    .bind(f.mode.as_str())
+    .bind(f.stored_allow())
+    .bind(now)
+    .bind(id)
+    .bind(&org.0)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Stores (or, with None, removes) the domain's certificate chain and sealed key with a
 /// new generation; false as for [`store_contacts`].
 #[tracing::instrument(skip_all, fields(domain_id = %id))]
@@ -597,6 +668,15 @@ fn notice(code: &str) -> Option<Flash> {
             "People can now create accounts from their XMPP app, within the plan's account limit."
         }
         "registration-off" => "Accounts can no longer be created from XMPP apps.",
+        "federation-open" => {
+            "Saved: this domain talks with the whole XMPP network; the server applies it within seconds."
+        }
+        "federation-allowlist" => {
+            "Saved: this domain talks only with the listed domains; the server applies it within seconds."
+        }
+        "federation-closed" => {
+            "Saved: this domain talks with no other domain; the server applies it within seconds."
+        }
         "certificate-saved" => {
             "Certificate saved; the server presents it to clients within seconds."
         }
@@ -615,6 +695,9 @@ fn notice(code: &str) -> Option<Flash> {
 #[derive(Default)]
 struct Typed {
     registration_errors: FormErrors,
+    /// The federation form as posted: (mode, allow-list text).
+    federation: Option<(String, String)>,
+    federation_errors: FormErrors,
     contacts: Option<[(&'static str, String); 6]>,
     contact_errors: FormErrors,
     cert_pem: String,
@@ -682,6 +765,14 @@ async fn render(
             editable: editable(d),
             registration: d.registration,
             registration_errors: typed.registration_errors,
+            federation_mode: typed
+                .federation
+                .as_ref()
+                .map_or(d.federation.mode.as_str().to_string(), |t| t.0.clone()),
+            federation_allow: typed
+                .federation
+                .map_or_else(|| d.federation.allow.join("\n"), |t| t.1),
+            federation_errors: typed.federation_errors,
             contacts,
             contact_errors: typed.contact_errors,
             certificate,
@@ -796,6 +887,44 @@ async fn save_registration(
     Ok(Redirect::to(&format!("{}?notice={notice}", settings_path(&access, &d))).into_response())
 }
 
+async fn save_federation(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(f): Form<FederationForm>,
+) -> AppResult<Response> {
+    let d = domain_of(&state, &access, &id).await?;
+    let typed = |federation_errors| Typed {
+        federation: Some((
+            f.federation.clone().unwrap_or_default(),
+            f.federation_allow.clone(),
+        )),
+        federation_errors,
+        ..Default::default()
+    };
+    let checked = match f.check(&d.domain) {
+        Ok(c) => c,
+        Err(errors) => return refused(&state, &access, &d, typed(errors)).await,
+    };
+    let now = state.clock.now();
+    if !store_federation(&state.db, &access.org.id, &d.id, &checked, now).await? {
+        return refused(&state, &access, &d, typed(frozen(""))).await;
+    }
+    state.reconcile_now.notify_one();
+    tracing::info!(
+        domain = d.domain,
+        mode = checked.mode.as_str(),
+        allowed = checked.allow.len(),
+        "federation saved"
+    );
+    Ok(Redirect::to(&format!(
+        "{}?notice=federation-{}",
+        settings_path(&access, &d),
+        checked.mode.as_str()
+    ))
+    .into_response())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct CertificateForm {
@@ -894,6 +1023,47 @@ mod tests {
             parse_switch(Some("maybe"))
                 .unwrap_err()
                 .starts_with("Tick the box")
+        );
+    }
+
+    #[test]
+    fn the_federation_form_names_a_missing_choice_and_a_bad_line() {
+        let form = |mode: Option<&str>, allow: &str| FederationForm {
+            federation: mode.map(str::to_string),
+            federation_allow: allow.into(),
+        };
+        let own = "chat.example.com";
+        for mode in [None, Some(""), Some("everyone")] {
+            let errors = form(mode, "").check(own).unwrap_err();
+            assert!(
+                errors
+                    .get("federation")
+                    .unwrap()
+                    .contains("one of the three options"),
+                "{mode:?}"
+            );
+        }
+        let errors = form(Some("allowlist"), "ok.example\n\nbad domain")
+            .check(own)
+            .unwrap_err();
+        assert_eq!(
+            errors.get("federation_allow").unwrap(),
+            "Line 3: “bad domain”: This is not a valid domain name. Use letters, digits, hyphens and dots, e.g. chat.example.com."
+        );
+        let errors = form(Some("allowlist"), " \n").check(own).unwrap_err();
+        assert!(
+            errors
+                .get("federation_allow")
+                .unwrap()
+                .starts_with("List at least one domain")
+        );
+        let f = form(Some("allowlist"), "b.example\nA.example\n")
+            .check(own)
+            .unwrap();
+        assert_eq!(f.allow, vec!["a.example", "b.example"]);
+        assert_eq!(
+            form(Some("closed"), "").check(own).unwrap().mode,
+            FederationMode::Closed
         );
     }
 

@@ -201,11 +201,14 @@ async fn start_drains(state: &AppState, pool: &[NodeRow]) -> anyhow::Result<()> 
 /// state, contact addresses and certificate (its key opened from its seal; an error only
 /// when the panel's secret key cannot open it).
 ///
-/// Of `features`, only `registration` (XEP-0077 in-band registration, the customer's
-/// switch on the domain's settings page) is set: nodes act on no other switch yet. They
-/// have no federation, MUC, HTTP upload, message archive (MAM) or push, so there is
-/// nothing those switches could turn on or off; they stay at their defaults until nodes
-/// implement them.
+/// Of `features`, the customer's choices on the domain's settings page are set:
+/// `registration` (XEP-0077 in-band registration) and `federation` with
+/// `federation_allow` (whom the domain talks with; see [`crate::domains::federation`]).
+/// The other switches (MUC, HTTP upload, archive, push) stay at their defaults: no plan or
+/// page sets them.
+///
+/// The plan's sizes are MiB, the spec's bytes; a plan's empty upload and group chat limits
+/// (None) leave the node's defaults.
 pub fn spec_for(
     d: &DomainRow,
     sealer: &Sealer,
@@ -222,22 +225,30 @@ pub fn spec_for(
         }),
         _ => None,
     };
+    let (federation, federation_allow) = d.federation.features();
+    // Plans keep sizes below 10^7 MiB (`admin::plans`), so this cannot overflow; saturate
+    // rather than wrap should a stored value ever be larger.
+    let mib = |mb: i64| mb.saturating_mul(1024 * 1024);
     Ok(VhostSpec {
         domain: d.domain.clone(),
         generation: d.generation,
         limits: VhostLimits {
             max_accounts: d.max_accounts,
             max_sessions: d.max_sessions,
-            storage_quota_bytes: d.storage_mb.map(|mb| mb * 1024 * 1024),
-            upload_quota_bytes: d.upload_mb.map(|mb| mb * 1024 * 1024),
+            storage_quota_bytes: d.storage_mb.map(mib),
+            upload_quota_bytes: d.upload_mb.map(mib),
+            upload_max_file_bytes: d.upload_max_file_mb.map(mib),
+            upload_quota_bytes_per_account: d.upload_account_mb.map(mib),
+            upload_retention_days: d.upload_retention_days,
             archive_retention_days: d.archive_days,
             offline_retention_days: d.offline_days,
-            // Plans do not set the largest upload, a per-account upload quota or an upload
-            // retention yet: the node's defaults apply (no limit but the vhost's total).
-            ..Default::default()
+            max_rooms: d.max_rooms,
+            max_room_occupants: d.max_room_occupants,
         },
         features: VhostFeatures {
             registration: d.registration,
+            federation,
+            federation_allow,
             ..Default::default()
         },
         tls,
@@ -697,4 +708,83 @@ fn first_sighting(node: &str, domain: &str) -> bool {
     SEEN.lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert((node.to_string(), domain.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domains::federation::{Federation, FederationMode};
+
+    use super::*;
+
+    fn sealer() -> Sealer {
+        Sealer::new([7; 32])
+    }
+
+    #[test]
+    fn a_plans_limits_reach_the_spec_with_sizes_in_bytes() {
+        let mut d = DomainRow::example("chat.example.com");
+        d.max_accounts = Some(10);
+        d.storage_mb = Some(100);
+        d.upload_mb = Some(1024);
+        d.upload_max_file_mb = Some(25);
+        d.upload_account_mb = Some(200);
+        d.upload_retention_days = Some(30);
+        d.max_rooms = Some(0);
+        d.max_room_occupants = Some(50);
+        let limits = spec_for(&d, &sealer(), None).unwrap().limits;
+        assert_eq!(limits.max_accounts, Some(10));
+        assert_eq!(limits.storage_quota_bytes, Some(100 * 1024 * 1024));
+        assert_eq!(limits.upload_quota_bytes, Some(1024 * 1024 * 1024));
+        assert_eq!(limits.upload_max_file_bytes, Some(25 * 1024 * 1024));
+        assert_eq!(
+            limits.upload_quota_bytes_per_account,
+            Some(200 * 1024 * 1024)
+        );
+        assert_eq!(limits.upload_retention_days, Some(30));
+        assert_eq!(
+            limits.max_rooms,
+            Some(0),
+            "0 rooms is a limit, not unlimited"
+        );
+        assert_eq!(limits.max_room_occupants, Some(50));
+    }
+
+    #[test]
+    fn a_plan_without_upload_or_group_chat_limits_leaves_the_nodes_defaults() {
+        let d = DomainRow::example("chat.example.com");
+        let limits = spec_for(&d, &sealer(), None).unwrap().limits;
+        assert_eq!(limits, VhostLimits::default());
+    }
+
+    #[test]
+    fn the_domains_federation_choice_reaches_the_spec() {
+        let mut d = DomainRow::example("chat.example.com");
+        let features = |d: &DomainRow| spec_for(d, &sealer(), None).unwrap().features;
+        let f = features(&d);
+        assert!(
+            f.federation && f.federation_allow.is_empty(),
+            "open by default"
+        );
+
+        let allow = vec!["a.example".to_string(), "b.example".to_string()];
+        d.federation = Federation {
+            mode: FederationMode::Allowlist,
+            allow: allow.clone(),
+        };
+        let f = features(&d);
+        assert!(f.federation);
+        assert_eq!(f.federation_allow, allow);
+
+        d.federation.mode = FederationMode::Closed;
+        let f = features(&d);
+        assert!(!f.federation);
+        assert!(
+            f.federation_allow.is_empty(),
+            "a kept list is not sent when closed"
+        );
+
+        d.federation.mode = FederationMode::Open;
+        let f = features(&d);
+        assert!(f.federation && f.federation_allow.is_empty());
+    }
 }

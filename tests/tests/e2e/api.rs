@@ -496,7 +496,7 @@ fn matrix() -> Vec<Row> {
         Row {
             method: Method::PATCH,
             path: "/api/v1/domains/{domain}",
-            body: Some(r#"{"registration": false}"#),
+            body: Some(r#"{"registration": false, "federation": {"mode": "open"}}"#),
             owners: DOMAIN_OWNERS,
         },
         Row {

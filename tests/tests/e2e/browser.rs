@@ -253,6 +253,40 @@ async fn domain_and_pool(
     browser.click("#domain-settings").await?;
     browser.wait_for("main[data-page=domain-settings]").await?;
     browser.screenshot("11c-settings").await?;
+    // Federation: "only these domains" with a bad line is explained and the list kept; a
+    // good list is saved and the choice stays checked.
+    browser.click("#federation-allowlist").await?;
+    browser
+        .fill("#f-federation_allow", "partner.example\nnot a domain")
+        .await?;
+    browser.click("#federation-submit").await?;
+    browser.wait_for("#f-federation_allow-error").await?;
+    ensure!(
+        browser
+            .page_text()
+            .await?
+            .contains("Line 2: “not a domain”: This is not a valid domain name."),
+        "the bad line is named"
+    );
+    scroll_to(browser, "#federation-card").await?;
+    browser.screenshot("11d-federation-error").await?;
+    browser
+        .fill(
+            "#f-federation_allow",
+            "partner.example\nconference.partner.example",
+        )
+        .await?;
+    browser.click("#federation-submit").await?;
+    browser.wait_for("#federation-allowlist:checked").await?;
+    ensure!(
+        browser
+            .page_text()
+            .await?
+            .contains("this domain talks only with the listed domains"),
+        "the save is confirmed"
+    );
+    scroll_to(browser, "#federation-card").await?;
+    browser.screenshot("11e-federation-saved").await?;
     log_out(browser).await?;
 
     // The admin's view of the pool.
@@ -297,6 +331,43 @@ async fn domain_and_pool(
     browser.wait_for("main[data-page=admin-audit]").await?;
     ensure!(browser.page_text().await?.contains("join_token.created"));
     browser.screenshot("15-audit").await?;
+    // The plan form's upload and group chat limits: bad values are explained and kept.
+    browser.client.goto(&panel.url("/admin/plans")).await?;
+    browser.wait_for("main[data-page=admin-plans]").await?;
+    for (field, value) in [
+        ("name", "Team"),
+        ("price", "4.50"),
+        ("max_accounts", "50"),
+        ("max_sessions", "100"),
+        ("storage_mb", "2048"),
+        ("upload_max_file_mb", "2000"),
+        ("upload_account_mb", "500"),
+        ("upload_retention_days", "90"),
+        ("max_rooms", "20"),
+        ("max_room_occupants", "0"),
+    ] {
+        browser.fill(&format!("#f-{field}"), value).await?;
+    }
+    scroll_to(browser, "label[for=f-max_accounts]").await?;
+    browser.screenshot("16-plan-form").await?;
+    browser.click("#plan-submit").await?;
+    browser.wait_for("#f-max_room_occupants-error").await?;
+    browser.wait_for("#f-upload_max_file_mb-error").await?;
+    scroll_to(browser, "label[for=f-upload_mb]").await?;
+    browser.screenshot("16b-plan-form-error").await?;
+    Ok(())
+}
+
+/// Scrolls the element matching `css` to the top of the viewport, for a screenshot of a
+/// part of a long page.
+async fn scroll_to(browser: &Browser, css: &str) -> anyhow::Result<()> {
+    browser
+        .client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'start'})",
+            vec![serde_json::json!(css)],
+        )
+        .await?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! The rest of the vhost spec, from the panel's forms to a real node: a plan's offline
-//! message retention, a domain's XEP-0157 contact addresses (seen in disco#info over XMPP)
-//! and its own TLS certificate (presented by SNI, then removed again). Bad input is
+//! message retention and its upload and group chat limits, a domain's federation (the
+//! settings page's three choices and the API's `federation`), its XEP-0157 contact
+//! addresses (seen in disco#info over XMPP) and its own TLS certificate (presented by SNI,
+//! then removed again). Bad input is
 //! refused with its reason and changes nothing. Each test runs the panel in process with
 //! one `rookery-node` process joined to it.
 
@@ -542,4 +544,451 @@ async fn a_certificate_uploaded_in_the_panel_is_presented_by_sni_until_removed()
     Session::login(&s.login_config(domain, own), &romeo)
         .await
         .expect("romeo logs in with the node's own certificate");
+}
+
+/// A read-write API key of the customer's organisation, made on its API keys page.
+async fn api_key(s: &Setup, name: &str) -> String {
+    let r = s
+        .customer
+        .post_form(
+            &format!("{}/api-keys", s.org),
+            &[
+                ("name", name),
+                ("scope", "read_write"),
+                ("expires_days", ""),
+            ],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    let at = html.find("value=\"rk_").expect("the new key is shown") + "value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_domains_federation_chosen_in_the_panel_and_the_api_reaches_the_node() {
+    let s = setup("federation", "Federation Co").await;
+    let domain = "federation.example.org";
+    let page = s.live_domain(domain, None).await;
+    let settings = format!("{page}/settings");
+    let form = format!("{settings}/federation");
+
+    // By default the whole network: the first choice is checked, the node federates.
+    let html = s.customer.page(&settings).await;
+    assert!(html.contains("Talk with the whole XMPP network"), "{html}");
+    assert!(html.contains("id=\"federation-open\" checked"), "{html}");
+    assert!(!html.contains("id=\"federation-closed\" checked"));
+    assert!(html.contains("<textarea id=\"f-federation_allow\""));
+    let spec = s.settled(domain).await;
+    assert!(spec.features.federation && spec.features.federation_allow.is_empty());
+
+    // Bad choices: each says what is wrong, keeps what was typed and changes nothing.
+    let generation = s.generation(domain).await;
+    let bad = [
+        (
+            "allowlist",
+            "\n  \n",
+            "List at least one domain to talk with",
+        ),
+        (
+            "allowlist",
+            "partner.example\nnot a domain\n",
+            "Line 2: “not a domain”: This is not a valid domain name.",
+        ),
+        (
+            "allowlist",
+            "partner.example\nFederation.Example.org",
+            "Line 2: federation.example.org is this domain itself",
+        ),
+        ("everyone", "", "Choose whom this domain talks with"),
+    ];
+    for (mode, allow, says) in bad {
+        let (status, html) = answer(
+            s.customer
+                .post_form(&form, &[("federation", mode), ("federation_allow", allow)])
+                .await,
+        )
+        .await;
+        assert_eq!(status, 422, "{mode} {allow:?}");
+        assert!(html.contains(says), "{says}: {html}");
+        assert!(
+            html.contains(&format!("{allow}</textarea>")),
+            "the typed list is kept: {allow:?}"
+        );
+        if mode == "allowlist" {
+            assert!(html.contains("id=\"federation-allowlist\" checked"));
+            assert!(html.contains("id=\"f-federation_allow-error\""));
+        } else {
+            assert!(html.contains("id=\"f-federation-error\""));
+        }
+    }
+    let hundred_and_one: String = (0..101).map(|i| format!("d{i}.example\n")).collect();
+    let (status, html) = answer(
+        s.customer
+            .post_form(
+                &form,
+                &[
+                    ("federation", "allowlist"),
+                    ("federation_allow", &hundred_and_one),
+                ],
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(html.contains("List at most 100 domains (101 given)."));
+    assert_eq!(s.generation(domain).await, generation, "nothing was saved");
+    let stored: (String, String) =
+        sqlx::query_as("SELECT federation_mode, federation_allow FROM domains WHERE domain = $1")
+            .bind(domain)
+            .fetch_one(&s.app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("open".to_string(), String::new()));
+
+    // Someone from another organisation sees nothing and changes nothing.
+    let (stranger, _) = s.app.customer(&unique_email("stranger"), "Elsewhere").await;
+    let r = stranger
+        .post_form(&form, &[("federation", "closed"), ("federation_allow", "")])
+        .await;
+    assert_eq!(r.status(), 404);
+
+    // Only these domains: normalised, repeats dropped, sorted; the node gets the list.
+    let r = s
+        .customer
+        .post_form(
+            &form,
+            &[
+                ("federation", "allowlist"),
+                (
+                    "federation_allow",
+                    "Partner.Example.\r\n\r\nconference.partner.example\npartner.example\n",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        location(&r),
+        format!("{settings}?notice=federation-allowlist")
+    );
+    assert_eq!(s.generation(domain).await, generation + 1);
+    let spec = s.settled(domain).await;
+    assert!(spec.features.federation);
+    assert_eq!(
+        spec.features.federation_allow,
+        vec!["conference.partner.example", "partner.example"]
+    );
+    let html = s.customer.page(&location(&r)).await;
+    assert!(html.contains("talks only with the listed domains"));
+    assert!(html.contains("id=\"federation-allowlist\" checked"));
+    assert!(html.contains("conference.partner.example\npartner.example</textarea>"));
+
+    // Saving the same again is no new spec.
+    let same = [
+        ("federation", "allowlist"),
+        (
+            "federation_allow",
+            "partner.example\nconference.partner.example",
+        ),
+    ];
+    assert_eq!(s.customer.post_form(&form, &same).await.status(), 303);
+    assert_eq!(s.generation(domain).await, generation + 1);
+
+    // Only within this domain: federation off, no list sent, but the list is kept.
+    let r = s
+        .customer
+        .post_form(
+            &form,
+            &[
+                ("federation", "closed"),
+                (
+                    "federation_allow",
+                    "partner.example\nconference.partner.example",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let spec = s.settled(domain).await;
+    assert!(!spec.features.federation);
+    assert!(spec.features.federation_allow.is_empty());
+    let html = s.customer.page(&settings).await;
+    assert!(html.contains("id=\"federation-closed\" checked"));
+    assert!(html.contains("conference.partner.example\npartner.example</textarea>"));
+
+    // The API shows and changes the same choice.
+    let key = api_key(&s, "federation").await;
+    let id = page.rsplit('/').next().unwrap();
+    let url = format!("{}/api/v1/domains/{id}", s.app.address);
+    let api = reqwest::Client::new();
+    let got: serde_json::Value = api
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got["federation"],
+        serde_json::json!({"mode": "closed", "allow": ["conference.partner.example", "partner.example"]}),
+        "{got}"
+    );
+    let generation = s.generation(domain).await;
+    for (body, field, code) in [
+        (
+            serde_json::json!({"federation": {"mode": "allowlist", "allow": []}}),
+            "federation.allow",
+            "federation_allow_empty",
+        ),
+        (
+            serde_json::json!({"federation": {"allow": ["ok.example", "not a domain"]}}),
+            "federation.allow[1]",
+            "invalid_domain",
+        ),
+        (
+            serde_json::json!({"federation": {"allow": ["", "ok.example"]}}),
+            "federation.allow[0]",
+            "invalid_domain",
+        ),
+        (
+            serde_json::json!({"federation": {"allow": [domain]}}),
+            "federation.allow[0]",
+            "own_domain",
+        ),
+        (
+            serde_json::json!({"federation": {"allow": (0..101).map(|i| format!("d{i}.example")).collect::<Vec<_>>()}}),
+            "federation.allow",
+            "too_many_domains",
+        ),
+        (
+            serde_json::json!({"registration": true, "federation": {"mode": "everyone"}}),
+            "body",
+            "invalid_body",
+        ),
+    ] {
+        let r = api
+            .patch(&url)
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "application/problem+json"
+        );
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(problem["code"], "validation_failed", "{problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        assert_eq!(problem["errors"][0]["code"], code, "{problem}");
+    }
+    assert_eq!(s.generation(domain).await, generation, "nothing was saved");
+    let got: serde_json::Value = api
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got["registration"], false,
+        "a refused PATCH changes nothing"
+    );
+
+    // The mode alone: the kept list is used.
+    let r = api
+        .patch(&url)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"federation": {"mode": "allowlist"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(got["federation"]["mode"], "allowlist");
+    assert_eq!(
+        s.settled(domain).await.features.federation_allow,
+        vec!["conference.partner.example", "partner.example"]
+    );
+    // A new list, normalised.
+    let r = api
+        .patch(&url)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"federation": {"allow": ["Other.Example", "other.example."]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        got["federation"],
+        serde_json::json!({"mode": "allowlist", "allow": ["other.example"]})
+    );
+    assert_eq!(
+        s.settled(domain).await.features.federation_allow,
+        vec!["other.example"]
+    );
+    // And open again.
+    let r = api
+        .patch(&url)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"federation": {"mode": "open"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spec = s.settled(domain).await;
+    assert!(spec.features.federation && spec.features.federation_allow.is_empty());
+    assert!(
+        s.admin
+            .page("/admin/audit")
+            .await
+            .contains("federation only with other.example")
+    );
+}
+
+#[tokio::test]
+async fn a_plans_upload_and_group_chat_limits_reach_the_node_and_bad_values_change_nothing() {
+    let s = setup("limits", "Limits Co").await;
+    let r = s
+        .admin
+        .post_form("/admin/plans", &plan_form("Chatty", "0", None))
+        .await;
+    assert_eq!(r.status(), 303);
+    let plan: String = sqlx::query_scalar("SELECT id FROM plans WHERE name = 'Chatty'")
+        .fetch_one(&s.app.state.db)
+        .await
+        .unwrap();
+    let domain = "limits.example.org";
+    s.live_domain(domain, Some(&plan)).await;
+    let limits = s.settled(domain).await.limits;
+    assert_eq!(
+        (
+            limits.upload_max_file_bytes,
+            limits.upload_quota_bytes_per_account,
+            limits.upload_retention_days,
+            limits.max_rooms,
+            limits.max_room_occupants
+        ),
+        (None, None, None, None, None),
+        "left empty: the node's defaults"
+    );
+    assert_eq!(limits.upload_quota_bytes, Some(100 * 1024 * 1024));
+
+    let page = format!("/admin/plans/{plan}");
+    let html = s.admin.page(&page).await;
+    for field in [
+        "upload_max_file_mb",
+        "upload_account_mb",
+        "upload_retention_days",
+        "max_rooms",
+        "max_room_occupants",
+    ] {
+        assert!(html.contains(&format!("id=\"f-{field}\"")), "{field}");
+    }
+    let generation = s.generation(domain).await;
+    for (field, bad, says) in [
+        ("upload_max_file_mb", "-1", "0 or more"),
+        (
+            "upload_max_file_mb",
+            "101",
+            "the domain's file uploads (100 MB)",
+        ),
+        ("upload_account_mb", "lots", "0 or more"),
+        ("upload_retention_days", "0", "from 1 to 3650"),
+        ("max_rooms", "1.5", "0 or more"),
+        ("max_room_occupants", "0", "at least 1"),
+    ] {
+        let mut edit = plan_form("Chatty", "0", None);
+        edit.push((field, bad));
+        if field != "max_rooms" {
+            edit.push(("max_rooms", "7"));
+        }
+        let (status, html) = answer(s.admin.post_form(&page, &edit).await).await;
+        assert_eq!(status, 422, "{field}={bad}");
+        assert!(html.contains(says), "{field}={bad}: {html}");
+        assert!(html.contains(&format!("id=\"f-{field}-error\"")), "{field}");
+        assert!(
+            html.contains(&format!("value=\"{bad}\"")),
+            "the typed value is kept"
+        );
+        assert!(
+            html.contains("value=\"7\"") || field == "max_rooms",
+            "other fields are kept"
+        );
+    }
+    let stored: (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT upload_max_file_mb, max_rooms FROM plans WHERE id = $1")
+            .bind(&plan)
+            .fetch_one(&s.app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, (None, None));
+    assert_eq!(s.generation(domain).await, generation, "no new spec");
+
+    let mut edit = plan_form("Chatty", "0", None);
+    edit.extend([
+        ("upload_max_file_mb", "25"),
+        ("upload_account_mb", "50"),
+        ("upload_retention_days", "30"),
+        ("max_rooms", "0"),
+        ("max_room_occupants", "40"),
+    ]);
+    let r = s.admin.post_form(&page, &edit).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(s.generation(domain).await, generation + 1);
+    let limits = s.settled(domain).await.limits;
+    assert_eq!(limits.upload_max_file_bytes, Some(25 * 1024 * 1024));
+    assert_eq!(
+        limits.upload_quota_bytes_per_account,
+        Some(50 * 1024 * 1024)
+    );
+    assert_eq!(limits.upload_retention_days, Some(30));
+    assert_eq!(limits.max_rooms, Some(0));
+    assert_eq!(limits.max_room_occupants, Some(40));
+    let html = s.admin.page(&page).await;
+    assert!(html.contains("value=\"25\"") && html.contains("value=\"40\""));
+    let list = s.admin.page("/admin/plans").await;
+    assert!(
+        list.contains("files ≤ 25 MB, 50 MB per account, kept 30 days"),
+        "{list}"
+    );
+    assert!(
+        s.admin
+            .page("/admin/audit")
+            .await
+            .contains("largest file (MB) default→25")
+    );
+
+    // The API shows them.
+    let key = api_key(&s, "plans").await;
+    let got: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/plans/{plan}", s.app.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["upload_max_file_mb"], 25, "{got}");
+    assert_eq!(got["upload_account_mb"], 50);
+    assert_eq!(got["upload_retention_days"], 30);
+    assert_eq!(got["max_rooms"], 0);
+    assert_eq!(got["max_room_occupants"], 40);
+
+    // Emptied again: the node's defaults.
+    let r = s
+        .admin
+        .post_form(&page, &plan_form("Chatty", "0", None))
+        .await;
+    assert_eq!(r.status(), 303);
+    let limits = s.settled(domain).await.limits;
+    assert_eq!(limits.upload_max_file_bytes, None);
+    assert_eq!(limits.max_rooms, None);
 }
