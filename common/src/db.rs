@@ -11,6 +11,21 @@ use sqlx::{
 
 pub type Pool = sqlx::AnyPool;
 
+/// What every SQLite connection runs first: WAL lets readers run beside the writer;
+/// busy_timeout makes writers queue instead of failing; foreign keys are off by default.
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
+
+/// A new connection to the pool's database, outside the pool (for a task that keeps one
+/// of its own), set up like the pool's.
+pub async fn connect_one(pool: &Pool) -> Result<sqlx::AnyConnection, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    let mut conn = pool.connect_options().connect().await?;
+    if pool_is_sqlite(pool) {
+        conn.execute(SQLITE_SETUP).await?;
+    }
+    Ok(conn)
+}
+
 /// Connects to `url`, creating the SQLite file (and its folder) when needed.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
     sqlx::any::install_default_drivers();
@@ -30,14 +45,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Pool> {
     }
     let options = AnyConnectOptions::from_str(url).context("parsing database_url")?;
     let pool = AnyPoolOptions::new()
-        .max_connections(if is_sqlite { max_connections.min(8) } else { max_connections })
+        .max_connections(if is_sqlite {
+            max_connections.min(8)
+        } else {
+            max_connections
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if is_sqlite {
-                    // WAL lets readers run beside the writer; busy_timeout makes writers queue
-                    // instead of failing; foreign keys are off by default in SQLite.
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-                        .await?;
+                    conn.execute(SQLITE_SETUP).await?;
                 }
                 Ok(())
             })

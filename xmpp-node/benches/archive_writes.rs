@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         args.cache_mib
     );
     let mut conn = store
-        .archive_connection(u32::try_from(args.cache_mib * 1024)?)
+        .archive_connection(u32::try_from(args.cache_mib * 1024)?, 0)
         .await?;
 
     let ids = rookery_node::xep::mam::IdGen::new();

@@ -417,28 +417,86 @@ fn filter_conditions(
     sql.text += &text;
 }
 
-/// The archive writer's own database connection (taken out of the pool, so its page
-/// cache is its own: see [`WRITER_CACHE_KIB`]).
+/// The niceness (Linux) of the thread that runs the archive writer's SQLite statements.
+/// When the machine is saturated, routing goes first (archive writes must not cap routing
+/// throughput): the writer gets what CPU is left, and what it cannot keep up with is
+/// delivered unarchived and counted (`queue_full`). Below saturation niceness changes
+/// nothing: idle CPU is anyone's. (PostgreSQL's work runs in its own server.)
+pub const WRITER_NICE: i32 = 10;
+
+// TEMPORARY (experiment): override by env.
+fn writer_nice() -> i32 {
+    std::env::var("ROOKERY_EXP_WRITER_NICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WRITER_NICE)
+}
+
+/// The ids of this process's threads that sqlx started to run SQLite connections (named
+/// `sqlx-sqlite-worker-N`, which the kernel cuts to 15 bytes).
+#[cfg(target_os = "linux")]
+fn sqlite_worker_threads() -> std::collections::HashSet<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Default::default();
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("sqlx-sqlite-wor"))
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The archive writer's own database connection (not the pool's, so its page cache and
+/// its thread's priority are its own: see [`WRITER_CACHE_KIB`], [`WRITER_NICE`]).
 pub struct ArchiveConnection {
     conn: sqlx::AnyConnection,
     sqlite: bool,
 }
 
 impl Store {
-    /// A connection for the archive writer; on SQLite its page cache holds `cache_kib`.
+    /// A connection for the archive writer, opened for it; on SQLite its page cache holds
+    /// `cache_kib`, and on Linux the thread that runs its statements gets the niceness
+    /// `nice` (see [`WRITER_NICE`]; 0 leaves it).
     pub async fn archive_connection(
         &self,
         cache_kib: u32,
+        nice: i32,
     ) -> Result<ArchiveConnection, StoreError> {
         let sqlite = rookery_common::db::pool_is_sqlite(&self.db);
-        // Detached: the pool may open another in its place, and the big cache is freed
-        // with this connection instead of going back to the pool with it.
-        let mut conn = self.db.acquire().await?.detach();
+        #[cfg(target_os = "linux")]
+        let before = sqlite_worker_threads();
+        // Not one of the pool's: its big cache is its own and goes with it.
+        let mut conn = rookery_common::db::connect_one(&self.db).await?;
         if sqlite {
             sqlx::query(&format!("PRAGMA cache_size = -{cache_kib}"))
                 .execute(&mut conn)
                 .await?;
+            #[cfg(target_os = "linux")]
+            if nice != 0 {
+                // The connection's thread is the one that appeared meanwhile; if the pool
+                // opened one at the same time, which is which is unknown: leave both.
+                let new: Vec<i32> = sqlite_worker_threads()
+                    .difference(&before)
+                    .copied()
+                    .collect();
+                let reniced = match new[..] {
+                    [tid] => rustix::process::Pid::from_raw(tid).is_some_and(|pid| {
+                        rustix::process::setpriority_process(Some(pid), nice).is_ok()
+                    }),
+                    _ => false,
+                };
+                if !reniced {
+                    tracing::warn!(
+                        "the archive writer's thread could not be given a lower priority: at saturation it competes with routing"
+                    );
+                }
+            }
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = nice;
         Ok(ArchiveConnection { conn, sqlite })
     }
 
@@ -902,9 +960,11 @@ impl Writer {
     async fn insert(&mut self, rows: &[ArchiveRow]) -> Result<(), StoreError> {
         let conn = match &mut self.conn {
             Some(c) => c,
-            None => self
-                .conn
-                .insert(self.store.archive_connection(WRITER_CACHE_KIB).await?),
+            None => self.conn.insert(
+                self.store
+                    .archive_connection(WRITER_CACHE_KIB, writer_nice())
+                    .await?,
+            ),
         };
         let result = conn.insert(rows).await;
         if let Err(e) = &result
@@ -1229,7 +1289,25 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn the_writers_connection_has_its_own_page_cache_and_writes_batches() {
         let (store, _dir) = store().await;
-        let mut conn = store.archive_connection(4_096).await.unwrap();
+        let mut conn = store.archive_connection(4_096, 5).await.unwrap();
+        // Its thread runs with niceness 5 (field 19 of stat(5)); the pool's with 0.
+        #[cfg(target_os = "linux")]
+        {
+            let nice_of = |tid: &i32| {
+                let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+                let after_name = stat.rsplit_once(')').unwrap().1;
+                after_name
+                    .split_whitespace()
+                    .nth(16)
+                    .unwrap()
+                    .parse::<i32>()
+                    .unwrap()
+            };
+            let mut nices: Vec<i32> = sqlite_worker_threads().iter().map(nice_of).collect();
+            nices.sort();
+            assert_eq!(nices.last(), Some(&5), "{nices:?}");
+            assert_eq!(nices.iter().filter(|&&n| n == 5).count(), 1, "{nices:?}");
+        }
         let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
             .fetch_one(&mut conn.conn)
             .await
