@@ -3,8 +3,9 @@
 //! with our certificate by SNI, asking for the peer's certificate; dialback checks over a
 //! verifier connection); [`connect`] opens a stream to a peer (resolved by
 //! `s2s_resolve`, TLS naming the peer by SNI and verifying its certificate, ours offered
-//! for SASL EXTERNAL) and returns it ready for stanzas. Not yet wired into routing: the
-//! node's routing of remote domains, queues and bounces come next (see the issue notes).
+//! for SASL EXTERNAL) and returns it ready for stanzas. The node's side (routing, queues,
+//! bounces, the listeners) is `net::s2s_pool` and `server`. Limits of incoming streams:
+//! a deadline to authenticate, a stanza rate, a cap of streams per remote domain.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -32,7 +33,8 @@ use crate::proto::{
     s2s::{InOutput, OutOutput, S2sIn, S2sOut},
 };
 
-/// Seconds a stream may take to authenticate.
+/// Seconds one connection attempt of an outgoing stream may take to authenticate (the
+/// caller bounds all attempts together too).
 pub const NEGOTIATION_SECS: u64 = 30;
 
 /// Our certificate for a local domain, if we have one to offer.
@@ -116,41 +118,171 @@ enum Stop {
     Closed,
 }
 
+/// A place among a remote domain's incoming streams, or None at its limit.
+pub type AdmitPeer = Arc<dyn Fn(&str) -> Option<Box<dyn Send>> + Send + Sync>;
+
+/// The limits of one incoming stream.
+#[derive(Clone)]
+pub struct InLimits {
+    /// Until a first domain pair is authenticated.
+    pub pre_auth: Duration,
+    /// Stanzas per second (a burst of twice this); past it, `policy-violation`.
+    pub stanzas_per_second: u32,
+    /// Called when a remote domain is authenticated on the stream: a place among that
+    /// domain's incoming streams, held while the stream lives, or None (refused: the
+    /// stream ends with `policy-violation`).
+    pub admit_peer: AdmitPeer,
+}
+
+/// What one incoming stream tracks across its phases (before and after TLS).
+struct InTrack {
+    deadline: tokio::time::Instant,
+    authorized: bool,
+    tokens: f64,
+    tokens_at: tokio::time::Instant,
+    /// Places among remote domains' streams ([`InLimits::admit_peer`]).
+    places: Vec<Box<dyn Send>>,
+    peers: std::collections::HashSet<String>,
+    /// Direct TLS: the peer's certificate chain, checked against the domain its header
+    /// names before the header reaches the machine.
+    chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+impl InTrack {
+    /// Takes one stanza's token; false when the peer is over its rate.
+    fn take_token(&mut self, rate: u32) -> bool {
+        let rate = f64::from(rate.max(1));
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.tokens_at).as_secs_f64() * rate).min(rate * 2.0);
+        self.tokens_at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// How an incoming stream ended, for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum InError {
+    #[error("the peer did not authenticate in time")]
+    Timeout,
+    #[error("the peer sent stanzas faster than allowed")]
+    Rate,
+    #[error("the peer has too many streams open")]
+    TooMany,
+    #[error("the stream is not well-formed: {0}")]
+    NotWellFormed(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 /// Runs a stream a peer opened to us until it ends; stanzas and authorizations go to
-/// `to_node`. Dialback keys are checked through `connector`.
+/// `to_node`. Dialback keys are checked through `connector`. `direct_tls`: TLS from the
+/// first byte (XEP-0368), the handshake still to do.
 pub async fn serve_incoming(
     tcp: TcpStream,
-    mut machine: S2sIn,
+    direct_tls: bool,
+    cfg: crate::proto::s2s::S2sConfig,
     connector: Arc<Connector>,
+    limits: InLimits,
     to_node: mpsc::Sender<Incoming>,
-) -> anyhow::Result<()> {
+) -> Result<(), InError> {
+    let now = tokio::time::Instant::now();
+    let mut track = InTrack {
+        deadline: now + limits.pre_auth,
+        authorized: false,
+        tokens: f64::from(limits.stanzas_per_second) * 2.0,
+        tokens_at: now,
+        places: Vec::new(),
+        peers: Default::default(),
+        chain: None,
+    };
     let mut parser = StreamParser::new(Limits::default());
+    let acceptor = TlsAcceptor::from(connector.tls.server.clone());
     let mut tcp = tcp;
-    match tokio::time::timeout(
-        Duration::from_secs(NEGOTIATION_SECS),
-        incoming_phase(&mut tcp, &mut machine, &mut parser, &connector, &to_node),
+    if direct_tls {
+        let mut tls = tokio::time::timeout_at(track.deadline, acceptor.accept(tcp))
+            .await
+            .map_err(|_| InError::Timeout)?
+            .context("TLS with the peer")?;
+        track.chain = Some(peer_chain(&tls));
+        let mut machine = S2sIn::new(cfg, Some(Vec::new()));
+        incoming_phase(
+            &mut tls,
+            &mut machine,
+            &mut parser,
+            &connector,
+            &limits,
+            &mut track,
+            &to_node,
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut machine = S2sIn::new(cfg, None);
+    match incoming_phase(
+        &mut tcp,
+        &mut machine,
+        &mut parser,
+        &connector,
+        &limits,
+        &mut track,
+        &to_node,
     )
-    .await
-    .context("the peer did not start TLS in time")??
+    .await?
     {
         Stop::Closed => return Ok(()),
         Stop::StartTls => {}
     }
-    let acceptor = TlsAcceptor::from(connector.tls.server.clone());
-    let mut tls = acceptor.accept(tcp).await.context("TLS with the peer")?;
-    let chain: Vec<_> = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-        .unwrap_or_default();
+    let mut tls = tokio::time::timeout_at(track.deadline, acceptor.accept(tcp))
+        .await
+        .map_err(|_| InError::Timeout)?
+        .context("TLS with the peer")?;
+    let chain = peer_chain(&tls);
     let claimed: Vec<String> = machine.remote().into_iter().collect();
     let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
     let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
     let _ = machine.on_tls(proven);
     parser.reset();
-    incoming_phase(&mut tls, &mut machine, &mut parser, &connector, &to_node).await?;
+    incoming_phase(
+        &mut tls,
+        &mut machine,
+        &mut parser,
+        &connector,
+        &limits,
+        &mut track,
+        &to_node,
+    )
+    .await?;
     Ok(())
+}
+
+fn peer_chain(
+    tls: &tokio_rustls::server::TlsStream<TcpStream>,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Writes a stream error and ends the stream.
+async fn refuse<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    machine: &mut S2sIn,
+    condition: &str,
+    text: &str,
+) {
+    for o in machine.fail(condition, text) {
+        if let InOutput::Send(s) = o {
+            let _ = io.write_all(s.as_bytes()).await;
+        }
+    }
+    let _ = io.flush().await;
 }
 
 async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
@@ -158,32 +290,54 @@ async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
     machine: &mut S2sIn,
     parser: &mut StreamParser,
     connector: &Arc<Connector>,
+    limits: &InLimits,
+    track: &mut InTrack,
     to_node: &mpsc::Sender<Incoming>,
-) -> anyhow::Result<Stop> {
+) -> Result<Stop, InError> {
     let mut buf = vec![0u8; 16 * 1024];
     let (checked_tx, mut checked_rx) = mpsc::channel::<(String, String, bool)>(8);
     loop {
         let outputs = tokio::select! {
             events = next_events(io, parser, &mut buf) => match events {
-                Ok(Some(events)) => events.into_iter().flat_map(|e| machine.feed(e)).collect::<Vec<_>>(),
+                Ok(Some(events)) => {
+                    let mut outputs = Vec::new();
+                    for e in events {
+                        if let StreamEvent::StreamOpen(h) = &e
+                            && let Some(chain) = track.chain.take()
+                        {
+                            // Direct TLS: the certificate is checked for the domain the
+                            // first header names, before the machine answers it.
+                            let claimed: Vec<&str> = h.from.as_deref().into_iter().collect();
+                            let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
+                            let _ = machine.on_tls(proven);
+                        }
+                        if matches!(e, StreamEvent::Stanza(ref s) if matches!(s.name(), "message" | "presence" | "iq"))
+                            && !track.take_token(limits.stanzas_per_second)
+                        {
+                            refuse(io, machine, "policy-violation", "Too many stanzas per second.").await;
+                            return Err(InError::Rate);
+                        }
+                        outputs.extend(machine.feed(e));
+                    }
+                    outputs
+                }
                 Ok(None) => return Ok(Stop::Closed),
                 Err(e) => {
-                    let out = machine.fail("not-well-formed", "The stream is not well-formed XML.");
-                    for o in out {
-                        if let InOutput::Send(s) = o {
-                            let _ = io.write_all(s.as_bytes()).await;
-                        }
-                    }
-                    return Err(e);
+                    refuse(io, machine, "not-well-formed", "The stream is not well-formed XML.").await;
+                    return Err(InError::NotWellFormed(format!("{e:#}")));
                 }
             },
             Some((local, remote, valid)) = checked_rx.recv() => machine.on_dialback_checked(&local, &remote, valid),
+            _ = tokio::time::sleep_until(track.deadline), if !track.authorized => {
+                refuse(io, machine, "connection-timeout", "The stream did not authenticate in time.").await;
+                return Err(InError::Timeout);
+            }
         };
         for o in outputs {
             match o {
-                InOutput::Send(s) => io.write_all(s.as_bytes()).await?,
+                InOutput::Send(s) => io.write_all(s.as_bytes()).await.context("writing")?,
                 InOutput::StartTls => {
-                    io.flush().await?;
+                    io.flush().await.context("writing")?;
                     return Ok(Stop::StartTls);
                 }
                 InOutput::ResetParser => parser.reset(),
@@ -205,18 +359,34 @@ async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
                     });
                 }
                 InOutput::Authorized { local, remote } => {
+                    if track.peers.insert(remote.clone()) {
+                        match (limits.admit_peer)(&remote) {
+                            Some(place) => track.places.push(place),
+                            None => {
+                                refuse(
+                                    io,
+                                    machine,
+                                    "policy-violation",
+                                    "Too many streams from your domain.",
+                                )
+                                .await;
+                                return Err(InError::TooMany);
+                            }
+                        }
+                    }
+                    track.authorized = true;
                     let _ = to_node.send(Incoming::Authorized { local, remote }).await;
                 }
                 InOutput::Stanza(e) => {
                     let _ = to_node.send(Incoming::Stanza(e)).await;
                 }
                 InOutput::Close => {
-                    io.flush().await?;
+                    io.flush().await.context("writing")?;
                     return Ok(Stop::Closed);
                 }
             }
         }
-        io.flush().await?;
+        io.flush().await.context("writing")?;
     }
 }
 
@@ -234,6 +404,25 @@ impl OutStream {
         s.set_ns(crate::proto::ns::SERVER);
         self.io.write_all(s.to_xml().as_bytes()).await?;
         self.io.flush().await
+    }
+
+    /// Reads what the peer sends on this stream (nothing but a stream error or the end:
+    /// stanzas come on the streams the peer opens) and returns when the stream ends.
+    /// Cancel-safe: a select can drop it to write a stanza and call it again.
+    pub async fn closed(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let said = String::from_utf8_lossy(&buf[..n]);
+                    if said.contains("</stream:stream>") {
+                        tracing::info!(remote = %self.remote, said = %said, "the peer ended an outgoing stream");
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Ends the stream.
@@ -279,31 +468,39 @@ async fn open_one(
     mut machine: S2sOut,
     want_check: bool,
 ) -> anyhow::Result<(Option<OutStream>, Option<bool>)> {
-    if target.direct_tls {
-        bail!("direct TLS (XEP-0368) to peers is not done yet");
-    }
     let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
     let mut parser = StreamParser::new(Limits::default());
     let mut buf = vec![0u8; 16 * 1024];
-    let mut pending = machine.start();
-    // Plain phase: until `<proceed/>`.
-    'plain: loop {
-        for o in std::mem::take(&mut pending) {
-            match o {
-                OutOutput::Send(s) => tcp.write_all(s.as_bytes()).await?,
-                OutOutput::StartTls => break 'plain,
-                OutOutput::Failed(why) => bail!(why),
-                OutOutput::Close => bail!("the stream closed"),
-                _ => {}
+    if !target.direct_tls {
+        let mut pending = machine.start();
+        // Plain phase: until `<proceed/>`.
+        'plain: loop {
+            for o in std::mem::take(&mut pending) {
+                match o {
+                    OutOutput::Send(s) => tcp.write_all(s.as_bytes()).await?,
+                    OutOutput::StartTls => break 'plain,
+                    OutOutput::Failed(why) => bail!(why),
+                    OutOutput::Close => bail!("the stream closed"),
+                    _ => {}
+                }
             }
-        }
-        match next_events(&mut tcp, &mut parser, &mut buf).await? {
-            Some(events) => pending = events.into_iter().flat_map(|e| machine.feed(e)).collect(),
-            None => bail!("the peer closed the connection"),
+            match next_events(&mut tcp, &mut parser, &mut buf).await? {
+                Some(events) => {
+                    pending = events.into_iter().flat_map(|e| machine.feed(e)).collect()
+                }
+                None => bail!("the peer closed the connection"),
+            }
         }
     }
     let name = ServerName::try_from(remote.to_string()).context("the peer's domain")?;
-    let mut tls = TlsConnector::from(client_config(&connector.tls, local))
+    let mut config = client_config(&connector.tls, local);
+    if target.direct_tls {
+        // XEP-0368: the ALPN protocol of server-to-server streams.
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"xmpp-server".to_vec()];
+        config = Arc::new(c);
+    }
+    let mut tls = TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .context("TLS with the peer (its certificate must be valid for its domain)")?;
@@ -496,7 +693,12 @@ mod tests {
                 };
                 let (connector, tx) = (accepting.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let _ = serve_incoming(tcp, S2sIn::new(cfg, None), connector, tx).await;
+                    let limits = InLimits {
+                        pre_auth: Duration::from_secs(10),
+                        stanzas_per_second: 100,
+                        admit_peer: Arc::new(|_| Some(Box::new(()))),
+                    };
+                    let _ = serve_incoming(tcp, false, cfg, connector, limits, tx).await;
                 });
             }
         });
