@@ -1566,6 +1566,200 @@ mod tests {
         }
     }
 
+    /// What was delivered to remote senders (sent back over the links).
+    fn replies(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<crate::router::Delivery>,
+    ) -> Vec<Element> {
+        delivered(rx)
+    }
+
+    #[tokio::test]
+    async fn a_remote_message_is_delivered_and_errors_go_back_to_the_remote_sender() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        handle(
+            &node,
+            &alice,
+            stanza("<presence xmlns='jabber:client' from='alice@example.com/desk'/>"),
+        )
+        .await;
+        delivered(&mut rx);
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='juliet@peer.test/balcony' to='alice@example.com' type='chat' id='r1'><body>hi</body></message>")).await;
+        let got = delivered(&mut rx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some("juliet@peer.test/balcony"));
+        assert_eq!(got[0].child_text("body", ns::CLIENT).as_deref(), Some("hi"));
+        assert!(replies(&mut back).is_empty());
+        // To nobody: the remote sender gets the error, over the links.
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='juliet@peer.test/balcony' to='nobody@example.com' type='chat' id='r2'><body>hi</body></message>")).await;
+        let errors = replies(&mut back);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].attr("to"), Some("juliet@peer.test/balcony"));
+        assert_eq!(error_of(&errors[0]).1, "service-unavailable");
+        // A peer may not speak for a domain hosted here.
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='mallory@example.com/x' to='alice@example.com' type='chat'><body>forged</body></message>")).await;
+        assert!(delivered(&mut rx).is_empty() && replies(&mut back).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_remote_iq_to_the_server_is_answered_and_local_only_queries_are_refused() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        from_remote(&node, stanza("<iq xmlns='jabber:client' from='peer.test' to='example.com' type='get' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+        from_remote(&node, stanza("<iq xmlns='jabber:client' from='juliet@peer.test/b' to='alice@example.com' type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")).await;
+        from_remote(&node, stanza("<iq xmlns='jabber:client' from='juliet@peer.test/b' to='alice@example.com' type='get' id='p1'><query xmlns='jabber:iq:private'><x xmlns='a:b'/></query></iq>")).await;
+        let answers = replies(&mut back);
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert_eq!(
+            (answers[0].attr("id"), answers[0].attr("type")),
+            (Some("d1"), Some("result"))
+        );
+        assert_eq!(answers[0].attr("to"), Some("peer.test"));
+        assert_eq!(
+            (answers[1].attr("id"), answers[1].attr("type")),
+            (Some("v1"), Some("result"))
+        );
+        assert_eq!(answers[2].attr("id"), Some("p1"));
+        assert_eq!(error_of(&answers[2]).1, "service-unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_remote_subscription_request_reaches_the_user_and_the_approval_updates_the_roster() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        handle(
+            &node,
+            &alice,
+            stanza("<presence xmlns='jabber:client' from='alice@example.com/desk'/>"),
+        )
+        .await;
+        delivered(&mut rx);
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test/balcony' to='alice@example.com' type='subscribe'/>")).await;
+        let got = delivered(&mut rx);
+        assert!(
+            got.iter().any(|p| p.attr("type") == Some("subscribe")
+                && p.attr("from") == Some("juliet@peer.test")),
+            "{got:?}"
+        );
+        let alice_bare = Jid::parse("alice@example.com").unwrap();
+        let juliet = Jid::parse("juliet@peer.test").unwrap();
+        let c = node
+            .store
+            .contact(&alice_bare, &juliet)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.state.pending_in);
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='juliet@peer.test' type='subscribed'/>")).await;
+        let c = node
+            .store
+            .contact(&alice_bare, &juliet)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.state.subscription.has_from() && !c.state.pending_in);
+        // Juliet's server confirms nothing more: her approval of alice's request, later.
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='juliet@peer.test' type='subscribe'/>")).await;
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='subscribed'/>")).await;
+        let c = node
+            .store
+            .contact(&alice_bare, &juliet)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            c.state.subscription.has_to() && c.state.subscription.has_from(),
+            "both"
+        );
+        // Now her presence reaches alice.
+        delivered(&mut rx);
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test/balcony' to='alice@example.com'/>")).await;
+        let got = delivered(&mut rx);
+        assert!(
+            got.iter()
+                .any(|p| p.attr("from") == Some("juliet@peer.test/balcony")
+                    && p.attr("type").is_none()),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_from_a_subscribed_remote_contact_is_answered_over_the_links() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, _rx) = bind(&node, "alice@example.com/desk");
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk'><status>here</status></presence>")).await;
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='probe'/>")).await;
+        assert!(replies(&mut back).is_empty(), "not subscribed: nothing");
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='subscribe'/>")).await;
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='juliet@peer.test' type='subscribed'/>")).await;
+        replies(&mut back);
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='probe'/>")).await;
+        let got = replies(&mut back);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some("alice@example.com/desk"));
+        assert_eq!(got[0].attr("to"), Some("juliet@peer.test"));
+        assert_eq!(
+            got[0].child_text("status", ns::CLIENT).as_deref(),
+            Some("here")
+        );
+    }
+
+    #[tokio::test]
+    async fn federation_policy_refuses_with_not_allowed_both_ways_and_between_local_vhosts() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1, "features": {"federation_allow": ["peer.test", "other.com"]}}),
+            &["alice"],
+        )
+        .await;
+        apply_spec(
+            &node,
+            json!({"domain": "other.com", "generation": 1, "features": {"federation": false}}),
+        )
+        .await;
+        node.store
+            .add_account("other.com", "bob", "a-password-1", 1)
+            .await
+            .unwrap();
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        // Not on the allow-list: refused by alice's own server.
+        handle(&node, &alice, chat("carol@elsewhere.test", "hi")).await;
+        let got = delivered(&mut rx);
+        assert_eq!(error_of(&got[0]).1, "not-allowed");
+        // On the list, from outside: accepted; from elsewhere: refused back to the sender.
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='carol@elsewhere.test/x' to='alice@example.com' type='chat' id='e1'><body>hi</body></message>")).await;
+        let refused = replies(&mut back);
+        assert_eq!(error_of(&refused[0]).1, "not-allowed");
+        assert!(delivered(&mut rx).is_empty());
+        // Another vhost of this node that does not federate: the same rule, no shortcut.
+        let (bob, mut bob_rx) = bind(&node, "bob@other.com/phone");
+        handle(&node, &alice, chat("bob@other.com/phone", "hi bob")).await;
+        assert_eq!(error_of(&delivered(&mut rx)[0]).1, "not-allowed");
+        assert!(delivered(&mut bob_rx).is_empty());
+        handle(&node, &bob, stanza("<message xmlns='jabber:client' from='bob@other.com/phone' to='alice@example.com/desk' type='chat'><body>x</body></message>")).await;
+        assert_eq!(error_of(&delivered(&mut bob_rx)[0]).1, "not-allowed");
+        assert!(delivered(&mut rx).is_empty());
+        // Within a domain, federation plays no part.
+        apply_spec(
+            &node,
+            json!({"domain": DOMAIN, "generation": 2, "features": {"federation": false}}),
+        )
+        .await;
+        let (alice2, _rx2) = bind(&node, "alice@example.com/laptop");
+        handle(&node, &alice2, chat("alice@example.com/desk", "to myself")).await;
+        assert!(
+            delivered(&mut rx)
+                .iter()
+                .any(|m| m.child_text("body", ns::CLIENT).as_deref() == Some("to myself"))
+        );
+    }
+
     #[tokio::test]
     async fn unacked_messages_go_to_the_accounts_other_available_resource_with_a_delay() {
         let (node, _dir) = node_with_spec(

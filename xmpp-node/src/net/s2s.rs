@@ -401,7 +401,7 @@ impl OutStream {
     /// Writes a stanza (in the client namespace inside the node) as a server stanza.
     pub async fn send(&mut self, stanza: &Element) -> std::io::Result<()> {
         let mut s = stanza.clone();
-        s.set_ns(crate::proto::ns::SERVER);
+        s.switch_ns(crate::proto::ns::CLIENT, crate::proto::ns::SERVER);
         self.io.write_all(s.to_xml().as_bytes()).await?;
         self.io.flush().await
     }
