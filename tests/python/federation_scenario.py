@@ -11,6 +11,7 @@ bob@DOMAIN_B have the passwords "pass-alice-1" and "pass-bob-1".
 
 PHASE "exchange": alice and bob subscribe to each other's presence (each approving
 explicitly), each sees the other online, and messages cross both ways.
+PHASE "messages": only messages, both ways.
 PHASE "refused": the servers no longer federate: a message from either side comes back
 as an error (the condition is printed).
 
@@ -116,6 +117,15 @@ async def exchange(alice, bob):
                lambda: alice.saw_presence("unavailable", BOB))
 
 
+async def messages(alice, bob):
+    alice.send_message(mto=BOB, mbody="hello from a", mtype="chat")
+    await step("bob receives alice's message", bob,
+               lambda: bob.message_from(ALICE, "hello from a", "chat"))
+    bob.send_message(mto=ALICE, mbody="hello from b", mtype="chat")
+    await step("alice receives bob's message", alice,
+               lambda: alice.message_from(BOB, "hello from b", "chat"))
+
+
 async def refused(alice, bob):
     alice.send_message(mto=BOB, mbody="still there?", mtype="chat")
     ok = await alice.wait_for(lambda: alice.message_from(BOB, mtype="error"), WAIT)
@@ -137,6 +147,8 @@ async def main():
         return
     if PHASE == "exchange":
         await exchange(alice, bob)
+    elif PHASE == "messages":
+        await messages(alice, bob)
     else:
         await refused(alice, bob)
     alice.disconnect()

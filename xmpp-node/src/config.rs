@@ -72,6 +72,10 @@ pub struct NodeSettings {
     /// A PEM file of CA certificates peers' certificates may also chain to (a private CA
     /// for tests and private federations), besides the public web PKI's.
     pub s2s_ca_file: Option<PathBuf>,
+    /// Refuse peers whose certificate does not verify for their domain. Off: such a peer
+    /// is authenticated with server dialback (XEP-0220), which rests on DNS, as most of
+    /// the XMPP network accepts; on: only verified certificates (SASL EXTERNAL, XEP-0178).
+    pub s2s_require_verified_certs: bool,
     /// The DNS server SRV records of peers are asked from, e.g. `192.0.2.53:53`. None: the
     /// system's (`/etc/resolv.conf`).
     pub s2s_resolver: Option<SocketAddr>,
@@ -240,6 +244,7 @@ impl Default for NodeSettings {
             s2s_tls_listen: None,
             s2s_hosts: BTreeMap::new(),
             s2s_ca_file: None,
+            s2s_require_verified_certs: false,
             s2s_resolver: None,
         }
     }

@@ -40,6 +40,14 @@ pub struct S2sMetrics {
     pub queue: Gauge,
     /// Stanzas bounced because their peer could not be reached (or its queue was full).
     pub bounced: Counter,
+    /// Peer domains authenticated on incoming streams, by how: `certificate` (SASL
+    /// EXTERNAL, XEP-0178) or `dialback` (XEP-0220).
+    pub authenticated: Family<MethodLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
 }
 
 impl S2sMetrics {
@@ -52,6 +60,12 @@ impl S2sMetrics {
     pub fn stanza(&self, direction: &'static str) {
         self.stanzas
             .get_or_create(&DirectionLabel { direction })
+            .inc();
+    }
+
+    pub fn authenticated(&self, method: &'static str) {
+        self.authenticated
+            .get_or_create(&MethodLabel { method })
             .inc();
     }
 
@@ -139,6 +153,11 @@ impl Metrics {
             "s2s_queue",
             "Stanzas waiting for an outgoing server-to-server stream",
             m.s2s.queue.clone(),
+        );
+        registry.register(
+            "s2s_authenticated",
+            "Peer domains authenticated on incoming server-to-server streams, by method",
+            m.s2s.authenticated.clone(),
         );
         registry.register(
             "s2s_bounced",

@@ -289,6 +289,7 @@ async fn start_federation(node: &Arc<Node>) -> anyhow::Result<()> {
         anchors,
         roots: Arc::new(roots),
         our_cert: Arc::new(move |domain: &str| certs.for_domain(domain)),
+        require_verified: settings.s2s_require_verified_certs,
     });
     let resolver = net::s2s_resolve::resolver(settings.s2s_resolver, Duration::from_secs(5))
         .context("the DNS resolver for peers (s2s_resolver)")?;
@@ -401,8 +402,18 @@ async fn s2s_serve(
     let handling = tokio::spawn(async move {
         while let Some(incoming) = rx.recv().await {
             match incoming {
-                net::s2s::Incoming::Authorized { local, remote } => {
-                    tracing::info!(%local, %remote, "a peer domain is authenticated");
+                net::s2s::Incoming::Authorized {
+                    local,
+                    remote,
+                    certificate,
+                } => {
+                    let method = if certificate {
+                        "certificate"
+                    } else {
+                        "dialback"
+                    };
+                    handler.metrics.s2s.authenticated(method);
+                    tracing::info!(%local, %remote, method, "a peer domain is authenticated");
                 }
                 net::s2s::Incoming::Stanza(stanza) => {
                     handler.metrics.s2s.stanza("in");

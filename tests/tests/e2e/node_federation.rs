@@ -52,10 +52,12 @@ async fn add_account(node: &NodeProcess, domain: &str, user: &str) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
-/// Runs the scenario's `phase`; what it printed. Every `steps` must be "ok".
+/// Runs the scenario's `phase` between alice@a.test on `a` and bob@`domain_b` on `b`;
+/// what it printed. Every `steps` must be "ok".
 async fn scenario(
     a: &NodeProcess,
     b: &NodeProcess,
+    domain_b: &str,
     ca: &std::path::Path,
     phase: &str,
     steps: &[&str],
@@ -69,7 +71,7 @@ async fn scenario(
             A,
             ca.to_str().unwrap(),
             &port_b,
-            B,
+            domain_b,
             phase,
         ],
         Duration::from_secs(240),
@@ -80,7 +82,7 @@ async fn scenario(
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "the federation scenario ({phase}) failed:\n{stdout}\n--- stderr ---\n{}\n--- node {A} ---\n{}\n--- node {B} ---\n{}",
+        "the federation scenario ({phase}) failed:\n{stdout}\n--- stderr ---\n{}\n--- node {A} ---\n{}\n--- node {domain_b} ---\n{}",
         String::from_utf8_lossy(&out.stderr),
         a.output(),
         b.output()
@@ -129,6 +131,7 @@ async fn two_nodes_federate_over_verified_links_and_policy_refuses() {
     scenario(
         &a,
         &b,
+        B,
         &ca_file,
         "exchange",
         &[
@@ -144,22 +147,22 @@ async fn two_nodes_federate_over_verified_links_and_policy_refuses() {
         ],
     )
     .await;
-    // The links were verified: SASL EXTERNAL, no dialback, in both directions.
+    // The links were verified: certificates (SASL EXTERNAL), no dialback, both ways.
     for (node, name) in [(&a, A), (&b, B)] {
         let metrics = node.metrics().await.unwrap();
         for line in [
             "rookery_node_s2s_stanzas_total{direction=\"in\"}",
             "rookery_node_s2s_stanzas_total{direction=\"out\"}",
+            "rookery_node_s2s_authenticated_total{method=\"certificate\"}",
         ] {
             assert!(
                 metrics.contains(line),
                 "{name} has no {line} in:\n{metrics}"
             );
         }
-        let log = node.output();
         assert!(
-            !log.contains("a dialback check failed"),
-            "{name} fell back to dialback:\n{log}"
+            !metrics.contains("method=\"dialback\""),
+            "{name} fell back to dialback:\n{metrics}"
         );
     }
 
@@ -168,6 +171,7 @@ async fn two_nodes_federate_over_verified_links_and_policy_refuses() {
     let out = scenario(
         &a,
         &b,
+        B,
         &ca_file,
         "refused",
         &[
@@ -180,5 +184,60 @@ async fn two_nodes_federate_over_verified_links_and_policy_refuses() {
     assert!(
         out.contains("alice's error: not-allowed"),
         "the sender's own server refuses with not-allowed:\n{out}"
+    );
+}
+
+/// A node that does not trust the other's CA cannot verify its certificate: the streams
+/// the other node opens to it are authenticated with dialback (a check over a stream back
+/// to the other node), and messages still cross both ways.
+#[tokio::test]
+async fn a_node_that_does_not_trust_the_peers_ca_federates_with_dialback() {
+    const C: &str = "c.test";
+    let ca = TestCa::new("Rookery federation test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    ca.write_cert(&ca_file).unwrap();
+    let s2s_c = free_loopback_port().unwrap();
+    let a = NodeProcess::start_with_env(&[
+        ("ROOKERY_NODE_S2S_HOSTS", &format!("{C}=127.0.0.1:{s2s_c}")),
+        ("ROOKERY_NODE_S2S_CA_FILE", ca_file.to_str().unwrap()),
+    ])
+    .await
+    .unwrap();
+    // No CA for C: A's certificate proves nothing to it.
+    let c = NodeProcess::start_with_env(&[
+        ("ROOKERY_NODE_S2S_LISTEN", &format!("127.0.0.1:{s2s_c}")),
+        (
+            "ROOKERY_NODE_S2S_HOSTS",
+            &format!("{A}=127.0.0.1:{}", a.s2s_port),
+        ),
+    ])
+    .await
+    .unwrap();
+    put_spec(&a, A, 1, &ca.issue(&[A]).unwrap(), json!({})).await;
+    put_spec(&c, C, 1, &ca.issue(&[C]).unwrap(), json!({})).await;
+    add_account(&a, A, "alice").await;
+    add_account(&c, C, "bob").await;
+    scenario(
+        &a,
+        &c,
+        C,
+        &ca_file,
+        "messages",
+        &[
+            "bob receives alice's message",
+            "alice receives bob's message",
+        ],
+    )
+    .await;
+    let at_c = c.metrics().await.unwrap();
+    assert!(
+        at_c.contains("rookery_node_s2s_authenticated_total{method=\"dialback\"}"),
+        "{at_c}"
+    );
+    let at_a = a.metrics().await.unwrap();
+    assert!(
+        at_a.contains("rookery_node_s2s_authenticated_total{method=\"certificate\"}"),
+        "C's certificate verifies at A:\n{at_a}"
     );
 }

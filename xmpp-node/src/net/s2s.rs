@@ -49,6 +49,8 @@ pub struct S2sTls {
     pub roots: Arc<RootCertStore>,
     /// Our certificate for a local domain, offered to peers for SASL EXTERNAL.
     pub our_cert: OurCert,
+    /// Refuse peers whose certificate does not verify, instead of going on with dialback.
+    pub require_verified: bool,
 }
 
 /// Where peers are: the static host map, then DNS.
@@ -61,7 +63,13 @@ pub struct Connector {
 /// What an incoming stream hands to the node.
 #[derive(Debug)]
 pub enum Incoming {
-    Authorized { local: String, remote: String },
+    /// `certificate`: the peer's certificate proved `remote` (SASL EXTERNAL, or dialback
+    /// accepted at once per XEP-0344); else a dialback check did.
+    Authorized {
+        local: String,
+        remote: String,
+        certificate: bool,
+    },
     Stanza(Element),
 }
 
@@ -82,12 +90,83 @@ impl ResolvesClientCert for FixedClientCert {
     }
 }
 
-fn client_config(tls: &S2sTls, local: &str) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder().with_root_certificates(tls.roots.clone());
-    Arc::new(match (tls.our_cert)(local) {
+/// Checks a peer's server certificate with the web PKI and the configured CA. When
+/// [`S2sTls::require_verified`] is off, a certificate that does not verify is let through
+/// and noted: the stream then authenticates with dialback, which rests on DNS (XEP-0220),
+/// as most of the XMPP network allows. The TLS signatures are checked either way.
+#[derive(Debug)]
+struct PeerCertCheck {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    require: bool,
+    verified: std::sync::atomic::AtomicBool,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PeerCertCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(e) if self.require => Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "the peer's certificate does not verify: dialback only");
+                self.verified
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn client_config(tls: &S2sTls, local: &str) -> anyhow::Result<Arc<ClientConfig>> {
+    let inner = rustls::client::WebPkiServerVerifier::builder(tls.roots.clone())
+        .build()
+        .context("the trust anchors of peers")?;
+    let check = Arc::new(PeerCertCheck {
+        inner,
+        require: tls.require_verified,
+        verified: std::sync::atomic::AtomicBool::new(true),
+    });
+    let builder = ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(check);
+    Ok(Arc::new(match (tls.our_cert)(local) {
         Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
         None => builder.with_no_client_auth(),
-    })
+    }))
 }
 
 /// Reads until at least one event is complete; None at the end of the stream.
@@ -143,6 +222,8 @@ struct InTrack {
     /// Places among remote domains' streams ([`InLimits::admit_peer`]).
     places: Vec<Box<dyn Send>>,
     peers: std::collections::HashSet<String>,
+    /// Domains the peer's certificate proved.
+    proven: Vec<String>,
     /// Direct TLS: the peer's certificate chain, checked against the domain its header
     /// names before the header reaches the machine.
     chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
@@ -198,6 +279,7 @@ pub async fn serve_incoming(
         tokens_at: now,
         places: Vec::new(),
         peers: Default::default(),
+        proven: Vec::new(),
         chain: None,
     };
     let mut parser = StreamParser::new(Limits::default());
@@ -245,6 +327,7 @@ pub async fn serve_incoming(
     let claimed: Vec<String> = machine.remote().into_iter().collect();
     let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
     let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
+    track.proven.clone_from(&proven);
     let _ = machine.on_tls(proven);
     parser.reset();
     incoming_phase(
@@ -309,6 +392,7 @@ async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
                             // first header names, before the machine answers it.
                             let claimed: Vec<&str> = h.from.as_deref().into_iter().collect();
                             let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
+                            track.proven.clone_from(&proven);
                             let _ = machine.on_tls(proven);
                         }
                         if matches!(e, StreamEvent::Stanza(ref s) if matches!(s.name(), "message" | "presence" | "iq"))
@@ -375,7 +459,14 @@ async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     track.authorized = true;
-                    let _ = to_node.send(Incoming::Authorized { local, remote }).await;
+                    let certificate = track.proven.contains(&remote);
+                    let _ = to_node
+                        .send(Incoming::Authorized {
+                            local,
+                            remote,
+                            certificate,
+                        })
+                        .await;
                 }
                 InOutput::Stanza(e) => {
                     let _ = to_node.send(Incoming::Stanza(e)).await;
@@ -493,7 +584,7 @@ async fn open_one(
         }
     }
     let name = ServerName::try_from(remote.to_string()).context("the peer's domain")?;
-    let mut config = client_config(&connector.tls, local);
+    let mut config = client_config(&connector.tls, local)?;
     if target.direct_tls {
         // XEP-0368: the ALPN protocol of server-to-server streams.
         let mut c = (*config).clone();
@@ -634,6 +725,20 @@ mod tests {
         mpsc::Receiver<Incoming>,
         Arc<std::sync::atomic::AtomicUsize>,
     ) {
+        setup_trusting(peer_has_cert, true, false).await
+    }
+
+    /// `trusted`: the certificates chain to the CA both sides trust (else to one they do
+    /// not know); `require`: peers' certificates must verify.
+    async fn setup_trusting(
+        peer_has_cert: bool,
+        trusted: bool,
+        require: bool,
+    ) -> (
+        Arc<Connector>,
+        mpsc::Receiver<Incoming>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let (issuer, ca_der) = ca();
         let keys: BTreeMap<String, Arc<CertifiedKey>> = ["a.local", "peer.test"]
             .into_iter()
@@ -646,10 +751,11 @@ mod tests {
         let server = ServerConfig::builder()
             .with_client_cert_verifier(super::super::s2s_tls::AnyClientCert::new())
             .with_cert_resolver(Arc::new(sni));
+        let trusted_der = if trusted { ca_der.clone() } else { ca().1 };
         let mut roots = RootCertStore::empty();
-        roots.add(ca_der.clone()).unwrap();
+        roots.add(trusted_der.clone()).unwrap();
         let anchors = vec![
-            webpki::anchor_from_trusted_cert(&ca_der)
+            webpki::anchor_from_trusted_cert(&trusted_der)
                 .unwrap()
                 .to_owned(),
         ];
@@ -664,6 +770,7 @@ mod tests {
                     .then(|| keys.get(d).cloned())
                     .flatten()
             }),
+            require_verified: require,
         });
         let static_hosts: BTreeMap<String, String> = ["a.local", "peer.test"]
             .into_iter()
@@ -723,7 +830,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
             {
-                Incoming::Authorized { local, remote } => {
+                Incoming::Authorized { local, remote, .. } => {
                     assert_eq!((local.as_str(), remote.as_str()), ("a.local", "peer.test"));
                     authorized = true;
                 }
@@ -754,6 +861,40 @@ mod tests {
             2,
             "the stream and the dialback check"
         );
+    }
+
+    #[tokio::test]
+    async fn certificates_that_do_not_verify_leave_dialback_unless_verification_is_required() {
+        let (connector, mut rx, accepted) = setup_trusting(true, false, false).await;
+        let mut out = connect(&connector, "peer.test", "a.local", SECRET)
+            .await
+            .unwrap();
+        let msg = Element::new("message", ns::CLIENT)
+            .with_attr("from", "juliet@peer.test/balcony")
+            .with_attr("to", "romeo@a.local")
+            .with_child(Element::new("body", ns::CLIENT).with_text("over dialback"));
+        out.send(&msg).await.unwrap();
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Incoming::Stanza(e) = got {
+                assert_eq!(
+                    e.child_text("body", ns::CLIENT).as_deref(),
+                    Some("over dialback")
+                );
+                break;
+            }
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the certificate proved nothing: a dialback check was needed"
+        );
+        let (strict, _rx, _) = setup_trusting(true, false, true).await;
+        let refused = connect(&strict, "peer.test", "a.local", SECRET).await;
+        assert!(refused.is_err(), "verification required: no stream");
     }
 
     #[tokio::test]

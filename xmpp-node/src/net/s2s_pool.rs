@@ -332,6 +332,7 @@ mod tests {
                 anchors: Vec::new(),
                 roots: Arc::new(rustls::RootCertStore::empty()),
                 our_cert: Arc::new(|_| None),
+                require_verified: false,
             }),
             static_hosts: BTreeMap::from([("peer.test".to_string(), place.to_string())]),
             resolver: s2s_resolve::resolver(
