@@ -725,7 +725,7 @@ mod tests {
         mpsc::Receiver<Incoming>,
         Arc<std::sync::atomic::AtomicUsize>,
     ) {
-        setup_trusting(peer_has_cert, true, false).await
+        setup_trusting(peer_has_cert, true, false, false).await
     }
 
     /// `trusted`: the certificates chain to the CA both sides trust (else to one they do
@@ -734,6 +734,7 @@ mod tests {
         peer_has_cert: bool,
         trusted: bool,
         require: bool,
+        direct: bool,
     ) -> (
         Arc<Connector>,
         mpsc::Receiver<Incoming>,
@@ -774,7 +775,14 @@ mod tests {
         });
         let static_hosts: BTreeMap<String, String> = ["a.local", "peer.test"]
             .into_iter()
-            .map(|d| (d.to_string(), addr.to_string()))
+            .map(|d| {
+                let place = if direct {
+                    format!("tls:{addr}")
+                } else {
+                    addr.to_string()
+                };
+                (d.to_string(), place)
+            })
             .collect();
         let connector = Arc::new(Connector {
             tls,
@@ -805,7 +813,7 @@ mod tests {
                         stanzas_per_second: 100,
                         admit_peer: Arc::new(|_| Some(Box::new(()))),
                     };
-                    let _ = serve_incoming(tcp, false, cfg, connector, limits, tx).await;
+                    let _ = serve_incoming(tcp, direct, cfg, connector, limits, tx).await;
                 });
             }
         });
@@ -814,7 +822,13 @@ mod tests {
 
     /// Sends one message from peer.test to a.local; how many connections it took.
     async fn exchange(peer_has_cert: bool) -> usize {
-        let (connector, mut rx, accepted) = setup(peer_has_cert).await;
+        exchange_over(peer_has_cert, false).await
+    }
+
+    /// Like [`exchange`]; `direct`: TLS from the first byte (XEP-0368).
+    async fn exchange_over(peer_has_cert: bool, direct: bool) -> usize {
+        let (connector, mut rx, accepted) =
+            setup_trusting(peer_has_cert, true, false, direct).await;
         let mut out = connect(&connector, "peer.test", "a.local", SECRET)
             .await
             .unwrap();
@@ -865,7 +879,7 @@ mod tests {
 
     #[tokio::test]
     async fn certificates_that_do_not_verify_leave_dialback_unless_verification_is_required() {
-        let (connector, mut rx, accepted) = setup_trusting(true, false, false).await;
+        let (connector, mut rx, accepted) = setup_trusting(true, false, false, false).await;
         let mut out = connect(&connector, "peer.test", "a.local", SECRET)
             .await
             .unwrap();
@@ -892,9 +906,93 @@ mod tests {
             2,
             "the certificate proved nothing: a dialback check was needed"
         );
-        let (strict, _rx, _) = setup_trusting(true, false, true).await;
+        let (strict, _rx, _) = setup_trusting(true, false, true, false).await;
         let refused = connect(&strict, "peer.test", "a.local", SECRET).await;
         assert!(refused.is_err(), "verification required: no stream");
+    }
+
+    /// A listener running one incoming stream with `limits`; the address, and how the
+    /// stream ended.
+    async fn limited_listener(
+        pre_auth: Duration,
+    ) -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+        let (connector, _, _) = setup(true).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let cfg = S2sConfig {
+                host_access: Arc::new(|_| HostAccess::Open),
+                federates: Arc::new(|_, _| true),
+                dialback_secret: SECRET.into(),
+            };
+            let limits = InLimits {
+                pre_auth,
+                stanzas_per_second: 10,
+                admit_peer: Arc::new(|_| Some(Box::new(()))),
+            };
+            let (tx, _rx) = mpsc::channel(4);
+            let ended = serve_incoming(tcp, false, cfg, connector, limits, tx).await;
+            let _ = done_tx.send(match ended {
+                Ok(()) => "closed".to_string(),
+                Err(e) => e.to_string(),
+            });
+        });
+        (addr, done_rx)
+    }
+
+    async fn read_all(tcp: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_authenticate_in_time_gets_connection_timeout() {
+        let (addr, done) = limited_listener(Duration::from_millis(300)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='peer.test' to='a.local' version='1.0'>").await.unwrap();
+        let said = read_all(&mut tcp).await;
+        assert!(said.contains("<connection-timeout"), "{said}");
+        assert_eq!(done.await.unwrap(), "the peer did not authenticate in time");
+    }
+
+    #[tokio::test]
+    async fn a_peer_sending_garbage_gets_not_well_formed() {
+        let (addr, done) = limited_listener(Duration::from_secs(10)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='peer.test' to='a.local' version='1.0'><a></b>").await.unwrap();
+        let said = read_all(&mut tcp).await;
+        assert!(said.contains("<not-well-formed"), "{said}");
+        assert!(
+            done.await
+                .unwrap()
+                .starts_with("the stream is not well-formed")
+        );
+    }
+
+    #[test]
+    fn the_stanza_rate_allows_a_burst_of_twice_the_rate_then_refuses() {
+        let now = tokio::time::Instant::now();
+        let mut track = InTrack {
+            deadline: now,
+            authorized: true,
+            tokens: 20.0,
+            tokens_at: now,
+            places: Vec::new(),
+            peers: Default::default(),
+            proven: Vec::new(),
+            chain: None,
+        };
+        let taken = (0..100).take_while(|_| track.take_token(10)).count();
+        assert!((20..=21).contains(&taken), "{taken}");
+    }
+
+    #[tokio::test]
+    async fn direct_tls_streams_authenticate_with_certificates_and_with_dialback() {
+        assert_eq!(exchange_over(true, true).await, 1, "SASL EXTERNAL");
+        assert_eq!(exchange_over(false, true).await, 2, "dialback");
     }
 
     #[tokio::test]
