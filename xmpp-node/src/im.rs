@@ -281,6 +281,15 @@ fn to_remote(node: &Node, me: &SessionHandle, stanza: Element) {
     if stanza.attr("from").is_none() {
         stanza.set_attr("from", me.jid.to_string());
     }
+    if let Some(to) = target(&stanza)
+        && services::is_switched_off(node, to.domain())
+    {
+        let text = format!(
+            "{} serves nothing: its vhost switched that service off.",
+            to.domain()
+        );
+        return bounce(me, &stanza, Condition::RemoteServerNotFound, Some(&text));
+    }
     if let Err(stanza) = node.s2s.send(stanza) {
         bounce(
             me,
