@@ -669,7 +669,7 @@ pub async fn check_dialback(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::SocketAddr;
 
     use rcgen::{
@@ -685,7 +685,7 @@ mod tests {
     use super::*;
     use crate::proto::{c2s::HostAccess, ns, s2s::S2sConfig};
 
-    const SECRET: &str = "test dialback secret";
+    pub(crate) const SECRET: &str = "test dialback secret";
 
     fn ca() -> (Issuer<'static, KeyPair>, CertificateDer<'static>) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -718,7 +718,7 @@ mod tests {
     /// A listener serving `a.local` and `peer.test` (both "local" to it, one secret), and a
     /// connector that finds both there; `peer_has_cert`: peer.test offers its certificate.
     /// Also counts the connections the listener accepted.
-    async fn setup(
+    pub(crate) async fn setup(
         peer_has_cert: bool,
     ) -> (
         Arc<Connector>,

@@ -459,6 +459,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn queued_stanzas_cross_once_the_link_is_up_and_an_idle_link_closes() {
+        let (connector, mut incoming, accepted) = crate::net::s2s::tests::setup(true).await;
+        let limits = Limits {
+            s2s_idle_secs: 1,
+            ..Limits::default()
+        };
+        let pool = Pool::new(&limits, S2sMetrics::default());
+        pool.start(connector, crate::net::s2s::tests::SECRET.into());
+        let mut bounces = pool.take_bounces().unwrap();
+        for n in 1..=3 {
+            let m = Element::new("message", ns::CLIENT)
+                .with_attr("from", "juliet@peer.test/balcony")
+                .with_attr("to", "romeo@a.local")
+                .with_attr("id", format!("q{n}"));
+            pool.send(m).unwrap();
+        }
+        assert_eq!(pool.links(), 1, "one link for the pair");
+        let mut ids = Vec::new();
+        while ids.len() < 3 {
+            let got = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let crate::net::s2s::Incoming::Stanza(e) = got {
+                ids.push(e.attr("id").unwrap().to_string());
+            }
+        }
+        assert_eq!(ids, ["q1", "q2", "q3"], "in order");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(pool.links(), 0, "the idle link closed");
+        assert!(bounces.try_recv().is_err(), "nothing bounced");
+    }
+
+    #[tokio::test]
     async fn a_pool_that_was_not_started_gives_the_stanza_back() {
         let pool = Pool::new(&Limits::default(), S2sMetrics::default());
         assert!(pool.send(message("chat", 1)).is_err());
