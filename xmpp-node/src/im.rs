@@ -1,16 +1,28 @@
 //! What happens to a stanza a bound client sends (RFC 6120 §8, RFC 6121 §8): answered by
 //! the server itself (ping, disco, version, time, last activity, roster), routed to a
-//! local session, stored offline, or bounced with the right error.
+//! local session, stored offline, sent to another server, or bounced with the right error.
+//!
+//! Federation (issue 10): a stanza from another server goes through the same code, sent by
+//! a handle that stands for its remote sender ([`from_remote`], `SessionHandle::remote`),
+//! so answers and errors go back over the outgoing links (`net::s2s_pool`); a stanza for a
+//! domain neither hosted here nor one of its services goes out over them. Remote senders
+//! get what the server answers anyone (disco, ping, version, vCards…), not what only an
+//! account's own sessions may ask (roster, private storage, archive, carbons), and not the
+//! local services yet (group chat, upload and proxy serve their vhost's users). The vhosts'
+//! federation policy is checked in [`handle`] for every stanza between two domains, in
+//! both directions and between two vhosts of this node alike (no shortcut for those).
 //!
 //! Presence and rosters (RFC 6121 §2-§4): the subscription state machine and roster rules
 //! live in `proto::roster` as pure functions; here each subscription stanza is run through
-//! the sender's side (outbound) and, every contact being local for now, the recipient's
-//! side (inbound), each change stored by `Store::update_contact`, followed by the roster
-//! pushes, deliveries and presence it calls for. Presence broadcasts go to the contacts
-//! with a `from`/`both` subscription; initial presence is answered with the presence of
-//! the `to`/`both` contacts and the pending subscription requests; directed presence is
-//! remembered per session so its targets hear when the session goes offline, and
-//! [`session_ended`] says so for a connection that closed without a word.
+//! the sender's side (outbound) and, for a local contact, the recipient's side (inbound;
+//! a remote contact's server runs that side), each change stored by
+//! `Store::update_contact`, followed by the roster pushes, deliveries and presence it
+//! calls for. Presence broadcasts go to the contacts with a `from`/`both` subscription,
+//! wherever they are; initial presence is answered with the presence of the local
+//! `to`/`both` contacts and probes the remote ones, and brings the pending subscription
+//! requests; directed presence is remembered per session so its targets hear when the
+//! session goes offline, and [`session_ended`] says so for a connection that closed
+//! without a word.
 //!
 //! Vhost limits: writes the store refuses because the domain's storage quota is used up
 //! (an offline message, a new contact, a vCard) are answered with `resource-constraint`;

@@ -1,5 +1,7 @@
 //! `rookery-node serve`: opens the store, loads the vhosts and their certificates, listens
-//! for clients (STARTTLS and direct TLS), for HTTP and HTTPS on one port (`/metrics`,
+//! for clients (STARTTLS and direct TLS), for other servers (s2s, STARTTLS and direct TLS,
+//! with per-domain and per-address caps; their stanzas go to `im::from_remote`, the
+//! outgoing links' bounces to local delivery), for HTTP and HTTPS on one port (`/metrics`,
 //! host-meta, WebSocket, BOSH) and for the panel (the control API, once the node has a
 //! secret), follows vhost changes made by the CLI while it runs, runs `upkeep` (offline
 //! retention, storage re-measurement) every minute, and drains on SIGTERM or Ctrl-C.
