@@ -187,6 +187,7 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down: closing client streams");
         let _ = stop_tx.send(true);
+        node.s2s.stop();
         // Give sessions a moment to send their closing stream errors, and detached ones
         // (XEP-0198) to store what their clients never acknowledged.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

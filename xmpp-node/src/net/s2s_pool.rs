@@ -54,6 +54,8 @@ pub struct Pool {
     replies: mpsc::UnboundedSender<Delivery>,
     replies_rx: Mutex<Option<mpsc::UnboundedReceiver<Delivery>>>,
     queue_limit: usize,
+    /// Tells the links the node stops: each closes its stream.
+    stop: tokio::sync::watch::Sender<bool>,
     connect_timeout: Duration,
     idle: Duration,
     metrics: S2sMetrics,
@@ -71,6 +73,7 @@ impl Pool {
             bounces,
             bounces_rx: Mutex::new(Some(rx)),
             queue_limit: limits.s2s_queue_stanzas.max(1),
+            stop: tokio::sync::watch::channel(false).0,
             connect_timeout: Duration::from_secs(limits.s2s_connect_timeout_secs),
             idle: Duration::from_secs(limits.s2s_idle_secs),
             metrics,
@@ -92,6 +95,12 @@ impl Pool {
                 }
             });
         }
+    }
+
+    /// The node stops: every link closes its stream (what still waits is dropped with the
+    /// node's other queues).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
     }
 
     /// The channel of remote senders' deliveries.
@@ -207,6 +216,17 @@ struct Link {
 
 impl Link {
     async fn run(mut self) {
+        let mut stop = self.pool.stop.subscribe();
+        if *stop.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            _ = self.serve() => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    async fn serve(&mut self) {
         let (local, remote) = self.key.clone();
         // A stanza taken from the queue that a broken stream did not carry.
         let mut carry: Option<Element> = None;
@@ -290,7 +310,7 @@ impl Link {
     }
 
     /// The link could not be made: it leaves the map and bounces what waited.
-    fn fail(mut self, carry: Option<Element>, condition: Condition, text: &str) {
+    fn fail(&mut self, carry: Option<Element>, condition: Condition, text: &str) {
         {
             let mut links = self.pool.links.lock().unwrap_or_else(|p| p.into_inner());
             if links
@@ -491,6 +511,29 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(pool.links(), 0, "the idle link closed");
         assert!(bounces.try_recv().is_err(), "nothing bounced");
+    }
+
+    #[tokio::test]
+    async fn stopping_the_pool_ends_its_links() {
+        let (connector, mut incoming, _) = crate::net::s2s::tests::setup(true).await;
+        let pool = Pool::new(&Limits::default(), S2sMetrics::default());
+        pool.start(connector, crate::net::s2s::tests::SECRET.into());
+        let m = Element::new("message", ns::CLIENT)
+            .with_attr("from", "juliet@peer.test/balcony")
+            .with_attr("to", "romeo@a.local");
+        pool.send(m).unwrap();
+        while !matches!(
+            tokio::time::timeout(Duration::from_secs(10), incoming.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+            crate::net::s2s::Incoming::Stanza(_)
+        ) {}
+        let link = pool.links.lock().unwrap().values().next().cloned().unwrap();
+        pool.stop();
+        tokio::time::timeout(Duration::from_secs(5), link.closed())
+            .await
+            .expect("the link's task ended");
     }
 
     #[tokio::test]
