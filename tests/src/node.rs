@@ -26,6 +26,9 @@ pub struct NodeProcess {
     pub http_port: u16,
     /// Where the control API listens (once the node has a secret).
     pub control_port: u16,
+    /// Server-to-server streams (federation); `ROOKERY_NODE_S2S_LISTEN` in the extra
+    /// settings overrides it.
+    pub s2s_port: u16,
     /// The control API's bearer secret (None: the node waits for `rookery-node join`).
     pub control_secret: Option<String>,
     pub database: TestDatabase,
@@ -118,6 +121,7 @@ impl NodeProcess {
             c2s_tls_port: free_loopback_port()?,
             http_port: free_loopback_port()?,
             control_port: free_loopback_port()?,
+            s2s_port: free_loopback_port()?,
             control_secret: secret,
             database,
             data_dir,
@@ -419,6 +423,10 @@ impl NodeProcess {
             ),
             // Any free port: the node names the one it got in its stream host answers.
             ("ROOKERY_NODE_PROXY65_LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "ROOKERY_NODE_S2S_LISTEN".into(),
+                format!("127.0.0.1:{}", self.s2s_port),
+            ),
             ("RUST_LOG".into(), "info,sqlx=warn".into()),
         ];
         if let Some(secret) = &self.control_secret {

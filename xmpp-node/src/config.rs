@@ -57,6 +57,89 @@ pub struct NodeSettings {
     /// is generated once under `<data_dir>/certs/_control.crt` (the panel pins it).
     pub control_cert: Option<PathBuf>,
     pub control_key: Option<PathBuf>,
+    /// Server-to-server streams with STARTTLS (RFC 6120), from other servers of the XMPP
+    /// network and other nodes of the pool. None: no incoming federation (outgoing streams
+    /// still work, dialback included: peers verify our keys over streams we accept, so
+    /// without a listener only peers that trust our certificates accept us).
+    pub s2s_listen: Option<SocketAddr>,
+    /// Server-to-server streams with TLS from the first byte (XEP-0368). None: none.
+    pub s2s_tls_listen: Option<SocketAddr>,
+    /// Where peer domains are, before DNS: `domain = "host:port"` (a `tls:` prefix means
+    /// TLS from the first byte, XEP-0368). In the environment, one string:
+    /// `ROOKERY_NODE_S2S_HOSTS="a.test=127.0.0.1:5270,b.test=[::1]:5271"`.
+    #[serde(deserialize_with = "host_map")]
+    pub s2s_hosts: BTreeMap<String, String>,
+    /// A PEM file of CA certificates peers' certificates may also chain to (a private CA
+    /// for tests and private federations), besides the public web PKI's.
+    pub s2s_ca_file: Option<PathBuf>,
+    /// Refuse peers whose certificate does not verify for their domain. Off: such a peer
+    /// is authenticated with server dialback (XEP-0220), which rests on DNS, as most of
+    /// the XMPP network accepts; on: only verified certificates (SASL EXTERNAL, XEP-0178).
+    pub s2s_require_verified_certs: bool,
+    /// The DNS server SRV records of peers are asked from, e.g. `192.0.2.53:53`. None: the
+    /// system's (`/etc/resolv.conf`).
+    pub s2s_resolver: Option<SocketAddr>,
+}
+
+/// A static host map: a table, or the one-string form `a=host:port,b=host:port`.
+fn host_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Table(BTreeMap<String, String>),
+        Text(String),
+    }
+    let map = match Form::deserialize(d)? {
+        Form::Table(t) => t,
+        Form::Text(s) => parse_host_map(&s).map_err(serde::de::Error::custom)?,
+    };
+    map.into_iter()
+        .map(|(domain, place)| {
+            check_place(&place)
+                .map(|()| (domain.trim().to_ascii_lowercase(), place.trim().to_string()))
+                .map_err(|why| {
+                    serde::de::Error::custom(format!("s2s_hosts: {domain} = \"{place}\": {why}"))
+                })
+        })
+        .collect()
+}
+
+/// `a=host:port,b=host:port` (spaces allowed around the separators).
+pub fn parse_host_map(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((d, p)) if !d.trim().is_empty() && !p.trim().is_empty() => {
+                Ok((d.trim().to_string(), p.trim().to_string()))
+            }
+            _ => Err(format!(
+                "s2s_hosts: \"{entry}\" is not domain=host:port (entries are separated by commas)"
+            )),
+        })
+        .collect()
+}
+
+/// `host:port`, `[v6]:port`, or either with a `tls:` prefix (XEP-0368).
+fn check_place(place: &str) -> Result<(), String> {
+    let place = place.trim();
+    let place = place.strip_prefix("tls:").unwrap_or(place);
+    let (host, port) = if let Some(rest) = place.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or("an unclosed [")?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{v6} is not an IPv6 address"))?;
+        (v6, after.strip_prefix(':').ok_or("a port must follow ]")?)
+    } else {
+        place.rsplit_once(':').ok_or("host:port is needed")?
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .map(|_| ())
+        .ok_or_else(|| format!("{port} is not a port"))
 }
 
 /// Hardening limits; each closes only the offending stream.
@@ -94,6 +177,22 @@ pub struct Limits {
     pub registrations_per_ip_per_hour: u32,
     /// XEP-0363: the largest file one upload may be when the vhost's spec does not say.
     pub upload_max_file_bytes: i64,
+    /// Seconds an incoming server-to-server stream may take to authenticate a domain.
+    pub s2s_pre_auth_timeout_secs: u64,
+    /// Seconds an outgoing server-to-server stream may take to resolve, connect and
+    /// authenticate; past it, what waited for it bounces with `remote-server-timeout`.
+    pub s2s_connect_timeout_secs: u64,
+    /// Incoming streams one remote domain may have open, and unauthenticated incoming
+    /// streams one address may have open.
+    pub s2s_connections_per_peer: usize,
+    /// Stanzas per second an incoming stream may carry (a burst of twice this is allowed);
+    /// past it the stream ends with `policy-violation`.
+    pub s2s_stanzas_per_second: u32,
+    /// Stanzas waiting for one outgoing stream; past it they bounce with
+    /// `resource-constraint`.
+    pub s2s_queue_stanzas: usize,
+    /// Seconds after which an outgoing stream nothing was sent on is closed.
+    pub s2s_idle_secs: u64,
 }
 
 impl Limits {
@@ -141,6 +240,12 @@ impl Default for NodeSettings {
             control_secret: None,
             control_cert: None,
             control_key: None,
+            s2s_listen: Some(SocketAddr::from(([127, 0, 0, 1], crate::ports::S2S))),
+            s2s_tls_listen: None,
+            s2s_hosts: BTreeMap::new(),
+            s2s_ca_file: None,
+            s2s_require_verified_certs: false,
+            s2s_resolver: None,
         }
     }
 }
@@ -164,6 +269,12 @@ impl Default for Limits {
             sm_max_unacked: 500,
             registrations_per_ip_per_hour: 5,
             upload_max_file_bytes: 100 * 1024 * 1024,
+            s2s_pre_auth_timeout_secs: 30,
+            s2s_connect_timeout_secs: 15,
+            s2s_connections_per_peer: 8,
+            s2s_stanzas_per_second: 500,
+            s2s_queue_stanzas: 1000,
+            s2s_idle_secs: 600,
         }
     }
 }
@@ -200,6 +311,16 @@ impl NodeSettings {
         anyhow::ensure!(
             s.capacity.max_vhosts >= 0 && s.capacity.max_sessions >= 0,
             "capacity.max_vhosts and capacity.max_sessions must not be negative"
+        );
+        let l = &s.limits;
+        anyhow::ensure!(
+            l.s2s_pre_auth_timeout_secs > 0
+                && l.s2s_connect_timeout_secs > 0
+                && l.s2s_connections_per_peer > 0
+                && l.s2s_stanzas_per_second > 0
+                && l.s2s_queue_stanzas > 0
+                && l.s2s_idle_secs > 0,
+            "the limits.s2s_* settings must be above 0"
         );
         Ok(s)
     }
@@ -303,6 +424,46 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_s2s_host_map_comes_from_a_string_in_the_environment_or_a_table() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ROOKERY_NODE_S2S_HOSTS",
+                "a.test=127.0.0.1:5270, B.test=[::1]:5271,c.test=tls:localhost:5223",
+            );
+            jail.set_env("ROOKERY_NODE_S2S_LISTEN", "127.0.0.1:5999");
+            jail.set_env("ROOKERY_NODE_LIMITS__S2S_QUEUE_STANZAS", "5");
+            let s = NodeSettings::load(None).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(s.s2s_hosts.len(), 3);
+            assert_eq!(s.s2s_hosts["a.test"], "127.0.0.1:5270");
+            assert_eq!(s.s2s_hosts["b.test"], "[::1]:5271");
+            assert_eq!(s.s2s_hosts["c.test"], "tls:localhost:5223");
+            assert_eq!(s.s2s_listen, Some("127.0.0.1:5999".parse().unwrap()));
+            assert_eq!(s.limits.s2s_queue_stanzas, 5);
+            jail.set_env("ROOKERY_NODE_S2S_HOSTS", "a.test=nowhere");
+            let e = format!("{:#}", NodeSettings::load(None).unwrap_err());
+            assert!(e.contains("a.test") && e.contains("host:port"), "{e}");
+            jail.clear_env();
+            jail.create_file(
+                "node.toml",
+                "[s2s_hosts]\n\"peer.test\" = \"127.0.0.1:5271\"\n",
+            )?;
+            let s = NodeSettings::load(Some(std::path::Path::new("node.toml")))
+                .map_err(|e| format!("{e:#}"))?;
+            assert_eq!(s.s2s_hosts["peer.test"], "127.0.0.1:5271");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn federation_is_on_by_default_with_the_standard_port_and_limits() {
+        let s = NodeSettings::default();
+        assert_eq!(s.s2s_listen.map(|a| a.port()), Some(5269));
+        assert!(s.s2s_tls_listen.is_none() && s.s2s_hosts.is_empty());
+        assert_eq!(s.limits.s2s_pre_auth_timeout_secs, 30);
+        assert_eq!(s.limits.s2s_queue_stanzas, 1000);
     }
 
     #[test]

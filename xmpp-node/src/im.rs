@@ -1,16 +1,28 @@
 //! What happens to a stanza a bound client sends (RFC 6120 §8, RFC 6121 §8): answered by
 //! the server itself (ping, disco, version, time, last activity, roster), routed to a
-//! local session, stored offline, or bounced with the right error.
+//! local session, stored offline, sent to another server, or bounced with the right error.
+//!
+//! Federation (issue 10): a stanza from another server goes through the same code, sent by
+//! a handle that stands for its remote sender ([`from_remote`], `SessionHandle::remote`),
+//! so answers and errors go back over the outgoing links (`net::s2s_pool`); a stanza for a
+//! domain neither hosted here nor one of its services goes out over them. Remote senders
+//! get what the server answers anyone (disco, ping, version, vCards…), not what only an
+//! account's own sessions may ask (roster, private storage, archive, carbons), and not the
+//! local services yet (group chat, upload and proxy serve their vhost's users). The vhosts'
+//! federation policy is checked in [`handle`] for every stanza between two domains, in
+//! both directions and between two vhosts of this node alike (no shortcut for those).
 //!
 //! Presence and rosters (RFC 6121 §2-§4): the subscription state machine and roster rules
 //! live in `proto::roster` as pure functions; here each subscription stanza is run through
-//! the sender's side (outbound) and, every contact being local for now, the recipient's
-//! side (inbound), each change stored by `Store::update_contact`, followed by the roster
-//! pushes, deliveries and presence it calls for. Presence broadcasts go to the contacts
-//! with a `from`/`both` subscription; initial presence is answered with the presence of
-//! the `to`/`both` contacts and the pending subscription requests; directed presence is
-//! remembered per session so its targets hear when the session goes offline, and
-//! [`session_ended`] says so for a connection that closed without a word.
+//! the sender's side (outbound) and, for a local contact, the recipient's side (inbound;
+//! a remote contact's server runs that side), each change stored by
+//! `Store::update_contact`, followed by the roster pushes, deliveries and presence it
+//! calls for. Presence broadcasts go to the contacts with a `from`/`both` subscription,
+//! wherever they are; initial presence is answered with the presence of the local
+//! `to`/`both` contacts and probes the remote ones, and brings the pending subscription
+//! requests; directed presence is remembered per session so its targets hear when the
+//! session goes offline, and [`session_ended`] says so for a connection that closed
+//! without a word.
 //!
 //! Vhost limits: writes the store refuses because the domain's storage quota is used up
 //! (an offline message, a new contact, a vCard) are answered with `resource-constraint`;
@@ -60,7 +72,12 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
     let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
         return Err(stanza);
     };
-    if to.node().is_none() || to.resource().is_none() || !node.is_hosted(to.domain()) {
+    // Another domain, even on this node, takes the full path: its federation policy.
+    if to.node().is_none()
+        || to.resource().is_none()
+        || to.domain() != me.jid.domain()
+        || !node.is_hosted(to.domain())
+    {
         return Err(stanza);
     }
     let to_bare = to.bare();
@@ -100,8 +117,24 @@ pub fn route_fast(node: &Node, me: &SessionHandle, stanza: Element) -> Result<()
 pub async fn handle(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     // Whatever it writes is written before a freeze of its domain takes effect, or not.
     let _permit = node.writes.enter().await;
+    // Federation policy (the vhost specs), the same for a remote server and for another
+    // vhost of this node. RFC 6120 §8.3.3.9 names this case for `not-allowed`: the server
+    // "does not allow any entity to perform the action (e.g., sending to entities at a
+    // blacklisted domain)".
+    if let Some(to) = target(&stanza)
+        && to.domain() != me.jid.domain()
+        && !node.federates(me.jid.domain(), to.domain())
+    {
+        let text = format!(
+            "{} and {} do not exchange messages (federation policy).",
+            me.jid.domain(),
+            to.domain()
+        );
+        return bounce(me, &stanza, Condition::NotAllowed, Some(&text));
+    }
     // XEP-0191 §3.6: nothing goes out to someone the user blocks.
     if let Some(to) = target(&stanza)
+        && !me.remote
         && to.node().is_some()
         && blocking::blocks(node, &me.jid.bare(), &to).await
     {
@@ -156,15 +189,18 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         return Box::pin(message(node, me, stanza)).await;
     };
     if let Some(service) = services::service_of(node, to.domain()) {
+        if me.remote {
+            return bounce(
+                me,
+                &stanza,
+                Condition::ServiceUnavailable,
+                Some(SERVICES_LOCAL),
+            );
+        }
         return services::handle(node, me, service, stanza).await;
     }
     if !node.is_hosted(to.domain()) {
-        return bounce(
-            me,
-            &stanza,
-            Condition::RemoteServerNotFound,
-            Some("Federation with other servers is not available yet."),
-        );
+        return message_to_remote(node, me, &to, stanza).await;
     }
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
     let Some(username) = to.node() else {
@@ -233,6 +269,92 @@ async fn message(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
                 push::notify(node, &to.bare(), &me.jid, &body).await;
             }
         }
+    }
+}
+
+/// A local user's message to someone on another server: into the sender's archive, copied
+/// to the sender's other resources (XEP-0280), then over the link to that server.
+async fn message_to_remote(node: &Node, me: &Arc<SessionHandle>, to: &Jid, stanza: Element) {
+    if me.remote {
+        // Stanzas from other servers are for domains hosted here; nothing is relayed.
+        return bounce(me, &stanza, Condition::ServiceUnavailable, None);
+    }
+    let mut stanza = stanza;
+    let archiving = mam::Archiving::resolve(node, &me.jid, to, &stanza).await;
+    let sent_id = archiving.archive(node, &me.jid, to, &mut stanza);
+    carbons::sent(node, me, to, &stanza, sent_id.as_deref());
+    carbons::strip_private(&mut stanza);
+    to_remote(node, me, stanza);
+}
+
+/// Sends a stanza of `me` to another server; a node that cannot federate answers at once.
+fn to_remote(node: &Node, me: &SessionHandle, stanza: Element) {
+    let mut stanza = stanza;
+    if stanza.attr("from").is_none() {
+        stanza.set_attr("from", me.jid.to_string());
+    }
+    if let Some(to) = target(&stanza)
+        && services::is_switched_off(node, to.domain())
+    {
+        let text = format!(
+            "{} serves nothing: its vhost switched that service off.",
+            to.domain()
+        );
+        return bounce(me, &stanza, Condition::RemoteServerNotFound, Some(&text));
+    }
+    if let Err(stanza) = node.s2s.send(stanza) {
+        bounce(
+            me,
+            &stanza,
+            Condition::RemoteServerNotFound,
+            Some("This server does not connect to other servers."),
+        );
+    }
+}
+
+/// The text of the error for a remote entity addressing a local service.
+const SERVICES_LOCAL: &str =
+    "The services of this domain (group chat, upload, proxy) serve its own users only for now.";
+
+/// A stanza from another server (`net::s2s` checked that its `from` and `to` are an
+/// authenticated pair of domains): handled like a local user's, by a handle that stands
+/// for the remote sender, so answers and errors go back over the outgoing links.
+pub async fn from_remote(node: &Node, stanza: Element) {
+    let Some(from) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+        return;
+    };
+    if node.vhost_of(from.domain()).is_some() {
+        // A peer speaking for one of our own domains: never believed.
+        tracing::warn!(%from, "a stanza from another server claims a domain hosted here");
+        return;
+    }
+    let me = SessionHandle::remote_sender(from, node.s2s.replies());
+    handle(node, &me, stanza).await;
+}
+
+/// Delivers a stanza to a local entity by its `to` (errors the outgoing links bounced):
+/// the session of a full JID, or the sessions of a bare JID.
+pub fn deliver_local(node: &Node, stanza: Element) {
+    let Some(to) = target(&stanza) else { return };
+    if to.resource().is_some() {
+        if let Some(s) = node.router.session(&to) {
+            s.deliver(stanza);
+        }
+        return;
+    }
+    for s in node.router.sessions(&to) {
+        s.deliver(stanza.clone());
+    }
+}
+
+/// Sends presence to `to`: delivered here when its domain is hosted, else over the link
+/// to its server.
+fn send_presence(node: &Node, to: &Jid, stanza: Element) {
+    if node.is_hosted(to.domain()) {
+        deliver_presence(node, to, stanza);
+    } else {
+        // A node that cannot federate: presence is best effort.
+        let _ = node.s2s.send(stanza);
     }
 }
 
@@ -313,10 +435,27 @@ pub async fn account_exists(node: &Node, domain: &str, username: &str) -> bool {
 
 async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     if let Some(service) = services::addressed(node, &stanza) {
+        if me.remote {
+            return bounce(
+                me,
+                &stanza,
+                Condition::ServiceUnavailable,
+                Some(SERVICES_LOCAL),
+            );
+        }
         return services::handle(node, me, service, stanza).await;
     }
     let kind = stanza.attr("type").unwrap_or("available").to_string();
     if let Some(sub) = SubscriptionKind::from_presence_type(&kind) {
+        if me.remote {
+            // From a contact on another server: the contact's side ran there; this is the
+            // local user's side (RFC 6121 Appendix A.3), from the sender's bare JID.
+            let Some(to) = target(&stanza) else { return };
+            let mut s = stanza;
+            s.set_attr("from", me.bare.to_string());
+            s.set_attr("to", to.bare().to_string());
+            return inbound_subscription(node, &me.bare, &to.bare(), sub, s).await;
+        }
         return match target(&stanza) {
             Some(to) => outbound_subscription(node, me, sub, to, stanza).await,
             // A subscription without 'to' makes no sense (RFC 6121 §3.1).
@@ -335,12 +474,18 @@ async fn presence(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         }
         // A probe or error without 'to' makes no sense (RFC 6121 §4.3).
         (None, _) => bounce(me, &stanza, Condition::BadRequest, None),
-        (Some(to), _) if !node.is_hosted(to.domain()) => bounce(
-            me,
-            &stanza,
-            Condition::RemoteServerNotFound,
-            Some("Federation with other servers is not available yet."),
-        ),
+        (Some(to), _) if !node.is_hosted(to.domain()) => {
+            if me.remote {
+                return;
+            }
+            if kind == "available" || kind == "unavailable" {
+                // Directed presence to another server: remembered like a local one.
+                if me.is_available() {
+                    me.note_directed(to, kind == "available");
+                }
+            }
+            to_remote(node, me, stanza)
+        }
         (Some(to), "probe") => probe(node, me, &to).await,
         (Some(to), "available" | "unavailable") => {
             directed_presence(node, me, to, stanza, kind == "available").await
@@ -391,6 +536,14 @@ async fn broadcast_own(node: &Node, me: &Arc<SessionHandle>, stanza: Element, av
                     p.set_attr("to", me.jid.to_string());
                     me.deliver(p);
                 });
+            } else if node.federates(me.jid.domain(), c.jid.domain()) {
+                // A contact elsewhere: its server answers the probe (RFC 6121 §4.3).
+                let _ = node.s2s.send(
+                    Element::new("presence", ns::CLIENT)
+                        .with_attr("type", "probe")
+                        .with_attr("from", me.jid.bare().to_string())
+                        .with_attr("to", c.jid.bare().to_string()),
+                );
             }
         }
         // RFC 6121 §3.1.3: requests wait until the user answers, and come again at each login.
@@ -408,14 +561,19 @@ async fn broadcast_own(node: &Node, me: &Arc<SessionHandle>, stanza: Element, av
 /// Sends a broadcast to every local contact subscribed to the user; returns their JIDs.
 fn broadcast_to_subscribers(node: &Node, contacts: &[Contact], stanza: &Element) -> HashSet<Jid> {
     let mut sent = HashSet::new();
+    let from = stanza.attr("from").and_then(|f| Jid::parse(f).ok());
     for c in contacts.iter().filter(|c| c.state.subscription.has_from()) {
-        // Contacts on other servers wait for federation.
-        if node.is_hosted(c.jid.domain()) {
-            let mut p = stanza.clone();
-            p.set_attr("to", c.jid.to_string());
-            deliver_presence(node, &c.jid, p);
-            sent.insert(c.jid.clone());
+        // Presence goes only where the federation policy lets stanzas go.
+        if from
+            .as_ref()
+            .is_some_and(|f| !node.federates(f.domain(), c.jid.domain()))
+        {
+            continue;
         }
+        let mut p = stanza.clone();
+        p.set_attr("to", c.jid.to_string());
+        send_presence(node, &c.jid, p);
+        sent.insert(c.jid.clone());
     }
     sent
 }
@@ -434,7 +592,7 @@ fn announce_unavailable_to_directed(
         }
         let mut p = stanza.clone();
         p.set_attr("to", target.to_string());
-        deliver_presence(node, &target, p);
+        send_presence(node, &target, p);
     }
 }
 
@@ -532,7 +690,7 @@ fn deliver_presence(node: &Node, to: &Jid, stanza: Element) {
 /// The user's presence (or its end) sent to a contact on the user's behalf: from each
 /// available resource, after a subscription started or before it ends.
 fn notify_contact(node: &Node, user: &Jid, contact: &Jid, notice: PresenceNotice) {
-    if !node.is_hosted(contact.domain()) {
+    if !node.federates(user.domain(), contact.domain()) {
         return;
     }
     send_presence_of(node, user, |mut p| {
@@ -542,7 +700,7 @@ fn notify_contact(node: &Node, user: &Jid, contact: &Jid, notice: PresenceNotice
                 .with_opt_attr("from", p.attr("from"));
         }
         p.set_attr("to", contact.to_string());
-        deliver_presence(node, contact, p);
+        send_presence(node, contact, p);
     });
 }
 
@@ -695,14 +853,6 @@ async fn outbound_subscription(
 ) {
     let user = me.jid.bare();
     let contact = to.bare();
-    if !node.is_hosted(contact.domain()) {
-        return bounce(
-            me,
-            &stanza,
-            Condition::RemoteServerNotFound,
-            Some("Federation with other servers is not available yet."),
-        );
-    }
     if contact.node().is_none() || contact == user {
         // No subscriptions with the server itself or with oneself.
         return;
@@ -763,8 +913,9 @@ async fn inbound_subscription(
     kind: SubscriptionKind,
     stanza: Element,
 ) {
-    // Remote contacts wait for federation.
+    // A contact on another server: its server runs the contact's side.
     if !node.is_hosted(to.domain()) {
+        let _ = node.s2s.send(stanza);
         return;
     }
     let Some(username) = to.node() else { return };
@@ -1015,6 +1166,14 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         .as_ref()
         .and_then(|t| services::service_of(node, t.domain()))
     {
+        if me.remote {
+            return bounce(
+                me,
+                &stanza,
+                Condition::ServiceUnavailable,
+                Some(SERVICES_LOCAL),
+            );
+        }
         return services::handle(node, me, service, stanza).await;
     }
     let for_server = match &to {
@@ -1030,6 +1189,9 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
         .is_some_and(|q| q.is("query", ns::ROSTER));
     if is_roster && matches!(kind, "get" | "set") && (to.is_none() || for_own_account) {
         return roster_iq(node, me, stanza).await;
+    }
+    if me.remote {
+        return iq_from_remote(node, me, stanza, to, for_server).await;
     }
     // XEP-0077 after login: the account's own password change and removal, at its server.
     if for_server && register::is_register_iq(&stanza) {
@@ -1104,13 +1266,14 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     }
     let Some(to) = to else { return };
     if !node.is_hosted(to.domain()) {
-        return bounce(
-            me,
-            &stanza,
-            Condition::RemoteServerNotFound,
-            Some("Federation with other servers is not available yet."),
-        );
+        return to_remote(node, me, stanza);
     }
+    iq_to_local(node, me, stanza, to).await
+}
+
+/// An iq to a local account other than the sender's own, or to one of its resources.
+async fn iq_to_local(node: &Node, me: &Arc<SessionHandle>, stanza: Element, to: Jid) {
+    let kind = stanza.attr("type").unwrap_or_default();
     if to.resource().is_some() {
         if to.node().is_some() && blocking::blocks(node, &to.bare(), &me.jid).await {
             return bounce(me, &stanza, Condition::ServiceUnavailable, None);
@@ -1133,6 +1296,50 @@ async fn iq(node: &Node, me: &Arc<SessionHandle>, stanza: Element) {
     }
 }
 
+/// An iq from an entity on another server to this one: the server answers what it answers
+/// anyone (disco, ping, version, time, uptime; an account's vCard, disco items and last
+/// activity), full JIDs get theirs forwarded, the rest is `service-unavailable`.
+async fn iq_from_remote(
+    node: &Node,
+    me: &Arc<SessionHandle>,
+    stanza: Element,
+    to: Option<Jid>,
+    for_server: bool,
+) {
+    let Some(to) = to else { return };
+    let kind = stanza.attr("type").unwrap_or_default();
+    if for_server {
+        return match kind {
+            "get" => answer(node, me, stanza, true),
+            "set" => bounce(me, &stanza, Condition::ServiceUnavailable, None),
+            // Answers to the server's own queries: none are sent to other servers yet.
+            _ => {}
+        };
+    }
+    if to.node().is_some()
+        && to.resource().is_none()
+        && kind == "get"
+        && let Some(payload) = stanza.children().next()
+    {
+        if payload.is("vCard", ns::VCARD) {
+            me.deliver(vcard::handle(node, &me.jid, &to, &stanza).await);
+            return;
+        }
+        if payload.is("query", ns::DISCO_ITEMS) {
+            me.deliver(pep::disco_items(node, me, &to, &stanza).await);
+            return;
+        }
+        if payload.is("query", ns::LAST) {
+            me.deliver(last_activity(node, &me.jid, &to, &stanza).await);
+            return;
+        }
+        if payload.is("query", ns::DISCO_INFO) || payload.is("ping", ns::PING) {
+            return answer(node, me, stanza.clone(), false);
+        }
+    }
+    iq_to_local(node, me, stanza, to).await
+}
+
 /// Queries the server answers itself (to the domain, or to the user's own bare JID).
 fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
     let Some(payload) = iq.children().next().cloned() else {
@@ -1148,7 +1355,7 @@ fn answer(node: &Node, me: &SessionHandle, iq: Element, for_server: bool) {
     };
     let response = match (payload.ns(), payload.name(), get) {
         (ns::PING, "ping", true) => reply(None),
-        (carbons::NS, "enable" | "disable", false) => {
+        (carbons::NS, "enable" | "disable", false) if !me.remote => {
             carbons::handle(node, me, &payload);
             reply(None)
         }
@@ -1378,6 +1585,200 @@ mod tests {
             xml: crate::proto::c2s::write_stanza(&stanza),
             sent_at: 1_795_683_600,
         }
+    }
+
+    /// What was delivered to remote senders (sent back over the links).
+    fn replies(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<crate::router::Delivery>,
+    ) -> Vec<Element> {
+        delivered(rx)
+    }
+
+    #[tokio::test]
+    async fn a_remote_message_is_delivered_and_errors_go_back_to_the_remote_sender() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        handle(
+            &node,
+            &alice,
+            stanza("<presence xmlns='jabber:client' from='alice@example.com/desk'/>"),
+        )
+        .await;
+        delivered(&mut rx);
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='juliet@peer.test/balcony' to='alice@example.com' type='chat' id='r1'><body>hi</body></message>")).await;
+        let got = delivered(&mut rx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some("juliet@peer.test/balcony"));
+        assert_eq!(got[0].child_text("body", ns::CLIENT).as_deref(), Some("hi"));
+        assert!(replies(&mut back).is_empty());
+        // To nobody: the remote sender gets the error, over the links.
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='juliet@peer.test/balcony' to='nobody@example.com' type='chat' id='r2'><body>hi</body></message>")).await;
+        let errors = replies(&mut back);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].attr("to"), Some("juliet@peer.test/balcony"));
+        assert_eq!(error_of(&errors[0]).1, "service-unavailable");
+        // A peer may not speak for a domain hosted here.
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='mallory@example.com/x' to='alice@example.com' type='chat'><body>forged</body></message>")).await;
+        assert!(delivered(&mut rx).is_empty() && replies(&mut back).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_remote_iq_to_the_server_is_answered_and_local_only_queries_are_refused() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        from_remote(&node, stanza("<iq xmlns='jabber:client' from='peer.test' to='example.com' type='get' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+        from_remote(&node, stanza("<iq xmlns='jabber:client' from='juliet@peer.test/b' to='alice@example.com' type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")).await;
+        from_remote(&node, stanza("<iq xmlns='jabber:client' from='juliet@peer.test/b' to='alice@example.com' type='get' id='p1'><query xmlns='jabber:iq:private'><x xmlns='a:b'/></query></iq>")).await;
+        let answers = replies(&mut back);
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert_eq!(
+            (answers[0].attr("id"), answers[0].attr("type")),
+            (Some("d1"), Some("result"))
+        );
+        assert_eq!(answers[0].attr("to"), Some("peer.test"));
+        assert_eq!(
+            (answers[1].attr("id"), answers[1].attr("type")),
+            (Some("v1"), Some("result"))
+        );
+        assert_eq!(answers[2].attr("id"), Some("p1"));
+        assert_eq!(error_of(&answers[2]).1, "service-unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_remote_subscription_request_reaches_the_user_and_the_approval_updates_the_roster() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        handle(
+            &node,
+            &alice,
+            stanza("<presence xmlns='jabber:client' from='alice@example.com/desk'/>"),
+        )
+        .await;
+        delivered(&mut rx);
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test/balcony' to='alice@example.com' type='subscribe'/>")).await;
+        let got = delivered(&mut rx);
+        assert!(
+            got.iter().any(|p| p.attr("type") == Some("subscribe")
+                && p.attr("from") == Some("juliet@peer.test")),
+            "{got:?}"
+        );
+        let alice_bare = Jid::parse("alice@example.com").unwrap();
+        let juliet = Jid::parse("juliet@peer.test").unwrap();
+        let c = node
+            .store
+            .contact(&alice_bare, &juliet)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.state.pending_in);
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='juliet@peer.test' type='subscribed'/>")).await;
+        let c = node
+            .store
+            .contact(&alice_bare, &juliet)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.state.subscription.has_from() && !c.state.pending_in);
+        // Juliet's server confirms nothing more: her approval of alice's request, later.
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='juliet@peer.test' type='subscribe'/>")).await;
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='subscribed'/>")).await;
+        let c = node
+            .store
+            .contact(&alice_bare, &juliet)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            c.state.subscription.has_to() && c.state.subscription.has_from(),
+            "both"
+        );
+        // Now her presence reaches alice.
+        delivered(&mut rx);
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test/balcony' to='alice@example.com'/>")).await;
+        let got = delivered(&mut rx);
+        assert!(
+            got.iter()
+                .any(|p| p.attr("from") == Some("juliet@peer.test/balcony")
+                    && p.attr("type").is_none()),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_from_a_subscribed_remote_contact_is_answered_over_the_links() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, _rx) = bind(&node, "alice@example.com/desk");
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk'><status>here</status></presence>")).await;
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='probe'/>")).await;
+        assert!(replies(&mut back).is_empty(), "not subscribed: nothing");
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='subscribe'/>")).await;
+        handle(&node, &alice, stanza("<presence xmlns='jabber:client' from='alice@example.com/desk' to='juliet@peer.test' type='subscribed'/>")).await;
+        replies(&mut back);
+        from_remote(&node, stanza("<presence xmlns='jabber:client' from='juliet@peer.test' to='alice@example.com' type='probe'/>")).await;
+        let got = replies(&mut back);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some("alice@example.com/desk"));
+        assert_eq!(got[0].attr("to"), Some("juliet@peer.test"));
+        assert_eq!(
+            got[0].child_text("status", ns::CLIENT).as_deref(),
+            Some("here")
+        );
+    }
+
+    #[tokio::test]
+    async fn federation_policy_refuses_with_not_allowed_both_ways_and_between_local_vhosts() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": DOMAIN, "generation": 1, "features": {"federation_allow": ["peer.test", "other.com"]}}),
+            &["alice"],
+        )
+        .await;
+        apply_spec(
+            &node,
+            json!({"domain": "other.com", "generation": 1, "features": {"federation": false}}),
+        )
+        .await;
+        node.store
+            .add_account("other.com", "bob", "a-password-1", 1)
+            .await
+            .unwrap();
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        // Not on the allow-list: refused by alice's own server.
+        handle(&node, &alice, chat("carol@elsewhere.test", "hi")).await;
+        let got = delivered(&mut rx);
+        assert_eq!(error_of(&got[0]).1, "not-allowed");
+        // On the list, from outside: accepted; from elsewhere: refused back to the sender.
+        from_remote(&node, stanza("<message xmlns='jabber:client' from='carol@elsewhere.test/x' to='alice@example.com' type='chat' id='e1'><body>hi</body></message>")).await;
+        let refused = replies(&mut back);
+        assert_eq!(error_of(&refused[0]).1, "not-allowed");
+        assert!(delivered(&mut rx).is_empty());
+        // Another vhost of this node that does not federate: the same rule, no shortcut.
+        let (bob, mut bob_rx) = bind(&node, "bob@other.com/phone");
+        handle(&node, &alice, chat("bob@other.com/phone", "hi bob")).await;
+        assert_eq!(error_of(&delivered(&mut rx)[0]).1, "not-allowed");
+        assert!(delivered(&mut bob_rx).is_empty());
+        handle(&node, &bob, stanza("<message xmlns='jabber:client' from='bob@other.com/phone' to='alice@example.com/desk' type='chat'><body>x</body></message>")).await;
+        assert_eq!(error_of(&delivered(&mut bob_rx)[0]).1, "not-allowed");
+        assert!(delivered(&mut rx).is_empty());
+        // Within a domain, federation plays no part.
+        apply_spec(
+            &node,
+            json!({"domain": DOMAIN, "generation": 2, "features": {"federation": false}}),
+        )
+        .await;
+        let (alice2, _rx2) = bind(&node, "alice@example.com/laptop");
+        handle(&node, &alice2, chat("alice@example.com/desk", "to myself")).await;
+        assert!(
+            delivered(&mut rx)
+                .iter()
+                .any(|m| m.child_text("body", ns::CLIENT).as_deref() == Some("to myself"))
+        );
     }
 
     #[tokio::test]

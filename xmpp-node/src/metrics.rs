@@ -21,6 +21,59 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `in` (a peer opened it) or `out` (this node did).
+    pub direction: &'static str,
+}
+
+/// Server-to-server federation (`net::s2s_pool`, the s2s listeners).
+#[derive(Clone, Debug, Default)]
+pub struct S2sMetrics {
+    /// Open authenticated streams by direction.
+    pub streams: Family<DirectionLabel, Gauge>,
+    /// Stanzas received from and sent to peers.
+    pub stanzas: Family<DirectionLabel, Counter>,
+    /// Incoming streams refused or closed for a limit, by reason.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Stanzas waiting for outgoing streams.
+    pub queue: Gauge,
+    /// Stanzas bounced because their peer could not be reached (or its queue was full).
+    pub bounced: Counter,
+    /// Peer domains authenticated on incoming streams, by how: `certificate` (SASL
+    /// EXTERNAL, XEP-0178) or `dialback` (XEP-0220).
+    pub authenticated: Family<MethodLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+impl S2sMetrics {
+    pub fn stream(&self, direction: &'static str) -> Gauge {
+        self.streams
+            .get_or_create(&DirectionLabel { direction })
+            .clone()
+    }
+
+    pub fn stanza(&self, direction: &'static str) {
+        self.stanzas
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
+    }
+
+    pub fn authenticated(&self, method: &'static str) {
+        self.authenticated
+            .get_or_create(&MethodLabel { method })
+            .inc();
+    }
+
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
 /// The message archive's writer (XEP-0313, `store::archive`).
 #[derive(Clone, Debug, Default)]
 pub struct ArchiveMetrics {
@@ -41,6 +94,7 @@ impl ArchiveMetrics {
 }
 
 pub struct Metrics {
+    pub s2s: S2sMetrics,
     registry: Registry,
     pub archive: ArchiveMetrics,
     pub sessions: Family<VhostLabel, Gauge>,
@@ -77,8 +131,39 @@ impl Metrics {
             muc_rooms: Gauge::default(),
             muc_messages: Counter::default(),
             archive: ArchiveMetrics::default(),
+            s2s: S2sMetrics::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "s2s_streams",
+            "Open server-to-server streams by direction",
+            m.s2s.streams.clone(),
+        );
+        registry.register(
+            "s2s_stanzas",
+            "Stanzas received from (in) and sent to (out) other servers",
+            m.s2s.stanzas.clone(),
+        );
+        registry.register(
+            "s2s_refused",
+            "Incoming server-to-server streams refused or closed, by reason",
+            m.s2s.refused.clone(),
+        );
+        registry.register(
+            "s2s_queue",
+            "Stanzas waiting for an outgoing server-to-server stream",
+            m.s2s.queue.clone(),
+        );
+        registry.register(
+            "s2s_authenticated",
+            "Peer domains authenticated on incoming server-to-server streams, by method",
+            m.s2s.authenticated.clone(),
+        );
+        registry.register(
+            "s2s_bounced",
+            "Stanzas bounced because the remote server could not be reached",
+            m.s2s.bounced.clone(),
+        );
         registry.register(
             "archive_written",
             "Messages written to archives (XEP-0313)",

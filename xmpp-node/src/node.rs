@@ -45,6 +45,13 @@ impl HostState {
     }
 }
 
+/// Whether a vhost with these features exchanges stanzas with the domain `other`.
+pub fn federation_allows(features: &rookery_common::control::VhostFeatures, other: &str) -> bool {
+    features.federation
+        && (features.federation_allow.is_empty()
+            || features.federation_allow.iter().any(|d| d == other))
+}
+
 /// How a policy lets clients in: a suspension wins over a move.
 pub fn access_of(policy: Option<&VhostPolicy>) -> HostAccess {
     match policy {
@@ -80,6 +87,8 @@ pub struct Node {
     pub proxy: crate::xep::proxy::Proxy,
     /// When the current usage period started (`GET /v1/usage` starts the next).
     pub usage_period: Mutex<Instant>,
+    /// Outgoing server-to-server links (federation, issue 10).
+    pub s2s: Arc<crate::net::s2s_pool::Pool>,
     hosts: RwLock<HashMap<String, Arc<HostState>>>,
     /// One reload at a time, so an older read of the store never overwrites a newer one.
     reload_lock: tokio::sync::Mutex<()>,
@@ -101,7 +110,9 @@ impl Node {
         let metrics = Metrics::new();
         let muc = crate::xep::muc::Muc::new(metrics.muc_rooms.clone());
         let mam = crate::xep::mam::Mam::start(store.clone(), metrics.archive.clone());
+        let s2s = crate::net::s2s_pool::Pool::new(&settings.limits, metrics.s2s.clone());
         Arc::new(Self {
+            s2s,
             registrations,
             settings: Settings {
                 node: settings,
@@ -162,6 +173,36 @@ impl Node {
             .iter()
             .map(|(d, h)| (d.clone(), h.clone()))
             .collect()
+    }
+
+    /// The hosted domain `domain` belongs to: itself, or the vhost of a service under it
+    /// (`conference.`, `upload.`, `proxy.`); None for a domain not served here.
+    pub fn vhost_of(&self, domain: &str) -> Option<String> {
+        if self.is_hosted(domain) {
+            return Some(domain.to_string());
+        }
+        crate::xep::services::service_of(self, domain).map(|s| s.vhost)
+    }
+
+    /// Whether stanzas may pass between domains `a` and `b` (either may be hosted here or
+    /// elsewhere): the federation policy of each hosted side (its spec's
+    /// `features.federation` and `federation_allow`) must allow the other. A domain and
+    /// its services are one; another vhost of this node counts like a remote server.
+    pub fn federates(&self, a: &str, b: &str) -> bool {
+        let (va, vb) = (self.vhost_of(a), self.vhost_of(b));
+        let (base_a, base_b) = (va.as_deref().unwrap_or(a), vb.as_deref().unwrap_or(b));
+        if base_a == base_b {
+            return true;
+        }
+        let allows = |vhost: &Option<String>, other: &str| match vhost {
+            None => true,
+            Some(v) => self.host(v).is_none_or(|h| {
+                h.policy
+                    .as_ref()
+                    .is_none_or(|p| federation_allows(&p.features, other))
+            }),
+        };
+        allows(&va, base_b) && allows(&vb, base_a)
     }
 
     /// Whether this vhost's stanzas are logged.

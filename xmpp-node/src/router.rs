@@ -38,6 +38,10 @@ pub const MAX_DIRECTED: usize = 1000;
 pub struct SessionHandle {
     pub id: u64,
     pub jid: Jid,
+    /// A sender on another server, reached over server-to-server streams: the handle
+    /// stands for one stanza that came in, and what is delivered to it (answers, errors)
+    /// goes back through the outgoing links (`net::s2s_pool`). Never bound in the router.
+    pub remote: bool,
     /// `jid` without its resource, kept for the routing checks of every stanza.
     pub bare: Jid,
     tx: mpsc::UnboundedSender<Delivery>,
@@ -62,6 +66,29 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    fn new(id: u64, jid: Jid, tx: mpsc::UnboundedSender<Delivery>, remote: bool) -> Self {
+        SessionHandle {
+            id,
+            bare: jid.bare(),
+            jid,
+            remote,
+            tx,
+            presence: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            interested: AtomicBool::new(false),
+            blocklist_requested: AtomicBool::new(false),
+            carbons: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            directed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The sender of a stanza from another server (see [`SessionHandle::remote`]); what is
+    /// delivered to it goes to `tx`, which the server hands to the outgoing links.
+    pub fn remote_sender(jid: Jid, tx: mpsc::UnboundedSender<Delivery>) -> Arc<Self> {
+        Arc::new(Self::new(u64::MAX, jid, tx, true))
+    }
+
     pub fn deliver(&self, stanza: Element) -> bool {
         let sent = self.tx.send(Delivery::Stanza(Box::new(stanza))).is_ok();
         if sent {
@@ -184,19 +211,12 @@ impl Router {
     /// Registers a session for `jid`; a session already bound to the same full JID is
     /// replaced (RFC 6120 §7.7.2.2: the newest wins; the old one gets `conflict`).
     pub fn bind(&self, jid: Jid, tx: mpsc::UnboundedSender<Delivery>) -> Arc<SessionHandle> {
-        let handle = Arc::new(SessionHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            bare: jid.bare(),
-            jid: jid.clone(),
+        let handle = Arc::new(SessionHandle::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            jid.clone(),
             tx,
-            presence: Mutex::new(None),
-            pending: AtomicUsize::new(0),
-            interested: AtomicBool::new(false),
-            blocklist_requested: AtomicBool::new(false),
-            carbons: AtomicBool::new(false),
-            detached: AtomicBool::new(false),
-            directed: Mutex::new(HashSet::new()),
-        });
+            false,
+        ));
         let replaced = {
             let mut map = self.by_account.write().unwrap_or_else(|p| p.into_inner());
             let list = map.entry(jid.bare()).or_default();

@@ -15,6 +15,7 @@ mod node_carbons;
 mod node_control;
 mod node_csi;
 mod node_features;
+mod node_federation;
 mod node_mam;
 mod node_muc;
 mod node_pep;

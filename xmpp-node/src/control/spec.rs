@@ -136,6 +136,28 @@ pub fn validate(path_domain: &str, mut spec: VhostSpec) -> Result<ValidSpec, Spe
             }
         },
     };
+    // Federation allow-list: normalised domain names, no duplicates, not the vhost itself.
+    let mut allow = Vec::with_capacity(spec.features.federation_allow.len());
+    for d in &spec.features.federation_allow {
+        match normalize_domain(d) {
+            Ok(n) if n == domain => {
+                return invalid(format!(
+                    "features.federation_allow names the vhost itself ({n}); list only other domains."
+                ));
+            }
+            Ok(n) => {
+                if !allow.contains(&n) {
+                    allow.push(n);
+                }
+            }
+            Err(e) => {
+                return invalid(format!(
+                    "features.federation_allow has \"{d}\", which is not a domain: {e}."
+                ));
+            }
+        }
+    }
+    spec.features.federation_allow = allow;
     let tls = match &spec.tls {
         None => None,
         Some(t) => {
@@ -291,6 +313,26 @@ mod tests {
         assert!(v.tls.is_none() && !v.policy.suspended);
         let stored: VhostSpec = serde_json::from_str(&v.stored_json).unwrap();
         assert_eq!(stored.domain, "example.com");
+    }
+
+    #[test]
+    fn the_federation_allow_list_is_normalised_and_bad_domains_are_refused() {
+        let mut s = spec("example.com", 1);
+        s.features.federation_allow = vec!["Peer.TEST".into(), "peer.test".into(), "b.test".into()];
+        let v = validate("example.com", s).unwrap();
+        assert_eq!(v.policy.features.federation_allow, ["peer.test", "b.test"]);
+        let stored: VhostSpec = serde_json::from_str(&v.stored_json).unwrap();
+        assert_eq!(stored.features.federation_allow, ["peer.test", "b.test"]);
+        let mut s = spec("example.com", 1);
+        s.features.federation_allow = vec!["not a domain".into()];
+        let m = invalid("example.com", s);
+        assert!(
+            m.contains("federation_allow") && m.contains("not a domain"),
+            "{m}"
+        );
+        let mut s = spec("example.com", 1);
+        s.features.federation_allow = vec!["EXAMPLE.com".into()];
+        assert!(invalid("example.com", s).contains("the vhost itself"));
     }
 
     #[test]

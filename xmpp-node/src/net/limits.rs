@@ -90,3 +90,81 @@ impl Drop for Slot {
         self.limits.release_ip(self.ip);
     }
 }
+
+/// Incoming server-to-server streams per key (a remote domain, or an address for streams
+/// not yet authenticated): at most `max` each. A place is given back when its guard drops.
+pub struct PeerCounts<K: std::hash::Hash + Eq + Clone + Send + 'static> {
+    counts: Mutex<HashMap<K, usize>>,
+    max: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Send + 'static> PeerCounts<K> {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            counts: Mutex::new(HashMap::new()),
+            max,
+        })
+    }
+
+    /// A place for one more stream of `key`, or None at the limit.
+    pub fn admit(self: &Arc<Self>, key: K) -> Option<PeerPlace<K>> {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.clone()).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerPlace {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    /// Streams of `key` now.
+    pub fn count(&self, key: &K) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A place in [`PeerCounts`].
+pub struct PeerPlace<K: std::hash::Hash + Eq + Clone + Send + 'static> {
+    counts: Arc<PeerCounts<K>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Send + 'static> Drop for PeerPlace<K> {
+    fn drop(&mut self) {
+        let mut map = self.counts.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_gets_at_most_its_places_and_gets_them_back() {
+        let counts = PeerCounts::new(2);
+        let a = counts.admit("peer.test".to_string()).unwrap();
+        let _b = counts.admit("peer.test".to_string()).unwrap();
+        assert!(counts.admit("peer.test".to_string()).is_none());
+        assert!(
+            counts.admit("other.test".to_string()).is_some(),
+            "others are not affected"
+        );
+        drop(a);
+        assert_eq!(counts.count(&"peer.test".to_string()), 1);
+        assert!(counts.admit("peer.test".to_string()).is_some());
+    }
+}

@@ -7,6 +7,7 @@ pub mod c2s;
 pub mod http;
 pub mod limits;
 pub mod s2s;
+pub mod s2s_pool;
 pub mod s2s_resolve;
 pub mod s2s_tls;
 pub mod sm;

@@ -3,8 +3,9 @@
 //! with our certificate by SNI, asking for the peer's certificate; dialback checks over a
 //! verifier connection); [`connect`] opens a stream to a peer (resolved by
 //! `s2s_resolve`, TLS naming the peer by SNI and verifying its certificate, ours offered
-//! for SASL EXTERNAL) and returns it ready for stanzas. Not yet wired into routing: the
-//! node's routing of remote domains, queues and bounces come next (see the issue notes).
+//! for SASL EXTERNAL) and returns it ready for stanzas. The node's side (routing, queues,
+//! bounces, the listeners) is `net::s2s_pool` and `server`. Limits of incoming streams:
+//! a deadline to authenticate, a stanza rate, a cap of streams per remote domain.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -32,7 +33,8 @@ use crate::proto::{
     s2s::{InOutput, OutOutput, S2sIn, S2sOut},
 };
 
-/// Seconds a stream may take to authenticate.
+/// Seconds one connection attempt of an outgoing stream may take to authenticate (the
+/// caller bounds all attempts together too).
 pub const NEGOTIATION_SECS: u64 = 30;
 
 /// Our certificate for a local domain, if we have one to offer.
@@ -47,6 +49,8 @@ pub struct S2sTls {
     pub roots: Arc<RootCertStore>,
     /// Our certificate for a local domain, offered to peers for SASL EXTERNAL.
     pub our_cert: OurCert,
+    /// Refuse peers whose certificate does not verify, instead of going on with dialback.
+    pub require_verified: bool,
 }
 
 /// Where peers are: the static host map, then DNS.
@@ -59,7 +63,13 @@ pub struct Connector {
 /// What an incoming stream hands to the node.
 #[derive(Debug)]
 pub enum Incoming {
-    Authorized { local: String, remote: String },
+    /// `certificate`: the peer's certificate proved `remote` (SASL EXTERNAL, or dialback
+    /// accepted at once per XEP-0344); else a dialback check did.
+    Authorized {
+        local: String,
+        remote: String,
+        certificate: bool,
+    },
     Stanza(Element),
 }
 
@@ -80,12 +90,83 @@ impl ResolvesClientCert for FixedClientCert {
     }
 }
 
-fn client_config(tls: &S2sTls, local: &str) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder().with_root_certificates(tls.roots.clone());
-    Arc::new(match (tls.our_cert)(local) {
+/// Checks a peer's server certificate with the web PKI and the configured CA. When
+/// [`S2sTls::require_verified`] is off, a certificate that does not verify is let through
+/// and noted: the stream then authenticates with dialback, which rests on DNS (XEP-0220),
+/// as most of the XMPP network allows. The TLS signatures are checked either way.
+#[derive(Debug)]
+struct PeerCertCheck {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    require: bool,
+    verified: std::sync::atomic::AtomicBool,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PeerCertCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(e) if self.require => Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "the peer's certificate does not verify: dialback only");
+                self.verified
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn client_config(tls: &S2sTls, local: &str) -> anyhow::Result<Arc<ClientConfig>> {
+    let inner = rustls::client::WebPkiServerVerifier::builder(tls.roots.clone())
+        .build()
+        .context("the trust anchors of peers")?;
+    let check = Arc::new(PeerCertCheck {
+        inner,
+        require: tls.require_verified,
+        verified: std::sync::atomic::AtomicBool::new(true),
+    });
+    let builder = ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(check);
+    Ok(Arc::new(match (tls.our_cert)(local) {
         Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
         None => builder.with_no_client_auth(),
-    })
+    }))
 }
 
 /// Reads until at least one event is complete; None at the end of the stream.
@@ -116,41 +197,175 @@ enum Stop {
     Closed,
 }
 
+/// A place among a remote domain's incoming streams, or None at its limit.
+pub type AdmitPeer = Arc<dyn Fn(&str) -> Option<Box<dyn Send>> + Send + Sync>;
+
+/// The limits of one incoming stream.
+#[derive(Clone)]
+pub struct InLimits {
+    /// Until a first domain pair is authenticated.
+    pub pre_auth: Duration,
+    /// Stanzas per second (a burst of twice this); past it, `policy-violation`.
+    pub stanzas_per_second: u32,
+    /// Called when a remote domain is authenticated on the stream: a place among that
+    /// domain's incoming streams, held while the stream lives, or None (refused: the
+    /// stream ends with `policy-violation`).
+    pub admit_peer: AdmitPeer,
+}
+
+/// What one incoming stream tracks across its phases (before and after TLS).
+struct InTrack {
+    deadline: tokio::time::Instant,
+    authorized: bool,
+    tokens: f64,
+    tokens_at: tokio::time::Instant,
+    /// Places among remote domains' streams ([`InLimits::admit_peer`]).
+    places: Vec<Box<dyn Send>>,
+    peers: std::collections::HashSet<String>,
+    /// Domains the peer's certificate proved.
+    proven: Vec<String>,
+    /// Direct TLS: the peer's certificate chain, checked against the domain its header
+    /// names before the header reaches the machine.
+    chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+impl InTrack {
+    /// Takes one stanza's token; false when the peer is over its rate.
+    fn take_token(&mut self, rate: u32) -> bool {
+        let rate = f64::from(rate.max(1));
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.tokens_at).as_secs_f64() * rate).min(rate * 2.0);
+        self.tokens_at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// How an incoming stream ended, for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum InError {
+    #[error("the peer did not authenticate in time")]
+    Timeout,
+    #[error("the peer sent stanzas faster than allowed")]
+    Rate,
+    #[error("the peer has too many streams open")]
+    TooMany,
+    #[error("the stream is not well-formed: {0}")]
+    NotWellFormed(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 /// Runs a stream a peer opened to us until it ends; stanzas and authorizations go to
-/// `to_node`. Dialback keys are checked through `connector`.
+/// `to_node`. Dialback keys are checked through `connector`. `direct_tls`: TLS from the
+/// first byte (XEP-0368), the handshake still to do.
 pub async fn serve_incoming(
     tcp: TcpStream,
-    mut machine: S2sIn,
+    direct_tls: bool,
+    cfg: crate::proto::s2s::S2sConfig,
     connector: Arc<Connector>,
+    limits: InLimits,
     to_node: mpsc::Sender<Incoming>,
-) -> anyhow::Result<()> {
+) -> Result<(), InError> {
+    let now = tokio::time::Instant::now();
+    let mut track = InTrack {
+        deadline: now + limits.pre_auth,
+        authorized: false,
+        tokens: f64::from(limits.stanzas_per_second) * 2.0,
+        tokens_at: now,
+        places: Vec::new(),
+        peers: Default::default(),
+        proven: Vec::new(),
+        chain: None,
+    };
     let mut parser = StreamParser::new(Limits::default());
+    let acceptor = TlsAcceptor::from(connector.tls.server.clone());
     let mut tcp = tcp;
-    match tokio::time::timeout(
-        Duration::from_secs(NEGOTIATION_SECS),
-        incoming_phase(&mut tcp, &mut machine, &mut parser, &connector, &to_node),
+    if direct_tls {
+        let mut tls = tokio::time::timeout_at(track.deadline, acceptor.accept(tcp))
+            .await
+            .map_err(|_| InError::Timeout)?
+            .context("TLS with the peer")?;
+        track.chain = Some(peer_chain(&tls));
+        let mut machine = S2sIn::new(cfg, Some(Vec::new()));
+        incoming_phase(
+            &mut tls,
+            &mut machine,
+            &mut parser,
+            &connector,
+            &limits,
+            &mut track,
+            &to_node,
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut machine = S2sIn::new(cfg, None);
+    match incoming_phase(
+        &mut tcp,
+        &mut machine,
+        &mut parser,
+        &connector,
+        &limits,
+        &mut track,
+        &to_node,
     )
-    .await
-    .context("the peer did not start TLS in time")??
+    .await?
     {
         Stop::Closed => return Ok(()),
         Stop::StartTls => {}
     }
-    let acceptor = TlsAcceptor::from(connector.tls.server.clone());
-    let mut tls = acceptor.accept(tcp).await.context("TLS with the peer")?;
-    let chain: Vec<_> = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-        .unwrap_or_default();
+    let mut tls = tokio::time::timeout_at(track.deadline, acceptor.accept(tcp))
+        .await
+        .map_err(|_| InError::Timeout)?
+        .context("TLS with the peer")?;
+    let chain = peer_chain(&tls);
     let claimed: Vec<String> = machine.remote().into_iter().collect();
     let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
     let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
+    track.proven.clone_from(&proven);
     let _ = machine.on_tls(proven);
     parser.reset();
-    incoming_phase(&mut tls, &mut machine, &mut parser, &connector, &to_node).await?;
+    incoming_phase(
+        &mut tls,
+        &mut machine,
+        &mut parser,
+        &connector,
+        &limits,
+        &mut track,
+        &to_node,
+    )
+    .await?;
     Ok(())
+}
+
+fn peer_chain(
+    tls: &tokio_rustls::server::TlsStream<TcpStream>,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Writes a stream error and ends the stream.
+async fn refuse<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    machine: &mut S2sIn,
+    condition: &str,
+    text: &str,
+) {
+    for o in machine.fail(condition, text) {
+        if let InOutput::Send(s) = o {
+            let _ = io.write_all(s.as_bytes()).await;
+        }
+    }
+    let _ = io.flush().await;
 }
 
 async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
@@ -158,32 +373,55 @@ async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
     machine: &mut S2sIn,
     parser: &mut StreamParser,
     connector: &Arc<Connector>,
+    limits: &InLimits,
+    track: &mut InTrack,
     to_node: &mpsc::Sender<Incoming>,
-) -> anyhow::Result<Stop> {
+) -> Result<Stop, InError> {
     let mut buf = vec![0u8; 16 * 1024];
     let (checked_tx, mut checked_rx) = mpsc::channel::<(String, String, bool)>(8);
     loop {
         let outputs = tokio::select! {
             events = next_events(io, parser, &mut buf) => match events {
-                Ok(Some(events)) => events.into_iter().flat_map(|e| machine.feed(e)).collect::<Vec<_>>(),
+                Ok(Some(events)) => {
+                    let mut outputs = Vec::new();
+                    for e in events {
+                        if let StreamEvent::StreamOpen(h) = &e
+                            && let Some(chain) = track.chain.take()
+                        {
+                            // Direct TLS: the certificate is checked for the domain the
+                            // first header names, before the machine answers it.
+                            let claimed: Vec<&str> = h.from.as_deref().into_iter().collect();
+                            let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
+                            track.proven.clone_from(&proven);
+                            let _ = machine.on_tls(proven);
+                        }
+                        if matches!(e, StreamEvent::Stanza(ref s) if matches!(s.name(), "message" | "presence" | "iq"))
+                            && !track.take_token(limits.stanzas_per_second)
+                        {
+                            refuse(io, machine, "policy-violation", "Too many stanzas per second.").await;
+                            return Err(InError::Rate);
+                        }
+                        outputs.extend(machine.feed(e));
+                    }
+                    outputs
+                }
                 Ok(None) => return Ok(Stop::Closed),
                 Err(e) => {
-                    let out = machine.fail("not-well-formed", "The stream is not well-formed XML.");
-                    for o in out {
-                        if let InOutput::Send(s) = o {
-                            let _ = io.write_all(s.as_bytes()).await;
-                        }
-                    }
-                    return Err(e);
+                    refuse(io, machine, "not-well-formed", "The stream is not well-formed XML.").await;
+                    return Err(InError::NotWellFormed(format!("{e:#}")));
                 }
             },
             Some((local, remote, valid)) = checked_rx.recv() => machine.on_dialback_checked(&local, &remote, valid),
+            _ = tokio::time::sleep_until(track.deadline), if !track.authorized => {
+                refuse(io, machine, "connection-timeout", "The stream did not authenticate in time.").await;
+                return Err(InError::Timeout);
+            }
         };
         for o in outputs {
             match o {
-                InOutput::Send(s) => io.write_all(s.as_bytes()).await?,
+                InOutput::Send(s) => io.write_all(s.as_bytes()).await.context("writing")?,
                 InOutput::StartTls => {
-                    io.flush().await?;
+                    io.flush().await.context("writing")?;
                     return Ok(Stop::StartTls);
                 }
                 InOutput::ResetParser => parser.reset(),
@@ -205,18 +443,41 @@ async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
                     });
                 }
                 InOutput::Authorized { local, remote } => {
-                    let _ = to_node.send(Incoming::Authorized { local, remote }).await;
+                    if track.peers.insert(remote.clone()) {
+                        match (limits.admit_peer)(&remote) {
+                            Some(place) => track.places.push(place),
+                            None => {
+                                refuse(
+                                    io,
+                                    machine,
+                                    "policy-violation",
+                                    "Too many streams from your domain.",
+                                )
+                                .await;
+                                return Err(InError::TooMany);
+                            }
+                        }
+                    }
+                    track.authorized = true;
+                    let certificate = track.proven.contains(&remote);
+                    let _ = to_node
+                        .send(Incoming::Authorized {
+                            local,
+                            remote,
+                            certificate,
+                        })
+                        .await;
                 }
                 InOutput::Stanza(e) => {
                     let _ = to_node.send(Incoming::Stanza(e)).await;
                 }
                 InOutput::Close => {
-                    io.flush().await?;
+                    io.flush().await.context("writing")?;
                     return Ok(Stop::Closed);
                 }
             }
         }
-        io.flush().await?;
+        io.flush().await.context("writing")?;
     }
 }
 
@@ -231,9 +492,28 @@ impl OutStream {
     /// Writes a stanza (in the client namespace inside the node) as a server stanza.
     pub async fn send(&mut self, stanza: &Element) -> std::io::Result<()> {
         let mut s = stanza.clone();
-        s.set_ns(crate::proto::ns::SERVER);
+        s.switch_ns(crate::proto::ns::CLIENT, crate::proto::ns::SERVER);
         self.io.write_all(s.to_xml().as_bytes()).await?;
         self.io.flush().await
+    }
+
+    /// Reads what the peer sends on this stream (nothing but a stream error or the end:
+    /// stanzas come on the streams the peer opens) and returns when the stream ends.
+    /// Cancel-safe: a select can drop it to write a stanza and call it again.
+    pub async fn closed(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let said = String::from_utf8_lossy(&buf[..n]);
+                    if said.contains("</stream:stream>") {
+                        tracing::info!(remote = %self.remote, said = %said, "the peer ended an outgoing stream");
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Ends the stream.
@@ -279,31 +559,39 @@ async fn open_one(
     mut machine: S2sOut,
     want_check: bool,
 ) -> anyhow::Result<(Option<OutStream>, Option<bool>)> {
-    if target.direct_tls {
-        bail!("direct TLS (XEP-0368) to peers is not done yet");
-    }
     let mut tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
     let mut parser = StreamParser::new(Limits::default());
     let mut buf = vec![0u8; 16 * 1024];
-    let mut pending = machine.start();
-    // Plain phase: until `<proceed/>`.
-    'plain: loop {
-        for o in std::mem::take(&mut pending) {
-            match o {
-                OutOutput::Send(s) => tcp.write_all(s.as_bytes()).await?,
-                OutOutput::StartTls => break 'plain,
-                OutOutput::Failed(why) => bail!(why),
-                OutOutput::Close => bail!("the stream closed"),
-                _ => {}
+    if !target.direct_tls {
+        let mut pending = machine.start();
+        // Plain phase: until `<proceed/>`.
+        'plain: loop {
+            for o in std::mem::take(&mut pending) {
+                match o {
+                    OutOutput::Send(s) => tcp.write_all(s.as_bytes()).await?,
+                    OutOutput::StartTls => break 'plain,
+                    OutOutput::Failed(why) => bail!(why),
+                    OutOutput::Close => bail!("the stream closed"),
+                    _ => {}
+                }
             }
-        }
-        match next_events(&mut tcp, &mut parser, &mut buf).await? {
-            Some(events) => pending = events.into_iter().flat_map(|e| machine.feed(e)).collect(),
-            None => bail!("the peer closed the connection"),
+            match next_events(&mut tcp, &mut parser, &mut buf).await? {
+                Some(events) => {
+                    pending = events.into_iter().flat_map(|e| machine.feed(e)).collect()
+                }
+                None => bail!("the peer closed the connection"),
+            }
         }
     }
     let name = ServerName::try_from(remote.to_string()).context("the peer's domain")?;
-    let mut tls = TlsConnector::from(client_config(&connector.tls, local))
+    let mut config = client_config(&connector.tls, local)?;
+    if target.direct_tls {
+        // XEP-0368: the ALPN protocol of server-to-server streams.
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"xmpp-server".to_vec()];
+        config = Arc::new(c);
+    }
+    let mut tls = TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .context("TLS with the peer (its certificate must be valid for its domain)")?;
@@ -381,7 +669,7 @@ pub async fn check_dialback(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::SocketAddr;
 
     use rcgen::{
@@ -397,7 +685,7 @@ mod tests {
     use super::*;
     use crate::proto::{c2s::HostAccess, ns, s2s::S2sConfig};
 
-    const SECRET: &str = "test dialback secret";
+    pub(crate) const SECRET: &str = "test dialback secret";
 
     fn ca() -> (Issuer<'static, KeyPair>, CertificateDer<'static>) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -430,8 +718,23 @@ mod tests {
     /// A listener serving `a.local` and `peer.test` (both "local" to it, one secret), and a
     /// connector that finds both there; `peer_has_cert`: peer.test offers its certificate.
     /// Also counts the connections the listener accepted.
-    async fn setup(
+    pub(crate) async fn setup(
         peer_has_cert: bool,
+    ) -> (
+        Arc<Connector>,
+        mpsc::Receiver<Incoming>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        setup_trusting(peer_has_cert, true, false, false).await
+    }
+
+    /// `trusted`: the certificates chain to the CA both sides trust (else to one they do
+    /// not know); `require`: peers' certificates must verify.
+    async fn setup_trusting(
+        peer_has_cert: bool,
+        trusted: bool,
+        require: bool,
+        direct: bool,
     ) -> (
         Arc<Connector>,
         mpsc::Receiver<Incoming>,
@@ -449,10 +752,11 @@ mod tests {
         let server = ServerConfig::builder()
             .with_client_cert_verifier(super::super::s2s_tls::AnyClientCert::new())
             .with_cert_resolver(Arc::new(sni));
+        let trusted_der = if trusted { ca_der.clone() } else { ca().1 };
         let mut roots = RootCertStore::empty();
-        roots.add(ca_der.clone()).unwrap();
+        roots.add(trusted_der.clone()).unwrap();
         let anchors = vec![
-            webpki::anchor_from_trusted_cert(&ca_der)
+            webpki::anchor_from_trusted_cert(&trusted_der)
                 .unwrap()
                 .to_owned(),
         ];
@@ -467,10 +771,18 @@ mod tests {
                     .then(|| keys.get(d).cloned())
                     .flatten()
             }),
+            require_verified: require,
         });
         let static_hosts: BTreeMap<String, String> = ["a.local", "peer.test"]
             .into_iter()
-            .map(|d| (d.to_string(), addr.to_string()))
+            .map(|d| {
+                let place = if direct {
+                    format!("tls:{addr}")
+                } else {
+                    addr.to_string()
+                };
+                (d.to_string(), place)
+            })
             .collect();
         let connector = Arc::new(Connector {
             tls,
@@ -496,7 +808,12 @@ mod tests {
                 };
                 let (connector, tx) = (accepting.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let _ = serve_incoming(tcp, S2sIn::new(cfg, None), connector, tx).await;
+                    let limits = InLimits {
+                        pre_auth: Duration::from_secs(10),
+                        stanzas_per_second: 100,
+                        admit_peer: Arc::new(|_| Some(Box::new(()))),
+                    };
+                    let _ = serve_incoming(tcp, direct, cfg, connector, limits, tx).await;
                 });
             }
         });
@@ -505,7 +822,13 @@ mod tests {
 
     /// Sends one message from peer.test to a.local; how many connections it took.
     async fn exchange(peer_has_cert: bool) -> usize {
-        let (connector, mut rx, accepted) = setup(peer_has_cert).await;
+        exchange_over(peer_has_cert, false).await
+    }
+
+    /// Like [`exchange`]; `direct`: TLS from the first byte (XEP-0368).
+    async fn exchange_over(peer_has_cert: bool, direct: bool) -> usize {
+        let (connector, mut rx, accepted) =
+            setup_trusting(peer_has_cert, true, false, direct).await;
         let mut out = connect(&connector, "peer.test", "a.local", SECRET)
             .await
             .unwrap();
@@ -521,7 +844,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
             {
-                Incoming::Authorized { local, remote } => {
+                Incoming::Authorized { local, remote, .. } => {
                     assert_eq!((local.as_str(), remote.as_str()), ("a.local", "peer.test"));
                     authorized = true;
                 }
@@ -552,6 +875,124 @@ mod tests {
             2,
             "the stream and the dialback check"
         );
+    }
+
+    #[tokio::test]
+    async fn certificates_that_do_not_verify_leave_dialback_unless_verification_is_required() {
+        let (connector, mut rx, accepted) = setup_trusting(true, false, false, false).await;
+        let mut out = connect(&connector, "peer.test", "a.local", SECRET)
+            .await
+            .unwrap();
+        let msg = Element::new("message", ns::CLIENT)
+            .with_attr("from", "juliet@peer.test/balcony")
+            .with_attr("to", "romeo@a.local")
+            .with_child(Element::new("body", ns::CLIENT).with_text("over dialback"));
+        out.send(&msg).await.unwrap();
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Incoming::Stanza(e) = got {
+                assert_eq!(
+                    e.child_text("body", ns::CLIENT).as_deref(),
+                    Some("over dialback")
+                );
+                break;
+            }
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the certificate proved nothing: a dialback check was needed"
+        );
+        let (strict, _rx, _) = setup_trusting(true, false, true, false).await;
+        let refused = connect(&strict, "peer.test", "a.local", SECRET).await;
+        assert!(refused.is_err(), "verification required: no stream");
+    }
+
+    /// A listener running one incoming stream with `limits`; the address, and how the
+    /// stream ended.
+    async fn limited_listener(
+        pre_auth: Duration,
+    ) -> (SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+        let (connector, _, _) = setup(true).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let cfg = S2sConfig {
+                host_access: Arc::new(|_| HostAccess::Open),
+                federates: Arc::new(|_, _| true),
+                dialback_secret: SECRET.into(),
+            };
+            let limits = InLimits {
+                pre_auth,
+                stanzas_per_second: 10,
+                admit_peer: Arc::new(|_| Some(Box::new(()))),
+            };
+            let (tx, _rx) = mpsc::channel(4);
+            let ended = serve_incoming(tcp, false, cfg, connector, limits, tx).await;
+            let _ = done_tx.send(match ended {
+                Ok(()) => "closed".to_string(),
+                Err(e) => e.to_string(),
+            });
+        });
+        (addr, done_rx)
+    }
+
+    async fn read_all(tcp: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_authenticate_in_time_gets_connection_timeout() {
+        let (addr, done) = limited_listener(Duration::from_millis(300)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='peer.test' to='a.local' version='1.0'>").await.unwrap();
+        let said = read_all(&mut tcp).await;
+        assert!(said.contains("<connection-timeout"), "{said}");
+        assert_eq!(done.await.unwrap(), "the peer did not authenticate in time");
+    }
+
+    #[tokio::test]
+    async fn a_peer_sending_garbage_gets_not_well_formed() {
+        let (addr, done) = limited_listener(Duration::from_secs(10)).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='peer.test' to='a.local' version='1.0'><a></b>").await.unwrap();
+        let said = read_all(&mut tcp).await;
+        assert!(said.contains("<not-well-formed"), "{said}");
+        assert!(
+            done.await
+                .unwrap()
+                .starts_with("the stream is not well-formed")
+        );
+    }
+
+    #[test]
+    fn the_stanza_rate_allows_a_burst_of_twice_the_rate_then_refuses() {
+        let now = tokio::time::Instant::now();
+        let mut track = InTrack {
+            deadline: now,
+            authorized: true,
+            tokens: 20.0,
+            tokens_at: now,
+            places: Vec::new(),
+            peers: Default::default(),
+            proven: Vec::new(),
+            chain: None,
+        };
+        let taken = (0..100).take_while(|_| track.take_token(10)).count();
+        assert!((20..=21).contains(&taken), "{taken}");
+    }
+
+    #[tokio::test]
+    async fn direct_tls_streams_authenticate_with_certificates_and_with_dialback() {
+        assert_eq!(exchange_over(true, true).await, 1, "SASL EXTERNAL");
+        assert_eq!(exchange_over(false, true).await, 2, "dialback");
     }
 
     #[tokio::test]

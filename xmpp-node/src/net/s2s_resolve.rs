@@ -92,17 +92,22 @@ pub fn targets(
     mut random: impl FnMut(u32) -> u32,
 ) -> Vec<PeerTarget> {
     if let Some(place) = static_hosts.get(domain) {
+        // `tls:` first: TLS from the first byte (XEP-0368).
+        let (direct_tls, place) = match place.strip_prefix("tls:") {
+            Some(rest) => (true, rest),
+            None => (false, place.as_str()),
+        };
         let (host, port) = match place.rsplit_once(':') {
             Some((h, p)) if p.parse::<u16>().is_ok() => (
                 h.trim_matches(['[', ']']).to_string(),
                 p.parse().unwrap_or(S2S_PORT),
             ),
-            _ => (place.clone(), S2S_PORT),
+            _ => (place.to_string(), S2S_PORT),
         };
         return vec![PeerTarget {
             host,
             port,
-            direct_tls: false,
+            direct_tls,
         }];
     }
     // "." alone: the domain says it offers no service of that kind (RFC 2782).

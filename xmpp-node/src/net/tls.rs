@@ -57,6 +57,16 @@ impl CertResolver {
         Ok(())
     }
 
+    /// The certificate of a hosted domain (not the fallback): offered to peers on
+    /// server-to-server streams for SASL EXTERNAL.
+    pub fn for_domain(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
+        self.by_domain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
+    }
+
     fn lookup(&self, name: &str) -> Arc<CertifiedKey> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         self.by_domain

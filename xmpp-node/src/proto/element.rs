@@ -88,6 +88,19 @@ impl Element {
         self.ns = ns.into();
     }
 
+    /// Moves this element and every descendant in namespace `from` to namespace `to`: a
+    /// stanza's own namespace is its stream's (`jabber:client` inside the node,
+    /// `jabber:server` between servers), and so is that of its children without another
+    /// (`<body/>`, `<error/>`, `<status/>`…).
+    pub fn switch_ns(&mut self, from: &str, to: &str) {
+        if self.ns == from {
+            self.ns = to.to_string();
+        }
+        for c in self.children_mut() {
+            c.switch_ns(from, to);
+        }
+    }
+
     pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
@@ -274,6 +287,21 @@ pub fn escape_attr(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switching_the_stream_namespace_moves_the_children_of_that_namespace_only() {
+        let mut m = Element::new("message", "jabber:client")
+            .with_child(Element::new("body", "jabber:client").with_text("hi"))
+            .with_child(Element::new(
+                "active",
+                "http://jabber.org/protocol/chatstates",
+            ));
+        m.switch_ns("jabber:client", "jabber:server");
+        assert_eq!(
+            m.to_xml(),
+            r#"<message xmlns="jabber:server"><body>hi</body><active xmlns="http://jabber.org/protocol/chatstates"/></message>"#
+        );
+    }
 
     #[test]
     fn a_stanza_in_its_streams_namespace_carries_no_xmlns() {

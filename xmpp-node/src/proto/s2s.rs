@@ -475,7 +475,7 @@ impl S2sIn {
                 "The stanza's 'from' and 'to' are not domains this stream is authenticated for.",
             );
         }
-        e.set_ns(ns::CLIENT);
+        e.switch_ns(ns::SERVER, ns::CLIENT);
         vec![InOutput::Stanza(e)]
     }
 }

@@ -76,6 +76,17 @@ pub fn service_of(node: &Node, domain: &str) -> Option<Service> {
     })
 }
 
+/// Whether `domain` is where a hosted vhost's service would be if its spec switched it on
+/// (`conference.<vhost>` with group chat off…): a domain of this node that serves nothing,
+/// not one to look for on the network.
+pub fn is_switched_off(node: &Node, domain: &str) -> bool {
+    Kind::ALL.iter().any(|&kind| {
+        domain
+            .strip_prefix(kind.prefix())
+            .is_some_and(|vhost| node.is_hosted(vhost) && !kind.enabled(node, vhost))
+    })
+}
+
 /// The service a stanza is addressed to, if any.
 pub fn addressed(node: &Node, stanza: &Element) -> Option<Service> {
     let to = stanza.attr("to")?;
