@@ -193,6 +193,14 @@ pub struct Limits {
     pub s2s_queue_stanzas: usize,
     /// Seconds after which an outgoing stream nothing was sent on is closed.
     pub s2s_idle_secs: u64,
+    /// MiB of SQLite page cache for the archive writer's connection: the index pages a
+    /// batch dirties stay in memory until its commit (two per account with rows in the
+    /// batch). Ignored on PostgreSQL.
+    pub archive_cache_mib: u32,
+    /// The niceness (Linux) of the thread that runs the archive writer's SQLite
+    /// statements: when the machine is saturated routing goes first and the writer sheds
+    /// what it cannot keep up with (counted); 0 lets it compete with routing.
+    pub archive_writer_nice: i32,
 }
 
 impl Limits {
@@ -275,6 +283,8 @@ impl Default for Limits {
             s2s_stanzas_per_second: 500,
             s2s_queue_stanzas: 1000,
             s2s_idle_secs: 600,
+            archive_cache_mib: 64,
+            archive_writer_nice: 10,
         }
     }
 }

@@ -109,7 +109,14 @@ impl Node {
         );
         let metrics = Metrics::new();
         let muc = crate::xep::muc::Muc::new(metrics.muc_rooms.clone());
-        let mam = crate::xep::mam::Mam::start(store.clone(), metrics.archive.clone());
+        let mam = crate::xep::mam::Mam::start(
+            store.clone(),
+            crate::store::archive::WriterOptions {
+                cache_kib: settings.limits.archive_cache_mib.saturating_mul(1024),
+                nice: settings.limits.archive_writer_nice,
+            },
+            metrics.archive.clone(),
+        );
         let s2s = crate::net::s2s_pool::Pool::new(&settings.limits, metrics.s2s.clone());
         Arc::new(Self {
             s2s,

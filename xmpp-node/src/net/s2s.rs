@@ -53,6 +53,40 @@ pub struct S2sTls {
     pub require_verified: bool,
 }
 
+/// TLS on a stream that began in plain text (STARTTLS): our certificate is chosen by SNI,
+/// or, when the peer sends none (Prosody 0.12 does not on s2s), by the domain the
+/// stream's header named, which is the one the peer means to reach.
+async fn accept_for(
+    tls: &S2sTls,
+    tcp: TcpStream,
+    local: Option<&str>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let config = match (start.client_hello().server_name(), local) {
+        (None, Some(local)) => match (tls.our_cert)(local) {
+            Some(key) => {
+                let mut config = (*tls.server).clone();
+                config.cert_resolver = Arc::new(FixedCert(key));
+                Arc::new(config)
+            }
+            None => tls.server.clone(),
+        },
+        _ => tls.server.clone(),
+    };
+    start.into_stream(config).await
+}
+
+/// One certificate whatever the client hello says.
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// Where peers are: the static host map, then DNS.
 pub struct Connector {
     pub tls: Arc<S2sTls>,
@@ -319,10 +353,14 @@ pub async fn serve_incoming(
         Stop::Closed => return Ok(()),
         Stop::StartTls => {}
     }
-    let mut tls = tokio::time::timeout_at(track.deadline, acceptor.accept(tcp))
-        .await
-        .map_err(|_| InError::Timeout)?
-        .context("TLS with the peer")?;
+    let local = machine.local().map(str::to_owned);
+    let mut tls = tokio::time::timeout_at(
+        track.deadline,
+        accept_for(&connector.tls, tcp, local.as_deref()),
+    )
+    .await
+    .map_err(|_| InError::Timeout)?
+    .context("TLS with the peer")?;
     let chain = peer_chain(&tls);
     let claimed: Vec<String> = machine.remote().into_iter().collect();
     let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();

@@ -186,6 +186,11 @@ impl S2sIn {
         self.state == InState::Closed
     }
 
+    /// The local domain the stream's header named (its `to`).
+    pub fn local(&self) -> Option<&str> {
+        self.local.as_deref()
+    }
+
     /// The peer's domain, as its stream header named it.
     pub fn remote(&self) -> Option<String> {
         self.remote.clone()

@@ -17,8 +17,9 @@
 //! pages of a batch in a page cache of its own ([`WRITER_CACHE_KIB`]) instead of spilling
 //! them mid-transaction and reading them back. Measured with benches/archive_writes.rs
 //! (10,000 accounts, 400,000 rows): batches of 1,000 in SQLite's default 2 MiB cache
-//! cost 21–23 µs of CPU and 12.7 KB written per row, batches of 64,000 in 128 MiB
-//! 12 µs and 6.2 KB; either change alone gains little.
+//! cost 19 µs of CPU and 12.6 KB written per row, batches of 65,536 in 64 MiB 10 µs and
+//! 5.4 KB; either change alone gains little. On a saturated machine the writer's thread
+//! yields to routing ([`WriterOptions::nice`]).
 //!
 //! The channel holds [`QUEUE_ROWS`] rows (about a second of a saturated node's traffic,
 //! about the size of the stanzas it holds in memory); when it is full,
@@ -53,10 +54,10 @@ pub const QUEUE_ROWS: usize = 65_536;
 /// the writer (`flush`) waits for at most one such batch.
 pub const MAX_BATCH: usize = QUEUE_ROWS;
 
-/// The page cache of the writer's SQLite connection, in KiB: enough for the index pages
-/// a batch of a busy node dirties (two per account with rows in the batch; 10,000 busy
-/// accounts make 80 MB) to stay in memory until the commit. SQLite's default is 2 MiB.
-pub const WRITER_CACHE_KIB: u32 = 128 * 1024;
+/// The page cache of the writer's SQLite connection by default, in KiB: enough for the
+/// index pages a batch of a busy node dirties (two per account with rows in the batch) to
+/// stay in memory until the commit. SQLite's default is 2 MiB.
+pub const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// Rows per multi-row `INSERT` (9 parameters each).
 const INSERT_CHUNK: usize = 64;
@@ -417,19 +418,27 @@ fn filter_conditions(
     sql.text += &text;
 }
 
-/// The niceness (Linux) of the thread that runs the archive writer's SQLite statements.
-/// When the machine is saturated, routing goes first (archive writes must not cap routing
-/// throughput): the writer gets what CPU is left, and what it cannot keep up with is
-/// delivered unarchived and counted (`queue_full`). Below saturation niceness changes
-/// nothing: idle CPU is anyone's. (PostgreSQL's work runs in its own server.)
-pub const WRITER_NICE: i32 = 10;
+/// How the writer's connection is set up (the node's `limits.archive_cache_mib` and
+/// `limits.archive_writer_nice`).
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    /// Its SQLite page cache (see [`WRITER_CACHE_KIB`]).
+    pub cache_kib: u32,
+    /// The niceness of the thread that runs its SQLite statements (Linux). When the
+    /// machine is saturated, routing goes first (archive writes must not cap routing
+    /// throughput): the writer gets what CPU is left, and what it cannot keep up with is
+    /// delivered unarchived and counted (`queue_full`). Below saturation niceness changes
+    /// nothing: idle CPU is anyone's. 0 leaves it; PostgreSQL's work runs in its server.
+    pub nice: i32,
+}
 
-// TEMPORARY (experiment): override by env.
-fn writer_nice() -> i32 {
-    std::env::var("ROOKERY_EXP_WRITER_NICE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(WRITER_NICE)
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            cache_kib: WRITER_CACHE_KIB,
+            nice: 0,
+        }
+    }
 }
 
 /// The ids of this process's threads that sqlx started to run SQLite connections (named
@@ -450,7 +459,7 @@ fn sqlite_worker_threads() -> std::collections::HashSet<i32> {
 }
 
 /// The archive writer's own database connection (not the pool's, so its page cache and
-/// its thread's priority are its own: see [`WRITER_CACHE_KIB`], [`WRITER_NICE`]).
+/// its thread's priority are its own: see [`WriterOptions`]).
 pub struct ArchiveConnection {
     conn: sqlx::AnyConnection,
     sqlite: bool,
@@ -459,7 +468,7 @@ pub struct ArchiveConnection {
 impl Store {
     /// A connection for the archive writer, opened for it; on SQLite its page cache holds
     /// `cache_kib`, and on Linux the thread that runs its statements gets the niceness
-    /// `nice` (see [`WRITER_NICE`]; 0 leaves it).
+    /// `nice` (see [`WriterOptions`]; 0 leaves it).
     pub async fn archive_connection(
         &self,
         cache_kib: u32,
@@ -882,9 +891,14 @@ pub struct ArchiveWriter {
 impl ArchiveWriter {
     /// Starts the writer task on the current tokio runtime; it ends once every clone of
     /// the writer is dropped and what they queued is written.
-    pub fn start(store: Store, capacity: usize, metrics: ArchiveMetrics) -> Self {
+    pub fn start(
+        store: Store,
+        capacity: usize,
+        options: WriterOptions,
+        metrics: ArchiveMetrics,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(run(store, rx, metrics.clone()));
+        tokio::spawn(run(store, options, rx, metrics.clone()));
         Self { tx, metrics }
     }
 
@@ -923,8 +937,17 @@ fn warn_rarely(message: &'static str) {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, metrics: ArchiveMetrics) {
-    let mut writer = Writer { store, conn: None };
+async fn run(
+    store: Store,
+    options: WriterOptions,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: ArchiveMetrics,
+) {
+    let mut writer = Writer {
+        store,
+        options,
+        conn: None,
+    };
     let mut rows = Vec::new();
     let mut waiting = Vec::new();
     while let Some(job) = rx.recv().await {
@@ -953,6 +976,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, metrics: ArchiveMetrics)
 /// failure that was not the database refusing a row).
 struct Writer {
     store: Store,
+    options: WriterOptions,
     conn: Option<ArchiveConnection>,
 }
 
@@ -962,7 +986,7 @@ impl Writer {
             Some(c) => c,
             None => self.conn.insert(
                 self.store
-                    .archive_connection(WRITER_CACHE_KIB, writer_nice())
+                    .archive_connection(self.options.cache_kib, self.options.nice)
                     .await?,
             ),
         };
@@ -1259,7 +1283,12 @@ pub(crate) mod tests {
             .configure([(DOMAIN.to_string(), Some(1_000_000))]);
         store.remeasure_storage(DOMAIN).await.unwrap();
         let metrics = crate::metrics::Metrics::new().archive;
-        let writer = ArchiveWriter::start(store.clone(), 1_000, metrics.clone());
+        let writer = ArchiveWriter::start(
+            store.clone(),
+            1_000,
+            WriterOptions::default(),
+            metrics.clone(),
+        );
         let mut orphan = row(99);
         orphan.username = "ghost".into();
         for r in (0..500).map(row).chain([orphan.clone()]) {

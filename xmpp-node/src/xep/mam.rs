@@ -51,7 +51,7 @@ use crate::{
         Store, StoreError,
         archive::{
             ArchiveFilter, ArchivePage, ArchiveQueryError, ArchiveRow, ArchiveWriter, DefaultMode,
-            Direction, ID_ALPHABET, PageFrom, QUEUE_ROWS, StoredPrefs, id_at,
+            Direction, ID_ALPHABET, PageFrom, QUEUE_ROWS, StoredPrefs, WriterOptions, id_at,
         },
     },
     xep::blocking,
@@ -253,9 +253,9 @@ pub struct Mam {
 
 impl Mam {
     /// Starts the archive writer on the current runtime.
-    pub fn start(store: Store, metrics: ArchiveMetrics) -> Self {
+    pub fn start(store: Store, options: WriterOptions, metrics: ArchiveMetrics) -> Self {
         Self {
-            writer: ArchiveWriter::start(store, QUEUE_ROWS, metrics.clone()),
+            writer: ArchiveWriter::start(store, QUEUE_ROWS, options, metrics.clone()),
             ids: IdGen::new(),
             prefs: RwLock::default(),
             metrics,
