@@ -277,6 +277,9 @@ pub struct LocalNodeSettings {
     pub control_listen: SocketAddr,
     /// The SOCKS5 bytestreams proxy (XEP-0065); None: none.
     pub proxy65_listen: Option<SocketAddr>,
+    /// Server-to-server streams from other XMPP servers (federation); None: none come in
+    /// (the local node's users can still reach other servers).
+    pub s2s_listen: Option<SocketAddr>,
 }
 
 /// The DNS records customers create, and how the panel checks them.
@@ -379,6 +382,7 @@ impl Default for LocalNodeSettings {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 5280)),
             control_listen: SocketAddr::from(([127, 0, 0, 1], 5290)),
             proxy65_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7777))),
+            s2s_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5269))),
         }
     }
 }

@@ -147,6 +147,7 @@ pub fn with_local_node(s: &mut Settings) {
     s.local_node.http_listen = any;
     s.local_node.control_listen = any;
     s.local_node.proxy65_listen = Some(any);
+    s.local_node.s2s_listen = Some(any);
     s.provisioning.reconcile_interval_ms = 100;
     s.provisioning.poll_interval_secs = 1;
     s.probe.enabled = false;

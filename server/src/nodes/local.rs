@@ -36,6 +36,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<LocalNode> {
     settings.http_listen = local.http_listen;
     settings.control_listen = local.control_listen;
     settings.proxy65_listen = local.proxy65_listen;
+    settings.s2s_listen = local.s2s_listen;
     settings.public_host = local.c2s_listen.ip().to_string();
     settings.control_secret = Some(secret.clone().into());
     let capacity = settings.capacity.clone();
