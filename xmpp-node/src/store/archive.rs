@@ -18,8 +18,8 @@
 //! them mid-transaction and reading them back. Measured with benches/archive_writes.rs
 //! (10,000 accounts, 400,000 rows): batches of 1,000 in SQLite's default 2 MiB cache
 //! cost 19 µs of CPU and 12.6 KB written per row, batches of 65,536 in 64 MiB 10 µs and
-//! 5.4 KB; either change alone gains little. On a saturated machine the writer's thread
-//! yields to routing ([`WriterOptions::nice`]).
+//! 5.4 KB; either change alone gains little. The writer's thread may be made to yield to
+//! routing on a saturated machine ([`WriterOptions::nice`]).
 //!
 //! The channel holds [`QUEUE_ROWS`] rows (about a second of a saturated node's traffic,
 //! about the size of the stanzas it holds in memory); when it is full,
@@ -424,11 +424,11 @@ fn filter_conditions(
 pub struct WriterOptions {
     /// Its SQLite page cache (see [`WRITER_CACHE_KIB`]).
     pub cache_kib: u32,
-    /// The niceness of the thread that runs its SQLite statements (Linux). When the
-    /// machine is saturated, routing goes first (archive writes must not cap routing
-    /// throughput): the writer gets what CPU is left, and what it cannot keep up with is
-    /// delivered unarchived and counted (`queue_full`). Below saturation niceness changes
-    /// nothing: idle CPU is anyone's. 0 leaves it; PostgreSQL's work runs in its server.
+    /// The niceness of the thread that runs its SQLite statements (Linux). Above 0, when
+    /// the machine is saturated routing goes first: the writer gets what CPU is left, and
+    /// what it cannot keep up with is delivered unarchived and counted (`queue_full`);
+    /// the writer also falls behind sooner when its batches are small, so 0 (leave it) is
+    /// the default. PostgreSQL's work runs in its own server.
     pub nice: i32,
 }
 
