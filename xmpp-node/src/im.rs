@@ -1297,8 +1297,8 @@ async fn iq_to_local(node: &Node, me: &Arc<SessionHandle>, stanza: Element, to: 
 }
 
 /// An iq from an entity on another server to this one: the server answers what it answers
-/// anyone (disco, ping, version, time, uptime; an account's vCard, disco items and last
-/// activity), full JIDs get theirs forwarded, the rest is `service-unavailable`.
+/// anyone (disco, ping, version, time, uptime; an account's vCard, disco items, PEP items
+/// and last activity), full JIDs get theirs forwarded, the rest is `service-unavailable`.
 async fn iq_from_remote(
     node: &Node,
     me: &Arc<SessionHandle>,
@@ -1332,6 +1332,12 @@ async fn iq_from_remote(
         if payload.is("query", ns::LAST) {
             me.deliver(last_activity(node, &me.jid, &to, &stanza).await);
             return;
+        }
+        // A contact's client on another server reads the account's PEP nodes (OMEMO device
+        // lists and bundles, avatars, nicknames), with the same access rules as a local
+        // contact's.
+        if payload.is("pubsub", pep::PUBSUB) {
+            return pep::handle(node, me, &to, &stanza).await;
         }
         if payload.is("query", ns::DISCO_INFO) || payload.is("ping", ns::PING) {
             return answer(node, me, stanza.clone(), false);
@@ -1645,6 +1651,58 @@ mod tests {
         );
         assert_eq!(answers[2].attr("id"), Some("p1"));
         assert_eq!(error_of(&answers[2]).1, "service-unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_remote_contact_reads_an_open_pep_node_and_not_a_presence_one() {
+        let (node, _dir) =
+            node_with_spec(json!({"domain": DOMAIN, "generation": 1}), &["alice"]).await;
+        let mut back = node.s2s.take_replies().unwrap();
+        let (alice, mut rx) = bind(&node, "alice@example.com/desk");
+        let publish = |id: &str, node_name: &str, access: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' from='alice@example.com/desk' type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node_name}'><item id='current'><x xmlns='urn:test'>{id}</x></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='pubsub#access_model'><value>{access}</value></field></x></publish-options></pubsub></iq>"
+            ))
+        };
+        handle(
+            &node,
+            &alice,
+            publish("d1", "urn:xmpp:omemo:2:devices", "open"),
+        )
+        .await;
+        handle(
+            &node,
+            &alice,
+            publish("n1", "http://jabber.org/protocol/nick", "presence"),
+        )
+        .await;
+        let results = delivered(&mut rx);
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.attr("type") == Some("result"))
+                .count()
+                == 2,
+            "{results:?}"
+        );
+        let items = |id: &str, node_name: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' from='juliet@peer.test/b' to='alice@example.com' type='get' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{node_name}'/></pubsub></iq>"
+            ))
+        };
+        from_remote(&node, items("g1", "urn:xmpp:omemo:2:devices")).await;
+        from_remote(&node, items("g2", "http://jabber.org/protocol/nick")).await;
+        let answers = replies(&mut back);
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[0].attr("type"), Some("result"), "{:?}", answers[0]);
+        assert_eq!(answers[0].attr("to"), Some("juliet@peer.test/b"));
+        assert!(
+            format!("{:?}", answers[0]).contains("d1"),
+            "{:?}",
+            answers[0]
+        );
+        // Juliet is not subscribed to alice's presence: the nickname is not hers to read.
+        assert_eq!(answers[1].attr("type"), Some("error"), "{:?}", answers[1]);
     }
 
     #[tokio::test]
