@@ -28,7 +28,7 @@ async fn detached_and_offline_accounts_are_woken_through_their_app_server() {
         &[],
         &[
             "alice's account advertises push",
-            "an app server on another domain is refused",
+            "an app server on another domain is accepted",
             "while alice is online nobody is woken",
             "a detached session's message wakes the phone through the app server",
             "from alice's account, to her node, with her publish options",

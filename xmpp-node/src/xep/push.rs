@@ -18,9 +18,10 @@
 //! (`features.push_message_content`): the app server belongs to the app's maker, and by
 //! default it learns only that something waits. `features.push` off switches push off for
 //! the vhost (not advertised, enabling refused). Registrations persist (`store::push`)
-//! and go with the account. App servers on other domains need federation, which this
-//! node does not do yet: enabling one is refused with `remote-server-not-found`, and an
-//! app server on a domain hosted here is reached directly (a component-like account).
+//! and go with the account. An app server on a domain hosted here is reached directly (a
+//! component-like account); one on another domain over federation, if the vhost's
+//! federation policy lets it talk with that domain (else enabling it is refused with
+//! `not-allowed`).
 //! Each notification's id names its registration, so an app server that answers with a
 //! permanent error (it no longer knows the device) has that registration removed.
 
@@ -115,13 +116,11 @@ pub async fn handle(node: &Node, me: &SessionHandle, iq: &Element) -> Element {
     match request {
         Request::Enable(registration) => {
             let app = Jid::parse(&registration.app_server).expect("parsed above");
-            if !node.is_hosted(app.domain()) {
+            if !node.federates(domain, app.domain()) {
                 return error_reply(
                     iq,
-                    Condition::RemoteServerNotFound,
-                    Some(
-                        "App servers on other domains need federation, which this server does not offer yet.",
-                    ),
+                    Condition::NotAllowed,
+                    Some("This domain does not exchange messages with the app server's domain."),
                 );
             }
             match node
@@ -222,8 +221,28 @@ pub async fn notify(node: &Node, account: &Jid, sender: &Jid, body: &str) {
         let Ok(app) = Jid::parse(&registration.app_server) else {
             continue;
         };
-        // Local app servers only (see the module docs): a full JID's session, or the
-        // first session of an account.
+        let id = notification_id(&registration.node);
+        if !node.is_hosted(app.domain()) {
+            // Over federation; if the app server cannot be reached, the bounce comes back
+            // as an error to the account and `on_error` removes the registration.
+            if !node.federates(domain, app.domain()) {
+                continue;
+            }
+            match node
+                .s2s
+                .send(notification(account, registration, &id, content))
+            {
+                Ok(()) => {
+                    node.metrics.push_sent.inc();
+                }
+                Err(_) => {
+                    tracing::info!(app_server = %app, "a push notification could not go to its app server's domain")
+                }
+            }
+            continue;
+        }
+        // An app server hosted here: a full JID's session, or the first session of an
+        // account.
         let target = match app.resource() {
             Some(_) => node.router.session(&app),
             None => node.router.sessions(&app).into_iter().next(),
@@ -232,7 +251,6 @@ pub async fn notify(node: &Node, account: &Jid, sender: &Jid, body: &str) {
             tracing::info!(app_server = %app, "a push notification found its app server offline");
             continue;
         };
-        let id = notification_id(&registration.node);
         target.deliver(notification(account, registration, &id, content));
         node.metrics.push_sent.inc();
     }
@@ -378,6 +396,40 @@ mod answers {
         im,
         node::testing::{bind, delivered, node_with_spec, stanza},
     };
+
+    #[tokio::test]
+    async fn an_app_server_on_another_domain_is_enabled_when_the_policy_lets_the_domains_talk() {
+        let (node, _dir) = node_with_spec(
+            json!({"domain": "example.com", "generation": 1,
+                   "features": {"federation_allow": ["push.partner.test"]}}),
+            &["alice"],
+        )
+        .await;
+        let (alice, mut rx) = bind(&node, "alice@example.com/phone");
+        let enable = |app: &str| {
+            stanza(&format!(
+                "<iq xmlns='jabber:client' from='alice@example.com/phone' type='set' id='e-{app}'><enable xmlns='urn:xmpp:push:0' jid='{app}' node='n1'/></iq>"
+            ))
+        };
+        im::handle(&node, &alice, enable("push.partner.test")).await;
+        im::handle(&node, &alice, enable("push.elsewhere.test")).await;
+        let answers = delivered(&mut rx);
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[0].attr("type"), Some("result"), "{:?}", answers[0]);
+        assert_eq!(answers[1].attr("type"), Some("error"), "{:?}", answers[1]);
+        assert!(
+            answers[1].to_xml().contains("not-allowed"),
+            "{:?}",
+            answers[1]
+        );
+        let stored = node
+            .store
+            .push_registrations("example.com", "alice")
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].app_server, "push.partner.test");
+    }
 
     #[tokio::test]
     async fn a_permanent_error_from_the_app_server_removes_the_registration_a_temporary_one_not() {
