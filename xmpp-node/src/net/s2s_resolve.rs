@@ -132,8 +132,32 @@ pub fn targets(
 }
 
 /// A DNS resolver for SRV look-ups: the system's (`/etc/resolv.conf`), or one name server.
+/// A machine without a usable `/etc/resolv.conf` (some containers) still starts: its
+/// resolver has no name server, so peers are found through `s2s_hosts`, else at their
+/// domain on port 5269 (which the operating system resolves when connecting).
 pub fn resolver(server: Option<SocketAddr>, timeout: Duration) -> anyhow::Result<TokioResolver> {
-    rookery_common::dns::resolver(server, timeout, 2).map_err(anyhow::Error::msg)
+    match rookery_common::dns::resolver(server, timeout, 2) {
+        Ok(r) => Ok(r),
+        Err(e) if server.is_none() => {
+            tracing::warn!(
+                error = %e,
+                "no DNS resolver for SRV records of peer servers: peers are found through s2s_hosts, else at their domain on port 5269 (set s2s_resolver to name a DNS server)"
+            );
+            without_name_servers()
+        }
+        Err(e) => Err(anyhow::Error::msg(e)),
+    }
+}
+
+/// A resolver that asks nobody: every look-up fails at once.
+fn without_name_servers() -> anyhow::Result<TokioResolver> {
+    use hickory_resolver::{Resolver, config::ResolverConfig, net::runtime::TokioRuntimeProvider};
+    Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(Vec::new()),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .map_err(|e| anyhow::anyhow!("making an empty DNS resolver: {e}"))
 }
 
 /// The SRV records at `name`; None when there are none or the look-up failed.
@@ -189,6 +213,20 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_name_servers_a_peer_is_looked_for_at_its_domain() {
+        let resolver = without_name_servers().unwrap();
+        let targets = resolve(&resolver, &BTreeMap::new(), "peer.test").await;
+        assert_eq!(
+            targets,
+            vec![PeerTarget {
+                host: "peer.test".into(),
+                port: S2S_PORT,
+                direct_tls: false,
+            }]
+        );
+    }
 
     fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Srv {
         Srv {
