@@ -306,7 +306,7 @@ pub async fn serve_incoming(
     to_node: mpsc::Sender<Incoming>,
 ) -> Result<(), InError> {
     let now = tokio::time::Instant::now();
-    let mut track = InTrack {
+    let track = InTrack {
         deadline: now + limits.pre_auth,
         authorized: false,
         tokens: f64::from(limits.stanzas_per_second) * 2.0,
@@ -316,46 +316,33 @@ pub async fn serve_incoming(
         proven: Vec::new(),
         chain: None,
     };
-    let mut parser = StreamParser::new(Limits::default());
-    let acceptor = TlsAcceptor::from(connector.tls.server.clone());
+    let mut cx = InCtx {
+        parser: StreamParser::new(Limits::default()),
+        connector: &connector,
+        limits: &limits,
+        track,
+        to_node: &to_node,
+    };
     let mut tcp = tcp;
     if direct_tls {
-        let mut tls = tokio::time::timeout_at(track.deadline, acceptor.accept(tcp))
+        let acceptor = TlsAcceptor::from(connector.tls.server.clone());
+        let mut tls = tokio::time::timeout_at(cx.track.deadline, acceptor.accept(tcp))
             .await
             .map_err(|_| InError::Timeout)?
             .context("TLS with the peer")?;
-        track.chain = Some(peer_chain(&tls));
+        cx.track.chain = Some(peer_chain(&tls));
         let mut machine = S2sIn::new(cfg, Some(Vec::new()));
-        incoming_phase(
-            &mut tls,
-            &mut machine,
-            &mut parser,
-            &connector,
-            &limits,
-            &mut track,
-            &to_node,
-        )
-        .await?;
+        incoming_phase(&mut tls, &mut machine, &mut cx).await?;
         return Ok(());
     }
     let mut machine = S2sIn::new(cfg, None);
-    match incoming_phase(
-        &mut tcp,
-        &mut machine,
-        &mut parser,
-        &connector,
-        &limits,
-        &mut track,
-        &to_node,
-    )
-    .await?
-    {
+    match incoming_phase(&mut tcp, &mut machine, &mut cx).await? {
         Stop::Closed => return Ok(()),
         Stop::StartTls => {}
     }
     let local = machine.local().map(str::to_owned);
     let mut tls = tokio::time::timeout_at(
-        track.deadline,
+        cx.track.deadline,
         accept_for(&connector.tls, tcp, local.as_deref()),
     )
     .await
@@ -365,20 +352,22 @@ pub async fn serve_incoming(
     let claimed: Vec<String> = machine.remote().into_iter().collect();
     let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
     let proven = verified_domains(&chain, &connector.tls.anchors, &claimed, UnixTime::now());
-    track.proven.clone_from(&proven);
+    cx.track.proven.clone_from(&proven);
     let _ = machine.on_tls(proven);
-    parser.reset();
-    incoming_phase(
-        &mut tls,
-        &mut machine,
-        &mut parser,
-        &connector,
-        &limits,
-        &mut track,
-        &to_node,
-    )
-    .await?;
+    cx.parser.reset();
+    incoming_phase(&mut tls, &mut machine, &mut cx).await?;
     Ok(())
+}
+
+/// What the phases of one incoming stream (before and after TLS) share.
+struct InCtx<'a> {
+    parser: StreamParser,
+    /// Where dialback checks go.
+    connector: &'a Arc<Connector>,
+    limits: &'a InLimits,
+    track: InTrack,
+    /// Where authorizations and stanzas go.
+    to_node: &'a mpsc::Sender<Incoming>,
 }
 
 fn peer_chain(
@@ -409,12 +398,17 @@ async fn refuse<S: AsyncWrite + Unpin>(
 async fn incoming_phase<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     machine: &mut S2sIn,
-    parser: &mut StreamParser,
-    connector: &Arc<Connector>,
-    limits: &InLimits,
-    track: &mut InTrack,
-    to_node: &mpsc::Sender<Incoming>,
+    cx: &mut InCtx<'_>,
 ) -> Result<Stop, InError> {
+    let InCtx {
+        parser,
+        connector,
+        limits,
+        track,
+        to_node,
+    } = cx;
+    let (connector, limits, to_node): (&Arc<Connector>, &InLimits, &mpsc::Sender<Incoming>) =
+        (connector, limits, to_node);
     let mut buf = vec![0u8; 16 * 1024];
     let (checked_tx, mut checked_rx) = mpsc::channel::<(String, String, bool)>(8);
     loop {
